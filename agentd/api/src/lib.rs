@@ -1,0 +1,260 @@
+//! The control API between agentd and its clients (netctl, `curl --unix-socket`).
+//!
+//! HTTP/1.1 + JSON over a Unix socket. Paths carry the API version (`/v1/...`) so that a newer
+//! netctl can tell an older agentd apart instead of misreading it. Every response carries the
+//! agentd version in [`AGENTD_VERSION_HEADER`] so that clients can warn about a mismatch. Errors
+//! are always an [`ErrorBody`] with a machine-readable [`ErrorKind`]; the HTTP status of each kind
+//! is decided here, in one place, for both sides.
+//!
+//! This crate holds types only: no I/O, no runtime, so that netctl stays light.
+
+use isthmus_config::Diagnostic;
+use serde::{Deserialize, Serialize};
+
+/// The API version in every path. Bump it only for incompatible changes.
+pub const API_VERSION: &str = "v1";
+/// Response header with the agentd package version.
+pub const AGENTD_VERSION_HEADER: &str = "isthmus-agentd-version";
+/// Request header with the client's package version (informational, logged by agentd).
+pub const CLIENT_VERSION_HEADER: &str = "isthmus-client-version";
+/// The default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/isthmus/agentd.sock";
+
+/// Paths of the control API.
+pub mod paths {
+    /// `GET`: [`crate::Status`].
+    pub const STATUS: &str = "/v1/status";
+    /// `GET`: [`crate::VersionInfo`].
+    pub const VERSION: &str = "/v1/version";
+    /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
+    pub const RELOAD: &str = "/v1/reload";
+}
+
+/// What a client may do, decided by agentd from the peer credentials of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Status and other reads.
+    Read,
+    /// Reload, failover and other changes.
+    Write,
+}
+
+/// The machine-readable cause of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request could not be understood (bad JSON, bad parameters).
+    BadRequest,
+    /// The caller's credentials do not allow this.
+    PermissionDenied,
+    /// No such path in this API version.
+    NotFound,
+    /// The path names an API version this agentd does not speak (`/v2/...` on a v1 agentd).
+    UnsupportedApiVersion,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
+    /// The client did not send the request in time.
+    RequestTimeout,
+    /// The body is larger than agentd accepts.
+    PayloadTooLarge,
+    /// A new configuration was rejected; the running one stays. See `diagnostics`.
+    ConfigInvalid,
+    /// Too many clients are connected; retry shortly.
+    TooManyClients,
+    /// agentd is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected failure inside agentd.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code that carries this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound | ErrorKind::UnsupportedApiVersion => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::ConfigInvalid => 422,
+            ErrorKind::TooManyClients => 503,
+            ErrorKind::ShuttingDown => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// For `config_invalid`: every error and warning found in the rejected file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ErrorBody {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorBody {
+            kind,
+            message: message.into(),
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// agentd's package version.
+    pub version: String,
+    /// The control API version agentd speaks (`v1`).
+    pub api_version: String,
+}
+
+/// `GET /v1/status`: what an operator needs first, at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub agent: AgentStatus,
+    pub config: ConfigStatus,
+    pub links: Vec<LinkStatus>,
+    pub route_groups: Vec<RouteGroupStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// `[agent].name` of the running config.
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub pid: u32,
+    /// Seconds since agentd started.
+    pub uptime_seconds: u64,
+    /// What the caller may do on this socket, from its credentials.
+    pub caller_access: Access,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The file agentd reads on reload.
+    pub path: String,
+    /// A short hash of the running config file's text, to tell which version runs.
+    pub fingerprint: String,
+    /// Seconds since the running config was loaded.
+    pub loaded_seconds_ago: u64,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+    /// The last rejected reload, if it came after the last applied one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rejected: Option<RejectedReload>,
+    /// Warnings about the running config (e.g. an unknown group name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedReload {
+    pub seconds_ago: u64,
+    pub error_count: usize,
+    /// The first error, rendered on one line.
+    pub first_error: String,
+}
+
+/// State of a link as agentd knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// In the config; agentd runs no tunnel for it (this build has no data plane yet).
+    Configured,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Configured => "configured",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub interface: String,
+    pub state: LinkState,
+    /// Local underlay address and UDP port.
+    pub listen: String,
+    /// Configured peer endpoint.
+    pub peer_endpoint: String,
+    /// Remote CIDRs carried by this link.
+    pub allowed_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteGroupStatus {
+    pub name: String,
+    pub destinations: Vec<String>,
+    /// Links in order of preference.
+    pub links: Vec<String>,
+    /// The link carrying the routes, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_link: Option<String>,
+}
+
+/// `POST /v1/reload` success.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Fingerprint of the config now running.
+    pub fingerprint: String,
+    /// What changed, one line each (`link internet: changed`, `route_group dbs: added`).
+    pub changes: Vec<String>,
+    /// Settings that changed but only take effect after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
+    /// Warnings about the new config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_are_snake_case_on_the_wire() {
+        let body = ErrorBody::new(ErrorKind::PermissionDenied, "no");
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(json, r#"{"kind":"permission_denied","message":"no"}"#);
+        let back: ErrorBody = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn every_error_kind_maps_to_a_4xx_or_5xx() {
+        for kind in [
+            ErrorKind::BadRequest,
+            ErrorKind::PermissionDenied,
+            ErrorKind::NotFound,
+            ErrorKind::UnsupportedApiVersion,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::RequestTimeout,
+            ErrorKind::PayloadTooLarge,
+            ErrorKind::ConfigInvalid,
+            ErrorKind::TooManyClients,
+            ErrorKind::ShuttingDown,
+            ErrorKind::Internal,
+        ] {
+            let s = kind.http_status();
+            assert!((400..600).contains(&s), "{kind:?} -> {s}");
+            let client_fault = !matches!(
+                kind,
+                ErrorKind::Internal | ErrorKind::TooManyClients | ErrorKind::ShuttingDown
+            );
+            assert_eq!(client_fault, s < 500, "{kind:?}");
+        }
+    }
+}

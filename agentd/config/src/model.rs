@@ -1,0 +1,498 @@
+//! The validated configuration that agentd runs with. Every value here has passed the checks in
+//! `validate` and `relations`: names are unique, references resolve, CIDRs are network addresses,
+//! durations are in range, key files were readable, private and only hold keys of the right size.
+//! Defaults are filled in; the `DEFAULT_*` constants say what they are and why. Code that uses a
+//! `Config` never needs to re-check it. Secrets are loaded into [`Secret`], which never prints.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ipnetwork::IpNetwork;
+
+/// Where state survives restarts (active links, damping penalties), the FHS place for it.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/isthmus";
+/// Where the WireGuard UAPI sockets go, so the standard `wg` tool finds them.
+pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
+/// The control socket; `netctl` looks here unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/isthmus/agentd.sock";
+/// Owner and group may connect; others may not (connect() needs write permission).
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+pub const DEFAULT_READ_GROUP: &str = "isthmus";
+pub const DEFAULT_ADMIN_GROUP: &str = "isthmus-admin";
+/// Enough for a few operators and a monitoring agent; a cap so idle clients cannot exhaust fds.
+pub const DEFAULT_MAX_CLIENTS: usize = 16;
+/// A request that takes longer than this is stuck; `netctl` must answer at 3 AM.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Loopback only: metrics need not leave the host unless the operator decides so.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9477));
+/// An rtnetlink route protocol number not used by iproute2 or the common routing daemons (see
+/// `/etc/iproute2/rt_protos`), so agentd recognizes its own routes and never touches others.
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 73;
+/// The main routing table (`RT_TABLE_MAIN`).
+pub const MAIN_TABLE: u32 = 254;
+/// 5% loss hurts TCP noticeably but is common enough on the internet not to fail over on less.
+pub const DEFAULT_LOSS_DEGRADED: f64 = 0.05;
+/// Well above a cross-cloud interconnect RTT, below what interactive database sessions tolerate.
+pub const DEFAULT_RTT_DEGRADED: Duration = Duration::from_millis(150);
+pub const DEFAULT_JITTER_DEGRADED: Duration = Duration::from_millis(30);
+/// Route-flap damping values after RFC 2439 / common BGP practice: three quick flaps suppress a
+/// link; it is reused after about two half-lives of calm.
+pub const DEFAULT_DAMPING_PENALTY: u32 = 1000;
+pub const DEFAULT_DAMPING_HALF_LIFE: Duration = Duration::from_secs(60);
+pub const DEFAULT_DAMPING_SUPPRESS_ABOVE: u32 = 3000;
+pub const DEFAULT_DAMPING_REUSE_BELOW: u32 = 750;
+pub const DEFAULT_DAMPING_MAX_SUPPRESS: Duration = Duration::from_secs(600);
+/// 1500 minus the WireGuard overhead over IPv6 underlay (80 bytes): safe on any path.
+pub const DEFAULT_MTU: u16 = 1420;
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+pub const DEFAULT_ROUTE_METRIC: u32 = 100;
+/// Wait this long on a healthy preferred link before moving traffic back: avoids ping-pong.
+pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
+/// At most one switch per hold-down, whatever the probes say.
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(5);
+/// Short, so resolvers follow a failover quickly.
+pub const DEFAULT_DNS_TTL: u32 = 30;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    pub agent: Agent,
+    pub control: Control,
+    pub metrics: Metrics,
+    pub routes: Routes,
+    pub health: Health,
+    pub links: Vec<Link>,
+    pub probes: Vec<Probe>,
+    pub route_groups: Vec<RouteGroup>,
+    pub dns_providers: Vec<DnsProvider>,
+    pub dns_groups: Vec<DnsGroup>,
+}
+
+impl Config {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn probe(&self, name: &str) -> Option<&Probe> {
+        self.probes.iter().find(|p| p.name == name)
+    }
+
+    pub fn route_group(&self, name: &str) -> Option<&RouteGroup> {
+        self.route_groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn dns_provider(&self, name: &str) -> Option<&DnsProvider> {
+        self.dns_providers.iter().find(|p| p.name == name)
+    }
+
+    pub fn dns_group(&self, name: &str) -> Option<&DnsGroup> {
+        self.dns_groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub name: String,
+    pub log_level: LogLevel,
+    pub state_dir: PathBuf,
+    pub uapi_dir: PathBuf,
+}
+
+impl Agent {
+    /// An agent with this name and every other setting at its default.
+    pub fn named(name: impl Into<String>) -> Self {
+        Agent {
+            name: name.into(),
+            log_level: LogLevel::Info,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
+        }
+    }
+}
+
+/// Declares a keyword enum: its variants, their spelling in the config file, and `as_str`.
+macro_rules! keywords {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every variant, in the order the documentation lists them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The spelling in the config file.
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl crate::values::Keyword for $name {
+            const ALL: &'static [Self] = $name::ALL;
+            fn text(&self) -> &'static str {
+                self.as_str()
+            }
+        }
+    };
+}
+
+keywords! {
+    /// `[agent].log_level`; `RUST_LOG` overrides it.
+    LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" }
+}
+keywords! {
+    /// `[health].profile`: timing of the built-in peer probes.
+    Profile { Default = "default", Fast = "fast" }
+}
+keywords! {
+    /// `[[probe]].kind`
+    ProbeKind { Icmp = "icmp", Tcp = "tcp", Http = "http", Https = "https" }
+}
+keywords! {
+    /// `[[route_group]].failover_on`: the link health that makes a group leave a link.
+    FailoverOn { Degraded = "degraded", Down = "down" }
+}
+keywords! {
+    /// `[[dns_provider]].kind`
+    DnsProviderKind { Rfc2136 = "rfc2136", Route53 = "route53" }
+}
+keywords! {
+    /// `[[dns_provider]].tsig_algorithm`
+    TsigAlgorithm { HmacSha256 = "hmac-sha256", HmacSha512 = "hmac-sha512" }
+}
+keywords! {
+    /// `[[dns_group]].type`
+    RecordType { A = "A", Aaaa = "AAAA", Cname = "CNAME" }
+}
+
+/// `[control]`: the Unix socket `netctl` talks to, and who may do what on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub socket: PathBuf,
+    /// Permission bits of the socket file; never any bit for "others".
+    pub socket_mode: u32,
+    /// Members may connect and read.
+    pub read_group: GroupRef,
+    /// Members may also change things (reload, failover).
+    pub admin_group: GroupRef,
+    pub max_clients: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: DEFAULT_SOCKET_MODE,
+            read_group: GroupRef::Name(DEFAULT_READ_GROUP.to_string()),
+            admin_group: GroupRef::Name(DEFAULT_ADMIN_GROUP.to_string()),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// A Unix group by name (looked up when used, it may be created after agentd starts) or by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupRef {
+    Name(String),
+    Id(u32),
+}
+
+impl GroupRef {
+    /// The gid now, or `None` if the name does not resolve on this host.
+    pub fn resolve(&self) -> Option<u32> {
+        match self {
+            GroupRef::Id(gid) => Some(*gid),
+            GroupRef::Name(name) => nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw()),
+        }
+    }
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupRef::Name(name) => f.write_str(name),
+            GroupRef::Id(gid) => write!(f, "{gid}"),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: DEFAULT_METRICS_LISTEN,
+        }
+    }
+}
+
+/// `[routes]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routes {
+    /// rtnetlink protocol number that marks agentd's routes.
+    pub protocol: u8,
+    /// Default routing table of the route groups; `main` is [`MAIN_TABLE`].
+    pub table: u32,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            protocol: DEFAULT_ROUTE_PROTOCOL,
+            table: MAIN_TABLE,
+        }
+    }
+}
+
+/// `[health]`: when a link counts as degraded, and how flapping links are damped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub profile: Profile,
+    /// Loss ratio (0..1) above which a link is degraded.
+    pub loss_degraded: f64,
+    pub rtt_degraded: Duration,
+    pub jitter_degraded: Duration,
+    pub damping: Damping,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            profile: Profile::Default,
+            loss_degraded: DEFAULT_LOSS_DEGRADED,
+            rtt_degraded: DEFAULT_RTT_DEGRADED,
+            jitter_degraded: DEFAULT_JITTER_DEGRADED,
+            damping: Damping::default(),
+        }
+    }
+}
+
+/// `[health.damping]`: each flap adds `penalty`; the penalty halves every `half_life`; above
+/// `suppress_above` the link is not used until the penalty falls below `reuse_below`, or at most
+/// `max_suppress`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damping {
+    pub penalty: u32,
+    pub half_life: Duration,
+    pub suppress_above: u32,
+    pub reuse_below: u32,
+    pub max_suppress: Duration,
+}
+
+impl Default for Damping {
+    fn default() -> Self {
+        Damping {
+            penalty: DEFAULT_DAMPING_PENALTY,
+            half_life: DEFAULT_DAMPING_HALF_LIFE,
+            suppress_above: DEFAULT_DAMPING_SUPPRESS_ABOVE,
+            reuse_below: DEFAULT_DAMPING_REUSE_BELOW,
+            max_suppress: DEFAULT_DAMPING_MAX_SUPPRESS,
+        }
+    }
+}
+
+/// `[[link]]`: one WireGuard tunnel to the peer over one underlay path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub name: String,
+    /// TUN interface name.
+    pub interface: String,
+    /// Resolved, absolute.
+    pub private_key_file: PathBuf,
+    pub private_key: Secret,
+    /// Local underlay address and UDP port.
+    pub listen: SocketAddr,
+    pub peer_public_key: PublicKey,
+    /// Resolved, absolute.
+    pub preshared_key_file: Option<PathBuf>,
+    pub preshared_key: Option<Secret>,
+    pub peer_endpoint: Endpoint,
+    /// Remote networks carried by this link (network addresses).
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Inner addresses of the TUN interface (host address and prefix).
+    pub addresses: Vec<IpNetwork>,
+    pub mtu: u16,
+    pub persistent_keepalive: Option<Duration>,
+}
+
+/// 32 bytes of key material (WireGuard private or preshared key). Never printed: `Debug` shows
+/// `Secret(<redacted>)` and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A WireGuard public key; displays (and debug-prints) as base64, as `wg` shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl PublicKey {
+    /// Parses base64 of exactly 32 bytes (surrounding whitespace ignored).
+    pub fn from_base64(text: &str) -> Option<Self> {
+        decode_key(text).map(PublicKey)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+}
+
+/// Base64 of exactly 32 bytes, as `wg genkey` writes it. Whitespace around it is ignored.
+pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
+
+/// Where the peer is: an address, or a host name that agentd resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Addr(SocketAddr),
+    Host { host: String, port: u16 },
+}
+
+impl Endpoint {
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Addr(a) => a.port(),
+            Endpoint::Host { port, .. } => *port,
+        }
+    }
+
+    /// The address, if it is one (not a host name).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Endpoint::Addr(a) => Some(a.ip()),
+            Endpoint::Host { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Addr(a) => write!(f, "{a}"),
+            Endpoint::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// `[[probe]]`: a check of a target behind the tunnels, run over each link that lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub name: String,
+    pub kind: ProbeKind,
+    /// icmp: IP or host name; tcp: `HOST:PORT`; http/https: URL.
+    pub target: String,
+    pub interval: Duration,
+    /// At most `interval`.
+    pub timeout: Duration,
+    /// http/https only (defaults to 200 there); `None` for other kinds.
+    pub expect_status: Option<u16>,
+    pub source: Option<IpAddr>,
+}
+
+/// `[[route_group]]`: destinations routed over the first usable link of an ordered list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteGroup {
+    pub name: String,
+    pub destinations: Vec<IpNetwork>,
+    /// Link names, most preferred first.
+    pub links: Vec<String>,
+    /// Probe names that must pass on a link for it to be usable.
+    pub checks: Vec<String>,
+    /// Resolved: the group's own table or `[routes].table`.
+    pub table: u32,
+    pub metric: u32,
+    pub failover_on: FailoverOn,
+    pub preempt: bool,
+    pub failback_after: Duration,
+    pub hold_down: Duration,
+}
+
+/// `[[dns_provider]]`: where DNS answers are published. The TSIG key content is not kept here:
+/// the DNS adapter reads `tsig_key_file` when it needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsProvider {
+    pub name: String,
+    pub kind: DnsProviderKind,
+    /// rfc2136: the primary server.
+    pub server: Option<SocketAddr>,
+    /// rfc2136: the zone to update.
+    pub zone: Option<String>,
+    /// rfc2136: resolved, absolute.
+    pub tsig_key_file: Option<PathBuf>,
+    pub tsig_algorithm: TsigAlgorithm,
+    /// route53
+    pub hosted_zone_id: Option<String>,
+    /// route53: API endpoint override (tests point it at moto).
+    pub endpoint: Option<String>,
+    /// route53
+    pub region: Option<String>,
+}
+
+/// `[[dns_group]]`: one record whose value follows the health of ordered answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsGroup {
+    pub name: String,
+    pub provider: String,
+    pub record: String,
+    pub record_type: RecordType,
+    pub ttl: u32,
+    /// Most preferred first.
+    pub answers: Vec<DnsAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsAnswer {
+    pub value: String,
+    /// Probe names that must pass for this answer to be published.
+    pub checks: Vec<String>,
+}

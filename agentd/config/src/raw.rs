@@ -1,0 +1,357 @@
+//! The config as TOML sees it: which keys exist in which table and what TOML type each holds,
+//! with the span of every value. Nothing here knows what a value means: strings stay strings
+//! (CIDRs, addresses, durations are read in `validate`), and every key is optional at this
+//! level, so that a missing key is reported by `validate` with a hint, together with all other
+//! problems, instead of stopping serde. `deny_unknown_fields` everywhere: a misspelt key is an
+//! error, never silently ignored.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(crate) type Text = Option<Spanned<String>>;
+pub(crate) type Texts = Option<Spanned<Vec<Spanned<String>>>>;
+pub(crate) type Int = Option<Spanned<i64>>;
+pub(crate) type Float = Option<Spanned<f64>>;
+pub(crate) type Bool = Option<Spanned<bool>>;
+/// A string or an integer (groups, tables, modes).
+pub(crate) type Value = Option<Spanned<Scalar>>;
+/// A duration: a string such as "5s"; an integer is read so that `validate` can explain that
+/// it needs a unit.
+pub(crate) type Dur = Option<Spanned<DurationText>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    pub name: Text,
+    pub log_level: Text,
+    pub state_dir: Text,
+    pub uapi_dir: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawControl {
+    pub socket: Text,
+    pub socket_mode: Value,
+    pub read_group: Value,
+    pub admin_group: Value,
+    pub max_clients: Int,
+    pub request_timeout: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoutes {
+    pub protocol: Int,
+    pub table: Value,
+}
+
+/// `[health]` without `damping`, which `parse` reads as a section of its own so that its
+/// errors are reported independently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub profile: Text,
+    pub loss_degraded: Float,
+    pub rtt_degraded: Dur,
+    pub jitter_degraded: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDamping {
+    pub penalty: Int,
+    pub half_life: Dur,
+    pub suppress_above: Int,
+    pub reuse_below: Int,
+    pub max_suppress: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLink {
+    pub name: Text,
+    pub interface: Text,
+    pub private_key_file: Text,
+    pub listen: Text,
+    pub peer_public_key: Text,
+    pub preshared_key_file: Text,
+    pub peer_endpoint: Text,
+    pub allowed_ips: Texts,
+    pub addresses: Texts,
+    pub mtu: Int,
+    pub persistent_keepalive: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub name: Text,
+    pub kind: Text,
+    pub target: Text,
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub expect_status: Int,
+    pub source: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteGroup {
+    pub name: Text,
+    pub destinations: Texts,
+    pub links: Texts,
+    pub checks: Texts,
+    pub table: Value,
+    pub metric: Int,
+    pub failover_on: Text,
+    pub preempt: Bool,
+    pub failback_after: Dur,
+    pub hold_down: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDnsProvider {
+    pub name: Text,
+    pub kind: Text,
+    pub server: Text,
+    pub zone: Text,
+    pub tsig_key_file: Text,
+    pub tsig_algorithm: Text,
+    pub hosted_zone_id: Text,
+    pub endpoint: Text,
+    pub region: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDnsGroup {
+    pub name: Text,
+    pub provider: Text,
+    pub record: Text,
+    #[serde(rename = "type")]
+    pub record_type: Text,
+    pub ttl: Int,
+    pub answers: Option<Spanned<Vec<Spanned<RawAnswer>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnswer {
+    pub value: Text,
+    pub checks: Texts,
+}
+
+/// A value that may be written as a string or as an integer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar {
+    Text(String),
+    Int(i64),
+}
+
+/// A duration as written; see [`Dur`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DurationText(pub Scalar);
+
+struct ScalarVisitor(&'static str);
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        i64::try_from(v)
+            .map(Scalar::Int)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor("a string or an integer"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor("a duration string such as \"5s\""))
+            .map(DurationText)
+    }
+}
+
+/// An example line for a key, for hints about missing keys and wrong types. `table` is the
+/// section or list name (`agent`, `link`, `health.damping`, `answer`).
+pub(crate) fn example(table: &str, key: &str) -> Option<&'static str> {
+    EXAMPLES
+        .iter()
+        .find(|(t, k, _)| *t == table && *k == key)
+        .map(|(_, _, line)| *line)
+}
+
+/// The tables that have `key`, written as headers: `[agent]`, `[[link]]`.
+pub(crate) fn tables_with_key(key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (table, k, _) in EXAMPLES {
+        if *k != key {
+            continue;
+        }
+        let header = match *table {
+            "link" | "probe" | "route_group" | "dns_provider" | "dns_group" => {
+                format!("[[{table}]]")
+            }
+            "answer" => "the answers of [[dns_group]]".to_string(),
+            _ => format!("[{table}]"),
+        };
+        if !out.contains(&header) {
+            out.push(header);
+        }
+    }
+    out
+}
+
+const EXAMPLES: &[(&str, &str, &str)] = &[
+    ("agent", "name", r#"name = "aws-gw-1""#),
+    ("agent", "log_level", r#"log_level = "info""#),
+    ("agent", "state_dir", r#"state_dir = "/var/lib/isthmus""#),
+    ("agent", "uapi_dir", r#"uapi_dir = "/var/run/wireguard""#),
+    (
+        "control",
+        "socket",
+        r#"socket = "/run/isthmus/agentd.sock""#,
+    ),
+    ("control", "socket_mode", r#"socket_mode = "0660""#),
+    ("control", "read_group", r#"read_group = "isthmus""#),
+    ("control", "admin_group", r#"admin_group = "isthmus-admin""#),
+    ("control", "max_clients", "max_clients = 16"),
+    ("control", "request_timeout", r#"request_timeout = "5s""#),
+    ("metrics", "listen", r#"listen = "127.0.0.1:9477""#),
+    ("routes", "protocol", "protocol = 73"),
+    ("routes", "table", r#"table = "main""#),
+    ("health", "profile", r#"profile = "default""#),
+    ("health", "loss_degraded", "loss_degraded = 0.05"),
+    ("health", "rtt_degraded", r#"rtt_degraded = "150ms""#),
+    ("health", "jitter_degraded", r#"jitter_degraded = "30ms""#),
+    ("health.damping", "penalty", "penalty = 1000"),
+    ("health.damping", "half_life", r#"half_life = "60s""#),
+    ("health.damping", "suppress_above", "suppress_above = 3000"),
+    ("health.damping", "reuse_below", "reuse_below = 750"),
+    ("health.damping", "max_suppress", r#"max_suppress = "10m""#),
+    ("link", "name", r#"name = "interconnect""#),
+    ("link", "interface", r#"interface = "isth-ic""#),
+    (
+        "link",
+        "private_key_file",
+        r#"private_key_file = "private.key""#,
+    ),
+    ("link", "listen", r#"listen = "192.0.2.1:51820""#),
+    (
+        "link",
+        "peer_public_key",
+        r#"peer_public_key = "<output of wg pubkey on the peer>""#,
+    ),
+    (
+        "link",
+        "preshared_key_file",
+        r#"preshared_key_file = "interconnect.psk""#,
+    ),
+    (
+        "link",
+        "peer_endpoint",
+        r#"peer_endpoint = "192.0.2.2:51820""#,
+    ),
+    ("link", "allowed_ips", r#"allowed_ips = ["10.2.0.0/16"]"#),
+    ("link", "addresses", r#"addresses = ["10.255.0.0/31"]"#),
+    ("link", "mtu", "mtu = 1420"),
+    (
+        "link",
+        "persistent_keepalive",
+        r#"persistent_keepalive = "25s""#,
+    ),
+    ("probe", "name", r#"name = "adb-listener""#),
+    ("probe", "kind", r#"kind = "tcp""#),
+    ("probe", "target", r#"target = "10.2.1.10:1522""#),
+    ("probe", "interval", r#"interval = "1s""#),
+    ("probe", "timeout", r#"timeout = "500ms""#),
+    ("probe", "expect_status", "expect_status = 200"),
+    ("probe", "source", r#"source = "10.1.0.1""#),
+    ("route_group", "name", r#"name = "oci-vcn""#),
+    (
+        "route_group",
+        "destinations",
+        r#"destinations = ["10.2.0.0/16"]"#,
+    ),
+    (
+        "route_group",
+        "links",
+        r#"links = ["interconnect", "internet"]"#,
+    ),
+    ("route_group", "checks", r#"checks = ["adb-listener"]"#),
+    ("route_group", "table", r#"table = "main""#),
+    ("route_group", "metric", "metric = 100"),
+    ("route_group", "failover_on", r#"failover_on = "degraded""#),
+    ("route_group", "preempt", "preempt = true"),
+    ("route_group", "failback_after", r#"failback_after = "30s""#),
+    ("route_group", "hold_down", r#"hold_down = "5s""#),
+    ("dns_provider", "name", r#"name = "corp-dns""#),
+    ("dns_provider", "kind", r#"kind = "rfc2136""#),
+    ("dns_provider", "server", r#"server = "10.1.0.53:53""#),
+    ("dns_provider", "zone", r#"zone = "example.internal.""#),
+    (
+        "dns_provider",
+        "tsig_key_file",
+        r#"tsig_key_file = "tsig.key""#,
+    ),
+    (
+        "dns_provider",
+        "tsig_algorithm",
+        r#"tsig_algorithm = "hmac-sha256""#,
+    ),
+    (
+        "dns_provider",
+        "hosted_zone_id",
+        r#"hosted_zone_id = "Z0123456789ABC""#,
+    ),
+    (
+        "dns_provider",
+        "endpoint",
+        r#"endpoint = "https://route53.amazonaws.com""#,
+    ),
+    ("dns_provider", "region", r#"region = "us-east-1""#),
+    ("dns_group", "name", r#"name = "orders-db""#),
+    ("dns_group", "provider", r#"provider = "corp-dns""#),
+    (
+        "dns_group",
+        "record",
+        r#"record = "orders-db.example.internal.""#,
+    ),
+    ("dns_group", "type", r#"type = "A""#),
+    ("dns_group", "ttl", "ttl = 30"),
+    (
+        "dns_group",
+        "answers",
+        r#"answers = [{ value = "10.2.1.10", checks = ["adb-listener"] }]"#,
+    ),
+    ("answer", "value", r#"value = "10.2.1.10""#),
+    ("answer", "checks", r#"checks = ["adb-listener"]"#),
+];

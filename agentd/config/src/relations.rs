@@ -1,0 +1,399 @@
+//! Rules across entries: unique names, interfaces and listen addresses; references that
+//! resolve; destinations that do not overlap within a routing table and that every link of
+//! their group carries; peer endpoints that would loop into a tunnel; DNS records inside their
+//! provider's zone.
+//!
+//! These rules read the raw entries and re-read the few values they need; a value that is
+//! itself invalid was reported by `validate` and is simply skipped here, so one mistake gives
+//! one message. A second occurrence is reported where it is, with the line of the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use ipnetwork::IpNetwork;
+use toml::Spanned;
+
+use crate::model::{DnsProviderKind, Endpoint, MAIN_TABLE};
+use crate::parse::{Entry, RawConfig};
+use crate::raw::{Text, Texts};
+use crate::source::{Sink, Span};
+use crate::values::{self, closest};
+
+pub(crate) fn check(raw: &RawConfig, default_table: u32, sink: &mut Sink) {
+    unique_names(&raw.links, "link", |r| &r.name, sink);
+    unique_names(&raw.probes, "probe", |r| &r.name, sink);
+    unique_names(&raw.route_groups, "route_group", |r| &r.name, sink);
+    unique_names(&raw.dns_providers, "dns_provider", |r| &r.name, sink);
+    unique_names(&raw.dns_groups, "dns_group", |r| &r.name, sink);
+    unique_interfaces(raw, sink);
+    unique_listen(raw, sink);
+    references(raw, sink);
+    let destinations = destinations(raw, default_table);
+    overlapping_destinations(&destinations, sink);
+    carried_destinations(raw, &destinations, sink);
+    routing_loops(raw, &destinations, sink);
+    records_in_zones(raw, sink);
+}
+
+fn name_of(text: &Text) -> Option<&str> {
+    text.as_ref().map(|t| t.get_ref().as_str())
+}
+
+fn line_of(sink: &Sink, span: &Span) -> u32 {
+    sink.source().line_of(span.start)
+}
+
+fn unique_names<T>(entries: &[Entry<T>], what: &str, name: impl Fn(&T) -> &Text, sink: &mut Sink) {
+    let mut first: BTreeMap<&str, Span> = BTreeMap::new();
+    for e in entries {
+        let Some(n) = name(&e.value) else { continue };
+        match first.get(n.get_ref().as_str()) {
+            Some(earlier) => {
+                let line = line_of(sink, earlier);
+                sink.error(
+                    n.span(),
+                    format!("{what} {:?} is defined twice", n.get_ref()),
+                    format!(
+                        "the first {what} {:?} is on line {line}: rename or remove one",
+                        n.get_ref()
+                    ),
+                );
+            }
+            None => {
+                first.insert(n.get_ref(), n.span());
+            }
+        }
+    }
+}
+
+fn unique_interfaces(raw: &RawConfig, sink: &mut Sink) {
+    let mut first: BTreeMap<&str, (&str, Span)> = BTreeMap::new();
+    for e in &raw.links {
+        let Some(ifname) = &e.value.interface else {
+            continue;
+        };
+        match first.get(ifname.get_ref().as_str()) {
+            Some((owner, earlier)) => {
+                let line = line_of(sink, earlier);
+                sink.error(
+                    ifname.span(),
+                    format!(
+                        "{}: interface {:?} is already used by {owner}",
+                        e.label,
+                        ifname.get_ref()
+                    ),
+                    format!("{owner} on line {line} has it: give each link its own interface"),
+                );
+            }
+            None => {
+                first.insert(ifname.get_ref(), (&e.label, ifname.span()));
+            }
+        }
+    }
+}
+
+/// Two sockets conflict on the same port if their addresses are equal or one is a wildcard
+/// (binding would fail with EADDRINUSE).
+fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
+    let mut seen: Vec<(SocketAddr, &str, Span)> = Vec::new();
+    for e in &raw.links {
+        let Some(listen) = &e.value.listen else {
+            continue;
+        };
+        let Ok(addr) = values::socket_addr(listen.get_ref()) else {
+            continue;
+        };
+        if addr.port() == 0 {
+            continue;
+        }
+        let clash = seen.iter().find(|(other, _, _)| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        if let Some((other, owner, earlier)) = clash {
+            let line = line_of(sink, earlier);
+            sink.error(
+                listen.span(),
+                format!("{}: listen {addr} clashes with {other} of {owner}", e.label),
+                format!(
+                    "{owner} on line {line} binds it: give each link its own address or UDP port"
+                ),
+            );
+        } else {
+            seen.push((addr, &e.label, listen.span()));
+        }
+    }
+}
+
+fn names<T>(entries: &[Entry<T>], name: impl Fn(&T) -> &Text) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for n in entries.iter().filter_map(|e| name_of(name(&e.value))) {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Reports a name that is not among `defined` (`what` is the list name, e.g. "link").
+fn dangling(sink: &mut Sink, label: &str, name: &Spanned<String>, what: &str, defined: &[&str]) {
+    let n = name.get_ref();
+    if defined.contains(&n.as_str()) {
+        return;
+    }
+    let listed = if defined.is_empty() {
+        format!("no [[{what}]] is defined yet")
+    } else {
+        format!("defined {what}s: {}", defined.join(", "))
+    };
+    let hint = match closest(n, defined) {
+        Some(near) => {
+            format!("did you mean {near:?}? otherwise define a [[{what}]] named {n:?}; {listed}")
+        }
+        None => format!("define a [[{what}]] named {n:?}, or remove it; {listed}"),
+    };
+    sink.error(
+        name.span(),
+        format!("{label}: {what} {n:?} is not defined"),
+        hint,
+    );
+}
+
+fn each<'t>(list: &'t Texts) -> impl Iterator<Item = &'t Spanned<String>> {
+    list.iter().flat_map(|l| l.get_ref().iter())
+}
+
+fn references(raw: &RawConfig, sink: &mut Sink) {
+    let links = names(&raw.links, |r| &r.name);
+    let probes = names(&raw.probes, |r| &r.name);
+    let providers = names(&raw.dns_providers, |r| &r.name);
+    for g in &raw.route_groups {
+        for link in each(&g.value.links) {
+            dangling(sink, &g.label, link, "link", &links);
+        }
+        for probe in each(&g.value.checks) {
+            dangling(sink, &g.label, probe, "probe", &probes);
+        }
+    }
+    for g in &raw.dns_groups {
+        if let Some(provider) = &g.value.provider {
+            dangling(sink, &g.label, provider, "dns_provider", &providers);
+        }
+        for answer in g.value.answers.iter().flat_map(|a| a.get_ref().iter()) {
+            for probe in each(&answer.get_ref().checks) {
+                dangling(sink, &g.label, probe, "probe", &probes);
+            }
+        }
+    }
+}
+
+/// One valid destination of a route group.
+struct Destination<'r> {
+    group: usize,
+    label: &'r str,
+    table: u32,
+    net: IpNetwork,
+    span: Span,
+}
+
+fn network(text: &str) -> Option<IpNetwork> {
+    values::cidr(text).ok().filter(|n| n.ip() == n.network())
+}
+
+fn destinations(raw: &RawConfig, default_table: u32) -> Vec<Destination<'_>> {
+    let mut out = Vec::new();
+    for (group, g) in raw.route_groups.iter().enumerate() {
+        let table = match &g.value.table {
+            None => default_table,
+            Some(t) => match values::table(t.get_ref()) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
+        };
+        for d in each(&g.value.destinations) {
+            if let Some(net) = network(d.get_ref()) {
+                out.push(Destination {
+                    group,
+                    label: &g.label,
+                    table,
+                    net,
+                    span: d.span(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn table_name(table: u32) -> String {
+    if table == MAIN_TABLE {
+        "main".to_string()
+    } else {
+        table.to_string()
+    }
+}
+
+fn overlapping_destinations(destinations: &[Destination], sink: &mut Sink) {
+    for (i, d) in destinations.iter().enumerate() {
+        let earlier = destinations[..i]
+            .iter()
+            .find(|e| e.table == d.table && values::nets_overlap(&e.net, &d.net));
+        let Some(e) = earlier else { continue };
+        let line = line_of(sink, &e.span);
+        if e.group == d.group {
+            let message = if e.net == d.net {
+                format!("{}: destination {} is listed twice", d.label, d.net)
+            } else {
+                format!(
+                    "{}: destination {} overlaps {} of the same group",
+                    d.label, d.net, e.net
+                )
+            };
+            sink.error(
+                d.span.clone(),
+                message,
+                format!("remove one of them ({} is on line {line})", e.net),
+            );
+        } else {
+            sink.error(
+                d.span.clone(),
+                format!(
+                    "{}: destination {} overlaps {} of {} (both in table {})",
+                    d.label,
+                    d.net,
+                    e.net,
+                    e.label,
+                    table_name(d.table)
+                ),
+                format!(
+                    "{} is on line {line}; a destination may belong to one group per routing \
+                     table: remove it, or put one of the groups in another table",
+                    e.net
+                ),
+            );
+        }
+    }
+}
+
+/// allowed_ips of each link, by name; `None` when any of them is invalid (already reported).
+fn allowed_ips(raw: &RawConfig) -> BTreeMap<&str, Option<Vec<IpNetwork>>> {
+    let mut out = BTreeMap::new();
+    for l in &raw.links {
+        let Some(name) = name_of(&l.value.name) else {
+            continue;
+        };
+        let nets = l.value.allowed_ips.as_ref().and_then(|list| {
+            list.get_ref()
+                .iter()
+                .map(|s| network(s.get_ref()))
+                .collect()
+        });
+        out.entry(name).or_insert(nets);
+    }
+    out
+}
+
+fn carried_destinations(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
+    let allowed = allowed_ips(raw);
+    for d in destinations {
+        let g = &raw.route_groups[d.group];
+        let mut checked = BTreeSet::new();
+        for link in each(&g.value.links) {
+            let link = link.get_ref().as_str();
+            if !checked.insert(link) {
+                continue;
+            }
+            let Some(Some(nets)) = allowed.get(link) else {
+                continue;
+            };
+            if !nets.iter().any(|n| values::net_contains(n, &d.net)) {
+                sink.error(
+                    d.span.clone(),
+                    format!(
+                        "{}: destination {} is not carried by link {link:?}",
+                        d.label, d.net
+                    ),
+                    format!("add {} to allowed_ips of link {link}", d.net),
+                );
+            }
+        }
+    }
+}
+
+/// A peer endpoint inside a tunnel's own routes: the tunnel's packets could be routed into a
+/// tunnel. A warning, because agentd binds each link's socket to its underlay address.
+fn routing_loops(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
+    let hint = "routing loop risk: traffic to the peer's address could be routed into a tunnel. \
+                agentd binds each link's UDP socket to its underlay listen address, which keeps \
+                the tunnel's own packets on the underlay, but other traffic to the peer will not be";
+    for l in &raw.links {
+        let Some(endpoint) = &l.value.peer_endpoint else {
+            continue;
+        };
+        let Some(ip) = values::endpoint(endpoint.get_ref())
+            .ok()
+            .as_ref()
+            .and_then(Endpoint::ip)
+        else {
+            continue;
+        };
+        let own = each(&l.value.allowed_ips)
+            .filter_map(|s| values::cidr(s.get_ref()).ok())
+            .find(|n| n.contains(ip));
+        if let Some(net) = own {
+            sink.warning(
+                endpoint.span(),
+                format!(
+                    "{}: peer_endpoint {ip} lies inside allowed_ips {net} of this link",
+                    l.label
+                ),
+                hint,
+            );
+            continue;
+        }
+        if let Some(d) = destinations.iter().find(|d| d.net.contains(ip)) {
+            sink.warning(
+                endpoint.span(),
+                format!(
+                    "{}: peer_endpoint {ip} lies inside destination {} of {}",
+                    l.label, d.net, d.label
+                ),
+                hint,
+            );
+        }
+    }
+}
+
+fn records_in_zones(raw: &RawConfig, sink: &mut Sink) {
+    let mut zones: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in &raw.dns_providers {
+        let kind = p.value.kind.as_ref().map(|k| k.get_ref().as_str());
+        let (Some(name), Some(zone)) = (name_of(&p.value.name), name_of(&p.value.zone)) else {
+            continue;
+        };
+        if kind == Some(DnsProviderKind::Rfc2136.as_str()) && values::dns_name(zone).is_ok() {
+            zones.entry(name).or_insert(zone);
+        }
+    }
+    for g in &raw.dns_groups {
+        let (Some(provider), Some(record)) = (name_of(&g.value.provider), &g.value.record) else {
+            continue;
+        };
+        let Some(zone) = zones.get(provider) else {
+            continue;
+        };
+        let name = record.get_ref();
+        if values::dns_name(name).is_ok() && !values::dns_name_in_zone(name, zone) {
+            sink.error(
+                record.span(),
+                format!(
+                    "{}: record {name:?} is outside zone {zone:?} of dns_provider {provider:?}",
+                    g.label
+                ),
+                format!("use a name that ends in {zone}, or a provider for that zone"),
+            );
+        }
+    }
+}

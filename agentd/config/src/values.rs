@@ -1,0 +1,561 @@
+//! How single values are written: names, interface names, CIDRs, addresses, endpoints, host
+//! names, URLs, keywords, groups, routing tables and file modes. Each parser looks at one piece
+//! of text and either returns the value or says what is wrong with it and how to write it
+//! ([`Invalid`]); where the value appears and what it is for is the caller's business
+//! (`validate`). Durations have their own module.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnetwork::IpNetwork;
+
+use crate::model::{decode_key, Endpoint, GroupRef, PublicKey, MAIN_TABLE};
+use crate::raw::Scalar;
+
+/// Why a value is not acceptable, and what to write instead.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Invalid {
+    pub message: String,
+    pub hint: String,
+}
+
+impl Invalid {
+    pub(crate) fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Invalid {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+type Parsed<T> = Result<T, Invalid>;
+
+/// Keyword enums of the model (`log_level = "info"`, `kind = "tcp"`, ...).
+pub(crate) trait Keyword: Copy + 'static {
+    const ALL: &'static [Self];
+    fn text(&self) -> &'static str;
+}
+
+/// Names of links, probes, groups, providers and the agent: they appear in metric labels, log
+/// fields and `netctl` arguments, so they stay plain.
+pub(crate) fn object_name(text: &str, max: usize) -> Parsed<()> {
+    let hint = format!("use 1 to {max} characters from A-Z, a-z, 0-9, '.', '_' and '-'");
+    if text.is_empty() {
+        return Err(Invalid::new("the name is empty", hint));
+    }
+    if text.chars().count() > max {
+        return Err(Invalid::new(
+            format!("{text:?} is longer than {max} characters"),
+            hint,
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(Invalid::new(format!("{text:?} contains {c:?}"), hint));
+    }
+    Ok(())
+}
+
+/// A Linux interface name, as the kernel's `dev_valid_name` accepts it.
+pub(crate) fn ifname(text: &str) -> Parsed<()> {
+    let hint = "use 1 to 15 bytes without '/', ':' or whitespace, e.g. \"isth-ic\"";
+    if text.is_empty() {
+        return Err(Invalid::new("the interface name is empty", hint));
+    }
+    if text.len() > 15 {
+        return Err(Invalid::new(
+            format!(
+                "{text:?} is {} bytes long; Linux allows at most 15",
+                text.len()
+            ),
+            hint,
+        ));
+    }
+    if text == "." || text == ".." {
+        return Err(Invalid::new(
+            format!("{text:?} is not a valid interface name"),
+            hint,
+        ));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(Invalid::new(format!("{text:?} contains {c:?}"), hint));
+    }
+    Ok(())
+}
+
+/// `ADDRESS/PREFIX`. The prefix is mandatory: a bare address silently meaning /32 is a trap.
+pub(crate) fn cidr(text: &str) -> Parsed<IpNetwork> {
+    let hint = "write an address and a prefix length, e.g. \"10.2.0.0/16\" or \"fd00::/64\"";
+    let Some((addr, prefix)) = text.split_once('/') else {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            let bits = if ip.is_ipv4() { 32 } else { 128 };
+            return Err(Invalid::new(
+                format!("{text:?} has no prefix length"),
+                format!(
+                    "write \"{ip}/{bits}\" for this single address, or the network it belongs to"
+                ),
+            ));
+        }
+        return Err(Invalid::new(format!("{text:?} is not a CIDR"), hint));
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| Invalid::new(format!("{addr:?} in {text:?} is not an IP address"), hint))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= max && prefix.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            Invalid::new(
+                format!("{prefix:?} in {text:?} is not a prefix length (0 to {max})"),
+                hint,
+            )
+        })?;
+    IpNetwork::new(ip, prefix).map_err(|_| Invalid::new(format!("{text:?} is not a CIDR"), hint))
+}
+
+/// The network address of `net` with the same prefix (host bits cleared).
+pub(crate) fn network_of(net: &IpNetwork) -> IpNetwork {
+    IpNetwork::new(net.network(), net.prefix()).unwrap_or(*net)
+}
+
+/// Whether `outer` contains all of `inner` (same family, shorter or equal prefix).
+pub(crate) fn net_contains(outer: &IpNetwork, inner: &IpNetwork) -> bool {
+    outer.is_ipv4() == inner.is_ipv4()
+        && outer.prefix() <= inner.prefix()
+        && outer.contains(inner.network())
+}
+
+pub(crate) fn nets_overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
+    net_contains(a, b) || net_contains(b, a)
+}
+
+pub(crate) fn ip(text: &str) -> Parsed<IpAddr> {
+    text.parse().map_err(|_| {
+        Invalid::new(
+            format!("{text:?} is not an IP address"),
+            "write an IPv4 or IPv6 address, e.g. \"10.1.0.1\" or \"fd00::1\"",
+        )
+    })
+}
+
+/// `IP:PORT` or `[IPv6]:PORT`; no host names (it is something to bind to).
+pub(crate) fn socket_addr(text: &str) -> Parsed<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "write an address and a port, e.g. \"192.0.2.1:51820\" or \"[2001:db8::1]:51820\"";
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        let shown = match ip {
+            IpAddr::V4(_) => format!("{ip}:PORT"),
+            IpAddr::V6(_) => format!("[{ip}]:PORT"),
+        };
+        return Err(Invalid::new(
+            format!("{text:?} has no port"),
+            format!("add the port: \"{shown}\""),
+        ));
+    }
+    if let Some((host, _)) = text.rsplit_once(':') {
+        if host.parse::<Ipv6Addr>().is_ok() {
+            return Err(bare_ipv6(text, host));
+        }
+        if !host.starts_with('[') && host.parse::<IpAddr>().is_err() && dns_name(host).is_ok() {
+            return Err(Invalid::new(
+                format!("{text:?} is not an IP address and port"),
+                format!("a host name cannot be used here; {hint}"),
+            ));
+        }
+    }
+    Err(Invalid::new(
+        format!("{text:?} is not an IP address and port"),
+        hint,
+    ))
+}
+
+fn bare_ipv6(text: &str, host: &str) -> Invalid {
+    Invalid::new(
+        format!("{text:?} is ambiguous: an IPv6 address needs brackets before a port"),
+        format!(
+            "write \"[{host}]:{}\"",
+            text.rsplit_once(':').map_or("", |(_, p)| p)
+        ),
+    )
+}
+
+/// `HOST:PORT` or `[IPv6]:PORT`, where HOST may be a name that agentd resolves later.
+pub(crate) fn endpoint(text: &str) -> Parsed<Endpoint> {
+    let hint = "write \"HOST:PORT\" or \"[IPv6]:PORT\", e.g. \"192.0.2.2:51820\" or \"gw.example.net:51820\"";
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(port_zero(text));
+        }
+        return Ok(Endpoint::Addr(addr));
+    }
+    if text.starts_with('[') {
+        return Err(Invalid::new(
+            format!("{text:?} is not a valid [IPv6]:PORT"),
+            hint,
+        ));
+    }
+    if text.parse::<IpAddr>().is_ok() {
+        return Err(Invalid::new(format!("{text:?} has no port"), hint));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(Invalid::new(format!("{text:?} has no port"), hint));
+    };
+    if host.parse::<Ipv6Addr>().is_ok() {
+        return Err(bare_ipv6(text, host));
+    }
+    let port: u16 = port.parse().map_err(|_| {
+        Invalid::new(
+            format!("{port:?} in {text:?} is not a port (1-65535)"),
+            hint,
+        )
+    })?;
+    if port == 0 {
+        return Err(port_zero(text));
+    }
+    if looks_like_ipv4(host) {
+        return Err(Invalid::new(
+            format!("{host:?} in {text:?} is not a valid IPv4 address"),
+            hint,
+        ));
+    }
+    dns_name(host).map_err(|e| Invalid::new(format!("{text:?}: {}", e.message), e.hint))?;
+    Ok(Endpoint::Host {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn port_zero(text: &str) -> Invalid {
+    Invalid::new(
+        format!("{text:?} has port 0"),
+        "give the real port number (1-65535)",
+    )
+}
+
+fn looks_like_ipv4(host: &str) -> bool {
+    !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A DNS name (host name or zone), with or without the final dot.
+pub(crate) fn dns_name(text: &str) -> Parsed<()> {
+    let hint = "write a DNS name such as \"db.example.internal\" (labels of letters, digits, '-' and '_', separated by dots)";
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.is_empty() {
+        return Err(Invalid::new("the DNS name is empty", hint));
+    }
+    if name.len() > 253 {
+        return Err(Invalid::new(
+            format!("the DNS name {text:?} is longer than 253 characters"),
+            hint,
+        ));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(Invalid::new(
+                format!("{text:?} is not a valid DNS name (label {label:?})"),
+                hint,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` equals `zone` or lies inside it (DNS names, case-insensitive, final dot
+/// optional).
+pub(crate) fn dns_name_in_zone(name: &str, zone: &str) -> bool {
+    let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+    let (name, zone) = (norm(name), norm(zone));
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// An `http://` or `https://` URL whose scheme is `scheme`.
+pub(crate) fn url(text: &str, scheme: &str) -> Parsed<()> {
+    let example = format!("write a URL such as \"{scheme}://10.1.2.3:8080/health\"");
+    let Some(rest) = text.strip_prefix(&format!("{scheme}://")) else {
+        let other = if scheme == "http" { "https" } else { "http" };
+        if text.starts_with(&format!("{other}://")) {
+            return Err(Invalid::new(
+                format!("{text:?} is an {other} URL but the probe kind is {scheme}"),
+                format!("set kind = \"{other}\", or write a URL starting with {scheme}://"),
+            ));
+        }
+        return Err(Invalid::new(
+            format!("{text:?} does not start with {scheme}://"),
+            example,
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let bad = |what: &str| Invalid::new(format!("{text:?} has {what}"), example.clone());
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or_else(|| bad("an unclosed '['"))?;
+        addr.parse::<Ipv6Addr>()
+            .map_err(|_| bad("an invalid IPv6 address"))?;
+        (None, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(host_port), None),
+        }
+    };
+    if let Some(host) = host {
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let valid = if looks_like_ipv4(host) {
+            host.parse::<Ipv4Addr>().is_ok()
+        } else {
+            dns_name(host).is_ok()
+        };
+        if !valid {
+            return Err(bad(&format!("an invalid host {host:?}")));
+        }
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad(&format!("an invalid port {port:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// One of the spellings of a keyword enum; `what` names it in the message ("log level").
+pub(crate) fn keyword<K: Keyword>(text: &str, what: &str) -> Parsed<K> {
+    if let Some(k) = K::ALL.iter().find(|k| k.text() == text) {
+        return Ok(*k);
+    }
+    let names: Vec<&str> = K::ALL.iter().map(|k| k.text()).collect();
+    let list = names.join(", ");
+    let hint = match closest(text, &names) {
+        Some(near) => format!("did you mean {near:?}? valid values: {list}"),
+        None => format!("valid values: {list}"),
+    };
+    Err(Invalid::new(format!("{text:?} is not a {what}"), hint))
+}
+
+/// A group name, or a numeric gid as an integer or a string of digits.
+pub(crate) fn group(value: &Scalar) -> Parsed<GroupRef> {
+    let hint = "write a group name (\"isthmus\") or a numeric gid";
+    match value {
+        Scalar::Int(n) => u32::try_from(*n)
+            .map(GroupRef::Id)
+            .map_err(|_| Invalid::new(format!("{n} is not a gid"), hint)),
+        Scalar::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse()
+            .map(GroupRef::Id)
+            .map_err(|_| Invalid::new(format!("{s:?} is not a gid"), hint)),
+        Scalar::Text(s) => {
+            let bad = s.is_empty()
+                || s.len() > 32
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ':' | ',' | '/'));
+            if bad {
+                Err(Invalid::new(
+                    format!("{s:?} is not a valid group name"),
+                    hint,
+                ))
+            } else {
+                Ok(GroupRef::Name(s.clone()))
+            }
+        }
+    }
+}
+
+/// A routing table: `"main"` or a number; the kernel's reserved tables are refused.
+pub(crate) fn table(value: &Scalar) -> Parsed<u32> {
+    let hint = "write \"main\" or a table number from 1 to 4294967295 other than 253 and 255";
+    let n: i64 = match value {
+        Scalar::Text(s) if s == "main" => return Ok(MAIN_TABLE),
+        Scalar::Text(s) if s == "default" || s == "local" => {
+            return Err(Invalid::new(
+                format!("{s:?} is a table reserved by the kernel"),
+                hint,
+            ))
+        }
+        Scalar::Text(s) => match s.parse() {
+            Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(Invalid::new(format!("{s:?} is not a routing table"), hint)),
+        },
+        Scalar::Int(n) => *n,
+    };
+    match n {
+        0 => Err(Invalid::new("0 means \"unspecified\" to the kernel", hint)),
+        253 => Err(Invalid::new("253 is the kernel's \"default\" table", hint)),
+        255 => Err(Invalid::new("255 is the kernel's \"local\" table", hint)),
+        _ => u32::try_from(n).map_err(|_| Invalid::new(format!("{n} is out of range"), hint)),
+    }
+}
+
+/// File permission bits as an octal string: `"0660"`, `"660"` or `"0o660"`.
+pub(crate) fn octal_mode(value: &Scalar) -> Parsed<u32> {
+    let hint = "write the mode as a quoted octal string, e.g. socket_mode = \"0660\"";
+    let text = match value {
+        Scalar::Int(n) => {
+            return Err(Invalid::new(
+                format!("{n} is an integer, and TOML integers are decimal"),
+                hint,
+            ))
+        }
+        Scalar::Text(s) => s,
+    };
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(Invalid::new(format!("{text:?} is not an octal mode"), hint));
+    }
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| Invalid::new(format!("{text:?} is not an octal mode"), hint))?;
+    if mode > 0o777 {
+        return Err(Invalid::new(
+            format!("{text:?} sets setuid, setgid or sticky bits"),
+            "use permission bits only (at most \"0770\")",
+        ));
+    }
+    Ok(mode)
+}
+
+pub(crate) fn public_key(text: &str) -> Parsed<PublicKey> {
+    decode_key(text).map(PublicKey).ok_or_else(|| {
+        Invalid::new(
+            "not a WireGuard public key (base64 of 32 bytes)",
+            "use the peer's public key as `wg pubkey < private.key` prints it on the peer",
+        )
+    })
+}
+
+/// The candidate nearest to `word` if it is plausibly a typo of it.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_need_a_prefix_and_keep_host_bits_for_the_caller_to_judge() {
+        assert_eq!(cidr("10.2.0.0/16").unwrap().to_string(), "10.2.0.0/16");
+        assert_eq!(cidr("10.2.0.1/16").unwrap().ip().to_string(), "10.2.0.1");
+        assert!(cidr("10.2.0.1").unwrap_err().hint.contains("10.2.0.1/32"));
+        assert!(cidr("10.2.0.0/33").is_err());
+        assert!(cidr("10.2.0.0/+8").is_err());
+        assert!(cidr("fd00::/64").is_ok());
+    }
+
+    #[test]
+    fn endpoints_take_addresses_and_host_names_but_not_bare_ipv6() {
+        assert!(matches!(endpoint("192.0.2.2:51820"), Ok(Endpoint::Addr(_))));
+        assert!(matches!(
+            endpoint("[2001:db8::1]:51820"),
+            Ok(Endpoint::Addr(_))
+        ));
+        assert_eq!(
+            endpoint("gw.example.net:51820").unwrap(),
+            Endpoint::Host {
+                host: "gw.example.net".into(),
+                port: 51820
+            }
+        );
+        assert!(endpoint("2001:db8::1:51820")
+            .unwrap_err()
+            .hint
+            .contains('['));
+        assert!(endpoint("192.0.2.2").is_err());
+        assert!(endpoint("192.0.2.300:1").is_err());
+        assert!(endpoint("gw:0").is_err());
+        assert!(endpoint("gw:x").is_err());
+    }
+
+    #[test]
+    fn socket_addrs_explain_a_missing_port() {
+        assert!(socket_addr("192.0.2.1")
+            .unwrap_err()
+            .hint
+            .contains("192.0.2.1:PORT"));
+        assert!(socket_addr("gw:1").unwrap_err().hint.contains("host name"));
+    }
+
+    #[test]
+    fn urls_must_match_the_probe_kind() {
+        assert!(url("http://10.1.2.3:8080/health", "http").is_ok());
+        assert!(url("https://app.example/health", "https").is_ok());
+        assert!(url("http://[fd00::1]:80/", "http").is_ok());
+        assert!(url("https://app/health", "http")
+            .unwrap_err()
+            .hint
+            .contains("kind"));
+        assert!(url("http:///health", "http").is_err());
+        assert!(url("http://a:0/", "http").is_err());
+    }
+
+    #[test]
+    fn tables_refuse_the_reserved_ones() {
+        assert_eq!(table(&Scalar::Text("main".into())), Ok(254));
+        assert_eq!(table(&Scalar::Int(254)), Ok(254));
+        assert_eq!(table(&Scalar::Text("100".into())), Ok(100));
+        for n in [0, 253, 255, -1, 1 << 32] {
+            assert!(table(&Scalar::Int(n)).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn modes_are_octal_strings() {
+        assert_eq!(octal_mode(&Scalar::Text("0660".into())), Ok(0o660));
+        assert_eq!(octal_mode(&Scalar::Text("0o600".into())), Ok(0o600));
+        assert!(octal_mode(&Scalar::Int(660)).is_err());
+        assert!(octal_mode(&Scalar::Text("0680".into())).is_err());
+        assert!(octal_mode(&Scalar::Text("4755".into())).is_err());
+    }
+
+    #[test]
+    fn ifnames_follow_the_kernel() {
+        assert!(ifname("isth-ic").is_ok());
+        assert!(ifname("fifteen-chars-x").is_ok());
+        assert!(ifname("sixteen-chars-xx").is_err());
+        for bad in ["", ".", "..", "a/b", "a:b", "a b"] {
+            assert!(ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn closest_finds_typos_only() {
+        assert_eq!(closest("lisen", &["listen", "name"]), Some("listen"));
+        assert_eq!(closest("zzz", &["listen", "name"]), None);
+    }
+}

@@ -1,0 +1,696 @@
+//! One broken config per rule: each must fail with the expected message at the expected line
+//! and column, with a hint, and with exactly one error (no cascade of follow-up errors).
+
+mod common;
+
+use std::path::Path;
+
+use isthmus_config::{parse_str, LoadOptions, Severity};
+
+struct Case {
+    name: &'static str,
+    toml: &'static str,
+    message: &'static str,
+    line: u32,
+    column: u32,
+}
+
+/// Lines 1-2.
+macro_rules! agent {
+    () => {
+        "[agent]\nname = \"gw\"\n"
+    };
+}
+
+/// 9 lines: a valid link "ic" (key file good.key, carries 10.2.0.0/16).
+macro_rules! link_ic {
+    () => {
+        r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+    };
+}
+
+/// 9 lines: a valid link "internet".
+macro_rules! link_inet {
+    () => {
+        r#"[[link]]
+name = "internet"
+interface = "isth-inet"
+private_key_file = "good.key"
+listen = "198.51.100.1:51821"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "203.0.113.1:51821"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.1.0/31"]
+"#
+    };
+}
+
+/// 4 lines: a valid tcp probe "db".
+macro_rules! probe_db {
+    () => {
+        "[[probe]]\nname = \"db\"\nkind = \"tcp\"\ntarget = \"10.2.1.10:1522\"\n"
+    };
+}
+
+/// 5 lines: a valid rfc2136 provider "corp".
+macro_rules! provider {
+    () => {
+        "[[dns_provider]]\nname = \"corp\"\nkind = \"rfc2136\"\nserver = \"10.1.0.53:53\"\nzone = \"example.internal.\"\n"
+    };
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "syntax error",
+        toml: concat!(agent!(), "log_level = = \"info\"\n"),
+        message: "invalid TOML: extra `=`",
+        line: 3,
+        column: 13,
+    },
+    Case {
+        name: "unknown section",
+        toml: concat!(agent!(), "[agnet]\nname = \"x\"\n"),
+        message: "unknown section `agnet`",
+        line: 3,
+        column: 2,
+    },
+    Case {
+        name: "unknown key at top level",
+        toml: concat!("colour = \"blue\"\n", agent!()),
+        message: "unknown section `colour`",
+        line: 1,
+        column: 1,
+    },
+    Case {
+        name: "unknown key in [agent]",
+        toml: concat!(agent!(), "nmae = \"x\"\n"),
+        message: "[agent]: unknown key `nmae`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "unknown key in [[link]]",
+        toml: concat!(agent!(), link_ic!(), "lisen = \"192.0.2.1:1\"\n"),
+        message: "link \"ic\": unknown key `lisen`",
+        line: 12,
+        column: 1,
+    },
+    Case {
+        name: "wrong type",
+        toml: "[agent]\nname = 5\n",
+        message: "[agent]: name: invalid type: integer `5`, expected a string",
+        line: 2,
+        column: 8,
+    },
+    Case {
+        name: "wrong type in a list",
+        toml: concat!(agent!(), "[metrics]\nlisten = [\"127.0.0.1:9477\"]\n"),
+        message: "[metrics]: listen: invalid type: sequence",
+        line: 4,
+        column: 10,
+    },
+    Case {
+        name: "missing required field",
+        toml: concat!(agent!(), "[[probe]]\nname = \"db\"\ntarget = \"10.2.1.10:1522\"\n"),
+        message: "probe \"db\": missing required key `kind`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "missing agent name",
+        toml: "[agent]\nlog_level = \"debug\"\n",
+        message: "[agent]: missing required key `name`",
+        line: 1,
+        column: 1,
+    },
+    Case {
+        name: "bad duration",
+        toml: concat!(agent!(), "[control]\nrequest_timeout = \"5 seconds\"\n"),
+        message: "request_timeout: duration \"5 seconds\" has an unknown unit",
+        line: 4,
+        column: 19,
+    },
+    Case {
+        name: "duration without unit",
+        toml: concat!(agent!(), "[health]\nrtt_degraded = 150\n"),
+        message: "rtt_degraded: duration 150 has no unit",
+        line: 4,
+        column: 16,
+    },
+    Case {
+        name: "bad CIDR",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.2.0.0/33\"]\nlinks = [\"ic\"]\n"
+        ),
+        message: "destinations: \"33\" in \"10.2.0.0/33\" is not a prefix length",
+        line: 14,
+        column: 17,
+    },
+    Case {
+        name: "host bits set in CIDR",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.2.0.0/16\", \"10.2.0.1/16\"]\nlinks = [\"ic\"]\n"
+        ),
+        message: "10.2.0.1/16 has host bits set",
+        line: 14,
+        column: 32,
+    },
+    Case {
+        name: "interface name too long",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-interconnect"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "is 17 bytes long; Linux allows at most 15",
+        line: 5,
+        column: 13,
+    },
+    Case {
+        name: "duplicate link name",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-inet"
+private_key_file = "good.key"
+listen = "198.51.100.1:51821"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "203.0.113.1:51821"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.1.0/31"]
+"#
+        ),
+        message: "link \"ic\" is defined twice",
+        line: 13,
+        column: 8,
+    },
+    Case {
+        name: "duplicate interface",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            r#"[[link]]
+name = "internet"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "198.51.100.1:51821"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "203.0.113.1:51821"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.1.0/31"]
+"#
+        ),
+        message: "interface \"isth-ic\" is already used by link \"ic\"",
+        line: 14,
+        column: 13,
+    },
+    Case {
+        name: "duplicate listen address",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            r#"[[link]]
+name = "internet"
+interface = "isth-inet"
+private_key_file = "good.key"
+listen = "0.0.0.0:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "203.0.113.1:51821"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.1.0/31"]
+"#
+        ),
+        message: "listen 0.0.0.0:51820 clashes with 192.0.2.1:51820 of link \"ic\"",
+        line: 16,
+        column: 10,
+    },
+    Case {
+        name: "dangling link reference",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"databases\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\", \"backup\"]\n"
+        ),
+        message: "route_group \"databases\": link \"backup\" is not defined",
+        line: 15,
+        column: 16,
+    },
+    Case {
+        name: "dangling probe reference",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            probe_db!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\"]\nchecks = [\"dbb\"]\n"
+        ),
+        message: "route_group \"g\": probe \"dbb\" is not defined",
+        line: 20,
+        column: 11,
+    },
+    Case {
+        name: "dangling dns provider",
+        toml: concat!(
+            agent!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.internal.\"\nanswers = [{ value = \"10.2.1.10\" }]\n"
+        ),
+        message: "dns_group \"orders\": dns_provider \"corp\" is not defined",
+        line: 5,
+        column: 12,
+    },
+    Case {
+        name: "dangling probe in a dns answer",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.internal.\"\nanswers = [{ value = \"10.2.1.10\", checks = [\"db\"] }]\n"
+        ),
+        message: "dns_group \"orders\": probe \"db\" is not defined",
+        line: 12,
+        column: 45,
+    },
+    Case {
+        name: "overlapping destinations across groups",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"a\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\"]\n",
+            "[[route_group]]\nname = \"b\"\ndestinations = [\"10.2.3.0/24\"]\nlinks = [\"ic\"]\n"
+        ),
+        message: "destination 10.2.3.0/24 overlaps 10.2.0.0/16 of route_group \"a\"",
+        line: 18,
+        column: 17,
+    },
+    Case {
+        name: "overlapping destinations within a group",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"a\"\ndestinations = [\"10.2.0.0/16\", \"10.2.3.0/24\"]\nlinks = [\"ic\"]\n"
+        ),
+        message: "destination 10.2.3.0/24 overlaps 10.2.0.0/16 of the same group",
+        line: 14,
+        column: 32,
+    },
+    Case {
+        name: "destination not carried by a link",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            link_inet!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.3.0.0/16\"]\nlinks = [\"ic\"]\n"
+        ),
+        message: "destination 10.3.0.0/16 is not carried by link \"ic\"",
+        line: 23,
+        column: 17,
+    },
+    Case {
+        name: "loss_degraded out of range",
+        toml: concat!(agent!(), "[health]\nloss_degraded = 1.5\n"),
+        message: "loss_degraded 1.5 must be greater than 0 and less than 1",
+        line: 4,
+        column: 17,
+    },
+    Case {
+        name: "reuse_below not below suppress_above",
+        toml: concat!(agent!(), "[health.damping]\nsuppress_above = 3000\nreuse_below = 3000\n"),
+        message: "reuse_below (3000) must be less than suppress_above (3000)",
+        line: 5,
+        column: 15,
+    },
+    Case {
+        name: "max_suppress shorter than half_life",
+        toml: concat!(agent!(), "[health.damping]\nmax_suppress = \"30s\"\n"),
+        message: "max_suppress (30s) is shorter than half_life (1m)",
+        line: 4,
+        column: 16,
+    },
+    Case {
+        name: "timeout longer than interval",
+        toml: concat!(agent!(), probe_db!(), "interval = \"1s\"\ntimeout = \"2s\"\n"),
+        message: "probe \"db\": timeout (2s) is longer than interval (1s)",
+        line: 8,
+        column: 11,
+    },
+    Case {
+        name: "interval below 50ms",
+        toml: concat!(agent!(), probe_db!(), "interval = \"20ms\"\ntimeout = \"10ms\"\n"),
+        message: "probe \"db\": interval 20ms is too short",
+        line: 7,
+        column: 12,
+    },
+    Case {
+        name: "expect_status on a tcp probe",
+        toml: concat!(agent!(), probe_db!(), "expect_status = 200\n"),
+        message: "expect_status applies only to http and https probes, not tcp",
+        line: 7,
+        column: 17,
+    },
+    Case {
+        name: "https URL on an http probe",
+        toml: concat!(
+            agent!(),
+            "[[probe]]\nname = \"app\"\nkind = \"http\"\ntarget = \"https://10.1.20.15/health\"\n"
+        ),
+        message: "is an https URL but the probe kind is http",
+        line: 6,
+        column: 10,
+    },
+    Case {
+        name: "expect_status out of range",
+        toml: concat!(
+            agent!(),
+            "[[probe]]\nname = \"app\"\nkind = \"http\"\ntarget = \"http://10.1.20.15/health\"\nexpect_status = 999\n"
+        ),
+        message: "expect_status 999 is out of range 100..=599",
+        line: 7,
+        column: 17,
+    },
+    Case {
+        name: "socket_mode world-accessible",
+        toml: concat!(agent!(), "[control]\nsocket_mode = \"0666\"\nread_group = 0\nadmin_group = 0\n"),
+        message: "socket_mode 0666 gives others access to the control socket",
+        line: 4,
+        column: 15,
+    },
+    Case {
+        name: "socket_mode as a TOML integer",
+        toml: concat!(agent!(), "[control]\nsocket_mode = 660\nread_group = 0\nadmin_group = 0\n"),
+        message: "socket_mode: 660 is an integer",
+        line: 4,
+        column: 15,
+    },
+    Case {
+        name: "routes.protocol reserved",
+        toml: concat!(agent!(), "[routes]\nprotocol = 4\n"),
+        message: "protocol 4 is reserved by the kernel",
+        line: 4,
+        column: 12,
+    },
+    Case {
+        name: "reserved routing table in a group",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\"]\ntable = 255\n"
+        ),
+        message: "table: 255 is the kernel's \"local\" table",
+        line: 16,
+        column: 9,
+    },
+    Case {
+        name: "bad public key",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlE=="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "peer_public_key: not a WireGuard public key",
+        line: 8,
+        column: 19,
+    },
+    Case {
+        name: "bare IPv6 endpoint",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "[2001:db8::1]:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "2001:db8::2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "an IPv6 address needs brackets before a port",
+        line: 9,
+        column: 17,
+    },
+    Case {
+        name: "missing key file",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "absent.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "absent.key does not exist",
+        line: 6,
+        column: 20,
+    },
+    Case {
+        name: "key file readable by others",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "open.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "open.key is accessible to group or others (mode 0644)",
+        line: 6,
+        column: 20,
+    },
+    Case {
+        name: "preshared key not 32 bytes",
+        toml: concat!(
+            agent!(),
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+preshared_key_file = "short.key"
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "short.key does not hold a WireGuard key (base64 of 32 bytes)",
+        line: 9,
+        column: 22,
+    },
+    Case {
+        name: "mtu out of range",
+        toml: concat!(agent!(), link_ic!(), "mtu = 576\n"),
+        message: "link \"ic\": mtu 576 is out of range 1280..=9000",
+        line: 12,
+        column: 7,
+    },
+    Case {
+        name: "persistent_keepalive zero",
+        toml: concat!(agent!(), link_ic!(), "persistent_keepalive = \"0s\"\n"),
+        message: "persistent_keepalive 0ms is too short",
+        line: 12,
+        column: 24,
+    },
+    Case {
+        name: "[link] written with single brackets",
+        toml: concat!(
+            agent!(),
+            r#"[link]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "[link] is a list: each entry needs double brackets",
+        line: 3,
+        column: 2,
+    },
+    Case {
+        name: "link listed twice in a group",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "[[route_group]]\nname = \"g\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\", \"ic\"]\n"
+        ),
+        message: "links: link \"ic\" is listed twice",
+        line: 15,
+        column: 16,
+    },
+    Case {
+        name: "bad answer value for type A",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.internal.\"\nanswers = [{ value = \"10.2.1.10\" }, { value = \"fd00::10\" }]\n"
+        ),
+        message: "answers #2: \"fd00::10\" is an IPv6 address but the record type is A",
+        line: 12,
+        column: 47,
+    },
+    Case {
+        name: "unknown key in a dns answer",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.internal.\"\nanswers = [{ value = \"10.2.1.10\", check = [] }]\n"
+        ),
+        message: "dns_group \"orders\": unknown key `check`",
+        line: 12,
+        column: 35,
+    },
+    Case {
+        name: "dns record outside the provider's zone",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.com.\"\nanswers = [{ value = \"10.2.1.10\" }]\n"
+        ),
+        message: "record \"orders.example.com.\" is outside zone \"example.internal.\"",
+        line: 11,
+        column: 10,
+    },
+    Case {
+        name: "rfc2136 provider without server",
+        toml: concat!(
+            agent!(),
+            "[[dns_provider]]\nname = \"corp\"\nkind = \"rfc2136\"\nzone = \"example.internal.\"\n"
+        ),
+        message: "dns_provider \"corp\": missing required key `server`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "route53 key on an rfc2136 provider",
+        toml: concat!(agent!(), provider!(), "hosted_zone_id = \"Z0123\"\n"),
+        message: "hosted_zone_id applies only to route53 providers",
+        line: 8,
+        column: 18,
+    },
+];
+
+#[test]
+fn every_broken_config_fails_at_the_right_place_with_a_hint() {
+    let (dir, _) = common::key_dir();
+    let path = dir.path().join("agentd.toml");
+    let mut failures = Vec::new();
+    for case in CASES {
+        match check(case, &path) {
+            Ok(()) => {}
+            Err(why) => failures.push(format!("{}: {why}", case.name)),
+        }
+    }
+    assert!(CASES.len() >= 25);
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+fn check(case: &Case, path: &Path) -> Result<(), String> {
+    let report = match parse_str(case.toml, path, &LoadOptions::default()) {
+        Ok(_) => return Err("loaded without error".into()),
+        Err(report) => report,
+    };
+    let rendered = report.render();
+    let Some(d) = report
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains(case.message))
+    else {
+        return Err(format!(
+            "no message contains {:?}:\n{rendered}",
+            case.message
+        ));
+    };
+    if d.severity != Severity::Error {
+        return Err(format!("not an error:\n{d}"));
+    }
+    if (d.line, d.column) != (Some(case.line), Some(case.column)) {
+        return Err(format!(
+            "at {:?}:{:?}, expected {}:{}:\n{d}",
+            d.line, d.column, case.line, case.column
+        ));
+    }
+    if d.hint.as_deref().is_none_or(str::is_empty) {
+        return Err(format!("no hint:\n{d}"));
+    }
+    if report.error_count() != 1 {
+        return Err(format!(
+            "{} errors, expected exactly this one:\n{rendered}",
+            report.error_count()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_file_without_agent_section_says_so_without_a_line() {
+    let report = parse_str(
+        "",
+        Path::new("/etc/isthmus/agentd.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let d = report.errors().next().unwrap();
+    assert_eq!(d.message, "missing section [agent]");
+    assert_eq!((d.line, d.column), (None, None));
+    assert!(d.hint.is_some());
+}
+
+#[test]
+fn an_unreadable_file_is_one_diagnostic_without_a_line() {
+    let report = isthmus_config::load_file(
+        Path::new("/nonexistent/isthmus/agentd.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(report.diagnostics.len(), 1);
+    let d = &report.diagnostics[0];
+    assert_eq!(d.line, None);
+    assert!(
+        d.message.contains("/nonexistent/isthmus/agentd.toml"),
+        "{d}"
+    );
+    assert!(d.hint.is_some());
+}

@@ -1,0 +1,172 @@
+//! The example configs in /config must always load. Their keys are never committed: each test
+//! generates fresh ones next to a copy of the file.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use isthmus_config::{load_file, Config, LoadOptions};
+
+const KEY_FILES: &[&str] = &["private.key", "interconnect.psk", "internet.psk"];
+
+fn example_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "expected the example configs in {}",
+        dir.display()
+    );
+    files
+}
+
+/// A copy of `example` in a fresh directory, with or without generated key files.
+fn copy_example(example: &Path, with_keys: bool) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(example.file_name().unwrap());
+    fs::copy(example, &copy).unwrap();
+    if with_keys {
+        for name in KEY_FILES {
+            common::write_key(dir.path(), name);
+        }
+    }
+    (dir, copy)
+}
+
+fn load_example(name: &str) -> (tempfile::TempDir, Config) {
+    let example = example_files()
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name))
+        .unwrap();
+    let (dir, copy) = copy_example(&example, true);
+    let loaded = load_file(&copy, &LoadOptions::default()).unwrap_or_else(|r| panic!("{r}"));
+    (dir, loaded.config)
+}
+
+#[test]
+fn every_example_config_loads_with_fresh_keys() {
+    for example in example_files() {
+        let (dir, copy) = copy_example(&example, true);
+        let loaded = load_file(&copy, &LoadOptions::default())
+            .unwrap_or_else(|report| panic!("{}:\n{report}", example.display()));
+        let config = loaded.config;
+        assert!(!config.links.is_empty(), "{}", example.display());
+        assert!(!config.route_groups.is_empty(), "{}", example.display());
+        for link in &config.links {
+            assert!(link.private_key_file.starts_with(dir.path()));
+        }
+        // Warnings may only be about groups missing on this test host.
+        for w in &loaded.warnings {
+            assert!(w.message.contains("does not exist on this host"), "{w}");
+        }
+    }
+}
+
+#[test]
+fn without_key_files_every_error_names_a_missing_file() {
+    for example in example_files() {
+        let (dir, copy) = copy_example(&example, false);
+        let report = load_file(&copy, &LoadOptions::default()).unwrap_err();
+        let errors: Vec<_> = report.errors().collect();
+        assert!(!errors.is_empty());
+        for e in &errors {
+            assert!(e.message.contains("does not exist"), "{e}");
+            assert!(
+                e.hint.as_deref().is_some_and(|h| h.contains("wg gen")),
+                "{e}"
+            );
+        }
+        let text = fs::read_to_string(&copy).unwrap();
+        for name in KEY_FILES {
+            if text.contains(&format!("\"{name}\"")) {
+                let path = dir.path().join(name);
+                let needle = format!("{} does not exist", path.display());
+                assert!(
+                    errors.iter().any(|e| e.message.contains(&needle)),
+                    "{}: no error names {}:\n{report}",
+                    example.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn relative_key_paths_resolve_in_the_credentials_directory_when_set() {
+    let example = &example_files()[0];
+    let (_config_dir, copy) = copy_example(example, false);
+    let credentials = tempfile::tempdir().unwrap();
+    for name in KEY_FILES {
+        common::write_key(credentials.path(), name);
+    }
+    let opts = LoadOptions {
+        credentials_dir: Some(credentials.path().to_path_buf()),
+    };
+    let config = load_file(&copy, &opts)
+        .unwrap_or_else(|r| panic!("{r}"))
+        .config;
+    for link in &config.links {
+        assert_eq!(
+            link.private_key_file,
+            credentials.path().join("private.key")
+        );
+    }
+}
+
+#[test]
+fn the_two_gateways_mirror_each_other() {
+    let (_a, aws) = load_example("aws-gateway.toml");
+    let (_o, oci) = load_example("oci-gateway.toml");
+    let aws_public = "lVjxJeAN2M0AEcbv7RDApKimsWfHvVxdmkh3Q0mW1TQ=";
+    let oci_public = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA=";
+    assert_eq!(aws.links.len(), oci.links.len());
+    for a in &aws.links {
+        let o = oci.link(&a.name).expect("same link names on both sides");
+        assert_eq!(a.peer_public_key.to_string(), oci_public);
+        assert_eq!(o.peer_public_key.to_string(), aws_public);
+        assert_eq!(
+            a.peer_endpoint.to_string(),
+            o.listen.to_string(),
+            "{}",
+            a.name
+        );
+        assert_eq!(
+            o.peer_endpoint.to_string(),
+            a.listen.to_string(),
+            "{}",
+            a.name
+        );
+        assert_eq!(a.mtu, o.mtu, "{}", a.name);
+        // Each side's tunnel address is allowed on the other side.
+        for addr in &a.addresses {
+            assert!(
+                o.allowed_ips.iter().any(|n| n.contains(addr.ip())),
+                "{}",
+                a.name
+            );
+        }
+        for addr in &o.addresses {
+            assert!(
+                a.allowed_ips.iter().any(|n| n.contains(addr.ip())),
+                "{}",
+                a.name
+            );
+        }
+    }
+    assert_eq!(
+        aws.route_groups[0].destinations[0].to_string(),
+        "10.2.0.0/16"
+    );
+    assert_eq!(
+        oci.route_groups[0].destinations[0].to_string(),
+        "10.1.0.0/16"
+    );
+    assert_eq!(aws.route_groups[0].links, oci.route_groups[0].links);
+}

@@ -1,0 +1,286 @@
+//! One control connection: HTTP parsing by hyper, routing, authorization, and the mapping of
+//! every failure to a typed JSON error. Status codes come from [`ErrorKind::http_status`], so
+//! there is one table for agentd and netctl.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use isthmus_api::{
+    paths, Access, ErrorBody, ErrorKind, AGENTD_VERSION_HEADER, CLIENT_VERSION_HEADER,
+};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::peer::Peer;
+use super::{Command, Policy, MAX_BODY};
+
+/// Larger than hyper's minimum (8 KiB, below which it panics); headers beyond it get a 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long a handler waits for the event loop; a reload re-reads and validates a file.
+const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Context {
+    pub policy: watch::Receiver<Policy>,
+    pub commands: mpsc::Sender<Command>,
+    pub request_timeout: Duration,
+}
+
+/// The endpoints of API v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Status,
+    Version,
+    Reload,
+}
+
+impl Endpoint {
+    fn needs(self) -> Access {
+        match self {
+            Endpoint::Status | Endpoint::Version => Access::Read,
+            Endpoint::Reload => Access::Write,
+        }
+    }
+}
+
+fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
+    let (endpoint, allowed) = match path {
+        paths::STATUS => (Endpoint::Status, Method::GET),
+        paths::VERSION => (Endpoint::Version, Method::GET),
+        paths::RELOAD => (Endpoint::Reload, Method::POST),
+        _ if !path.starts_with("/v1/") && path.starts_with("/v") => {
+            return Err(ErrorBody::new(
+                ErrorKind::UnsupportedApiVersion,
+                format!(
+                    "agentd {} speaks control API {}, not {path}",
+                    env!("CARGO_PKG_VERSION"),
+                    isthmus_api::API_VERSION
+                ),
+            ))
+        }
+        _ => {
+            return Err(ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("no endpoint {path}"),
+            ))
+        }
+    };
+    if *method != allowed {
+        return Err(ErrorBody::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{path} takes {allowed}, not {method}"),
+        ));
+    }
+    Ok(endpoint)
+}
+
+pub async fn serve_connection(stream: UnixStream, peer: Peer, ctx: Arc<Context>) {
+    let timeout = ctx.request_timeout;
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(req, &peer, &ctx).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        // One request per connection: an idle client cannot hold a slot past the timeout.
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "control connection ended with an error");
+    }
+}
+
+async fn handle(req: Request<Incoming>, peer: &Peer, ctx: &Context) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let client = req
+        .headers()
+        .get(CLIENT_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let result = dispatch(req, peer, ctx).await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.kind.http_status(),
+    };
+    tracing::debug!(%method, %path, uid = peer.uid, pid = ?peer.pid, client, status, "control request");
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    peer: &Peer,
+    ctx: &Context,
+) -> Result<Response<Full<Bytes>>, ErrorBody> {
+    let endpoint = route(req.method(), req.uri().path())?;
+    let needs = endpoint.needs();
+    let (access, group) = {
+        let policy = ctx.policy.borrow();
+        (policy.access_of(peer), policy.group_for(needs))
+    };
+    let access = match access {
+        Some(a) if a >= needs => a,
+        _ => {
+            let what = match needs {
+                Access::Read => "reading",
+                Access::Write => "this change",
+            };
+            return Err(ErrorBody::new(
+                ErrorKind::PermissionDenied,
+                format!("permission denied: {what} needs root or group {group}"),
+            ));
+        }
+    };
+    // No endpoint takes a body yet, but a client may send one: read it within limits so that a
+    // slow or huge body is answered, not left hanging.
+    read_body(req.into_body(), ctx.request_timeout).await?;
+    match endpoint {
+        Endpoint::Version => Ok(json_response(
+            StatusCode::OK,
+            &isthmus_api::VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                api_version: isthmus_api::API_VERSION.to_owned(),
+            },
+        )),
+        Endpoint::Status => {
+            let status = ask(ctx, |reply| Command::Status { access, reply }).await?;
+            Ok(json_response(StatusCode::OK, &status))
+        }
+        Endpoint::Reload => {
+            let outcome = ask(ctx, |reply| Command::Reload { reply }).await??;
+            Ok(json_response(StatusCode::OK, &outcome))
+        }
+    }
+}
+
+async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, ErrorBody> {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {
+        Err(_) => Err(ErrorBody::new(
+            ErrorKind::RequestTimeout,
+            format!("request body not received within {timeout:?}"),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ErrorBody::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body larger than {MAX_BODY} bytes"),
+        )),
+        Ok(Err(e)) => Err(ErrorBody::new(
+            ErrorKind::BadRequest,
+            format!("cannot read request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Send a command to the event loop and wait for its reply.
+async fn ask<T>(
+    ctx: &Context,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ErrorBody> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || ErrorBody::new(ErrorKind::ShuttingDown, "agentd is shutting down");
+    ctx.commands.send(make(tx)).await.map_err(|_| gone())?;
+    match tokio::time::timeout(LOOP_REPLY_TIMEOUT, rx).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err(gone()),
+        Err(_) => Err(ErrorBody::new(
+            ErrorKind::Internal,
+            "agentd's event loop did not answer in time",
+        )),
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_headers(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a control response");
+            with_headers(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"kind":"internal","message":"cannot serialize the response"}"#.to_vec(),
+            )
+        }
+    }
+}
+
+fn error_response(err: &ErrorBody) -> Response<Full<Bytes>> {
+    let status =
+        StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, err)
+}
+
+fn with_headers(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        AGENTD_VERSION_HEADER,
+        HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    resp
+}
+
+/// Answer a connection beyond the client cap with a 503 and close it, without parsing anything.
+pub async fn refuse_busy(mut stream: UnixStream) {
+    let body = serde_json::to_string(&ErrorBody::new(
+        ErrorKind::TooManyClients,
+        "too many control clients connected; retry shortly",
+    ))
+    .unwrap_or_default();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         {AGENTD_VERSION_HEADER}: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    );
+    let write = async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_known_paths_and_types_the_rest() {
+        assert_eq!(route(&Method::GET, "/v1/status"), Ok(Endpoint::Status));
+        assert_eq!(route(&Method::POST, "/v1/reload"), Ok(Endpoint::Reload));
+        assert_eq!(
+            route(&Method::GET, "/v1/reload").unwrap_err().kind,
+            ErrorKind::MethodNotAllowed
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/nope").unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        let v2 = route(&Method::GET, "/v2/status").unwrap_err();
+        assert_eq!(v2.kind, ErrorKind::UnsupportedApiVersion);
+        assert!(
+            v2.message.contains("speaks control API v1"),
+            "{}",
+            v2.message
+        );
+    }
+
+    #[test]
+    fn writes_need_more_than_reads() {
+        assert_eq!(Endpoint::Status.needs(), Access::Read);
+        assert_eq!(Endpoint::Reload.needs(), Access::Write);
+        assert!(Access::Write > Access::Read);
+    }
+}

@@ -1,0 +1,61 @@
+//! The status report (`GET /v1/status`), built from the event loop's state.
+
+use isthmus_api::{
+    Access, AgentStatus, ConfigStatus, LinkState, LinkStatus, RejectedReload, RouteGroupStatus,
+    Status,
+};
+
+use crate::daemon::State;
+
+pub fn build(state: &State, caller_access: Access) -> Status {
+    let config = &state.running.config;
+    Status {
+        agent: AgentStatus {
+            name: config.agent.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            api_version: isthmus_api::API_VERSION.to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: state.started_at.elapsed().as_secs(),
+            caller_access,
+        },
+        config: ConfigStatus {
+            path: state.config_path.display().to_string(),
+            fingerprint: state.running.fingerprint.clone(),
+            loaded_seconds_ago: state.running.loaded_at.elapsed().as_secs(),
+            reloads_applied: state.reloads_applied,
+            reloads_rejected: state.reloads_rejected,
+            last_rejected: state
+                .last_rejected
+                .as_ref()
+                .map(|(at, error_count, first_error)| RejectedReload {
+                    seconds_ago: at.elapsed().as_secs(),
+                    error_count: *error_count,
+                    first_error: first_error.clone(),
+                }),
+            warnings: state.running.warnings.clone(),
+        },
+        links: config
+            .links
+            .iter()
+            .map(|l| LinkStatus {
+                name: l.name.clone(),
+                interface: l.interface.clone(),
+                state: LinkState::Configured,
+                listen: l.listen.to_string(),
+                peer_endpoint: l.peer_endpoint.to_string(),
+                allowed_ips: l.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            })
+            .collect(),
+        route_groups: config
+            .route_groups
+            .iter()
+            .map(|g| RouteGroupStatus {
+                name: g.name.clone(),
+                destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
+                links: g.links.clone(),
+                // No data plane yet: no link carries routes.
+                active_link: None,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,245 @@
+//! netctl: the operator's command line for agentd. Human output by default, `--json` for
+//! scripts; exit codes say what went wrong (see [`Exit`]).
+
+mod client;
+mod table;
+mod views;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use client::{Client, ClientError, Reply, NETCTL_VERSION};
+use isthmus_api::{paths, ErrorKind, ReloadOutcome, Status, VersionInfo};
+use isthmus_config::LoadOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "netctl", version, about = "Inspect and steer isthmus agentd")]
+struct Args {
+    /// agentd's control socket.
+    #[arg(long, global = true, env = "ISTHMUS_SOCKET", default_value = isthmus_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up waiting for agentd after this many seconds.
+    #[arg(long, global = true, default_value_t = 15)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Agent, config, links and route groups at a glance.
+    Status,
+    /// Validate a config file locally, exactly as agentd would (no agentd needed).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Make agentd re-read its config file; a bad file is rejected and the running config stays.
+    Reload,
+    /// Versions of netctl and of the running agentd.
+    Version,
+}
+
+/// netctl's exit codes.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Ok = 0,
+    /// The request was understood and refused or failed (bad config, rejected reload).
+    Failed = 1,
+    /// agentd is not running, did not answer, or cannot serve now (busy, stopping).
+    Unreachable = 3,
+    /// The caller's identity does not allow this.
+    PermissionDenied = 4,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let client = Client::new(args.socket.clone(), Duration::from_secs(args.timeout));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netctl: cannot start: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    let exit = runtime.block_on(run(&args, &client));
+    ExitCode::from(exit as u8)
+}
+
+async fn run(args: &Args, client: &Client) -> Exit {
+    let json = args.json;
+    match &args.command {
+        Cmd::CheckConfig { file } => check_config(file, json),
+        Cmd::Status => match client.get::<Status>(paths::STATUS).await {
+            Ok(reply) => {
+                warn_on_version_skew(&reply);
+                if json {
+                    print_json(&reply.value);
+                } else {
+                    print!("{}", views::status(&reply.value));
+                }
+                Exit::Ok
+            }
+            Err(e) => fail(e, json),
+        },
+        Cmd::Reload => match client.post::<ReloadOutcome>(paths::RELOAD).await {
+            Ok(reply) => {
+                warn_on_version_skew(&reply);
+                if json {
+                    print_json(&reply.value);
+                } else {
+                    print!("{}", views::reload(&reply.value));
+                }
+                Exit::Ok
+            }
+            Err(e) => fail(e, json),
+        },
+        Cmd::Version => {
+            let agentd = client.get::<VersionInfo>(paths::VERSION).await;
+            if json {
+                let agentd = match &agentd {
+                    Ok(r) => serde_json::to_value(&r.value).unwrap_or_default(),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                print_json(&serde_json::json!({
+                    "netctl": { "version": NETCTL_VERSION, "api_version": isthmus_api::API_VERSION },
+                    "agentd": agentd,
+                }));
+            } else {
+                println!(
+                    "netctl {NETCTL_VERSION} (control API {})",
+                    isthmus_api::API_VERSION
+                );
+                match &agentd {
+                    Ok(r) => println!(
+                        "agentd {} (control API {})",
+                        r.value.version, r.value.api_version
+                    ),
+                    Err(e) => println!(
+                        "agentd: {}",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ),
+                }
+            }
+            match agentd {
+                Ok(reply) => {
+                    warn_on_version_skew(&reply);
+                    Exit::Ok
+                }
+                Err(e) => exit_for(&e),
+            }
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path, json: bool) -> Exit {
+    let result = isthmus_config::load_file(file, &LoadOptions::from_env());
+    let (valid, diagnostics) = match &result {
+        Ok(loaded) => (true, loaded.warnings.clone()),
+        Err(report) => (false, report.diagnostics.clone()),
+    };
+    if json {
+        print_json(&serde_json::json!({
+            "file": file.display().to_string(),
+            "valid": valid,
+            "diagnostics": diagnostics,
+        }));
+    } else {
+        match &result {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
+                println!(
+                    "{}: ok ({} warnings)",
+                    file.display(),
+                    loaded.warnings.len()
+                );
+            }
+            Err(report) => eprint!("{report}"),
+        }
+    }
+    if valid {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+fn fail(err: ClientError, json: bool) -> Exit {
+    if json {
+        let body = match &err {
+            ClientError::Api(body) => serde_json::to_value(body).unwrap_or_default(),
+            other => serde_json::json!({ "kind": "client_error", "message": other.to_string() }),
+        };
+        print_json(&body);
+    }
+    match &err {
+        ClientError::Api(body) if body.kind == ErrorKind::ConfigInvalid => {
+            for d in &body.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("netctl: reload rejected: {}", body.message);
+        }
+        other => eprintln!("netctl: {other}"),
+    }
+    exit_for(&err)
+}
+
+fn exit_for(err: &ClientError) -> Exit {
+    match err {
+        ClientError::NotRunning { .. } | ClientError::Timeout(_) | ClientError::Protocol { .. } => {
+            Exit::Unreachable
+        }
+        ClientError::CannotConnect { .. } => Exit::PermissionDenied,
+        ClientError::Api(body) if body.kind == ErrorKind::PermissionDenied => {
+            Exit::PermissionDenied
+        }
+        ClientError::Api(body)
+            if matches!(
+                body.kind,
+                ErrorKind::TooManyClients | ErrorKind::ShuttingDown
+            ) =>
+        {
+            Exit::Unreachable
+        }
+        ClientError::Api(_) | ClientError::ApiMismatch { .. } => Exit::Failed,
+    }
+}
+
+fn warn_on_version_skew<T>(reply: &Reply<T>) {
+    if let Some(v) = &reply.agentd_version {
+        if v != NETCTL_VERSION {
+            eprintln!(
+                "netctl: warning: netctl {NETCTL_VERSION} is talking to agentd {v}; \
+                 use the netctl that matches agentd for complete output"
+            );
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("netctl: cannot print JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+}

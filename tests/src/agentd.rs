@@ -1,0 +1,175 @@
+//! Running the real binaries: an agentd process guard, and netctl as root or as another user.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::{bin, Fixture, Netns, NotifySocket};
+
+/// An agentd process started by the test. Killed (by PID) on drop; its log is printed if the
+/// test is failing.
+pub struct Agentd {
+    child: Option<Child>,
+    log: PathBuf,
+    pub notify: NotifySocket,
+}
+
+impl Agentd {
+    /// Start agentd with the fixture's config in `ns` and wait for READY=1.
+    pub fn start(fx: &Fixture, ns: &Netns) -> Agentd {
+        let agentd = Agentd::spawn(fx, ns, &[]);
+        agentd.wait_ready()
+    }
+
+    /// Start agentd without waiting; `env` adds environment variables (e.g. WATCHDOG_USEC).
+    pub fn spawn(fx: &Fixture, ns: &Netns, env: &[(&str, String)]) -> Agentd {
+        let log = fx.dir().join(format!("agentd-{}.log", crate::unique("")));
+        let notify_path = fx.dir().join(format!("notify-{}.sock", crate::unique("")));
+        let notify = NotifySocket::bind(&notify_path);
+        let mut cmd = ns.command(bin("agentd"));
+        cmd.arg("--config")
+            .arg(fx.config_path())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("RUST_LOG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting agentd");
+        Agentd {
+            child: Some(child),
+            log,
+            notify,
+        }
+    }
+
+    fn wait_ready(mut self) -> Agentd {
+        if let Err(e) = self.notify.wait_for("READY=1", Duration::from_secs(20)) {
+            panic!(
+                "agentd did not become ready: {e}\n--- agentd log ---\n{}",
+                self.log_text()
+            );
+        }
+        self
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signalling agentd");
+    }
+
+    /// Whether the process is still running (not exited, not a zombie we have reaped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Wait for the process to exit and return its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for agentd") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agentd did not exit within {timeout:?}\n--- agentd log ---\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agentd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agentd log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Who runs netctl.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Root,
+    /// An unprivileged user: uid, primary gid, supplementary groups.
+    User {
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+    },
+}
+
+/// The result of a netctl run.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("netctl printed no JSON ({e}): {self:?}"))
+    }
+}
+
+/// Run netctl as root against `socket`.
+pub fn netctl(socket: &Path, args: &[&str]) -> Output {
+    netctl_as(&Identity::Root, socket, args)
+}
+
+/// Run netctl as `who` against `socket`.
+pub fn netctl_as(who: &Identity, socket: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin("netctl"));
+    cmd.arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("ISTHMUS_SOCKET");
+    if let Identity::User { uid, gid, groups } = who.clone() {
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().expect("running netctl");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

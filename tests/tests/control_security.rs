@@ -1,0 +1,214 @@
+//! The control socket under hostile or unprivileged clients: who may connect, who may read and
+//! who may write, and what malformed, oversized, slow and too many requests get. After each,
+//! the daemon must still answer.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use isthmus_tests::{netctl, netctl_as, Agentd, Fixture, Identity, Netns};
+
+const READ_GID: u32 = 47110;
+const ADMIN_GID: u32 = 47111;
+
+fn reader() -> Identity {
+    Identity::User {
+        uid: 47120,
+        gid: 47120,
+        groups: vec![READ_GID],
+    }
+}
+/// In both groups (the read group to connect, the admin group to write), neither primary:
+/// only SO_PEERGROUPS shows them.
+fn admin() -> Identity {
+    Identity::User {
+        uid: 47121,
+        gid: 47121,
+        groups: vec![READ_GID, ADMIN_GID],
+    }
+}
+fn outsider() -> Identity {
+    Identity::User {
+        uid: 47122,
+        gid: 47122,
+        groups: vec![47122],
+    }
+}
+
+fn fixture(extra_control: &str) -> Fixture {
+    Fixture::new(&format!(
+        "[agent]\nname = \"sec\"\n[control]\nread_group = {READ_GID}\nadmin_group = {ADMIN_GID}\n{extra_control}\n"
+    ))
+}
+
+#[test]
+fn read_and_write_follow_the_groups_and_outsiders_cannot_connect() {
+    let ns = Netns::new("pm");
+    let fx = fixture("");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+
+    let status = netctl_as(&reader(), &sock, &["--json", "status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.json()["agent"]["caller_access"], "read");
+
+    let denied = netctl_as(&reader(), &sock, &["reload"]);
+    assert_eq!(denied.code, 4, "{denied:?}");
+    assert!(denied.stderr.contains("permission denied"), "{denied:?}");
+    assert!(
+        denied.stderr.contains(&format!("gid {ADMIN_GID}")),
+        "{denied:?}"
+    );
+
+    let reload = netctl_as(&admin(), &sock, &["reload"]);
+    assert_eq!(reload.code, 0, "{reload:?}");
+    let status = netctl_as(&admin(), &sock, &["--json", "status"]);
+    assert_eq!(status.json()["agent"]["caller_access"], "write");
+
+    let outsider = netctl_as(&outsider(), &sock, &["status"]);
+    assert_eq!(outsider.code, 4, "{outsider:?}");
+    assert!(
+        outsider.stderr.contains("permission denied"),
+        "{outsider:?}"
+    );
+    assert!(
+        outsider.stderr.contains(&format!("gid {READ_GID}")),
+        "{outsider:?}"
+    );
+
+    // The daemon is unaffected by any of it.
+    assert!(agentd.is_running());
+    let status = netctl(&sock, &["--json", "status"]).json();
+    assert_eq!(status["config"]["reloads_applied"], 1);
+    assert_eq!(status["config"]["reloads_rejected"], 0);
+}
+
+/// Send raw bytes, half-close, read the whole answer (or until `timeout`).
+fn raw_exchange(sock: &Path, request: &[u8], timeout: Duration) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+fn assert_still_serving(sock: &Path) {
+    let out = netctl(sock, &["status"]);
+    assert_eq!(out.code, 0, "agentd stopped answering: {out:?}");
+}
+
+#[test]
+fn malformed_oversized_and_unknown_requests_get_typed_4xx() {
+    let ns = Netns::new("ab");
+    let fx = fixture("");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+    let t = Duration::from_secs(10);
+
+    let garbage = raw_exchange(&sock, b"\x00\x01\x02 not http at all\r\n\r\n", t);
+    assert!(
+        status_line(&garbage).starts_with("HTTP/1.1 400"),
+        "{garbage:?}"
+    );
+    assert_still_serving(&sock);
+
+    let big_header = format!(
+        "GET /v1/status HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let resp = raw_exchange(&sock, big_header.as_bytes(), t);
+    assert!(status_line(&resp).starts_with("HTTP/1.1 431"), "{resp:?}");
+    assert_still_serving(&sock);
+
+    let mut big_body =
+        b"POST /v1/reload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n".to_vec();
+    big_body.extend(std::iter::repeat_n(b'x', 70 * 1024));
+    let resp = raw_exchange(&sock, &big_body, t);
+    assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"payload_too_large""#), "{resp:?}");
+    assert_still_serving(&sock);
+
+    let resp = raw_exchange(&sock, b"GET /v1/nope HTTP/1.1\r\nhost: x\r\n\r\n", t);
+    assert!(status_line(&resp).starts_with("HTTP/1.1 404"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"not_found""#), "{resp:?}");
+
+    let resp = raw_exchange(&sock, b"DELETE /v1/status HTTP/1.1\r\nhost: x\r\n\r\n", t);
+    assert!(status_line(&resp).starts_with("HTTP/1.1 405"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"method_not_allowed""#), "{resp:?}");
+
+    let resp = raw_exchange(&sock, b"GET /v9/status HTTP/1.1\r\nhost: x\r\n\r\n", t);
+    assert!(
+        resp.contains(r#""kind":"unsupported_api_version""#),
+        "{resp:?}"
+    );
+
+    assert!(agentd.is_running());
+    assert_still_serving(&sock);
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
+    let ns = Netns::new("sl");
+    // 3 s: long enough that the idle clients below still hold their slots while netctl starts
+    // on a loaded machine, short enough to wait for.
+    let fx = fixture("max_clients = 2\nrequest_timeout = \"3s\"");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+
+    // Headers that never finish: the connection is closed after the timeout.
+    let start = Instant::now();
+    let resp = raw_exchange(
+        &sock,
+        b"GET /v1/status HTTP/1.1\r\n",
+        Duration::from_secs(30),
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "slow headers held for {waited:?}"
+    );
+    assert!(!resp.contains("200 OK"), "{resp:?}");
+
+    // A body that never finishes: 408 with a typed error.
+    let resp = raw_exchange(
+        &sock,
+        b"POST /v1/reload HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nab",
+        Duration::from_secs(30),
+    );
+    assert!(status_line(&resp).starts_with("HTTP/1.1 408"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"request_timeout""#), "{resp:?}");
+
+    // Two idle clients fill the cap (connections are accepted in order); the next ones are
+    // told so at once.
+    let idle1 = UnixStream::connect(&sock).unwrap();
+    let idle2 = UnixStream::connect(&sock).unwrap();
+    let busy = netctl(&sock, &["status"]);
+    assert_eq!(busy.code, 3, "{busy:?}");
+    assert!(busy.stderr.contains("too many control clients"), "{busy:?}");
+    let resp = raw_exchange(
+        &sock,
+        b"GET /v1/status HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(status_line(&resp).starts_with("HTTP/1.1 503"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"too_many_clients""#), "{resp:?}");
+
+    // The idle ones are cut off by the timeout, freeing the slots.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = netctl(&sock, &["status"]);
+        if out.code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop((idle1, idle2));
+    assert!(agentd.is_running());
+}
