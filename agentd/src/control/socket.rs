@@ -139,8 +139,13 @@ impl BoundSocket {
             source,
         };
         if let Some(gid) = gid {
-            nix::unistd::chown(&self.path, None, Some(nix::unistd::Gid::from_raw(gid)))
-                .map_err(|e| err(io::Error::from(e)))?;
+            // Usually the socket already has the group (agentd's own primary group under
+            // systemd): skip the chown, which the unit's syscall filter may not allow.
+            let current = fs::symlink_metadata(&self.path).map_err(err)?.gid();
+            if current != gid {
+                nix::unistd::chown(&self.path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                    .map_err(|e| err(io::Error::from(e)))?;
+            }
         }
         fs::set_permissions(&self.path, fs::Permissions::from_mode(mode)).map_err(err)
     }
