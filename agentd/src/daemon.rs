@@ -34,7 +34,7 @@ pub struct State {
 pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow::Result<()> {
     let control_cfg = running.config.control.clone();
     let policy = Policy::from_config(&control_cfg);
-    let (listener, socket) = control::socket::bind(
+    let (listener, mut socket) = control::socket::bind(
         &control_cfg.socket,
         control_cfg.socket_mode,
         policy.read_gid(),
@@ -83,7 +83,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 // The outcome is logged inside; nobody waits for it.
-                let _ = state.reload(&opts, &log, &policy_tx, &socket);
+                let _ = state.reload(&opts, &log, &policy_tx, &mut socket);
             }
             Some(command) = commands.recv() => match command {
                 Command::Status { access, reply } => {
@@ -91,7 +91,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 }
                 Command::Reload { reply } => {
                     tracing::info!("reload requested over the control socket");
-                    let _ = reply.send(state.reload(&opts, &log, &policy_tx, &socket));
+                    let _ = reply.send(state.reload(&opts, &log, &policy_tx, &mut socket));
                 }
             },
             _ = tick(&mut watchdog) => notify::watchdog(),
@@ -124,7 +124,7 @@ impl State {
         opts: &LoadOptions,
         log: &LogControl,
         policy: &watch::Sender<Policy>,
-        socket: &control::socket::BoundSocket,
+        socket: &mut control::socket::BoundSocket,
     ) -> Result<ReloadOutcome, ErrorBody> {
         notify::reloading();
         let result = self.try_reload(opts, log, policy, socket);
@@ -137,7 +137,7 @@ impl State {
         opts: &LoadOptions,
         log: &LogControl,
         policy: &watch::Sender<Policy>,
-        socket: &control::socket::BoundSocket,
+        socket: &mut control::socket::BoundSocket,
     ) -> Result<ReloadOutcome, ErrorBody> {
         let new = match reload::load(&self.config_path, opts) {
             Ok(new) => new,

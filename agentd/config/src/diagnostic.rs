@@ -114,8 +114,8 @@ impl Report {
         self.warnings().count()
     }
 
-    /// Every diagnostic, a blank line between them, then a summary such as
-    /// `2 errors, 1 warning in /etc/isthmus/agentd.toml`.
+    /// Every diagnostic, a blank line between them, then a summary line such as
+    /// `2 errors, 1 warning in /etc/isthmus/agentd.toml`, ending in a newline.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for d in &self.diagnostics {
@@ -123,6 +123,7 @@ impl Report {
             out.push_str("\n\n");
         }
         out.push_str(&self.summary());
+        out.push('\n');
         out
     }
 

@@ -61,7 +61,8 @@ pub(crate) fn format(d: Duration) -> String {
     let millis = d.as_millis();
     for &(name, per) in UNITS.iter().rev() {
         let per = u128::from(per);
-        if millis >= per && millis % per == 0 {
+        // Not `is_multiple_of`: that needs Rust 1.87, the workspace supports 1.85.
+        if millis >= per && (millis / per) * per == millis {
             return format!("{}{name}", millis / per);
         }
     }

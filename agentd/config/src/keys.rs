@@ -123,7 +123,9 @@ impl KeyFiles {
             ));
         }
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        // systemd's credentials directory is private to the service whatever the file modes
+        // inside (systemd >= 256 shows 0440 with an ACL), so only files elsewhere are checked.
+        if !credential && mode & 0o077 != 0 {
             return Err(Invalid::new(
                 format!("{p} is accessible to group or others (mode {mode:04o})"),
                 format!("chmod 600 {p}"),

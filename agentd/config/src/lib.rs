@@ -2,10 +2,10 @@
 //! `agentd` (start-up, reload, `--check-config`) and `netctl check-config`, so it stays light:
 //! no async runtime, no I/O but reading the file and its key files.
 //!
-//! A load reports every problem at once, each with file, line, column and a hint:
-//! [`parse`](mod@parse) reads the text (recovering from syntax errors) and deserializes each
-//! section and list entry on its own ([`raw`]); [`validate`] checks each entry's values and
-//! builds the [`Config`]; [`relations`] checks rules across entries. Every check reports into
+//! A load reports every problem at once, each with file, line, column and a hint: `parse`
+//! reads the text (recovering from syntax errors) and deserializes each section and list entry
+//! on its own into the TOML-shaped structs of `raw`; `validate` checks each entry's values and
+//! builds the [`Config`]; `relations` checks the rules across entries. Every check reports into
 //! one sink, and the result is either a [`Loaded`] config with its warnings or a [`Report`]
 //! with every error and warning.
 

@@ -39,8 +39,8 @@ pub const DEFAULT_LOSS_DEGRADED: f64 = 0.05;
 /// Well above a cross-cloud interconnect RTT, below what interactive database sessions tolerate.
 pub const DEFAULT_RTT_DEGRADED: Duration = Duration::from_millis(150);
 pub const DEFAULT_JITTER_DEGRADED: Duration = Duration::from_millis(30);
-/// Route-flap damping values after RFC 2439 / common BGP practice: three quick flaps suppress a
-/// link; it is reused after about two half-lives of calm.
+/// Route-flap damping values after RFC 2439 / common BGP practice: three or four quick flaps
+/// suppress a link; it is reused after about two half-lives of calm (3000 → 750).
 pub const DEFAULT_DAMPING_PENALTY: u32 = 1000;
 pub const DEFAULT_DAMPING_HALF_LIFE: Duration = Duration::from_secs(60);
 pub const DEFAULT_DAMPING_SUPPRESS_ABOVE: u32 = 3000;

@@ -161,7 +161,7 @@ fn dangling(sink: &mut Sink, label: &str, name: &Spanned<String>, what: &str, de
     );
 }
 
-fn each<'t>(list: &'t Texts) -> impl Iterator<Item = &'t Spanned<String>> {
+fn each(list: &Texts) -> impl Iterator<Item = &Spanned<String>> {
     list.iter().flat_map(|l| l.get_ref().iter())
 }
 

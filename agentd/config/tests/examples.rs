@@ -14,7 +14,7 @@ fn example_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
+        .map(|entry| entry.expect("read config dir").path())
         .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     files.sort();
@@ -28,9 +28,9 @@ fn example_files() -> Vec<PathBuf> {
 
 /// A copy of `example` in a fresh directory, with or without generated key files.
 fn copy_example(example: &Path, with_keys: bool) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join(example.file_name().unwrap());
-    fs::copy(example, &copy).unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join(example.file_name().expect("a file name"));
+    fs::copy(example, &copy).expect("copy the example");
     if with_keys {
         for name in KEY_FILES {
             common::write_key(dir.path(), name);
@@ -43,7 +43,7 @@ fn load_example(name: &str) -> (tempfile::TempDir, Config) {
     let example = example_files()
         .into_iter()
         .find(|p| p.file_name().is_some_and(|n| n == name))
-        .unwrap();
+        .expect("the example exists");
     let (dir, copy) = copy_example(&example, true);
     let loaded = load_file(&copy, &LoadOptions::default()).unwrap_or_else(|r| panic!("{r}"));
     (dir, loaded.config)
@@ -118,6 +118,32 @@ fn relative_key_paths_resolve_in_the_credentials_directory_when_set() {
             credentials.path().join("private.key")
         );
     }
+}
+
+#[test]
+fn credential_files_are_not_held_to_the_0600_rule_but_files_elsewhere_are() {
+    use std::os::unix::fs::PermissionsExt;
+    let example = &example_files()[0];
+    let (config_dir, copy) = copy_example(example, false);
+    let credentials = tempfile::tempdir().unwrap();
+    for name in KEY_FILES {
+        let path = common::write_key(credentials.path(), name);
+        // systemd >= 256 shows credentials as 0440 (with an ACL) in a private directory.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let outside = common::write_key(config_dir.path(), name);
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o440)).unwrap();
+    }
+    let with_credentials = LoadOptions {
+        credentials_dir: Some(credentials.path().to_path_buf()),
+    };
+    load_file(&copy, &with_credentials).unwrap_or_else(|r| panic!("{r}"));
+    let report = load_file(&copy, &LoadOptions::default()).unwrap_err();
+    assert!(
+        report
+            .errors()
+            .any(|d| d.message.contains("accessible to group or others")),
+        "{report}"
+    );
 }
 
 #[test]

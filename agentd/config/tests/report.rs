@@ -206,12 +206,12 @@ fn a_report_renders_every_diagnostic_and_a_summary() {
     let rendered = report.render();
     assert_eq!(rendered.matches("error: ").count(), 2);
     assert_eq!(rendered.matches("warning: ").count(), 1);
-    assert!(rendered.ends_with("\n\n2 errors, 1 warning in /etc/isthmus/agentd.toml"));
+    assert!(rendered.ends_with("\n\n2 errors, 1 warning in /etc/isthmus/agentd.toml\n"));
     assert_eq!(report.to_string(), rendered);
     let one = Report::new(vec![example_diagnostic()]);
     assert!(one
         .render()
-        .ends_with("\n\n1 error in /etc/isthmus/agentd.toml"));
+        .ends_with("\n\n1 error in /etc/isthmus/agentd.toml\n"));
 }
 
 #[test]

@@ -38,12 +38,18 @@ pub enum SocketError {
     },
 }
 
-/// The socket file we created; remembers its inode so we never delete someone else's file.
+/// The socket file we created; remembers its identity so we never delete someone else's file.
 #[derive(Debug)]
 pub struct BoundSocket {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    identity: Identity,
+}
+
+/// Device, inode and change time: an inode number alone is reused at once on tmpfs.
+type Identity = (u64, u64, i64, i64);
+
+fn identity(meta: &fs::Metadata) -> Identity {
+    (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
 }
 
 pub fn bind(
@@ -75,10 +81,9 @@ pub fn bind(
         path: path.to_owned(),
         source,
     })?;
-    let bound = BoundSocket {
+    let mut bound = BoundSocket {
         path: path.to_owned(),
-        dev: meta.dev(),
-        ino: meta.ino(),
+        identity: identity(&meta),
     };
     bound.set_access(mode, gid)?;
     std_listener
@@ -131,7 +136,7 @@ impl BoundSocket {
     }
 
     /// Apply mode and group (group `None`: leave it as created).
-    pub fn set_access(&self, mode: u32, gid: Option<u32>) -> Result<(), SocketError> {
+    pub fn set_access(&mut self, mode: u32, gid: Option<u32>) -> Result<(), SocketError> {
         let err = |source| SocketError::Permissions {
             path: self.path.clone(),
             mode,
@@ -147,13 +152,16 @@ impl BoundSocket {
                     .map_err(|e| err(io::Error::from(e)))?;
             }
         }
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(mode)).map_err(err)
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(mode)).map_err(err)?;
+        // chmod and chown change the ctime that identifies our file.
+        self.identity = identity(&fs::symlink_metadata(&self.path).map_err(err)?);
+        Ok(())
     }
 
     /// Remove the socket file if it is still the one we bound.
     pub fn remove(&self) {
         match fs::symlink_metadata(&self.path) {
-            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+            Ok(meta) if identity(&meta) == self.identity => {
                 if let Err(e) = fs::remove_file(&self.path) {
                     tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove the control socket");
                 }
@@ -209,6 +217,8 @@ mod tests {
         let (listener, bound) = bind(&path, 0o660, None).unwrap();
         drop(listener);
         fs::remove_file(&path).unwrap();
+        // Past the coarse timestamp granularity, as a real replacement would be.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let _other = StdListener::bind(&path).unwrap();
         bound.remove();
         assert!(path.exists(), "a foreign socket must not be deleted");

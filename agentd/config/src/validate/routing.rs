@@ -1,0 +1,276 @@
+//! `[[link]]`, `[[probe]]` and `[[route_group]]`: the tunnels, the checks behind them and the
+//! destinations routed over them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::{known, name, network};
+use crate::fields::{Fields, Got};
+use crate::keys::{KeyFiles, KeyKind};
+use crate::model::*;
+use crate::parse::Entry;
+use crate::raw::{RawLink, RawProbe, RawRouteGroup};
+use crate::source::{Sink, Span};
+use crate::values::{self, Invalid};
+
+pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Option<Link> {
+    let r = &e.value;
+    let mut f = Fields::of(e, sink);
+    let name = name(&mut f, &r.name, 32);
+    let interface = f.parsed(&r.interface, "interface", |s| {
+        values::ifname(s).map(|()| s.to_string())
+    });
+    let interface = f.require(interface, "interface");
+    let private_key = f.parsed(&r.private_key_file, "private_key_file", |s| {
+        keys.load(s, KeyKind::Private)
+    });
+    let private_key = f.require(private_key, "private_key_file");
+    let listen = match f.parsed(&r.listen, "listen", values::socket_addr) {
+        Got::Is(addr, span) if addr.port() == 0 => {
+            f.error(
+                span,
+                "listen port 0 would pick a random port the peer cannot know",
+                "give the UDP port the peer sends to, e.g. \"192.0.2.1:51820\"",
+            );
+            Got::Bad
+        }
+        other => other,
+    };
+    let peer_public_key = f.parsed(&r.peer_public_key, "peer_public_key", values::public_key);
+    let peer_public_key = f.require(peer_public_key, "peer_public_key");
+    let preshared = f
+        .parsed(&r.preshared_key_file, "preshared_key_file", |s| {
+            keys.load(s, KeyKind::Preshared)
+        })
+        .optional();
+    let peer_endpoint = f.parsed(&r.peer_endpoint, "peer_endpoint", values::endpoint);
+    if let (Got::Is(listen, _), Got::Is(Endpoint::Addr(peer), span)) = (&listen, &peer_endpoint) {
+        if !families_can_talk(listen, peer) {
+            f.error(
+                span.clone(),
+                format!("peer_endpoint {peer} cannot be reached from listen {listen}: different address families"),
+                "use the same IP version for listen and peer_endpoint",
+            );
+        }
+    }
+    let listen = f.require(listen, "listen");
+    let peer_endpoint = f.require(peer_endpoint, "peer_endpoint");
+    let allowed_ips = f.non_empty_list(&r.allowed_ips, "allowed_ips", |f, s, span| {
+        network(f, "allowed_ips", s, span)
+    });
+    let allowed_ips = f.require(allowed_ips, "allowed_ips");
+    let addresses = f.non_empty_list(&r.addresses, "addresses", |f, s, span| {
+        values::cidr(s)
+            .map_err(|e| f.report(span, "addresses", e))
+            .ok()
+    });
+    let addresses = f.require(addresses, "addresses");
+    let mtu = f
+        .int(&r.mtu, "mtu", 1280..=9000)
+        .map(|n| n as u16)
+        .or(DEFAULT_MTU);
+    let keepalive = f
+        .duration(
+            &r.persistent_keepalive,
+            "persistent_keepalive",
+            Duration::from_secs(1),
+            Some(Duration::from_secs(65535)),
+        )
+        .optional();
+    let private_key = private_key?;
+    let preshared = preshared?;
+    Some(Link {
+        name: name?,
+        interface: interface?,
+        private_key_file: private_key.path,
+        private_key: private_key.secret?,
+        listen: listen?,
+        peer_public_key: peer_public_key?,
+        preshared_key: match &preshared {
+            Some(k) => Some(k.secret.clone()?),
+            None => None,
+        },
+        preshared_key_file: preshared.map(|k| k.path),
+        peer_endpoint: peer_endpoint?,
+        allowed_ips: allowed_ips?,
+        addresses: addresses?,
+        mtu: mtu?,
+        persistent_keepalive: keepalive?,
+    })
+}
+
+/// A socket bound to `local` can send to `peer`: same family, or an unspecified IPv6 socket
+/// (dual-stack).
+fn families_can_talk(local: &SocketAddr, peer: &SocketAddr) -> bool {
+    local.is_ipv4() == peer.is_ipv4() || (local.is_ipv6() && local.ip().is_unspecified())
+}
+
+pub(super) fn probe(e: &Entry<RawProbe>, sink: &mut Sink) -> Option<Probe> {
+    let r = &e.value;
+    let mut f = Fields::of(e, sink);
+    let name = name(&mut f, &r.name, 63);
+    let kind = f.parsed(&r.kind, "kind", |s| values::keyword(s, "probe kind"));
+    let kind = f.require(kind, "kind");
+    let target = match kind {
+        Some(kind) => f.parsed(&r.target, "target", |s| probe_target(kind, s)),
+        None => f.text(&r.target).map(str::to_string),
+    };
+    let target = f.require(target, "target");
+    let interval = f.duration(&r.interval, "interval", Duration::from_millis(50), None);
+    let timeout = f.duration(&r.timeout, "timeout", Duration::from_millis(1), None);
+    let header = f.span();
+    if let (Some((i, _)), Some((t, t_span))) = (
+        known(&interval, DEFAULT_PROBE_INTERVAL, &header),
+        known(&timeout, DEFAULT_PROBE_TIMEOUT, &header),
+    ) {
+        if t > i {
+            f.error(
+                t_span,
+                format!(
+                    "timeout ({}) is longer than interval ({})",
+                    crate::duration::format(t),
+                    crate::duration::format(i)
+                ),
+                "a probe must time out before the next one starts: make timeout at most interval",
+            );
+        }
+    }
+    let expect_status = match kind {
+        Some(ProbeKind::Http | ProbeKind::Https) => f
+            .int(&r.expect_status, "expect_status", 100..=599)
+            .map(|n| Some(n as u16))
+            .or(Some(DEFAULT_EXPECT_STATUS)),
+        Some(other) => {
+            f.forbid(
+                &r.expect_status,
+                "expect_status",
+                &format!("applies only to http and https probes, not {other}"),
+                "remove it, or change kind to \"http\" or \"https\"",
+            );
+            Some(None)
+        }
+        None => Some(None),
+    };
+    let source = f.parsed(&r.source, "source", values::ip).optional();
+    let (interval, timeout) = (
+        interval.or(DEFAULT_PROBE_INTERVAL)?,
+        timeout.or(DEFAULT_PROBE_TIMEOUT)?,
+    );
+    if timeout > interval {
+        return None;
+    }
+    Some(Probe {
+        name: name?,
+        kind: kind?,
+        target: target?,
+        interval,
+        timeout,
+        expect_status: expect_status?,
+        source: source?,
+    })
+}
+
+fn probe_target(kind: ProbeKind, text: &str) -> Result<String, Invalid> {
+    match kind {
+        ProbeKind::Icmp => {
+            if text.parse::<IpAddr>().is_ok() {
+                return Ok(text.to_string());
+            }
+            let numeric = text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if numeric || values::dns_name(text).is_err() {
+                return Err(Invalid::new(
+                    format!("{text:?} is not an IP address or host name"),
+                    "an icmp probe targets a host: write e.g. \"10.2.1.10\" or \"db.example.internal\"",
+                ));
+            }
+        }
+        ProbeKind::Tcp => {
+            values::endpoint(text).map_err(|e| {
+                Invalid::new(
+                    e.message,
+                    "a tcp probe connects to HOST:PORT, e.g. \"10.2.1.10:1522\"",
+                )
+            })?;
+        }
+        ProbeKind::Http | ProbeKind::Https => values::url(text, kind.as_str())?,
+    }
+    Ok(text.to_string())
+}
+
+pub(super) fn route_group(
+    e: &Entry<RawRouteGroup>,
+    default_table: u32,
+    sink: &mut Sink,
+) -> Option<RouteGroup> {
+    let r = &e.value;
+    let mut f = Fields::of(e, sink);
+    let name = name(&mut f, &r.name, 63);
+    let destinations = f.non_empty_list(&r.destinations, "destinations", |f, s, span| {
+        network(f, "destinations", s, span)
+    });
+    let destinations = f.require(destinations, "destinations");
+    let links = names_once(&mut f, &r.links, "links", "link", true);
+    let links = f.require(links, "links");
+    let checks = names_once(&mut f, &r.checks, "checks", "probe", false).or(Vec::new());
+    let table = f.scalar(&r.table, "table", values::table).or(default_table);
+    let metric = f
+        .int(&r.metric, "metric", 0..=i64::from(u32::MAX))
+        .map(|n| n as u32)
+        .or(DEFAULT_ROUTE_METRIC);
+    let failover_on = f
+        .parsed(&r.failover_on, "failover_on", |s| {
+            values::keyword(s, "failover_on value")
+        })
+        .or(FailoverOn::Degraded);
+    let preempt = r.preempt.as_ref().is_none_or(|b| *b.get_ref());
+    let failback_after = f
+        .duration(&r.failback_after, "failback_after", Duration::ZERO, None)
+        .or(DEFAULT_FAILBACK_AFTER);
+    let hold_down = f
+        .duration(&r.hold_down, "hold_down", Duration::ZERO, None)
+        .or(DEFAULT_HOLD_DOWN);
+    Some(RouteGroup {
+        name: name?,
+        destinations: destinations?,
+        links: links?,
+        checks: checks?,
+        table: table?,
+        metric: metric?,
+        failover_on: failover_on?,
+        preempt,
+        failback_after: failback_after?,
+        hold_down: hold_down?,
+    })
+}
+
+/// A list of names of other objects, each listed once (whether they exist is `relations`'
+/// business).
+pub(super) fn names_once(
+    f: &mut Fields,
+    field: &crate::raw::Texts,
+    key: &str,
+    what: &str,
+    non_empty: bool,
+) -> Got<Vec<String>> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut parse = |f: &mut Fields, s: &str, span: Span| {
+        if seen.iter().any(|x| x == s) {
+            f.report(
+                span,
+                key,
+                Invalid::new(
+                    format!("{what} {s:?} is listed twice"),
+                    format!("list each {what} once"),
+                ),
+            );
+            return None;
+        }
+        seen.push(s.to_string());
+        Some(s.to_string())
+    };
+    if non_empty {
+        f.non_empty_list(field, key, &mut parse)
+    } else {
+        f.list(field, &mut parse)
+    }
+}
