@@ -17,11 +17,17 @@ use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, Limits, Policy};
 use crate::logging::LogControl;
+use crate::netlink::Netlink;
 use crate::reload::{self, Running};
+use crate::tunnel::Tunnels;
 use crate::{notify, status};
+
+/// How often failed links are retried and silent hostname endpoints re-resolved.
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the loop knows; read by [`status::build`].
 pub struct State {
+    pub tunnels: Tunnels,
     pub started_at: Instant,
     pub config_path: PathBuf,
     pub running: Running,
@@ -54,8 +60,16 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         shutdown_rx,
     ));
 
+    let netlink = Netlink::connect()?;
+    let mut tunnels = Tunnels::new(netlink);
+    for change in tunnels.apply(&running.config.links).await {
+        tracing::debug!(change, "start-up");
+    }
+
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     let mut state = State {
+        tunnels,
         started_at: Instant::now(),
         config_path: running.config.path.clone(),
         running,
@@ -83,7 +97,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 // The outcome is logged inside; nobody waits for it.
-                let _ = state.reload(&opts, &log, &policy_tx, &mut socket);
+                let _ = state.reload(&opts, &log, &policy_tx, &mut socket).await;
             }
             Some(command) = commands.recv() => match command {
                 Command::Status { access, reply } => {
@@ -91,14 +105,19 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 }
                 Command::Reload { reply } => {
                     tracing::info!("reload requested over the control socket");
-                    let _ = reply.send(state.reload(&opts, &log, &policy_tx, &mut socket));
+                    let _ = reply.send(state.reload(&opts, &log, &policy_tx, &mut socket).await);
+                }
+                Command::Links { reply } => {
+                    let _ = reply.send(state.tunnels.status());
                 }
             },
+            _ = maintain.tick() => state.tunnels.maintain().await,
             _ = tick(&mut watchdog) => notify::watchdog(),
         }
     }
 
     notify::stopping();
+    state.tunnels.stop_all();
     let _ = shutdown_tx.send(true);
     if let Err(e) = server.await {
         tracing::error!(error = %e, "control server task failed");
@@ -119,7 +138,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 
 impl State {
     /// Re-read the config file; apply it if valid, keep the running one if not.
-    fn reload(
+    async fn reload(
         &mut self,
         opts: &LoadOptions,
         log: &LogControl,
@@ -127,12 +146,12 @@ impl State {
         socket: &mut control::socket::BoundSocket,
     ) -> Result<ReloadOutcome, ErrorBody> {
         notify::reloading();
-        let result = self.try_reload(opts, log, policy, socket);
+        let result = self.try_reload(opts, log, policy, socket).await;
         notify::ready();
         result
     }
 
-    fn try_reload(
+    async fn try_reload(
         &mut self,
         opts: &LoadOptions,
         log: &LogControl,
@@ -171,7 +190,10 @@ impl State {
                 });
             }
         };
-        let changes = reload::diff(&self.running.config, &new.config);
+        let mut changes = reload::diff(&self.running.config, &new.config);
+        changes
+            .applied
+            .extend(self.tunnels.apply(&new.config.links).await);
         let control_old = &self.running.config.control;
         let control_new = &new.config.control;
         if control_old.socket_mode != control_new.socket_mode

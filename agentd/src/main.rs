@@ -4,9 +4,11 @@
 mod control;
 mod daemon;
 mod logging;
+mod netlink;
 mod notify;
 mod reload;
 mod status;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,9 +1,6 @@
 //! The status report (`GET /v1/status`), built from the event loop's state.
 
-use isthmus_api::{
-    Access, AgentStatus, ConfigStatus, LinkState, LinkStatus, RejectedReload, RouteGroupStatus,
-    Status,
-};
+use isthmus_api::{Access, AgentStatus, ConfigStatus, RejectedReload, RouteGroupStatus, Status};
 
 use crate::daemon::State;
 
@@ -34,18 +31,7 @@ pub fn build(state: &State, caller_access: Access) -> Status {
                 }),
             warnings: state.running.warnings.clone(),
         },
-        links: config
-            .links
-            .iter()
-            .map(|l| LinkStatus {
-                name: l.name.clone(),
-                interface: l.interface.clone(),
-                state: LinkState::Configured,
-                listen: l.listen.to_string(),
-                peer_endpoint: l.peer_endpoint.to_string(),
-                allowed_ips: l.allowed_ips.iter().map(|n| n.to_string()).collect(),
-            })
-            .collect(),
+        links: state.tunnels.status(),
         route_groups: config
             .route_groups
             .iter()

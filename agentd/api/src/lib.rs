@@ -24,6 +24,8 @@ pub const DEFAULT_SOCKET: &str = "/run/isthmus/agentd.sock";
 pub mod paths {
     /// `GET`: [`crate::Status`].
     pub const STATUS: &str = "/v1/status";
+    /// `GET`: `Vec<`[`crate::LinkStatus`]`>`.
+    pub const LINKS: &str = "/v1/links";
     /// `GET`: [`crate::VersionInfo`].
     pub const VERSION: &str = "/v1/version";
     /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
@@ -163,33 +165,63 @@ pub struct RejectedReload {
     pub first_error: String,
 }
 
-/// State of a link as agentd knows it.
+/// State of a link's tunnel (not yet its health: that comes from probes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
-    /// In the config; agentd runs no tunnel for it (this build has no data plane yet).
-    Configured,
+    /// A handshake completed less than 180 s ago: the tunnel carries traffic.
+    Up,
+    /// Running, but no current session yet: handshakes are being sent.
+    Handshaking,
+    /// No handshake was answered for 90 s; agentd retries every 5 s.
+    Unreachable,
+    /// The link could not be set up (see `error`); agentd retries every 10 s.
+    Failed,
 }
 
 impl LinkState {
     pub fn as_str(self) -> &'static str {
         match self {
-            LinkState::Configured => "configured",
+            LinkState::Up => "up",
+            LinkState::Handshaking => "handshaking",
+            LinkState::Unreachable => "unreachable",
+            LinkState::Failed => "failed",
         }
     }
 }
 
+/// `GET /v1/links` (and part of `/v1/status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkStatus {
     pub name: String,
     pub interface: String,
     pub state: LinkState,
+    /// Why the link is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Local underlay address and UDP port.
     pub listen: String,
-    /// Configured peer endpoint.
+    /// The peer endpoint as configured (address or hostname).
     pub peer_endpoint: String,
+    /// The peer's address in use now (resolved, or learnt from its authenticated packets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Remote CIDRs carried by this link.
     pub allowed_ips: Vec<String>,
+    /// Age of the last completed handshake in seconds (an age, not a timestamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handshake_seconds_ago: Option<u64>,
+    /// Plaintext bytes and packets sent into and received from the tunnel.
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    /// Handshake initiations sent.
+    pub handshake_attempts: u64,
+    /// Handshake messages that failed to verify, and give-ups after 90 s without an answer.
+    pub handshake_failures: u64,
+    /// Dropped packets by reason (bad_mac, unknown_peer, no_route, too_big, ...).
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

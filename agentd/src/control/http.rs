@@ -38,6 +38,7 @@ pub struct Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Status,
+    Links,
     Version,
     Reload,
 }
@@ -45,7 +46,7 @@ enum Endpoint {
 impl Endpoint {
     fn needs(self) -> Access {
         match self {
-            Endpoint::Status | Endpoint::Version => Access::Read,
+            Endpoint::Status | Endpoint::Links | Endpoint::Version => Access::Read,
             Endpoint::Reload => Access::Write,
         }
     }
@@ -54,6 +55,7 @@ impl Endpoint {
 fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
     let (endpoint, allowed) = match path {
         paths::STATUS => (Endpoint::Status, Method::GET),
+        paths::LINKS => (Endpoint::Links, Method::GET),
         paths::VERSION => (Endpoint::Version, Method::GET),
         paths::RELOAD => (Endpoint::Reload, Method::POST),
         _ if !path.starts_with("/v1/") && path.starts_with("/v") => {
@@ -157,6 +159,10 @@ async fn dispatch(
         Endpoint::Status => {
             let status = ask(ctx, |reply| Command::Status { access, reply }).await?;
             Ok(json_response(StatusCode::OK, &status))
+        }
+        Endpoint::Links => {
+            let links = ask(ctx, |reply| Command::Links { reply }).await?;
+            Ok(json_response(StatusCode::OK, &links))
         }
         Endpoint::Reload => {
             let outcome = ask(ctx, |reply| Command::Reload { reply }).await??;

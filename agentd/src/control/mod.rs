@@ -17,7 +17,7 @@ pub mod socket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_api::{Access, ErrorBody, ReloadOutcome, Status};
+use isthmus_api::{Access, ErrorBody, LinkStatus, ReloadOutcome, Status};
 use isthmus_config::{Control, GroupRef};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -36,6 +36,9 @@ pub enum Command {
     },
     Reload {
         reply: oneshot::Sender<Result<ReloadOutcome, ErrorBody>>,
+    },
+    Links {
+        reply: oneshot::Sender<Vec<LinkStatus>>,
     },
 }
 

@@ -1,0 +1,112 @@
+//! Per-link counters, written by the link's worker thread and read by status, `wg show` and
+//! metrics. Plain relaxed atomics: the packet path never takes a lock to count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a packet was dropped. The order is the order of `Counters::drops`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A MAC or AEAD tag did not verify: forged, corrupted, or from a peer with other keys.
+    BadMac,
+    /// A WireGuard message for a key or session index that is not ours.
+    UnknownPeer,
+    /// A data message for a session we no longer (or not yet) have.
+    NoSession,
+    /// A replayed or too-old counter or handshake timestamp.
+    Replay,
+    /// Not a WireGuard message, or not a valid IP packet inside.
+    Malformed,
+    /// A datagram larger than the receive buffer, or a packet larger than the link carries.
+    TooBig,
+    /// A packet from the TUN for a destination outside the link's allowed IPs.
+    NoRoute,
+    /// A decrypted packet whose source lies outside the link's allowed IPs.
+    NotAllowed,
+    /// No peer endpoint is known yet (hostname unresolved, peer never seen).
+    NoEndpoint,
+    /// A TUN super-packet that could not be segmented.
+    Offload,
+    /// The kernel refused to send or write it.
+    IoError,
+    /// Handshake rate limiting under load (a cookie was sent instead).
+    UnderLoad,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::BadMac,
+        DropReason::UnknownPeer,
+        DropReason::NoSession,
+        DropReason::Replay,
+        DropReason::Malformed,
+        DropReason::TooBig,
+        DropReason::NoRoute,
+        DropReason::NotAllowed,
+        DropReason::NoEndpoint,
+        DropReason::Offload,
+        DropReason::IoError,
+        DropReason::UnderLoad,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadMac => "bad_mac",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::NoSession => "no_session",
+            DropReason::Replay => "replay",
+            DropReason::Malformed => "malformed",
+            DropReason::TooBig => "too_big",
+            DropReason::NoRoute => "no_route",
+            DropReason::NotAllowed => "not_allowed",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::Offload => "offload",
+            DropReason::IoError => "io_error",
+            DropReason::UnderLoad => "under_load",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub tx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub handshake_attempts: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    /// Wall-clock time of the last completed handshake, in ns since the Unix epoch; 0 = never.
+    pub last_handshake_unix_ns: AtomicU64,
+    /// 1 while boringtun has given up (no handshake answered for 90 s).
+    pub expired: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+    /// The peer's current underlay address (roaming updates it; rare).
+    pub endpoint: Mutex<Option<SocketAddr>>,
+}
+
+impl Counters {
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    pub fn last_handshake(&self) -> Option<SystemTime> {
+        match self.last_handshake_unix_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(UNIX_EPOCH + Duration::from_nanos(ns)),
+        }
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        *self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_endpoint(&self, addr: Option<SocketAddr>) {
+        *self.endpoint.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+}

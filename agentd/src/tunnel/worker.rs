@@ -1,0 +1,621 @@
+//! The packet loop of one link: a dedicated thread that owns the link's `Tunn`, TUN device and
+//! UDP socket, so the per-packet path has no locks, no channels and no allocation.
+//!
+//! It sleeps in `poll(2)` on three fds: the TUN (packets to encrypt), the UDP socket (datagrams
+//! to decrypt) and an eventfd that the daemon rings after queueing a [`Command`]. Each wake-up
+//! works in batches: up to [`TUN_READS_PER_WAKE`] TUN reads, each possibly a 64 KiB TSO
+//! super-packet cut into wire packets whose ciphertexts are sent with one GSO `sendmsg`; and
+//! `recvmmsg` batches whose decrypted packets are coalesced into super-packets for the TUN.
+//!
+//! boringtun's only clock is `update_timers`, called every [`TICK`]: it drives handshakes,
+//! keepalives and rekeying, and stamps "session established". An expired `Tunn` (90 s without an
+//! answered handshake) never retries on its own; the worker restarts its handshake every
+//! [`EXPIRED_RETRY`] so that an idle backup link comes back when its path does.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use ipnetwork::IpNetwork;
+use isthmus_offload::{Coalescer, VnetHdr, SLOT_LEN};
+
+use super::counters::{Counters, DropReason};
+use super::tun::TunDevice;
+use super::udp::{RecvBatch, UdpSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+
+/// boringtun's clock tick; its timers have 1 s granularity at best, 100 ms keeps handshake
+/// stamps within 0.1 s of the truth.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Restart an expired handshake this often (WireGuard's REKEY_TIMEOUT).
+pub const EXPIRED_RETRY: Duration = Duration::from_secs(5);
+/// Bound the work per wake-up so that neither direction starves the other.
+const TUN_READS_PER_WAKE: usize = 64;
+const UDP_BATCHES_PER_WAKE: usize = 8;
+/// WireGuard data message overhead: type, receiver, counter (16) and the AEAD tag (16).
+const DATA_OVERHEAD: usize = 32;
+const MSG_DATA: u8 = 4;
+
+/// Keys and settings a `Tunn` is built from; changing any of them re-handshakes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub private: [u8; 32],
+    pub peer_public: [u8; 32],
+    pub preshared: Option<[u8; 32]>,
+    pub keepalive: Option<u16>,
+}
+
+/// Requests from the daemon to a link's worker.
+pub enum Command {
+    Stop,
+    /// The peer's address (a resolved hostname, or a new configured endpoint).
+    SetEndpoint(SocketAddr),
+    SetKeys(Box<Keys>),
+    SetAllowedIps(Vec<IpNetwork>),
+}
+
+pub struct Worker {
+    tun: TunDevice,
+    udp: UdpSocket,
+    tunn: Tunn,
+    allowed: Vec<IpNetwork>,
+    endpoint: Option<SocketAddr>,
+    counters: Arc<Counters>,
+    last_expired_retry: Instant,
+    /// boringtun's "time since last handshake" at the last check, to notice new handshakes.
+    last_handshake_age: Option<Duration>,
+}
+
+/// A wake-up handle: an eventfd the worker polls.
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall; the fd is owned by the returned OwnedFd.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+pub fn new_tunn(keys: &Keys) -> Tunn {
+    use std::hash::BuildHasher;
+    // A local session index: must differ between Tunns, need not be secret.
+    let index = std::collections::hash_map::RandomState::new().hash_one(keys.peer_public) as u32;
+    Tunn::new(
+        StaticSecret::from(keys.private),
+        PublicKey::from(keys.peer_public),
+        keys.preshared,
+        keys.keepalive,
+        index >> 8,
+        None,
+    )
+}
+
+impl Worker {
+    pub fn new(
+        tun: TunDevice,
+        udp: UdpSocket,
+        keys: &Keys,
+        allowed: Vec<IpNetwork>,
+        endpoint: Option<SocketAddr>,
+        counters: Arc<Counters>,
+    ) -> Worker {
+        counters.set_endpoint(endpoint);
+        Worker {
+            tun,
+            udp,
+            tunn: new_tunn(keys),
+            allowed,
+            endpoint,
+            counters,
+            last_expired_retry: Instant::now(),
+            last_handshake_age: None,
+        }
+    }
+
+    /// Run until [`Command::Stop`] or the daemon's side of the channel is gone.
+    pub fn run(mut self, commands: Receiver<Command>, waker: Arc<Waker>) {
+        let mut bufs = Buffers::new();
+        self.initiate(&mut bufs.scratch);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut fds = [
+                pollfd(self.tun.as_fd().as_raw_fd()),
+                pollfd(self.udp.as_fd().as_raw_fd()),
+                pollfd(waker.0.as_raw_fd()),
+            ];
+            // SAFETY: fds is a live array of 3 pollfds.
+            let rc =
+                unsafe { libc::poll(fds.as_mut_ptr(), 3, wait.as_millis() as libc::c_int + 1) };
+            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %io::Error::last_os_error(), "poll failed in link worker");
+                std::thread::sleep(TICK);
+            }
+            if fds[2].revents != 0 {
+                waker.drain();
+                loop {
+                    match commands.try_recv() {
+                        Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return,
+                        Ok(cmd) => self.handle(cmd, &mut bufs.scratch),
+                        Err(TryRecvError::Empty) => break,
+                    }
+                }
+            }
+            if fds[1].revents != 0 {
+                self.from_network(&mut bufs);
+            }
+            if fds[0].revents != 0 {
+                self.from_tun(&mut bufs);
+            }
+            if Instant::now() >= next_tick {
+                self.tick(&mut bufs.scratch);
+                next_tick = Instant::now() + TICK;
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command, scratch: &mut [u8]) {
+        match cmd {
+            Command::Stop => {}
+            Command::SetEndpoint(addr) => {
+                if self.endpoint != Some(addr) {
+                    self.endpoint = Some(addr);
+                    self.counters.set_endpoint(Some(addr));
+                    self.initiate(scratch);
+                }
+            }
+            Command::SetKeys(keys) => {
+                self.tunn = new_tunn(&keys);
+                self.last_handshake_age = None;
+                self.initiate(scratch);
+            }
+            Command::SetAllowedIps(allowed) => self.allowed = allowed,
+        }
+    }
+
+    /// Start a handshake now rather than on the first packet, so a link is up before traffic
+    /// needs it.
+    fn initiate(&mut self, scratch: &mut [u8]) {
+        if let TunnResult::WriteToNetwork(p) = self.tunn.format_handshake_initiation(scratch, false)
+        {
+            send_control(&self.udp, &self.counters, self.endpoint, p);
+        }
+    }
+
+    fn tick(&mut self, scratch: &mut [u8]) {
+        match self.tunn.update_timers(scratch) {
+            TunnResult::WriteToNetwork(p) => {
+                send_control(&self.udp, &self.counters, self.endpoint, p)
+            }
+            TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                if self.counters.expired.swap(1, Relaxed) == 0 {
+                    self.counters.handshake_failures.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        interface = self.tun.name(),
+                        "no handshake answered for 90 s; retrying every 5 s"
+                    );
+                }
+                if self.last_expired_retry.elapsed() >= EXPIRED_RETRY {
+                    self.last_expired_retry = Instant::now();
+                    self.initiate(scratch);
+                }
+            }
+            _ => {}
+        }
+        // Record the wall time of a new handshake: its age shrank, or it is the first.
+        let (age, ..) = self.tunn.stats();
+        if let Some(age) = age {
+            let new = match self.last_handshake_age {
+                None => true,
+                Some(prev) => age < prev,
+            };
+            if new {
+                if let Some(at) = SystemTime::now().checked_sub(age) {
+                    let ns = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+                    self.counters.last_handshake_unix_ns.store(ns, Relaxed);
+                }
+                self.counters.expired.store(0, Relaxed);
+            }
+        }
+        self.last_handshake_age = age;
+    }
+
+    /// TUN → encrypt → UDP.
+    fn from_tun(&mut self, bufs: &mut Buffers) {
+        for _ in 0..TUN_READS_PER_WAKE {
+            let n = match self.tun.read(&mut bufs.tun_read) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TUN read failed");
+                    break;
+                }
+            };
+            if n < VnetHdr::LEN {
+                self.counters.count_drop(DropReason::Malformed);
+                continue;
+            }
+            let (hdr, packet) = bufs.tun_read[..n].split_at_mut(VnetHdr::LEN);
+            let hdr = match VnetHdr::parse(hdr) {
+                Ok(hdr) => hdr,
+                Err(_) => {
+                    self.counters.count_drop(DropReason::Offload);
+                    continue;
+                }
+            };
+            let tx = &mut bufs.tx;
+            let result = isthmus_offload::split(&hdr, packet, |segment| {
+                encapsulate(
+                    &mut self.tunn,
+                    &self.udp,
+                    &self.counters,
+                    &self.allowed,
+                    self.endpoint,
+                    tx,
+                    segment,
+                )
+            });
+            if result.is_err() {
+                self.counters.count_drop(DropReason::Offload);
+            }
+        }
+        bufs.tx.flush(&self.udp, &self.counters, self.endpoint);
+    }
+
+    /// UDP → decrypt → TUN.
+    fn from_network(&mut self, bufs: &mut Buffers) {
+        for _ in 0..UDP_BATCHES_PER_WAKE {
+            let filled = match self.udp.recv_batch(&mut bufs.rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    break;
+                }
+            };
+            if filled == 0 {
+                break;
+            }
+            for i in 0..filled {
+                let (buf, segment, from, truncated) = bufs.rx.get_mut(i);
+                let Some(from) = from else { continue };
+                if truncated {
+                    self.counters.count_drop(DropReason::TooBig);
+                    continue;
+                }
+                for datagram in buf.chunks(segment) {
+                    if bufs.to_tun.is_full() {
+                        bufs.to_tun.flush(&self.tun, &self.counters);
+                    }
+                    self.decapsulate(datagram, from, &mut bufs.to_tun, &mut bufs.scratch);
+                }
+            }
+            bufs.to_tun.flush(&self.tun, &self.counters);
+            if filled < super::udp::RECV_BATCH {
+                break;
+            }
+        }
+    }
+
+    fn decapsulate(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        to_tun: &mut ToTun,
+        scratch: &mut [u8],
+    ) {
+        let kind = datagram.first().copied().unwrap_or(0);
+        let slot = to_tun.next_slot();
+        let result = self.tunn.decapsulate(Some(from.ip()), datagram, slot);
+        match result {
+            TunnResult::WriteToNetwork(p) => {
+                // A handshake answer or cookie: authenticated, so follow the peer's address.
+                self.roam(from);
+                if self.udp.send_to(p, from).is_err() {
+                    self.counters.count_drop(DropReason::IoError);
+                }
+                // Packets queued while the handshake ran go out now.
+                while let TunnResult::WriteToNetwork(p) = self.tunn.decapsulate(None, &[], scratch)
+                {
+                    if self.udp.send_to(p, from).is_err() {
+                        self.counters.count_drop(DropReason::IoError);
+                    }
+                }
+            }
+            TunnResult::WriteToTunnelV4(p, src) => {
+                let len = p.len();
+                self.accept(IpAddr::V4(src), len, from, to_tun);
+            }
+            TunnResult::WriteToTunnelV6(p, src) => {
+                let len = p.len();
+                self.accept(IpAddr::V6(src), len, from, to_tun);
+            }
+            TunnResult::Done => {
+                // A keepalive (or a cookie): authenticated too.
+                if kind == MSG_DATA {
+                    self.roam(from);
+                }
+            }
+            TunnResult::Err(e) => {
+                if (1..=3).contains(&kind) {
+                    self.counters.handshake_failures.fetch_add(1, Relaxed);
+                }
+                self.counters.count_drop(drop_reason(&e));
+                tracing::trace!(error = ?e, %from, "datagram dropped");
+            }
+        }
+    }
+
+    fn accept(&mut self, src: IpAddr, len: usize, from: SocketAddr, to_tun: &mut ToTun) {
+        if !self.allowed.iter().any(|net| net.contains(src)) {
+            self.counters.count_drop(DropReason::NotAllowed);
+            return;
+        }
+        self.roam(from);
+        self.counters.rx_packets.fetch_add(1, Relaxed);
+        self.counters.rx_bytes.fetch_add(len as u64, Relaxed);
+        to_tun.commit(len);
+    }
+
+    fn roam(&mut self, from: SocketAddr) {
+        if self.endpoint != Some(from) {
+            tracing::info!(interface = self.tun.name(), old = ?self.endpoint, new = %from, "peer endpoint changed");
+            self.endpoint = Some(from);
+            self.counters.set_endpoint(Some(from));
+        }
+    }
+}
+
+/// Encrypt one wire-sized packet into the GSO batch (or send a handshake it triggered).
+fn encapsulate(
+    tunn: &mut Tunn,
+    udp: &UdpSocket,
+    counters: &Counters,
+    allowed: &[IpNetwork],
+    endpoint: Option<SocketAddr>,
+    tx: &mut TxBatch,
+    packet: &mut [u8],
+) {
+    let Some(dst) = Tunn::dst_address(packet) else {
+        counters.count_drop(DropReason::Malformed);
+        return;
+    };
+    if !allowed.iter().any(|net| net.contains(dst)) {
+        counters.count_drop(DropReason::NoRoute);
+        return;
+    }
+    if endpoint.is_none() {
+        counters.count_drop(DropReason::NoEndpoint);
+        return;
+    }
+    let need = packet.len() + DATA_OVERHEAD;
+    if need > GSO_MAX_BYTES {
+        counters.count_drop(DropReason::TooBig);
+        return;
+    }
+    tx.make_room(need, udp, counters, endpoint);
+    let off = tx.len;
+    match tunn.encapsulate(packet, &mut tx.buf[off..]) {
+        TunnResult::WriteToNetwork(p) if p.first() == Some(&MSG_DATA) => {
+            let n = p.len();
+            counters.tx_packets.fetch_add(1, Relaxed);
+            counters.tx_bytes.fetch_add(packet.len() as u64, Relaxed);
+            tx.push(n, udp, counters, endpoint);
+        }
+        TunnResult::WriteToNetwork(p) => {
+            // No session yet: boringtun queued the packet and asks for a handshake.
+            send_control(udp, counters, endpoint, p);
+        }
+        TunnResult::Err(e) => counters.count_drop(drop_reason(&e)),
+        _ => {}
+    }
+}
+
+fn send_control(udp: &UdpSocket, counters: &Counters, endpoint: Option<SocketAddr>, p: &[u8]) {
+    let Some(to) = endpoint else {
+        counters.count_drop(DropReason::NoEndpoint);
+        return;
+    };
+    if p.first() == Some(&1) {
+        counters.handshake_attempts.fetch_add(1, Relaxed);
+    }
+    if let Err(e) = udp.send_to(p, to) {
+        tracing::debug!(error = %e, %to, "sending a handshake or keepalive failed");
+        counters.count_drop(DropReason::IoError);
+    }
+}
+
+fn drop_reason(e: &WireGuardError) -> DropReason {
+    match e {
+        WireGuardError::InvalidMac | WireGuardError::InvalidAeadTag => DropReason::BadMac,
+        WireGuardError::WrongKey | WireGuardError::WrongIndex => DropReason::UnknownPeer,
+        WireGuardError::NoCurrentSession => DropReason::NoSession,
+        WireGuardError::DuplicateCounter
+        | WireGuardError::InvalidCounter
+        | WireGuardError::WrongTai64nTimestamp => DropReason::Replay,
+        WireGuardError::DestinationBufferTooSmall => DropReason::TooBig,
+        WireGuardError::UnderLoad => DropReason::UnderLoad,
+        _ => DropReason::Malformed,
+    }
+}
+
+fn pollfd(fd: libc::c_int) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Ciphertexts waiting to leave as one GSO send: equal-sized datagrams, the last may be shorter.
+struct TxBatch {
+    buf: Vec<u8>,
+    len: usize,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram closed the run.
+    closed: bool,
+}
+
+impl TxBatch {
+    fn new() -> TxBatch {
+        TxBatch {
+            // Room for a full GSO send plus boringtun's minimum output buffer (148 bytes).
+            buf: vec![0; GSO_MAX_BYTES + 256],
+            len: 0,
+            segment: 0,
+            count: 0,
+            closed: false,
+        }
+    }
+
+    fn make_room(
+        &mut self,
+        need: usize,
+        udp: &UdpSocket,
+        counters: &Counters,
+        to: Option<SocketAddr>,
+    ) {
+        if self.closed || self.count >= GSO_MAX_SEGMENTS || self.len + need > GSO_MAX_BYTES {
+            self.flush(udp, counters, to);
+        }
+    }
+
+    /// Account for `n` bytes just written at `len`.
+    fn push(&mut self, n: usize, udp: &UdpSocket, counters: &Counters, to: Option<SocketAddr>) {
+        if self.count > 0 && n > self.segment {
+            // Longer than the run: send the run, then start a new one with this datagram.
+            let start = self.len;
+            self.flush(udp, counters, to);
+            self.buf.copy_within(start..start + n, 0);
+        }
+        if self.count == 0 {
+            self.segment = n;
+        }
+        self.len += n;
+        self.count += 1;
+        if n < self.segment {
+            self.closed = true;
+        }
+    }
+
+    fn flush(&mut self, udp: &UdpSocket, counters: &Counters, to: Option<SocketAddr>) {
+        if self.count > 0 {
+            if let Some(to) = to {
+                if let Err(e) = udp.send_segments(&self.buf[..self.len], self.segment, to) {
+                    tracing::debug!(error = %e, "sending datagrams failed");
+                    counters.count_drop(DropReason::IoError);
+                }
+            }
+        }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.count = 0;
+        self.segment = 0;
+        self.closed = false;
+    }
+}
+
+/// Decrypted packets waiting to be written to the TUN, coalesced into super-packets.
+///
+/// Each packet gets a slot big enough to grow into a 64 KiB super-packet (the coalescer appends
+/// following segments to the first of a flow in place). The arena is allocated zeroed, so the
+/// kernel maps pages only as packets touch them: RSS grows with the traffic, not the arena.
+struct ToTun {
+    arena: Vec<u8>,
+    lens: Vec<usize>,
+    coalescer: Coalescer,
+}
+
+/// Packets per TUN flush: enough for a 64 KiB GRO train several times over.
+const TO_TUN_SLOTS: usize = 128;
+
+impl ToTun {
+    fn new() -> ToTun {
+        ToTun {
+            arena: vec![0; TO_TUN_SLOTS * SLOT_LEN],
+            lens: Vec::with_capacity(TO_TUN_SLOTS),
+            coalescer: Coalescer::new(TO_TUN_SLOTS, SLOT_LEN),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.lens.len() == TO_TUN_SLOTS
+    }
+
+    /// Where the next packet is decrypted to (after the header room).
+    fn next_slot(&mut self) -> &mut [u8] {
+        let start = self.lens.len() * SLOT_LEN + VnetHdr::LEN;
+        &mut self.arena[start..start + SLOT_LEN - VnetHdr::LEN]
+    }
+
+    /// Keep the packet just decrypted into the next slot.
+    fn commit(&mut self, len: usize) {
+        self.lens.push(len);
+    }
+
+    fn flush(&mut self, tun: &TunDevice, counters: &Counters) {
+        if self.lens.is_empty() {
+            return;
+        }
+        let result = self
+            .coalescer
+            .coalesce(&mut self.arena, &self.lens, |write| {
+                if let Err(e) = tun.write(write) {
+                    tracing::trace!(error = %e, "TUN write failed");
+                    counters.count_drop(DropReason::IoError);
+                }
+            });
+        if result.is_err() {
+            counters.count_drop(DropReason::Offload);
+        }
+        self.lens.clear();
+    }
+}
+
+/// Buffers a worker reuses for its whole life.
+struct Buffers {
+    tun_read: Vec<u8>,
+    tx: TxBatch,
+    rx: RecvBatch,
+    to_tun: ToTun,
+    scratch: Vec<u8>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            tun_read: vec![0; VnetHdr::LEN + 65535],
+            tx: TxBatch::new(),
+            rx: RecvBatch::default(),
+            to_tun: ToTun::new(),
+            scratch: vec![0; 65535 + 256],
+        }
+    }
+}
