@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
-use isthmus_api::{paths, ErrorKind, ReloadOutcome, Status, VersionInfo};
+use isthmus_api::{paths, ErrorKind, LinkStatus, ReloadOutcome, Status, VersionInfo};
 use isthmus_config::LoadOptions;
 
 #[derive(Debug, Parser)]
@@ -34,6 +34,8 @@ struct Args {
 enum Cmd {
     /// Agent, config, links and route groups at a glance.
     Status,
+    /// Every link: tunnel state, peer endpoint, handshake age, traffic and drops.
+    Links,
     /// Validate a config file locally, exactly as agentd would (no agentd needed).
     CheckConfig {
         /// The file to check.
@@ -85,6 +87,18 @@ async fn run(args: &Args, client: &Client) -> Exit {
                     print_json(&reply.value);
                 } else {
                     print!("{}", views::status(&reply.value));
+                }
+                Exit::Ok
+            }
+            Err(e) => fail(e, json),
+        },
+        Cmd::Links => match client.get::<Vec<LinkStatus>>(paths::LINKS).await {
+            Ok(reply) => {
+                warn_on_version_skew(&reply);
+                if json {
+                    print_json(&reply.value);
+                } else {
+                    print!("{}", views::links(&reply.value));
                 }
                 Exit::Ok
             }

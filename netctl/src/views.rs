@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use isthmus_api::{Access, ReloadOutcome, Status};
+use isthmus_api::{Access, LinkStatus, ReloadOutcome, Status};
 
 use crate::table::Table;
 
@@ -50,25 +50,23 @@ pub fn status(s: &Status) -> String {
     if s.links.is_empty() {
         out.push_str("no links configured\n");
     } else {
-        let mut t = Table::new(&[
-            "LINK",
-            "INTERFACE",
-            "STATE",
-            "LISTEN",
-            "PEER",
-            "REMOTE CIDRS",
-        ]);
+        let mut t = Table::new(&["LINK", "INTERFACE", "STATE", "PEER", "HANDSHAKE", "REMOTE CIDRS"]);
         for l in &s.links {
             t.row(vec![
                 l.name.clone(),
                 l.interface.clone(),
                 l.state.as_str().to_owned(),
-                l.listen.clone(),
-                l.peer_endpoint.clone(),
+                peer(l),
+                handshake(l),
                 l.allowed_ips.join(","),
             ]);
         }
         out.push_str(&t.render());
+        for l in &s.links {
+            if let Some(e) = &l.error {
+                let _ = writeln!(out, "! link {} failed: {e}", l.name);
+            }
+        }
     }
     if !s.route_groups.is_empty() {
         out.push('\n');
@@ -89,6 +87,72 @@ pub fn status(s: &Status) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+pub fn links(links: &[LinkStatus]) -> String {
+    if links.is_empty() {
+        return "no links configured\n".into();
+    }
+    let mut t = Table::new(&[
+        "LINK", "INTERFACE", "STATE", "PEER", "HANDSHAKE", "TX", "RX", "HS TRIES/FAILS", "DROPS",
+    ]);
+    for l in links {
+        let drops: Vec<String> = l
+            .drops
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        t.row(vec![
+            l.name.clone(),
+            l.interface.clone(),
+            l.state.as_str().to_owned(),
+            peer(l),
+            handshake(l),
+            format!("{} ({} pkts)", bytes(l.tx_bytes), l.tx_packets),
+            format!("{} ({} pkts)", bytes(l.rx_bytes), l.rx_packets),
+            format!("{}/{}", l.handshake_attempts, l.handshake_failures),
+            if drops.is_empty() { "-".into() } else { drops.join(",") },
+        ]);
+    }
+    let mut out = t.render();
+    for l in links {
+        if let Some(e) = &l.error {
+            let _ = writeln!(out, "! link {} failed: {e}", l.name);
+        }
+    }
+    out
+}
+
+/// The endpoint in use, or the configured one in brackets if none is known yet.
+fn peer(l: &LinkStatus) -> String {
+    match &l.endpoint {
+        Some(e) => e.clone(),
+        None => format!("({})", l.peer_endpoint),
+    }
+}
+
+fn handshake(l: &LinkStatus) -> String {
+    match l.last_handshake_seconds_ago {
+        Some(s) => format!("{} ago", age(s)),
+        None => "never".into(),
+    }
+}
+
+/// Bytes in binary units: `512 B`, `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn reload(r: &ReloadOutcome) -> String {
@@ -130,5 +194,12 @@ mod tests {
         assert_eq!(age(192), "3m12s");
         assert_eq!(age(5 * 3600 + 180), "5h03m");
         assert_eq!(age(2 * 86400 + 4 * 3600 + 59), "2d04h");
+    }
+
+    #[test]
+    fn byte_counts_use_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(50 << 20), "50.0 MiB");
     }
 }

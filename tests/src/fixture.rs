@@ -78,6 +78,14 @@ impl Fixture {
         self.write_config(&toml::to_string(&doc).unwrap());
     }
 
+    /// Write `text` (a base64 key) as `name` with mode 0600.
+    pub fn write_key_text(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        fs::write(&path, format!("{text}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
     /// Write a fresh random 32-byte key (base64, as `wg genkey` does) with mode 0600.
     pub fn write_key(&self, name: &str) -> PathBuf {
         let mut bytes = [0u8; 32];

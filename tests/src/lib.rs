@@ -10,6 +10,7 @@ pub mod agentd;
 pub mod fixture;
 pub mod netns;
 pub mod notify;
+pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
 pub use fixture::Fixture;

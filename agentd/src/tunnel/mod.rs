@@ -267,6 +267,7 @@ async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyho
         &keys_of(link),
         link.allowed_ips.clone(),
         endpoint,
+        link.mtu,
         counters,
     );
     let (commands, rx) = mpsc::channel();

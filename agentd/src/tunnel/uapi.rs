@@ -26,7 +26,7 @@
 //! that fails; `wg show` lists every `*.sock` in the directory. That probe connects and closes
 //! without a request (served as a quiet end of stream), and when a connect is refused `wg`
 //! unlinks the socket file, so the path must never name a socket that is bound but not yet
-//! listening: the socket is made ready under a temporary name and renamed into place.
+//! listening: the socket is made ready under a temporary name and linked into place.
 //!
 //! The answer contains the private key: the file is 0600 before it gets its public name. A
 //! stale file left by a crash is replaced; a live one (another agentd, a wireguard-go) is never
@@ -287,34 +287,47 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
         })
 }
 
-/// Bind, restrict and listen under a temporary name, then rename into place: the public path
-/// never names a socket that others could reach, or that refuses connections (which makes
-/// `wg` delete it).
+/// Bind, restrict and listen under a temporary name, then link it into place: the public path
+/// never names a socket that others could reach before its mode is set, or that refuses
+/// connections (which makes `wg` delete it). A link, unlike a rename, never replaces a file
+/// that appeared since the stale check.
 fn bind(dir: &Path, iface: &str, path: &Path) -> io::Result<(StdListener, Identity)> {
     remove_if_stale(path)?;
     // Not `*.sock`, so `wg show` does not list it.
     let temp = dir.join(format!(".{iface}.sock.new"));
-    // Only ever ours: left behind if we crashed between bind and rename.
+    // Only ever ours: left behind if we crashed between bind and link.
     match fs::remove_file(&temp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(with_context(e, format!("removing {}", temp.display()))),
     }
-    let ready = || -> io::Result<(StdListener, Identity)> {
+    let socket = || -> io::Result<Socket> {
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         socket.bind(&SockAddr::unix(&temp)?)?;
         fs::set_permissions(&temp, fs::Permissions::from_mode(SOCKET_MODE))?;
         socket.listen(BACKLOG)?;
         socket.set_nonblocking(true)?;
-        fs::rename(&temp, path)?;
-        // After the rename, which changes the ctime.
-        let meta = fs::symlink_metadata(path)?;
-        Ok((StdListener::from(socket), identity(&meta)))
+        Ok(socket)
     };
-    ready().map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        with_context(e, format!("binding the UAPI socket {}", path.display()))
-    })
+    let published = socket().and_then(|socket| match fs::hard_link(&temp, path) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process created it while we were binding",
+        )),
+        Err(e) => Err(e),
+    });
+    let _ = fs::remove_file(&temp);
+    let socket = published
+        .map_err(|e| with_context(e, format!("binding the UAPI socket {}", path.display())))?;
+    // After the link and the unlink of the temporary name, which both change the ctime.
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok((StdListener::from(socket), identity(&meta))),
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            Err(with_context(e, format!("checking {}", path.display())))
+        }
+    }
 }
 
 fn remove_if_stale(path: &Path) -> io::Result<()> {
@@ -811,8 +824,15 @@ mod tests {
         let path = dir.path().join("wg0.sock");
         // What a crashed agentd leaves: a socket file nobody listens on.
         drop(StdListener::bind(&path).unwrap());
+        // And the temporary name of a crash between bind and link.
+        drop(StdListener::bind(dir.path().join(".wg0.sock.new")).unwrap());
         let handle = serve(dir.path(), "wg0", Arc::new(full)).unwrap();
         assert_eq!(get(&path).await, render_get(&full()));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["wg0.sock"]);
 
         let err = serve(dir.path(), "wg0", Arc::new(minimal)).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");

@@ -41,6 +41,7 @@ const UDP_BATCHES_PER_WAKE: usize = 8;
 /// WireGuard data message overhead: type, receiver, counter (16) and the AEAD tag (16).
 const DATA_OVERHEAD: usize = 32;
 const MSG_DATA: u8 = 4;
+const MSG_COOKIE_REPLY: u8 = 3;
 
 /// Keys and settings a `Tunn` is built from; changing any of them re-handshakes.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Worker {
     tunn: Tunn,
     allowed: Vec<IpNetwork>,
     endpoint: Option<SocketAddr>,
+    /// Largest data message the link accepts: the tunnel MTU plus WireGuard's overhead.
+    max_data: usize,
     counters: Arc<Counters>,
     last_expired_retry: Instant,
     /// boringtun's "time since last handshake" at the last check, to notice new handshakes.
@@ -120,6 +123,7 @@ impl Worker {
         keys: &Keys,
         allowed: Vec<IpNetwork>,
         endpoint: Option<SocketAddr>,
+        mtu: u16,
         counters: Arc<Counters>,
     ) -> Worker {
         counters.set_endpoint(endpoint);
@@ -129,6 +133,7 @@ impl Worker {
             tunn: new_tunn(keys),
             allowed,
             endpoint,
+            max_data: usize::from(mtu) + DATA_OVERHEAD,
             counters,
             last_expired_retry: Instant::now(),
             last_handshake_age: None,
@@ -328,12 +333,22 @@ impl Worker {
         scratch: &mut [u8],
     ) {
         let kind = datagram.first().copied().unwrap_or(0);
+        // Larger than the peer may send over this MTU: refuse before spending a decryption.
+        if kind == MSG_DATA && datagram.len() > self.max_data {
+            self.counters.count_drop(DropReason::TooBig);
+            return;
+        }
         let slot = to_tun.next_slot();
         let result = self.tunn.decapsulate(Some(from.ip()), datagram, slot);
         match result {
             TunnResult::WriteToNetwork(p) => {
-                // A handshake answer or cookie: authenticated, so follow the peer's address.
-                self.roam(from);
+                // A handshake response (or the keepalive that completes our own handshake)
+                // proves the datagram came from our peer: follow its address. A cookie reply
+                // does not: boringtun sends it under load for any initiation with a valid MAC1,
+                // which anyone who knows our public key can forge.
+                if p.first() != Some(&MSG_COOKIE_REPLY) {
+                    self.roam(from);
+                }
                 if self.udp.send_to(p, from).is_err() {
                     self.counters.count_drop(DropReason::IoError);
                 }

@@ -1,0 +1,210 @@
+//! Two gateways, one per cloud, each in its own namespace, joined by two underlay paths:
+//!
+//! ```text
+//!  aws ns                                         oci ns
+//!  192.0.2.1      ══ interconnect (veth) ══       192.0.2.2
+//!  198.51.100.1   ══ internet (veth)     ══       198.51.100.2
+//!  tunnels: interconnect 10.255.0.0/31 (aws .0, oci .1), internet 10.255.1.0/31
+//! ```
+//!
+//! Each side gets a fresh WireGuard key pair and a config with both links; the test decides
+//! when to start agentd. Interface names are unique per test (they may end up in the shared
+//! `/var/run/wireguard`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::{bin, netctl, Fixture, Netns};
+
+/// A WireGuard key pair, base64 as `wg` writes it.
+#[derive(Clone)]
+pub struct Keypair {
+    pub private: String,
+    pub public: String,
+}
+
+pub fn keypair() -> Keypair {
+    let mut bytes = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("urandom");
+    let secret = x25519_dalek::StaticSecret::from(bytes);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    Keypair {
+        private: b64(&secret.to_bytes()),
+        public: b64(public.as_bytes()),
+    }
+}
+
+/// One underlay path and the tunnel over it.
+pub struct Path {
+    pub link: &'static str,
+    pub port: u16,
+    pub underlay: [&'static str; 2],
+    pub inner: [&'static str; 2],
+}
+
+pub const PATHS: [Path; 2] = [
+    Path {
+        link: "interconnect",
+        port: 51820,
+        underlay: ["192.0.2.1", "192.0.2.2"],
+        inner: ["10.255.0.0", "10.255.0.1"],
+    },
+    Path {
+        link: "internet",
+        port: 51821,
+        underlay: ["198.51.100.1", "198.51.100.2"],
+        inner: ["10.255.1.0", "10.255.1.1"],
+    },
+];
+
+pub struct Side {
+    pub ns: Netns,
+    pub fx: Fixture,
+    pub key: Keypair,
+    /// Index into `underlay`/`inner` of [`PATHS`].
+    pub index: usize,
+    pub name: &'static str,
+}
+
+pub struct TwoClouds {
+    pub aws: Side,
+    pub oci: Side,
+    pub prefix: String,
+}
+
+impl TwoClouds {
+    pub fn new(tag: &str) -> TwoClouds {
+        crate::require_root();
+        let prefix = crate::unique(tag);
+        let aws_ns = Netns::new(&format!("{tag}a"));
+        let oci_ns = Netns::new(&format!("{tag}o"));
+        for (i, path) in PATHS.iter().enumerate() {
+            let (a, o) = (format!("{prefix}a{i}"), format!("{prefix}o{i}"));
+            ip(&["link", "add", &a, "type", "veth", "peer", "name", &o]);
+            ip(&["link", "set", &a, "netns", aws_ns.name()]);
+            ip(&["link", "set", &o, "netns", oci_ns.name()]);
+            for (ns, dev, addr) in [
+                (&aws_ns, &a, path.underlay[0]),
+                (&oci_ns, &o, path.underlay[1]),
+            ] {
+                ip(&["-n", ns.name(), "addr", "add", &format!("{addr}/24"), "dev", dev]);
+                ip(&["-n", ns.name(), "link", "set", dev, "up"]);
+            }
+        }
+        let (aws_key, oci_key) = (keypair(), keypair());
+        let make = |ns: Netns, key: Keypair, peer: &Keypair, index: usize, name: &'static str| {
+            let fx = Fixture::new(&config(&prefix, name, index, &peer.public));
+            fx.write_key_text("private.key", &key.private);
+            Side { ns, fx, key, index, name }
+        };
+        let aws = make(aws_ns, aws_key.clone(), &oci_key, 0, "aws");
+        let oci = make(oci_ns, oci_key, &aws_key, 1, "oci");
+        TwoClouds { aws, oci, prefix }
+    }
+
+    /// The TUN interface name of `link` (same on both sides: they live in different namespaces).
+    pub fn interface(&self, link: usize) -> String {
+        format!("{}t{link}", self.prefix)
+    }
+}
+
+/// The config of one side: both links, groups open to root only.
+pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> String {
+    let other = 1 - index;
+    let mut text = format!(
+        "[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n"
+    );
+    for (i, p) in PATHS.iter().enumerate() {
+        text += &format!(
+            "[[link]]\nname = \"{}\"\ninterface = \"{prefix}t{i}\"\nprivate_key_file = \"private.key\"\n\
+             listen = \"{}:{}\"\npeer_public_key = \"{peer_public}\"\npeer_endpoint = \"{}:{}\"\n\
+             allowed_ips = [\"{}/32\"]\naddresses = [\"{}/31\"]\n",
+            p.link, p.underlay[index], p.port, p.underlay[other], p.port, p.inner[other], p.inner[index],
+        );
+    }
+    text
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl Side {
+    /// Wait until every link in `links` reports `up` in `netctl --json links`.
+    pub fn wait_links_up(&self, links: &[&str], timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = netctl(&self.fx.socket(), &["--json", "links"]);
+            if out.code == 0 {
+                let json = out.json();
+                let up = links.iter().all(|l| {
+                    json.as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["name"] == *l && x["state"] == "up")
+                });
+                if up {
+                    return json;
+                }
+                assert!(Instant::now() < deadline, "{}: links {links:?} not up: {json:#}", self.name);
+            } else {
+                assert!(Instant::now() < deadline, "{}: netctl links: {out:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The link's entry in `netctl --json links`.
+    pub fn link(&self, name: &str) -> serde_json::Value {
+        let json = netctl(&self.fx.socket(), &["--json", "links"]).json();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no link {name} in {json}"))
+    }
+
+    /// `ping -c count` from this side; true if every reply came back.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        let out = self
+            .ns
+            .command("ping")
+            .args(["-c", &count.to_string(), "-i", "0.2", "-W", "2", "-q", addr])
+            .output()
+            .expect("ping");
+        out.status.success()
+    }
+}
+
+/// Send `bytes` from `from` to `to_addr` (inside `to`) over TCP and return both ends' reports
+/// (`<bytes> <hash>`), which must be equal.
+pub fn transfer(from: &Netns, to: &Netns, to_addr: SocketAddr, bytes: u64) -> (String, String) {
+    let mut server = to
+        .command(bin("xfer"))
+        .args(["serve", &to_addr.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("xfer serve");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("listening"));
+    let client = from
+        .command(bin("xfer"))
+        .args(["send", &to_addr.to_string(), &bytes.to_string(), "7"])
+        .output()
+        .expect("xfer send");
+    let received = lines.next().and_then(Result::ok).unwrap_or_default();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(client.status.success(), "xfer send: {}", String::from_utf8_lossy(&client.stderr));
+    (String::from_utf8_lossy(&client.stdout).trim().to_owned(), received)
+}

@@ -1,0 +1,182 @@
+//! Encrypted links end to end: two agentd, two links each over two veth paths, real traffic.
+
+use std::process::Command;
+use std::time::Duration;
+
+use isthmus_tests::topology::{transfer, TwoClouds, PATHS};
+use isthmus_tests::{bin, netctl, Agentd};
+
+const LINKS: [&str; 2] = ["interconnect", "internet"];
+const UP: Duration = Duration::from_secs(15);
+
+fn interface_exists(ns: &isthmus_tests::Netns, name: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns.name(), "link", "show", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn both_links_handshake_and_carry_ping_and_50_mb_with_matching_checksums() {
+    let clouds = TwoClouds::new("tb");
+    let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    clouds.oci.wait_links_up(&LINKS, UP);
+
+    for (i, path) in PATHS.iter().enumerate() {
+        // The interface exists with the configured MTU and address.
+        let show = Command::new("ip")
+            .args(["-n", clouds.aws.ns.name(), "addr", "show", &clouds.interface(i)])
+            .output()
+            .unwrap();
+        let show = String::from_utf8_lossy(&show.stdout);
+        assert!(show.contains("mtu 1420"), "{show}");
+        assert!(show.contains(&format!("{}/31", path.inner[0])), "{show}");
+
+        assert!(clouds.aws.ping(path.inner[1], 3), "ping over {} failed", path.link);
+        assert!(clouds.oci.ping(path.inner[0], 3), "ping back over {} failed", path.link);
+
+        let to = format!("{}:5001", path.inner[1]).parse().unwrap();
+        let (sent, received) = transfer(&clouds.aws.ns, &clouds.oci.ns, to, 50 << 20);
+        assert_eq!(sent, received, "50 MB over {} arrived changed", path.link);
+        assert!(sent.starts_with(&format!("{} ", 50u64 << 20)), "{sent}");
+
+        let link = clouds.oci.link(path.link);
+        assert!(link["rx_bytes"].as_u64().unwrap() >= 50 << 20, "{link:#}");
+        assert_eq!(link["endpoint"], format!("{}:{}", path.underlay[0], path.port));
+        assert!(link["last_handshake_seconds_ago"].as_u64().unwrap() < 60, "{link:#}");
+    }
+    let human = netctl(&clouds.aws.fx.socket(), &["links"]);
+    assert_eq!(human.code, 0);
+    assert!(human.stdout.contains("interconnect") && human.stdout.contains(" up "), "{}", human.stdout);
+}
+
+#[test]
+fn reload_adds_and_removes_links_keeps_unchanged_sessions_and_rekeys_in_place() {
+    let clouds = TwoClouds::new("tr");
+    let mut aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    let before = clouds.aws.link("interconnect");
+    let aws_config = std::fs::read_to_string(clouds.aws.fx.config_path()).unwrap();
+
+    // Remove the internet link: its interface goes, the interconnect keeps its session.
+    let mut doc: toml::Table = aws_config.parse().unwrap();
+    doc["link"].as_array_mut().unwrap().retain(|l| l["name"].as_str() != Some("internet"));
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    let out = netctl(&clouds.aws.fx.socket(), &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("link internet: stopped"), "{out:?}");
+    assert!(!interface_exists(&clouds.aws.ns, &clouds.interface(1)));
+    assert!(interface_exists(&clouds.aws.ns, &clouds.interface(0)));
+    let after = clouds.aws.link("interconnect");
+    assert_eq!(after["handshake_attempts"], before["handshake_attempts"], "unchanged link re-handshook");
+    assert!(clouds.aws.ping(PATHS[0].inner[1], 2));
+
+    // Add it back: it comes up again.
+    clouds.aws.fx.write_config(&aws_config);
+    let out = netctl(&clouds.aws.fx.socket(), &["reload"]);
+    assert!(out.stdout.contains("link internet: added"), "{out:?}");
+    clouds.aws.wait_links_up(&LINKS, UP);
+    assert!(clouds.aws.ping(PATHS[1].inner[1], 2));
+
+    // Rotate both gateways' keys: both re-handshake in place, same processes.
+    let pid = aws.pid();
+    let (new_aws, new_oci) = (isthmus_tests::topology::keypair(), isthmus_tests::topology::keypair());
+    let handshakes_before = clouds.aws.link("interconnect")["handshake_attempts"].as_u64().unwrap();
+    clouds.aws.fx.write_key_text("private.key", &new_aws.private);
+    clouds.oci.fx.write_key_text("private.key", &new_oci.private);
+    let aws_text = aws_config.replace(&clouds.oci.key.public, &new_oci.public);
+    let oci_text = std::fs::read_to_string(clouds.oci.fx.config_path())
+        .unwrap()
+        .replace(&clouds.aws.key.public, &new_aws.public);
+    clouds.aws.fx.write_config(&aws_text);
+    clouds.oci.fx.write_config(&oci_text);
+    for side in [&clouds.aws, &clouds.oci] {
+        let out = netctl(&side.fx.socket(), &["reload"]);
+        assert!(out.stdout.contains("keys changed, re-handshaking"), "{out:?}");
+    }
+    clouds.aws.wait_links_up(&LINKS, UP);
+    assert!(clouds.aws.ping(PATHS[0].inner[1], 2), "no traffic after the key rotation");
+    let link = clouds.aws.link("interconnect");
+    assert!(link["handshake_attempts"].as_u64().unwrap() > handshakes_before, "{link:#}");
+    assert!(aws.is_running());
+    assert_eq!(aws.pid(), pid);
+
+    // Shutdown removes the interfaces.
+    aws.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(aws.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(!interface_exists(&clouds.aws.ns, &clouds.interface(0)));
+    assert!(!interface_exists(&clouds.aws.ns, &clouds.interface(1)));
+}
+
+#[test]
+fn tunnel_packets_never_loop_into_the_tunnel_even_when_the_peer_underlay_is_routed_into_it() {
+    let clouds = TwoClouds::new("tl");
+    let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    // A more specific route that sends the peer's interconnect address into the tunnel, as a
+    // remote CIDR that contains private interconnect addresses would.
+    let peer = format!("{}/32", PATHS[0].underlay[1]);
+    let status = Command::new("ip")
+        .args(["-n", clouds.aws.ns.name(), "route", "add", &peer, "dev", &clouds.interface(0)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = clouds.aws.link("interconnect");
+    // Traffic still flows, because agentd's UDP socket is bound to the underlay interface.
+    let to = format!("{}:5002", PATHS[0].inner[1]).parse().unwrap();
+    let (sent, received) = transfer(&clouds.aws.ns, &clouds.oci.ns, to, 5 << 20);
+    assert_eq!(sent, received);
+    let after = clouds.aws.link("interconnect");
+    assert!(after["tx_packets"].as_u64() > before["tx_packets"].as_u64());
+    assert_eq!(after["drops"]["no_route"], before["drops"]["no_route"], "{after:#}");
+}
+
+#[test]
+fn hostile_datagrams_are_dropped_and_counted_while_a_transfer_completes() {
+    let clouds = TwoClouds::new("tf");
+    let mut aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    let target = format!("{}:{}", PATHS[0].underlay[0], PATHS[0].port);
+
+    // 100k datagrams from the other gateway's namespace at aws's interconnect port, while 20 MB
+    // cross that link.
+    let fuzzer = clouds
+        .oci
+        .ns
+        .command(bin("xfer"))
+        .args(["fuzz", &target, "100000", "42", &clouds.aws.key.public])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let to = format!("{}:5003", PATHS[0].inner[1]).parse().unwrap();
+    let start = std::time::Instant::now();
+    let (sent, received) = transfer(&clouds.aws.ns, &clouds.oci.ns, to, 20 << 20);
+    assert_eq!(sent, received, "the transfer under fire arrived changed");
+    // Generous: it takes seconds. A stall until the next rekey (2 minutes) means the fuzzer
+    // moved the peer's endpoint.
+    assert!(start.elapsed() < Duration::from_secs(60), "transfer stalled: {:?}", start.elapsed());
+    let fuzz = fuzzer.wait_with_output().unwrap();
+    assert!(fuzz.status.success());
+    assert_eq!(String::from_utf8_lossy(&fuzz.stdout).trim(), "100000");
+
+    let link = clouds.aws.link("interconnect");
+    let drops = &link["drops"];
+    let total: u64 = drops.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(total > 10_000, "hostile datagrams were not counted: {link:#}");
+    for reason in ["malformed", "unknown_peer", "too_big"] {
+        assert!(drops[reason].as_u64().unwrap() > 0, "no {reason} drops: {link:#}");
+    }
+    // Forged cookie exchanges and replays did not move the peer's endpoint (a hijacked
+    // endpoint would stall the transfer until the next rekey, minutes later).
+    assert_eq!(link["endpoint"], format!("{}:{}", PATHS[0].underlay[1], PATHS[0].port));
+    // Still serving, still carrying traffic.
+    assert!(aws.is_running());
+    assert_eq!(netctl(&clouds.aws.fx.socket(), &["status"]).code, 0);
+    assert!(clouds.aws.ping(PATHS[0].inner[1], 2));
+}
