@@ -61,7 +61,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     ));
 
     let netlink = Netlink::connect()?;
-    let mut tunnels = Tunnels::new(netlink);
+    let mut tunnels = Tunnels::new(netlink, running.config.agent.uapi_dir.clone());
     for change in tunnels.apply(&running.config.links).await {
         tracing::debug!(change, "start-up");
     }

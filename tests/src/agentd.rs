@@ -100,6 +100,16 @@ impl Agentd {
 impl Drop for Agentd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Gracefully first, so agentd removes what it made (UAPI sockets in the shared
+            // /var/run/wireguard among them); then by force.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

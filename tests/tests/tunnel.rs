@@ -180,3 +180,49 @@ fn hostile_datagrams_are_dropped_and_counted_while_a_transfer_completes() {
     assert_eq!(netctl(&clouds.aws.fx.socket(), &["status"]).code, 0);
     assert!(clouds.aws.ping(PATHS[0].inner[1], 2));
 }
+
+#[test]
+fn wg_show_reads_agentd_interfaces_with_peer_endpoint_handshake_and_transfer() {
+    let clouds = TwoClouds::new("tw");
+    // `wg` looks in the compiled-in /var/run/wireguard; the interface names are unique.
+    clouds.aws.fx.set("agent", "uapi_dir", "/var/run/wireguard".into());
+    let mut aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    assert!(clouds.aws.ping(PATHS[0].inner[1], 2));
+    let iface = clouds.interface(0);
+    let sock = format!("/var/run/wireguard/{iface}.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the UAPI socket hands out the private key");
+
+    let out = Command::new("wg").args(["show", &iface]).output().expect("wg (wireguard-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("peer: {}", clouds.oci.key.public)), "{text}");
+    assert!(text.contains(&format!("endpoint: {}:{}", PATHS[0].underlay[1], PATHS[0].port)), "{text}");
+    // `wg` says "Now" under a second, "N seconds ago" after.
+    assert!(
+        text.contains("latest handshake: Now") || text.contains("second"),
+        "{text}"
+    );
+    assert!(!text.contains("years"), "handshake reported as an age: {text}");
+    assert!(text.contains("transfer:") && text.contains("received"), "{text}");
+    assert!(text.contains(&format!("allowed ips: {}/32", PATHS[0].inner[1])), "{text}");
+
+    // The handshake time is the same instant agentd reports as an age.
+    let stamps = Command::new("wg").args(["show", &iface, "latest-handshakes"]).output().unwrap();
+    let stamp: u64 = String::from_utf8_lossy(&stamps.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let age = clouds.aws.link("interconnect")["last_handshake_seconds_ago"].as_u64().unwrap();
+    assert!(now.abs_diff(stamp).abs_diff(age) <= 2, "wg says {stamp}, agentd says {age} s ago");
+
+    // Stopping agentd removes its UAPI sockets.
+    aws.signal(nix::sys::signal::Signal::SIGTERM);
+    aws.wait_exit(Duration::from_secs(10));
+    assert!(!std::path::Path::new(&sock).exists());
+}

@@ -17,8 +17,10 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,14 +45,18 @@ struct Running {
 
 struct LinkEntry {
     config: Link,
+    /// The config as the UAPI server (`wg show`) sees it; replaced on reload.
+    shared: Arc<Mutex<Link>>,
     counters: Arc<Counters>,
     running: Option<Running>,
+    uapi: Option<uapi::UapiHandle>,
     error: Option<String>,
     last_attempt: Instant,
 }
 
 pub struct Tunnels {
     netlink: Netlink,
+    uapi_dir: PathBuf,
     links: BTreeMap<String, LinkEntry>,
 }
 
@@ -74,9 +80,10 @@ fn needs_restart(old: &Link, new: &Link) -> bool {
 }
 
 impl Tunnels {
-    pub fn new(netlink: Netlink) -> Tunnels {
+    pub fn new(netlink: Netlink, uapi_dir: PathBuf) -> Tunnels {
         Tunnels {
             netlink,
+            uapi_dir,
             links: BTreeMap::new(),
         }
     }
@@ -92,8 +99,9 @@ impl Tunnels {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(entry) = self.links.remove(&name) {
-                stop(entry.running);
+            if let Some(mut entry) = self.links.remove(&name) {
+                entry.uapi = None;
+                stop(entry.running.take());
                 changes.push(format!(
                     "link {name}: stopped, interface {} removed",
                     entry.config.interface
@@ -105,6 +113,7 @@ impl Tunnels {
         for (name, new) in &wanted {
             if let Some(entry) = self.links.get_mut(*name) {
                 if needs_restart(&entry.config, new) {
+                    entry.uapi = None;
                     stop(entry.running.take());
                     entry.config = (*new).clone();
                     changes.push(format!(
@@ -120,8 +129,10 @@ impl Tunnels {
                         name.to_owned(),
                         LinkEntry {
                             config: new.clone(),
+                            shared: Arc::new(Mutex::new(new.clone())),
                             counters: Arc::new(Counters::default()),
                             running: None,
+                            uapi: None,
                             error: None,
                             last_attempt: Instant::now(),
                         },
@@ -147,6 +158,7 @@ impl Tunnels {
                         }
                     }
                     entry.config = new.clone();
+                    *entry.shared.lock().unwrap_or_else(|e| e.into_inner()) = new.clone();
                 }
             }
         }
@@ -201,6 +213,13 @@ impl Tunnels {
                 tracing::info!(link = name, interface = %entry.config.interface, "link started");
                 entry.running = Some(running);
                 entry.error = None;
+                let snapshot = uapi_snapshot(entry.shared.clone(), entry.counters.clone());
+                match uapi::serve(&self.uapi_dir, &entry.config.interface, snapshot) {
+                    Ok(handle) => entry.uapi = Some(handle),
+                    // `wg show` is a convenience: the link runs without it.
+                    Err(e) => tracing::warn!(link = name, dir = %self.uapi_dir.display(), error = %e,
+                        "cannot serve the WireGuard UAPI socket; `wg show` will not see this link"),
+                }
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -214,8 +233,9 @@ impl Tunnels {
 
     /// Stop every link and remove its interface.
     pub fn stop_all(&mut self) {
-        for (_, entry) in std::mem::take(&mut self.links) {
-            stop(entry.running);
+        for (_, mut entry) in std::mem::take(&mut self.links) {
+            entry.uapi = None;
+            stop(entry.running.take());
         }
     }
 
@@ -226,10 +246,6 @@ impl Tunnels {
             .collect()
     }
 
-    /// Counters of a running link, for `wg show` and metrics.
-    pub fn counters(&self, name: &str) -> Option<Arc<Counters>> {
-        self.links.get(name).map(|e| e.counters.clone())
-    }
 }
 
 impl Drop for Tunnels {
@@ -284,6 +300,30 @@ async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyho
     })
 }
 
+/// What `wg show` reads: keys and settings from the config, traffic from the counters.
+fn uapi_snapshot(
+    config: Arc<Mutex<Link>>,
+    counters: Arc<Counters>,
+) -> Arc<dyn Fn() -> uapi::Snapshot + Send + Sync> {
+    Arc::new(move || {
+        let link = config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let keys = keys_of(&link);
+        uapi::Snapshot {
+            private_key: keys.private,
+            listen_port: link.listen.port(),
+            fwmark: 0,
+            peer_public_key: keys.peer_public,
+            preshared_key: keys.preshared,
+            endpoint: counters.endpoint(),
+            last_handshake: counters.last_handshake(),
+            tx_bytes: counters.tx_bytes.load(Relaxed),
+            rx_bytes: counters.rx_bytes.load(Relaxed),
+            persistent_keepalive: keys.keepalive,
+            allowed_ips: link.allowed_ips,
+        }
+    })
+}
+
 fn send(running: &Running, cmd: Command) {
     if running.commands.send(cmd).is_ok() {
         running.waker.wake();
@@ -326,14 +366,14 @@ fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
     let age = last.and_then(|t| SystemTime::now().duration_since(t).ok());
     let state = if e.running.is_none() {
         LinkState::Failed
-    } else if c.expired.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+    } else if c.expired.load(Relaxed) == 1 {
         LinkState::Unreachable
     } else if age.is_some_and(|a| a < SESSION_LIFETIME) {
         LinkState::Up
     } else {
         LinkState::Handshaking
     };
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     LinkStatus {
         name: name.to_owned(),
         interface: e.config.interface.clone(),

@@ -33,9 +33,6 @@
 //! stolen: we connect first, as the control socket does. Dropping the [`UapiHandle`] stops the
 //! server and its connections and removes the file, if it is still the one we created.
 
-// Until the tunnel manager serves it.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -173,11 +170,6 @@ pub struct UapiHandle {
     task: JoinHandle<()>,
 }
 
-impl UapiHandle {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 impl Drop for UapiHandle {
     fn drop(&mut self) {
