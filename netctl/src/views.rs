@@ -50,7 +50,14 @@ pub fn status(s: &Status) -> String {
     if s.links.is_empty() {
         out.push_str("no links configured\n");
     } else {
-        let mut t = Table::new(&["LINK", "INTERFACE", "STATE", "PEER", "HANDSHAKE", "REMOTE CIDRS"]);
+        let mut t = Table::new(&[
+            "LINK",
+            "INTERFACE",
+            "STATE",
+            "PEER",
+            "HANDSHAKE",
+            "REMOTE CIDRS",
+        ]);
         for l in &s.links {
             t.row(vec![
                 l.name.clone(),
@@ -94,7 +101,15 @@ pub fn links(links: &[LinkStatus]) -> String {
         return "no links configured\n".into();
     }
     let mut t = Table::new(&[
-        "LINK", "INTERFACE", "STATE", "PEER", "HANDSHAKE", "TX", "RX", "HS TRIES/FAILS", "DROPS",
+        "LINK",
+        "INTERFACE",
+        "STATE",
+        "PEER",
+        "HANDSHAKE",
+        "TX",
+        "RX",
+        "HS TRIES/FAILS",
+        "DROPS",
     ]);
     for l in links {
         let drops: Vec<String> = l
@@ -112,7 +127,11 @@ pub fn links(links: &[LinkStatus]) -> String {
             format!("{} ({} pkts)", bytes(l.tx_bytes), l.tx_packets),
             format!("{} ({} pkts)", bytes(l.rx_bytes), l.rx_packets),
             format!("{}/{}", l.handshake_attempts, l.handshake_failures),
-            if drops.is_empty() { "-".into() } else { drops.join(",") },
+            if drops.is_empty() {
+                "-".into()
+            } else {
+                drops.join(",")
+            },
         ]);
     }
     let mut out = t.render();

@@ -21,6 +21,15 @@ impl Netns {
         &self.name
     }
 
+    /// Give processes started with `ip netns exec` in this namespace their own `/etc/hosts`
+    /// (iproute2 bind-mounts `/etc/netns/<name>/hosts` over it). Rewriting keeps the inode, so
+    /// running processes see the change.
+    pub fn set_hosts(&self, text: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("creating /etc/netns/<ns>");
+        std::fs::write(dir.join("hosts"), text).expect("writing the namespace's hosts file");
+    }
+
     /// A command that runs inside the namespace (`ip netns exec` execs it: same PID).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

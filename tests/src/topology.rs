@@ -95,7 +95,15 @@ impl TwoClouds {
                 (&aws_ns, &a, path.underlay[0]),
                 (&oci_ns, &o, path.underlay[1]),
             ] {
-                ip(&["-n", ns.name(), "addr", "add", &format!("{addr}/24"), "dev", dev]);
+                ip(&[
+                    "-n",
+                    ns.name(),
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    dev,
+                ]);
                 ip(&["-n", ns.name(), "link", "set", dev, "up"]);
             }
         }
@@ -103,7 +111,13 @@ impl TwoClouds {
         let make = |ns: Netns, key: Keypair, peer: &Keypair, index: usize, name: &'static str| {
             let fx = Fixture::new(&config(&prefix, name, index, &peer.public));
             fx.write_key_text("private.key", &key.private);
-            Side { ns, fx, key, index, name }
+            Side {
+                ns,
+                fx,
+                key,
+                index,
+                name,
+            }
         };
         let aws = make(aws_ns, aws_key.clone(), &oci_key, 0, "aws");
         let oci = make(oci_ns, oci_key, &aws_key, 1, "oci");
@@ -119,9 +133,8 @@ impl TwoClouds {
 /// The config of one side: both links, groups open to root only.
 pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> String {
     let other = 1 - index;
-    let mut text = format!(
-        "[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n"
-    );
+    let mut text =
+        format!("[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n");
     for (i, p) in PATHS.iter().enumerate() {
         text += &format!(
             "[[link]]\nname = \"{}\"\ninterface = \"{prefix}t{i}\"\nprivate_key_file = \"private.key\"\n\
@@ -135,7 +148,12 @@ pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> Stri
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Side {
@@ -155,9 +173,17 @@ impl Side {
                 if up {
                     return json;
                 }
-                assert!(Instant::now() < deadline, "{}: links {links:?} not up: {json:#}", self.name);
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: links {links:?} not up: {json:#}",
+                    self.name
+                );
             } else {
-                assert!(Instant::now() < deadline, "{}: netctl links: {out:?}", self.name);
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: netctl links: {out:?}",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -196,7 +222,10 @@ pub fn transfer(from: &Netns, to: &Netns, to_addr: SocketAddr, bytes: u64) -> (S
         .spawn()
         .expect("xfer serve");
     let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("listening"));
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("listening")
+    );
     let client = from
         .command(bin("xfer"))
         .args(["send", &to_addr.to_string(), &bytes.to_string(), "7"])
@@ -205,6 +234,13 @@ pub fn transfer(from: &Netns, to: &Netns, to_addr: SocketAddr, bytes: u64) -> (S
     let received = lines.next().and_then(Result::ok).unwrap_or_default();
     let _ = server.kill();
     let _ = server.wait();
-    assert!(client.status.success(), "xfer send: {}", String::from_utf8_lossy(&client.stderr));
-    (String::from_utf8_lossy(&client.stdout).trim().to_owned(), received)
+    assert!(
+        client.status.success(),
+        "xfer send: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    (
+        String::from_utf8_lossy(&client.stdout).trim().to_owned(),
+        received,
+    )
 }

@@ -31,7 +31,10 @@ impl WireguardGo {
         let sock = wg.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::path::Path::new(&sock).exists() {
-            assert!(Instant::now() < deadline, "wireguard-go did not create {sock}");
+            assert!(
+                Instant::now() < deadline,
+                "wireguard-go did not create {sock}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         wg
@@ -42,8 +45,16 @@ impl WireguardGo {
     }
 
     fn wg(&self, args: &[&str]) -> String {
-        let out = Command::new("wg").args(args).output().expect("wg (wireguard-tools) is missing");
-        assert!(out.status.success(), "wg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("wg")
+            .args(args)
+            .output()
+            .expect("wg (wireguard-tools) is missing");
+        assert!(
+            out.status.success(),
+            "wg {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -74,7 +85,10 @@ fn run(tag: &str, wg_go_initiates: bool) {
 
     // OCI side: wireguard-go, configured the way operators do it.
     let wg_go = WireguardGo::start(&clouds.oci.ns, &iface);
-    let key_file = clouds.oci.fx.write_key_text("wg-go.key", &clouds.oci.key.private);
+    let key_file = clouds
+        .oci
+        .fx
+        .write_key_text("wg-go.key", &clouds.oci.key.private);
     let mut set = vec![
         "set".to_owned(),
         iface.clone(),
@@ -98,10 +112,20 @@ fn run(tag: &str, wg_go_initiates: bool) {
     let set: Vec<&str> = set.iter().map(String::as_str).collect();
     wg_go.wg(&set);
     for args in [
-        vec!["addr", "add", &format!("{}/31", path.inner[1]), "dev", &iface],
+        vec![
+            "addr",
+            "add",
+            &format!("{}/31", path.inner[1]),
+            "dev",
+            &iface,
+        ],
         vec!["link", "set", &iface, "mtu", "1420", "up"],
     ] {
-        let ok = Command::new("ip").args(["-n", clouds.oci.ns.name()]).args(&args).status().unwrap();
+        let ok = Command::new("ip")
+            .args(["-n", clouds.oci.ns.name()])
+            .args(&args)
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -114,26 +138,44 @@ fn run(tag: &str, wg_go_initiates: bool) {
     let links = doc["link"].as_array_mut().unwrap();
     links.retain(|l| l["name"].as_str() == Some(path.link));
     if wg_go_initiates {
-        links[0]
-            .as_table_mut()
-            .unwrap()
-            .insert("peer_endpoint".into(), format!("{}:9", path.underlay[1]).into());
+        links[0].as_table_mut().unwrap().insert(
+            "peer_endpoint".into(),
+            format!("{}:9", path.underlay[1]).into(),
+        );
     }
     clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
     let _agentd = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
 
-    let link = clouds.aws.wait_links_up(&[path.link], Duration::from_secs(20));
-    let link = link.as_array().unwrap().iter().find(|l| l["name"] == path.link).unwrap().clone();
+    let link = clouds
+        .aws
+        .wait_links_up(&[path.link], Duration::from_secs(20));
+    let link = link
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == path.link)
+        .unwrap()
+        .clone();
     if wg_go_initiates {
         // agentd learnt wireguard-go's real address from its authenticated handshake.
-        assert_eq!(link["endpoint"], format!("{}:{}", path.underlay[1], path.port), "{link:#}");
+        assert_eq!(
+            link["endpoint"],
+            format!("{}:{}", path.underlay[1], path.port),
+            "{link:#}"
+        );
     }
     let dump = wg_go.wg(&["show", &iface, "latest-handshakes"]);
     let stamp: u64 = dump.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(stamp > 0, "wireguard-go saw no handshake: {dump}");
 
-    assert!(clouds.aws.ping(path.inner[1], 3), "ping agentd -> wireguard-go");
-    assert!(clouds.oci.ping(path.inner[0], 3), "ping wireguard-go -> agentd");
+    assert!(
+        clouds.aws.ping(path.inner[1], 3),
+        "ping agentd -> wireguard-go"
+    );
+    assert!(
+        clouds.oci.ping(path.inner[0], 3),
+        "ping wireguard-go -> agentd"
+    );
     let to_oci = format!("{}:5101", path.inner[1]).parse().unwrap();
     let (sent, received) = transfer(&clouds.aws.ns, &clouds.oci.ns, to_oci, 20 << 20);
     assert_eq!(sent, received, "agentd -> wireguard-go transfer");

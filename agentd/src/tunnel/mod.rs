@@ -183,14 +183,10 @@ impl Tunnels {
                 }
                 continue;
             }
+            // A hostname endpoint may have moved: while the link has no session, look it up
+            // again (the worker ignores an unchanged address).
             let host_endpoint = matches!(entry.config.peer_endpoint, Endpoint::Host { .. });
-            let silent = entry.counters.endpoint().is_none()
-                || entry
-                    .counters
-                    .expired
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    == 1;
-            if host_endpoint && silent {
+            if host_endpoint && state_of(entry) != LinkState::Up {
                 if let Some(addr) = resolve(&entry.config.peer_endpoint).await {
                     if let Some(running) = &entry.running {
                         send(running, Command::SetEndpoint(addr));
@@ -217,8 +213,10 @@ impl Tunnels {
                 match uapi::serve(&self.uapi_dir, &entry.config.interface, snapshot) {
                     Ok(handle) => entry.uapi = Some(handle),
                     // `wg show` is a convenience: the link runs without it.
-                    Err(e) => tracing::warn!(link = name, dir = %self.uapi_dir.display(), error = %e,
-                        "cannot serve the WireGuard UAPI socket; `wg show` will not see this link"),
+                    Err(e) => {
+                        tracing::warn!(link = name, dir = %self.uapi_dir.display(), error = %e,
+                        "cannot serve the WireGuard UAPI socket; `wg show` will not see this link")
+                    }
                 }
             }
             Err(e) => {
@@ -245,7 +243,6 @@ impl Tunnels {
             .map(|(name, e)| link_status(name, e))
             .collect()
     }
-
 }
 
 impl Drop for Tunnels {
@@ -360,19 +357,27 @@ async fn resolve(endpoint: &Endpoint) -> Option<SocketAddr> {
     }
 }
 
-fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
-    let c = &e.counters;
-    let last = c.last_handshake();
-    let age = last.and_then(|t| SystemTime::now().duration_since(t).ok());
-    let state = if e.running.is_none() {
+fn handshake_age(c: &Counters) -> Option<Duration> {
+    c.last_handshake()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+}
+
+fn state_of(e: &LinkEntry) -> LinkState {
+    if e.running.is_none() {
         LinkState::Failed
-    } else if c.expired.load(Relaxed) == 1 {
+    } else if e.counters.expired.load(Relaxed) == 1 {
         LinkState::Unreachable
-    } else if age.is_some_and(|a| a < SESSION_LIFETIME) {
+    } else if handshake_age(&e.counters).is_some_and(|a| a < SESSION_LIFETIME) {
         LinkState::Up
     } else {
         LinkState::Handshaking
-    };
+    }
+}
+
+fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
+    let c = &e.counters;
+    let age = handshake_age(c);
+    let state = state_of(e);
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     LinkStatus {
         name: name.to_owned(),

@@ -170,7 +170,6 @@ pub struct UapiHandle {
     task: JoinHandle<()>,
 }
 
-
 impl Drop for UapiHandle {
     fn drop(&mut self) {
         self.task.abort();
@@ -692,7 +691,7 @@ mod tests {
         )
         .unwrap();
         let path = dir.path().join("wg0.sock");
-        assert_eq!(handle.path(), path);
+        assert_eq!(handle.path, path);
         let meta = fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);

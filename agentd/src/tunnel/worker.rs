@@ -170,10 +170,10 @@ impl Worker {
                 }
             }
             if fds[1].revents != 0 {
-                self.from_network(&mut bufs);
+                self.decrypt_from_network(&mut bufs);
             }
             if fds[0].revents != 0 {
-                self.from_tun(&mut bufs);
+                self.encrypt_from_tun(&mut bufs);
             }
             if Instant::now() >= next_tick {
                 self.tick(&mut bufs.scratch);
@@ -249,7 +249,7 @@ impl Worker {
     }
 
     /// TUN → encrypt → UDP.
-    fn from_tun(&mut self, bufs: &mut Buffers) {
+    fn encrypt_from_tun(&mut self, bufs: &mut Buffers) {
         for _ in 0..TUN_READS_PER_WAKE {
             let n = match self.tun.read(&mut bufs.tun_read) {
                 Ok(n) => n,
@@ -291,7 +291,7 @@ impl Worker {
     }
 
     /// UDP → decrypt → TUN.
-    fn from_network(&mut self, bufs: &mut Buffers) {
+    fn decrypt_from_network(&mut self, bufs: &mut Buffers) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
             let filled = match self.udp.recv_batch(&mut bufs.rx) {
                 Ok(n) => n,

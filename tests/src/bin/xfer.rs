@@ -87,7 +87,13 @@ fn send(addr: SocketAddr, bytes: u64, seed: u64) -> std::io::Result<()> {
 }
 
 fn fuzz(addr: SocketAddr, count: u64, seed: u64, peer: Option<[u8; 32]>) -> std::io::Result<()> {
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("addr");
     let socket = UdpSocket::bind(bind)?;
     let mut rng = Rng(seed | 1);
     let mut buf = vec![0u8; 65507];
@@ -185,7 +191,10 @@ fn fuzz(addr: SocketAddr, count: u64, seed: u64, peer: Option<[u8; 32]>) -> std:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let parse = |i: usize| -> Option<String> { args.get(i).cloned() };
-    let result = match (parse(1).as_deref(), parse(2).and_then(|a| a.parse::<SocketAddr>().ok())) {
+    let result = match (
+        parse(1).as_deref(),
+        parse(2).and_then(|a| a.parse::<SocketAddr>().ok()),
+    ) {
         (Some("serve"), Some(addr)) => serve(addr),
         (Some("send"), Some(addr)) => {
             let bytes = parse(3).and_then(|b| b.parse().ok()).unwrap_or(1 << 20);
