@@ -23,6 +23,9 @@ pub enum DropReason {
     TooBig,
     /// A packet from the TUN for a destination outside the link's allowed IPs.
     NoRoute,
+    /// Multicast or link-local chatter from the TUN (IPv6 router solicitations, MLD): never
+    /// meant for the peer.
+    LinkLocal,
     /// A decrypted packet whose source lies outside the link's allowed IPs.
     NotAllowed,
     /// No peer endpoint is known yet (hostname unresolved, peer never seen).
@@ -36,7 +39,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::BadMac,
         DropReason::UnknownPeer,
         DropReason::NoSession,
@@ -44,6 +47,7 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::TooBig,
         DropReason::NoRoute,
+        DropReason::LinkLocal,
         DropReason::NotAllowed,
         DropReason::NoEndpoint,
         DropReason::Offload,
@@ -60,6 +64,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::TooBig => "too_big",
             DropReason::NoRoute => "no_route",
+            DropReason::LinkLocal => "link_local",
             DropReason::NotAllowed => "not_allowed",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::Offload => "offload",

@@ -419,7 +419,11 @@ fn encapsulate(
         return;
     };
     if !allowed.iter().any(|net| net.contains(dst)) {
-        counters.count_drop(DropReason::NoRoute);
+        counters.count_drop(if link_local(dst) {
+            DropReason::LinkLocal
+        } else {
+            DropReason::NoRoute
+        });
         return;
     }
     if endpoint.is_none() {
@@ -446,6 +450,14 @@ fn encapsulate(
         }
         TunnResult::Err(e) => counters.count_drop(drop_reason(&e)),
         _ => {}
+    }
+}
+
+/// Multicast and link-local destinations: the kernel's own chatter on a new interface.
+fn link_local(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_multicast() || a.is_link_local() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast() || a.is_unicast_link_local(),
     }
 }
 
