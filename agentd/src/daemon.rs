@@ -6,11 +6,12 @@
 //! the process. The watchdog is pinged from inside the loop, so a stuck loop stops the pings and
 //! systemd restarts agentd.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use isthmus_api::{ErrorBody, ErrorKind, ReloadOutcome};
+use isthmus_api::{ErrorBody, ErrorKind, ReloadOutcome, RouteGroupStatus};
 use isthmus_config::LoadOptions;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -19,15 +20,33 @@ use crate::control::{self, Command, Limits, Policy};
 use crate::logging::LogControl;
 use crate::netlink::Netlink;
 use crate::reload::{self, Running};
+use crate::routes::{self, RouteManager};
 use crate::tunnel::Tunnels;
-use crate::{notify, status};
+use crate::{host, notify, status};
 
-/// How often failed links are retried and silent hostname endpoints re-resolved.
-const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often failed links are retried, silent hostname endpoints re-resolved, host settings
+/// checked and routes fully resynced (netlink events cover the time in between).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+/// Kernel route events come in bursts (our own writes among them): wait this long and
+/// reconcile once.
+const ROUTE_EVENT_DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// An operator's pin of a route group to a link.
+pub struct PinState {
+    pub link: String,
+    pub reason: String,
+    pub at: Instant,
+}
 
 /// What the loop knows; read by [`status::build`].
 pub struct State {
     pub tunnels: Tunnels,
+    pub routes: RouteManager,
+    /// Manual pins by route group.
+    pub pins: BTreeMap<String, PinState>,
+    /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
+    route_tables: Vec<u32>,
+    pub host_warnings: Vec<String>,
     pub started_at: Instant,
     pub config_path: PathBuf,
     pub running: Running,
@@ -66,10 +85,21 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         tracing::debug!(change, "start-up");
     }
 
+    let routes = RouteManager::new(
+        routes::kernel::Kernel::connect()?,
+        running.config.routes.protocol,
+    );
+    let (route_events_tx, mut route_events) = mpsc::channel(1);
+    routes::kernel::watch(route_events_tx);
+
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     let mut state = State {
         tunnels,
+        routes,
+        pins: BTreeMap::new(),
+        route_tables: Vec::new(),
+        host_warnings: Vec::new(),
         started_at: Instant::now(),
         config_path: running.config.path.clone(),
         running,
@@ -80,6 +110,8 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     for w in &state.running.warnings {
         tracing::warn!(warning = %w.message, line = w.line, "config warning");
     }
+    state.reconcile_routes().await;
+    state.check_host();
     notify::ready();
     tracing::info!(
         agent = %state.running.config.agent.name,
@@ -110,13 +142,39 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 Command::Links { reply } => {
                     let _ = reply.send(state.tunnels.status());
                 }
+                Command::Routes { reply } => {
+                    let desired = state.desired_routes();
+                    let tunnels = &state.tunnels;
+                    let report = state
+                        .routes
+                        .status(&desired, |i| tunnels.interface_of(i), state.host_warnings.clone())
+                        .await;
+                    let _ = reply.send(report);
+                }
+                Command::Failover { group, to, reason, reply } => {
+                    let _ = reply.send(state.failover(&group, &to, &reason).await);
+                }
+                Command::Failback { group, reply } => {
+                    let _ = reply.send(state.failback(&group).await);
+                }
             },
-            _ = maintain.tick() => state.tunnels.maintain().await,
+            Some(()) = route_events.recv() => {
+                tokio::time::sleep(ROUTE_EVENT_DEBOUNCE).await;
+                while route_events.try_recv().is_ok() {}
+                state.reconcile_routes().await;
+            }
+            _ = maintain.tick() => {
+                state.tunnels.maintain().await;
+                state.reconcile_routes().await;
+                state.check_host();
+            }
             _ = tick(&mut watchdog) => notify::watchdog(),
         }
     }
 
     notify::stopping();
+    let desired = state.desired_routes();
+    state.routes.release(&desired).await;
     state.tunnels.stop_all();
     let _ = shutdown_tx.send(true);
     if let Err(e) = server.await {
@@ -137,6 +195,120 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 impl State {
+    /// Each route group's active link: the operator's pin, else the first link of the group.
+    /// (The health engine will choose here.)
+    pub fn active_links(&self) -> BTreeMap<String, String> {
+        self.running
+            .config
+            .route_groups
+            .iter()
+            .filter_map(|g| {
+                let pinned = self
+                    .pins
+                    .get(&g.name)
+                    .map(|p| p.link.clone())
+                    .filter(|l| g.links.contains(l));
+                pinned
+                    .or_else(|| g.links.first().cloned())
+                    .map(|l| (g.name.clone(), l))
+            })
+            .collect()
+    }
+
+    fn desired_routes(&self) -> routes::Desired {
+        routes::desired(&self.running.config, &self.active_links(), |link| {
+            self.tunnels.ifindex(link)
+        })
+    }
+
+    async fn reconcile_routes(&mut self) {
+        let desired = self.desired_routes();
+        let previous = std::mem::replace(&mut self.route_tables, desired.tables());
+        self.routes.reconcile(&desired, &previous).await;
+    }
+
+    fn check_host(&mut self) {
+        let v6 = self
+            .running
+            .config
+            .route_groups
+            .iter()
+            .any(|g| g.destinations.iter().any(|d| d.is_ipv6()));
+        let warnings = host::forwarding_warnings(&self.tunnels.interfaces(), v6);
+        for w in &warnings {
+            if !self.host_warnings.contains(w) {
+                tracing::warn!(warning = %w, "host setting breaks forwarding");
+            }
+        }
+        self.host_warnings = warnings;
+    }
+
+    pub fn group_status(&self, name: &str) -> Option<RouteGroupStatus> {
+        let g = self.running.config.route_group(name)?;
+        Some(RouteGroupStatus {
+            name: g.name.clone(),
+            destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
+            links: g.links.clone(),
+            active_link: self.active_links().get(name).cloned(),
+            pinned: self.pins.get(name).map(|p| isthmus_api::Pin {
+                link: p.link.clone(),
+                reason: p.reason.clone(),
+                seconds_ago: p.at.elapsed().as_secs(),
+            }),
+        })
+    }
+
+    async fn failover(
+        &mut self,
+        group: &str,
+        to: &str,
+        reason: &str,
+    ) -> Result<RouteGroupStatus, ErrorBody> {
+        let Some(g) = self.running.config.route_group(group) else {
+            return Err(ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("no route group {group:?}"),
+            ));
+        };
+        if !g.links.iter().any(|l| l == to) {
+            return Err(ErrorBody::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "link {to:?} is not in route group {group:?}; its links are {}",
+                    g.links.join(", ")
+                ),
+            ));
+        }
+        let from = self.active_links().get(group).cloned();
+        self.pins.insert(
+            group.to_owned(),
+            PinState {
+                link: to.to_owned(),
+                reason: reason.to_owned(),
+                at: Instant::now(),
+            },
+        );
+        self.reconcile_routes().await;
+        tracing::info!(group, from = ?from, to, reason, "manual failover: group pinned");
+        self.group_status(group)
+            .ok_or_else(|| ErrorBody::new(ErrorKind::Internal, "group vanished"))
+    }
+
+    async fn failback(&mut self, group: &str) -> Result<RouteGroupStatus, ErrorBody> {
+        if self.running.config.route_group(group).is_none() {
+            return Err(ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("no route group {group:?}"),
+            ));
+        }
+        if let Some(pin) = self.pins.remove(group) {
+            tracing::info!(group, from = %pin.link, "manual failback: group returns to automatic");
+        }
+        self.reconcile_routes().await;
+        self.group_status(group)
+            .ok_or_else(|| ErrorBody::new(ErrorKind::Internal, "group vanished"))
+    }
+
     /// Re-read the config file; apply it if valid, keep the running one if not.
     async fn reload(
         &mut self,
@@ -194,6 +366,7 @@ impl State {
         changes
             .applied
             .extend(self.tunnels.apply(&new.config.links).await);
+        self.routes.set_protocol(new.config.routes.protocol);
         let control_old = &self.running.config.control;
         let control_new = &new.config.control;
         if control_old.socket_mode != control_new.socket_mode
@@ -226,6 +399,7 @@ impl State {
             warnings: new.warnings.clone(),
         };
         self.running = new;
+        self.reconcile_routes().await;
         Ok(outcome)
     }
 }

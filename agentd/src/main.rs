@@ -3,10 +3,12 @@
 
 mod control;
 mod daemon;
+mod host;
 mod logging;
 mod netlink;
 mod notify;
 mod reload;
+mod routes;
 mod status;
 mod tunnel;
 

@@ -1,6 +1,6 @@
 //! The status report (`GET /v1/status`), built from the event loop's state.
 
-use isthmus_api::{Access, AgentStatus, ConfigStatus, RejectedReload, RouteGroupStatus, Status};
+use isthmus_api::{Access, AgentStatus, ConfigStatus, RejectedReload, Status};
 
 use crate::daemon::State;
 
@@ -35,13 +35,8 @@ pub fn build(state: &State, caller_access: Access) -> Status {
         route_groups: config
             .route_groups
             .iter()
-            .map(|g| RouteGroupStatus {
-                name: g.name.clone(),
-                destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
-                links: g.links.clone(),
-                // No data plane yet: no link carries routes.
-                active_link: None,
-            })
+            .filter_map(|g| state.group_status(&g.name))
             .collect(),
+        warnings: state.host_warnings.clone(),
     }
 }

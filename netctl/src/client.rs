@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use isthmus_api::{ErrorBody, ErrorKind, AGENTD_VERSION_HEADER, CLIENT_VERSION_HEADER};
@@ -53,19 +53,33 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Reply<T>, ClientError> {
-        self.request(Method::GET, path).await
+        self.request(Method::GET, path, Bytes::new()).await
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<Reply<T>, ClientError> {
-        self.request(Method::POST, path).await
+        self.request(Method::POST, path, Bytes::new()).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Reply<T>, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
+            path: self.socket.clone(),
+            detail: e.to_string(),
+        })?;
+        self.request(Method::POST, path, Bytes::from(body)).await
     }
 
     async fn request<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
+        body: Bytes,
     ) -> Result<Reply<T>, ClientError> {
-        match tokio::time::timeout(self.timeout, self.exchange(method, path)).await {
+        match tokio::time::timeout(self.timeout, self.exchange(method, path, body)).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout(self.timeout)),
         }
@@ -75,6 +89,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
+        body: Bytes,
     ) -> Result<Reply<T>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
@@ -92,7 +107,8 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, "agentd")
             .header(CLIENT_VERSION_HEADER, NETCTL_VERSION)
-            .body(Empty::<Bytes>::new())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
             .map_err(|e| protocol(e.to_string()))?;
         let resp = sender
             .send_request(req)

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
-use isthmus_api::{paths, ErrorKind, LinkStatus, ReloadOutcome, Status, VersionInfo};
+use isthmus_api::{
+    paths, ErrorKind, FailoverRequest, LinkStatus, ReloadOutcome, RoutesStatus, Status, VersionInfo,
+};
 use isthmus_config::LoadOptions;
 
 #[derive(Debug, Parser)]
@@ -36,6 +38,24 @@ enum Cmd {
     Status,
     /// Every link: tunnel state, peer endpoint, handshake age, traffic and drops.
     Links,
+    /// Desired routes against the kernel's, conflicts with routes agentd does not own.
+    Routes,
+    /// Pin a route group to a link (make-before-break: the routes move in one step).
+    Failover {
+        /// The route group.
+        group: String,
+        /// The link to move it to.
+        #[arg(long)]
+        to: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Release a route group's pin: it returns to automatic link choice.
+    Failback {
+        /// The route group.
+        group: String,
+    },
     /// Validate a config file locally, exactly as agentd would (no agentd needed).
     CheckConfig {
         /// The file to check.
@@ -80,42 +100,38 @@ async fn run(args: &Args, client: &Client) -> Exit {
     let json = args.json;
     match &args.command {
         Cmd::CheckConfig { file } => check_config(file, json),
-        Cmd::Status => match client.get::<Status>(paths::STATUS).await {
-            Ok(reply) => {
-                warn_on_version_skew(&reply);
-                if json {
-                    print_json(&reply.value);
-                } else {
-                    print!("{}", views::status(&reply.value));
-                }
-                Exit::Ok
-            }
-            Err(e) => fail(e, json),
-        },
-        Cmd::Links => match client.get::<Vec<LinkStatus>>(paths::LINKS).await {
-            Ok(reply) => {
-                warn_on_version_skew(&reply);
-                if json {
-                    print_json(&reply.value);
-                } else {
-                    print!("{}", views::links(&reply.value));
-                }
-                Exit::Ok
-            }
-            Err(e) => fail(e, json),
-        },
-        Cmd::Reload => match client.post::<ReloadOutcome>(paths::RELOAD).await {
-            Ok(reply) => {
-                warn_on_version_skew(&reply);
-                if json {
-                    print_json(&reply.value);
-                } else {
-                    print!("{}", views::reload(&reply.value));
-                }
-                Exit::Ok
-            }
-            Err(e) => fail(e, json),
-        },
+        Cmd::Status => show(
+            client.get::<Status>(paths::STATUS).await,
+            json,
+            views::status,
+        ),
+        Cmd::Links => show(
+            client.get::<Vec<LinkStatus>>(paths::LINKS).await,
+            json,
+            |l: &Vec<LinkStatus>| views::links(l),
+        ),
+        Cmd::Routes => show(
+            client.get::<RoutesStatus>(paths::ROUTES).await,
+            json,
+            views::routes,
+        ),
+        Cmd::Failover { group, to, reason } => {
+            let body = FailoverRequest {
+                to: to.clone(),
+                reason: reason.clone(),
+            };
+            let path = format!("{}{group}/failover", paths::GROUPS);
+            show(client.post_json(&path, &body).await, json, views::group)
+        }
+        Cmd::Failback { group } => {
+            let path = format!("{}{group}/failback", paths::GROUPS);
+            show(client.post(&path).await, json, views::group)
+        }
+        Cmd::Reload => show(
+            client.post::<ReloadOutcome>(paths::RELOAD).await,
+            json,
+            views::reload,
+        ),
         Cmd::Version => {
             let agentd = client.get::<VersionInfo>(paths::VERSION).await;
             if json {
@@ -151,6 +167,26 @@ async fn run(args: &Args, client: &Client) -> Exit {
                 Err(e) => exit_for(&e),
             }
         }
+    }
+}
+
+/// Print a successful answer (JSON or rendered), or the error; the exit code says which.
+fn show<T: serde::Serialize>(
+    result: Result<Reply<T>, ClientError>,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Exit {
+    match result {
+        Ok(reply) => {
+            warn_on_version_skew(&reply);
+            if json {
+                print_json(&reply.value);
+            } else {
+                print!("{}", render(&reply.value));
+            }
+            Exit::Ok
+        }
+        Err(e) => fail(e, json),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use isthmus_api::{Access, LinkStatus, ReloadOutcome, Status};
+use isthmus_api::{Access, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status};
 
 use crate::table::Table;
 
@@ -77,23 +77,120 @@ pub fn status(s: &Status) -> String {
     }
     if !s.route_groups.is_empty() {
         out.push('\n');
-        let mut t = Table::new(&[
-            "ROUTE GROUP",
-            "ACTIVE",
-            "LINKS (preferred first)",
-            "DESTINATIONS",
+        out.push_str(&groups(&s.route_groups));
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning  {w}");
+    }
+    out
+}
+
+fn groups(list: &[RouteGroupStatus]) -> String {
+    let mut t = Table::new(&[
+        "ROUTE GROUP",
+        "ACTIVE",
+        "LINKS (preferred first)",
+        "DESTINATIONS",
+        "PINNED",
+    ]);
+    for g in list {
+        t.row(vec![
+            g.name.clone(),
+            g.active_link.clone().unwrap_or_else(|| "none".into()),
+            g.links.join(","),
+            g.destinations.join(","),
+            g.pinned
+                .as_ref()
+                .map(|p| format!("by operator {} ago: {}", age(p.seconds_ago), p.reason))
+                .unwrap_or_else(|| "-".into()),
         ]);
-        for g in &s.route_groups {
+    }
+    t.render()
+}
+
+/// The answer to failover/failback: the group as it is now.
+pub fn group(g: &RouteGroupStatus) -> String {
+    groups(std::slice::from_ref(g))
+}
+
+pub fn routes(r: &RoutesStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "routes of proto {p} (`ip route show proto {p}`): {} reconciles, {} netlink writes, {} errors",
+        r.reconciles,
+        r.writes,
+        r.errors,
+        p = r.protocol
+    );
+    if let Some(e) = &r.last_error {
+        let _ = writeln!(out, "!  last error: {e}");
+    }
+    if r.routes.is_empty() {
+        out.push_str("no route groups configured\n");
+    } else {
+        let mut t = Table::new(&[
+            "GROUP",
+            "DESTINATION",
+            "TABLE",
+            "METRIC",
+            "DESIRED",
+            "ACTUAL",
+            "SYNC",
+        ]);
+        for x in &r.routes {
+            let desired = match &x.link {
+                Some(link) => format!("{} ({link})", x.desired),
+                None => format!("{} (fail-closed)", x.desired),
+            };
             t.row(vec![
-                g.name.clone(),
-                g.active_link.clone().unwrap_or_else(|| "none".into()),
-                g.links.join(","),
-                g.destinations.join(","),
+                x.group.clone(),
+                x.destination.clone(),
+                table_name(x.table),
+                x.metric.to_string(),
+                desired,
+                x.actual.clone().unwrap_or_else(|| "MISSING".into()),
+                if x.in_sync {
+                    "ok".into()
+                } else {
+                    "DRIFT".into()
+                },
             ]);
         }
         out.push_str(&t.render());
     }
+    for s in &r.stray {
+        let _ = writeln!(
+            out,
+            "stray    {s} (agentd's, unwanted: removed by the next reconcile)"
+        );
+    }
+    for c in &r.conflicts {
+        let _ = writeln!(
+            out,
+            "CONFLICT {} table {}: {}{}",
+            c.destination,
+            table_name(c.table),
+            c.foreign,
+            if c.blocking {
+                " blocks agentd's route (same metric); agentd leaves it alone"
+            } else {
+                " competes with agentd's route; left alone"
+            }
+        );
+    }
+    for w in &r.host_warnings {
+        let _ = writeln!(out, "warning  {w}");
+    }
     out
+}
+
+fn table_name(t: u32) -> String {
+    if t == 254 {
+        "main".into()
+    } else {
+        t.to_string()
+    }
 }
 
 pub fn links(links: &[LinkStatus]) -> String {

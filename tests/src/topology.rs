@@ -7,8 +7,16 @@
 //!  tunnels: interconnect 10.255.0.0/31 (aws .0, oci .1), internet 10.255.1.0/31
 //! ```
 //!
-//! Each side gets a fresh WireGuard key pair and a config with both links; the test decides
-//! when to start agentd. Interface names are unique per test (they may end up in the shared
+//! Each side gets a fresh WireGuard key pair and a config with both links and a route group for
+//! the other cloud's VPC (AWS 10.1.0.0/16, OCI 10.2.0.0/16); the test decides when to start
+//! agentd. [`TwoClouds::with_apps`] adds an app namespace behind each gateway:
+//!
+//! ```text
+//!  aws-app 10.1.0.10 ── 10.1.0.1 aws-gw ══ tunnels ══ oci-gw 10.2.0.1 ── 10.2.0.10 oci-db
+//! ```
+//!
+//! The gateways forward, and each has a default route over the internet path to the other:
+//! the clear-text path that agentd's fail-closed routes must keep remote CIDRs off. Interface names are unique per test (they may end up in the shared
 //! `/var/run/wireguard`).
 
 use std::io::{BufRead, BufReader};
@@ -78,7 +86,15 @@ pub struct TwoClouds {
     pub aws: Side,
     pub oci: Side,
     pub prefix: String,
+    /// App namespaces behind the gateways (aws-app, oci-db), if created.
+    pub apps: Option<(Netns, Netns)>,
 }
+
+/// The VPC/VCN of each side and its gateway and app addresses.
+pub const VPCS: [(&str, &str, &str); 2] = [
+    ("10.1.0.0/16", "10.1.0.1", "10.1.0.10"),
+    ("10.2.0.0/16", "10.2.0.1", "10.2.0.10"),
+];
 
 impl TwoClouds {
     pub fn new(tag: &str) -> TwoClouds {
@@ -121,7 +137,88 @@ impl TwoClouds {
         };
         let aws = make(aws_ns, aws_key.clone(), &oci_key, 0, "aws");
         let oci = make(oci_ns, oci_key, &aws_key, 1, "oci");
-        TwoClouds { aws, oci, prefix }
+        TwoClouds {
+            aws,
+            oci,
+            prefix,
+            apps: None,
+        }
+    }
+
+    /// Add an app namespace behind each gateway; turn on forwarding on the gateways and give
+    /// each a default route over the internet underlay.
+    pub fn with_apps(mut self) -> TwoClouds {
+        let mut apps = Vec::new();
+        for (i, side) in [&self.aws, &self.oci].into_iter().enumerate() {
+            let app = Netns::new(&format!("{}p", &side.name[..1]));
+            let (gw_dev, app_dev) = (
+                format!("{}g{i}", self.prefix),
+                format!("{}p{i}", self.prefix),
+            );
+            let (_, gw_addr, app_addr) = VPCS[i];
+            ip(&[
+                "link", "add", &gw_dev, "type", "veth", "peer", "name", &app_dev,
+            ]);
+            ip(&["link", "set", &gw_dev, "netns", side.ns.name()]);
+            ip(&["link", "set", &app_dev, "netns", app.name()]);
+            ip(&[
+                "-n",
+                side.ns.name(),
+                "addr",
+                "add",
+                &format!("{gw_addr}/24"),
+                "dev",
+                &gw_dev,
+            ]);
+            ip(&["-n", side.ns.name(), "link", "set", &gw_dev, "up"]);
+            ip(&[
+                "-n",
+                app.name(),
+                "addr",
+                "add",
+                &format!("{app_addr}/24"),
+                "dev",
+                &app_dev,
+            ]);
+            ip(&["-n", app.name(), "link", "set", &app_dev, "up"]);
+            ip(&["-n", app.name(), "route", "add", "default", "via", gw_addr]);
+            let other = PATHS[1].underlay[1 - i];
+            ip(&[
+                "-n",
+                side.ns.name(),
+                "route",
+                "add",
+                "default",
+                "via",
+                other,
+            ]);
+            let ok = side
+                .ns
+                .command("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"])
+                .status()
+                .expect("sysctl");
+            assert!(ok.success());
+            apps.push(app);
+        }
+        let oci_app = apps.pop().expect("two apps");
+        let aws_app = apps.pop().expect("two apps");
+        self.apps = Some((aws_app, oci_app));
+        self
+    }
+
+    /// The app namespace behind the AWS gateway.
+    pub fn aws_app(&self) -> &Netns {
+        &self.apps.as_ref().expect("with_apps() first").0
+    }
+
+    /// The underlay interfaces of a side (for counting clear-text leaks).
+    pub fn underlay_interfaces(&self, side: usize) -> [String; 2] {
+        let s = if side == 0 { "a" } else { "o" };
+        [
+            format!("{}{s}0", self.prefix),
+            format!("{}{s}1", self.prefix),
+        ]
     }
 
     /// The TUN interface name of `link` (same on both sides: they live in different namespaces).
@@ -133,13 +230,17 @@ impl TwoClouds {
 /// The config of one side: both links, groups open to root only.
 pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> String {
     let other = 1 - index;
-    let mut text =
-        format!("[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n");
+    let remote = VPCS[other].0;
+    let mut text = format!(
+        "[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n\
+         [[route_group]]\nname = \"remote\"\ndestinations = [\"{remote}\"]\n\
+         links = [\"interconnect\", \"internet\"]\n"
+    );
     for (i, p) in PATHS.iter().enumerate() {
         text += &format!(
             "[[link]]\nname = \"{}\"\ninterface = \"{prefix}t{i}\"\nprivate_key_file = \"private.key\"\n\
              listen = \"{}:{}\"\npeer_public_key = \"{peer_public}\"\npeer_endpoint = \"{}:{}\"\n\
-             allowed_ips = [\"{}/32\"]\naddresses = [\"{}/31\"]\n",
+             allowed_ips = [\"{}/32\", \"{remote}\"]\naddresses = [\"{}/31\"]\n",
             p.link, p.underlay[index], p.port, p.underlay[other], p.port, p.inner[other], p.inner[index],
         );
     }

@@ -26,6 +26,11 @@ pub mod paths {
     pub const STATUS: &str = "/v1/status";
     /// `GET`: `Vec<`[`crate::LinkStatus`]`>`.
     pub const LINKS: &str = "/v1/links";
+    /// `GET`: [`crate::RoutesStatus`].
+    pub const ROUTES: &str = "/v1/routes";
+    /// Prefix of `POST /v1/groups/{group}/failover` ([`crate::FailoverRequest`]) and
+    /// `POST /v1/groups/{group}/failback`; both answer [`crate::RouteGroupStatus`].
+    pub const GROUPS: &str = "/v1/groups/";
     /// `GET`: [`crate::VersionInfo`].
     pub const VERSION: &str = "/v1/version";
     /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
@@ -122,6 +127,9 @@ pub struct VersionInfo {
 pub struct Status {
     pub agent: AgentStatus,
     pub config: ConfigStatus,
+    /// Host problems that break forwarding (ip_forward off, strict rp_filter on a tunnel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub links: Vec<LinkStatus>,
     pub route_groups: Vec<RouteGroupStatus>,
 }
@@ -233,6 +241,76 @@ pub struct RouteGroupStatus {
     /// The link carrying the routes, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_link: Option<String>,
+    /// Set while an operator has pinned the group to a link (`netctl failover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pin>,
+}
+
+/// A manual pin of a route group to a link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    pub link: String,
+    pub reason: String,
+    pub seconds_ago: u64,
+}
+
+/// Body of `POST /v1/groups/{group}/failover`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// The link to move the group to; must be one of the group's links.
+    pub to: String,
+    /// Why, for the record.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/routes`: desired routes against the kernel's, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutesStatus {
+    /// The route protocol number that marks agentd's routes (`ip route show proto N`).
+    pub protocol: u8,
+    pub reconciles: u64,
+    /// Netlink writes (route and rule adds, replaces, deletes) since start.
+    pub writes: u64,
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub routes: Vec<RouteStatus>,
+    /// Routes agentd owns but does not want (removed by the next reconcile).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stray: Vec<String>,
+    /// Routes agentd does not own that compete for a remote CIDR; left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<RouteConflict>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub group: String,
+    /// The link this route sends traffic over; none for the fail-closed route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    pub destination: String,
+    pub table: u32,
+    pub metric: u32,
+    /// What agentd wants, like `ip route` prints it (`dev isth-ic mtu 1420`, `unreachable`).
+    pub desired: String,
+    /// What the kernel has for the same table, destination and metric (agentd's protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    pub in_sync: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteConflict {
+    pub destination: String,
+    pub table: u32,
+    pub foreign: String,
+    /// Same table, destination and metric: agentd's route cannot be installed.
+    pub blocking: bool,
 }
 
 /// `POST /v1/reload` success.

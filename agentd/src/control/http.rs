@@ -13,7 +13,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use isthmus_api::{
-    paths, Access, ErrorBody, ErrorKind, AGENTD_VERSION_HEADER, CLIENT_VERSION_HEADER,
+    paths, Access, ErrorBody, ErrorKind, FailoverRequest, AGENTD_VERSION_HEADER,
+    CLIENT_VERSION_HEADER,
 };
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -35,19 +36,24 @@ pub struct Context {
 }
 
 /// The endpoints of API v1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     Status,
     Links,
+    Routes,
     Version,
     Reload,
+    Failover(String),
+    Failback(String),
 }
 
 impl Endpoint {
-    fn needs(self) -> Access {
+    fn needs(&self) -> Access {
         match self {
-            Endpoint::Status | Endpoint::Links | Endpoint::Version => Access::Read,
-            Endpoint::Reload => Access::Write,
+            Endpoint::Status | Endpoint::Links | Endpoint::Routes | Endpoint::Version => {
+                Access::Read
+            }
+            Endpoint::Reload | Endpoint::Failover(_) | Endpoint::Failback(_) => Access::Write,
         }
     }
 }
@@ -56,6 +62,24 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
     let (endpoint, allowed) = match path {
         paths::STATUS => (Endpoint::Status, Method::GET),
         paths::LINKS => (Endpoint::Links, Method::GET),
+        paths::ROUTES => (Endpoint::Routes, Method::GET),
+        _ if path.starts_with(paths::GROUPS) => {
+            let rest = &path[paths::GROUPS.len()..];
+            match rest.split_once('/') {
+                Some((group, "failover")) if !group.is_empty() => {
+                    (Endpoint::Failover(group.to_owned()), Method::POST)
+                }
+                Some((group, "failback")) if !group.is_empty() => {
+                    (Endpoint::Failback(group.to_owned()), Method::POST)
+                }
+                _ => {
+                    return Err(ErrorBody::new(
+                        ErrorKind::NotFound,
+                        format!("no endpoint {path} (try /v1/groups/GROUP/failover)"),
+                    ))
+                }
+            }
+        }
         paths::VERSION => (Endpoint::Version, Method::GET),
         paths::RELOAD => (Endpoint::Reload, Method::POST),
         _ if !path.starts_with("/v1/") && path.starts_with("/v") => {
@@ -147,7 +171,7 @@ async fn dispatch(
     };
     // No endpoint takes a body yet, but a client may send one: read it within limits so that a
     // slow or huge body is answered, not left hanging.
-    read_body(req.into_body(), ctx.request_timeout).await?;
+    let body = read_body(req.into_body(), ctx.request_timeout).await?;
     match endpoint {
         Endpoint::Version => Ok(json_response(
             StatusCode::OK,
@@ -158,6 +182,30 @@ async fn dispatch(
         )),
         Endpoint::Status => {
             let status = ask(ctx, |reply| Command::Status { access, reply }).await?;
+            Ok(json_response(StatusCode::OK, &status))
+        }
+        Endpoint::Routes => {
+            let routes = ask(ctx, |reply| Command::Routes { reply }).await?;
+            Ok(json_response(StatusCode::OK, &routes))
+        }
+        Endpoint::Failover(group) => {
+            let req: FailoverRequest = serde_json::from_slice(&body).map_err(|e| {
+                ErrorBody::new(
+                    ErrorKind::BadRequest,
+                    format!("expected a JSON body {{\"to\": LINK, \"reason\": TEXT}}: {e}"),
+                )
+            })?;
+            let status = ask(ctx, |reply| Command::Failover {
+                group,
+                to: req.to,
+                reason: req.reason.unwrap_or_else(|| "manual".into()),
+                reply,
+            })
+            .await??;
+            Ok(json_response(StatusCode::OK, &status))
+        }
+        Endpoint::Failback(group) => {
+            let status = ask(ctx, |reply| Command::Failback { group, reply }).await??;
             Ok(json_response(StatusCode::OK, &status))
         }
         Endpoint::Links => {

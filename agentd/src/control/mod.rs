@@ -17,7 +17,9 @@ pub mod socket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_api::{Access, ErrorBody, LinkStatus, ReloadOutcome, Status};
+use isthmus_api::{
+    Access, ErrorBody, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status,
+};
 use isthmus_config::{Control, GroupRef};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -39,6 +41,21 @@ pub enum Command {
     },
     Links {
         reply: oneshot::Sender<Vec<LinkStatus>>,
+    },
+    Routes {
+        reply: oneshot::Sender<RoutesStatus>,
+    },
+    /// Pin `group` to link `to` (manual failover).
+    Failover {
+        group: String,
+        to: String,
+        reason: String,
+        reply: oneshot::Sender<Result<RouteGroupStatus, ErrorBody>>,
+    },
+    /// Release the pin of `group`.
+    Failback {
+        group: String,
+        reply: oneshot::Sender<Result<RouteGroupStatus, ErrorBody>>,
     },
 }
 

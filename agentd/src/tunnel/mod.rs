@@ -38,6 +38,8 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(180);
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Running {
+    /// The TUN interface's index, for routes.
+    ifindex: u32,
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
     thread: JoinHandle<()>,
@@ -237,6 +239,28 @@ impl Tunnels {
         }
     }
 
+    /// The tunnel interface index of a running link.
+    pub fn ifindex(&self, link: &str) -> Option<u32> {
+        self.links.get(link)?.running.as_ref().map(|r| r.ifindex)
+    }
+
+    /// The interface name behind an index, if it is one of ours.
+    pub fn interface_of(&self, ifindex: u32) -> Option<String> {
+        self.links
+            .values()
+            .find(|e| e.running.as_ref().is_some_and(|r| r.ifindex == ifindex))
+            .map(|e| e.config.interface.clone())
+    }
+
+    /// Interfaces of the running links.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.links
+            .values()
+            .filter(|e| e.running.is_some())
+            .map(|e| e.config.interface.clone())
+            .collect()
+    }
+
     pub fn status(&self) -> Vec<LinkStatus> {
         self.links
             .iter()
@@ -254,7 +278,7 @@ impl Drop for Tunnels {
 async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyhow::Result<Running> {
     let tun = tun::TunDevice::create(&link.interface)
         .with_context(|| format!("creating TUN interface {}", link.interface))?;
-    netlink
+    let ifindex = netlink
         .configure(&link.interface, u32::from(link.mtu), &link.addresses)
         .await?;
     let device = if link.listen.ip().is_unspecified() {
@@ -291,6 +315,7 @@ async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyho
         .spawn(move || worker.run(rx, thread_waker))
         .context("spawning the link thread")?;
     Ok(Running {
+        ifindex,
         commands,
         waker,
         thread,

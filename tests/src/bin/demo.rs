@@ -27,7 +27,10 @@ fn main() {
     say("Two clouds: an AWS gateway and an OCI gateway, each in a network namespace");
     let clouds = TwoClouds::new("demo");
     // `wg show` looks for agentd's sockets where it looks for wireguard-go's.
-    clouds.aws.fx.set("agent", "uapi_dir", "/var/run/wireguard".into());
+    clouds
+        .aws
+        .fx
+        .set("agent", "uapi_dir", "/var/run/wireguard".into());
     for (i, p) in PATHS.iter().enumerate() {
         println!(
             "  {:<13} underlay {} <-> {}   tunnel {} <-> {}   ({})",
@@ -44,10 +47,17 @@ fn main() {
     let mut aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
     let mut oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     let t = Instant::now();
-    clouds.aws.wait_links_up(&["interconnect", "internet"], Duration::from_secs(20));
-    clouds.oci.wait_links_up(&["interconnect", "internet"], Duration::from_secs(20));
+    clouds
+        .aws
+        .wait_links_up(&["interconnect", "internet"], Duration::from_secs(20));
+    clouds
+        .oci
+        .wait_links_up(&["interconnect", "internet"], Duration::from_secs(20));
     println!("both links handshook on both gateways in {:?}", t.elapsed());
-    show("netctl status   # on the AWS gateway", &netctl(&clouds.aws.fx.socket(), &["status"]));
+    show(
+        "netctl status   # on the AWS gateway",
+        &netctl(&clouds.aws.fx.socket(), &["status"]),
+    );
 
     say("Traffic through each encrypted link");
     for p in &PATHS {
@@ -78,12 +88,18 @@ fn main() {
 
     say("An operator saves a broken config and reloads: refused with line:column, tunnels untouched");
     let good = std::fs::read_to_string(clouds.aws.fx.config_path()).unwrap();
-    clouds.aws.fx.write_config(&good.replacen("mtu = ", "mtu = \"jumbo\" # ", 1).replacen(
-        "[[link]]",
-        "[[link]]\nmtu = \"jumbo\"",
-        1,
-    ));
-    show("netctl reload", &netctl(&clouds.aws.fx.socket(), &["reload"]));
+    clouds
+        .aws
+        .fx
+        .write_config(&good.replacen("mtu = ", "mtu = \"jumbo\" # ", 1).replacen(
+            "[[link]]",
+            "[[link]]\nmtu = \"jumbo\"",
+            1,
+        ));
+    show(
+        "netctl reload",
+        &netctl(&clouds.aws.fx.socket(), &["reload"]),
+    );
     println!(
         "agentd still running: {}; interconnect still carries traffic: {}",
         aws.is_running(),

@@ -1,0 +1,378 @@
+//! Kernel routes as desired state, end to end: two gateways with app namespaces behind them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use isthmus_tests::topology::{TwoClouds, PATHS, VPCS};
+use isthmus_tests::{netctl, Agentd, Netns};
+use nix::sys::signal::Signal;
+
+const LINKS: [&str; 2] = ["interconnect", "internet"];
+const UP: Duration = Duration::from_secs(15);
+const PROTO: &str = "73";
+
+fn ip_out(ns: &Netns, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns.name()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn owned_routes(ns: &Netns) -> Vec<String> {
+    ip_out(ns, &["route", "show", "proto", PROTO])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+fn app_ping(app: &Netns, count: u32, interval: &str) -> (u32, u32) {
+    let out = app
+        .command("ping")
+        .args([
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            "-q",
+            VPCS[1].2,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "N packets transmitted, M received"
+    let nums: Vec<u32> = text
+        .lines()
+        .find(|l| l.contains("transmitted"))
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
+}
+
+fn writes(socket: &std::path::Path) -> u64 {
+    netctl(socket, &["--json", "routes"]).json()["writes"]
+        .as_u64()
+        .unwrap()
+}
+
+fn start(tag: &str) -> (TwoClouds, Agentd, Agentd) {
+    let clouds = TwoClouds::new(tag).with_apps();
+    let aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    clouds.oci.wait_links_up(&LINKS, UP);
+    (clouds, aws, oci)
+}
+
+#[test]
+fn routes_follow_the_config_survive_an_unchanged_reload_and_return_after_deletion() {
+    let (clouds, _aws, _oci) = start("ra");
+    let ns = &clouds.aws.ns;
+    let ic = clouds.interface(0);
+    let routes = owned_routes(ns);
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with(&format!("10.2.0.0/16 dev {ic} "))
+                && r.contains("metric 100")
+                && r.contains("mtu 1420")),
+        "{routes:#?}"
+    );
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("unreachable 10.2.0.0/16") && r.contains("metric 4294967040")),
+        "{routes:#?}"
+    );
+    assert_eq!(routes.len(), 2, "{routes:#?}");
+    let (sent, got) = app_ping(clouds.aws_app(), 3, "0.2");
+    assert_eq!((sent, got), (3, 3), "app to db through the tunnel");
+
+    let human = netctl(&clouds.aws.fx.socket(), &["routes"]);
+    assert_eq!(human.code, 0);
+    assert!(
+        human.stdout.contains("(interconnect)") && human.stdout.contains("fail-closed"),
+        "{}",
+        human.stdout
+    );
+    assert!(!human.stdout.contains("DRIFT"), "{}", human.stdout);
+
+    // A reload that changes nothing writes nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = writes(&clouds.aws.fx.socket());
+    assert_eq!(netctl(&clouds.aws.fx.socket(), &["reload"]).code, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        writes(&clouds.aws.fx.socket()),
+        before,
+        "an unchanged reload wrote to netlink"
+    );
+
+    // Someone deletes the tunnel route: it is back within a second (bounded generously).
+    let start = Instant::now();
+    ip_out(
+        ns,
+        &[
+            "route",
+            "del",
+            "10.2.0.0/16",
+            "dev",
+            &ic,
+            "metric",
+            "100",
+            "proto",
+            PROTO,
+        ],
+    );
+    loop {
+        if owned_routes(ns)
+            .iter()
+            .any(|r| r.starts_with(&format!("10.2.0.0/16 dev {ic}")))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "route not restored"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("deleted route restored after {:?}", start.elapsed());
+    assert_eq!(owned_routes(ns).len(), 2);
+}
+
+#[test]
+fn moving_the_active_link_loses_no_ping_at_10_ms_intervals() {
+    let (clouds, _aws, _oci) = start("rm");
+    let sock = clouds.aws.fx.socket();
+    let app = clouds.aws_app();
+    let pinger = app
+        .command("ping")
+        .args(["-c", "300", "-i", "0.01", "-W", "1", "-q", VPCS[1].2])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let moved = netctl(
+        &sock,
+        &["failover", "remote", "--to", "internet", "--reason", "test"],
+    );
+    assert_eq!(moved.code, 0, "{moved:?}");
+    assert!(
+        moved.stdout.contains("internet") && moved.stdout.contains("test"),
+        "{moved:?}"
+    );
+    let routes = owned_routes(&clouds.aws.ns);
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with(&format!("10.2.0.0/16 dev {} ", clouds.interface(1)))),
+        "{routes:#?}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(netctl(&sock, &["failback", "remote"]).code, 0);
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("300 packets transmitted, 300 received"),
+        "lost pings during the moves: {text}"
+    );
+    let status = netctl(&sock, &["--json", "status"]).json();
+    assert_eq!(status["route_groups"][0]["active_link"], "interconnect");
+}
+
+#[test]
+fn while_agentd_is_dead_nothing_leaks_in_clear_text_and_a_restart_adopts_its_routes() {
+    let (clouds, mut aws, _oci) = start("rk");
+    let ns = &clouds.aws.ns;
+    // Count clear-text packets to the remote VPC leaving through the underlay.
+    let [u0, u1] = clouds.underlay_interfaces(0);
+    let nft = format!(
+        "table inet leak {{\n  chain out {{\n    type filter hook postrouting priority 0;\n    \
+         oifname {{ \"{u0}\", \"{u1}\" }} ip daddr 10.2.0.0/16 counter\n  }}\n}}\n"
+    );
+    let ok = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(nft.as_bytes())?;
+            c.wait()
+        });
+    assert!(ok
+        .expect("nft (nftables) is missing: apt-get install nftables")
+        .success());
+    let leaked = || -> u64 {
+        let out = ns
+            .command("nft")
+            .args(["list", "table", "inet", "leak"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("packets ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    };
+    assert_eq!(app_ping(clouds.aws_app(), 2, "0.2"), (2, 2));
+
+    aws.signal(Signal::SIGKILL);
+    aws.wait_exit(Duration::from_secs(5));
+    let routes = owned_routes(ns);
+    assert_eq!(
+        routes.len(),
+        1,
+        "only the fail-closed route survives: {routes:#?}"
+    );
+    assert!(routes[0].starts_with("unreachable 10.2.0.0/16"));
+    let (_, got) = app_ping(clouds.aws_app(), 5, "0.2");
+    assert_eq!(got, 0, "pings reached the remote VPC while agentd was dead");
+    assert_eq!(
+        leaked(),
+        0,
+        "clear-text packets left through the underlay while agentd was dead"
+    );
+
+    // Restart: routes are adopted (one of each, no duplicates) and traffic resumes.
+    let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    let routes = owned_routes(ns);
+    assert_eq!(routes.len(), 2, "{routes:#?}");
+    assert_eq!(app_ping(clouds.aws_app(), 3, "0.2"), (3, 3));
+    assert_eq!(leaked(), 0);
+
+    // The counter can see a leak: with the route group gone from the config, agentd removes its
+    // routes (the fail-closed one too), and the clear-text path opens.
+    let mut doc: toml::Table = std::fs::read_to_string(clouds.aws.fx.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc.remove("route_group");
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    assert_eq!(netctl(&clouds.aws.fx.socket(), &["reload"]).code, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(owned_routes(ns).is_empty(), "{:#?}", owned_routes(ns));
+    let _ = app_ping(clouds.aws_app(), 2, "0.2");
+    assert!(
+        leaked() > 0,
+        "the leak counter never counts: this test would prove nothing"
+    );
+}
+
+#[test]
+fn a_foreign_route_to_a_remote_cidr_is_reported_and_left_alone() {
+    let clouds = TwoClouds::new("rf").with_apps();
+    let ns = &clouds.aws.ns;
+    // The administrator's static route, same table, destination and metric as agentd's.
+    ip_out(
+        ns,
+        &[
+            "route",
+            "add",
+            "10.2.0.0/16",
+            "via",
+            PATHS[1].underlay[1],
+            "metric",
+            "100",
+            "proto",
+            "static",
+        ],
+    );
+    let _aws = Agentd::start(&clouds.aws.fx, ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_links_up(&LINKS, UP);
+    std::thread::sleep(Duration::from_millis(300));
+    let all = ip_out(ns, &["route", "show", "10.2.0.0/16"]);
+    let foreign = all
+        .lines()
+        .find(|l| l.contains(&format!("via {}", PATHS[1].underlay[1])));
+    assert!(
+        foreign.is_some_and(|l| l.contains("proto static metric 100")),
+        "the administrator's route changed: {all}"
+    );
+    let routes = netctl(&clouds.aws.fx.socket(), &["--json", "routes"]).json();
+    let conflicts = routes["conflicts"].as_array().unwrap();
+    assert!(!conflicts.is_empty(), "{routes:#}");
+    assert_eq!(conflicts[0]["blocking"], true);
+    assert!(
+        conflicts[0]["foreign"]
+            .as_str()
+            .unwrap()
+            .contains("proto 4"),
+        "{routes:#}"
+    );
+    let human = netctl(&clouds.aws.fx.socket(), &["routes"]);
+    assert!(
+        human.stdout.contains("CONFLICT 10.2.0.0/16"),
+        "{}",
+        human.stdout
+    );
+    // The fail-closed route still went in (another metric).
+    assert!(owned_routes(ns)
+        .iter()
+        .any(|r| r.starts_with("unreachable 10.2.0.0/16")));
+}
+
+#[test]
+fn a_separate_table_gets_its_policy_rule_and_both_go_when_unused() {
+    let clouds = TwoClouds::new("rt");
+    clouds.aws.fx.set("routes", "table", 1000.into());
+    let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let ns = &clouds.aws.ns;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rules = ip_out(ns, &["rule", "show"]);
+        let table = ip_out(ns, &["route", "show", "table", "1000", "proto", PROTO]);
+        if rules.contains("5273:")
+            && rules.contains("lookup 1000")
+            && table.contains("unreachable 10.2.0.0/16")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rule or routes missing:\n{rules}\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(owned_routes(ns).is_empty(), "nothing in main");
+    // Back to main: the table's routes and the rule go.
+    let mut doc: toml::Table = std::fs::read_to_string(clouds.aws.fx.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc["routes"]
+        .as_table_mut()
+        .unwrap()
+        .insert("table".into(), "main".into());
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    assert_eq!(netctl(&clouds.aws.fx.socket(), &["reload"]).code, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ip_out(ns, &["rule", "show"]).contains("lookup 1000"));
+    assert!(
+        ip_out(ns, &["route", "show", "table", "1000", "proto", PROTO])
+            .trim()
+            .is_empty()
+    );
+    assert!(owned_routes(ns)
+        .iter()
+        .any(|r| r.starts_with("unreachable 10.2.0.0/16")));
+}
