@@ -376,3 +376,34 @@ fn a_separate_table_gets_its_policy_rule_and_both_go_when_unused() {
         .iter()
         .any(|r| r.starts_with("unreachable 10.2.0.0/16")));
 }
+
+#[test]
+fn a_clean_stop_keeps_only_the_fail_closed_routes_and_host_problems_are_reported() {
+    // No apps: forwarding stays off on the gateways, which status must say.
+    let clouds = TwoClouds::new("rs");
+    let ns = &clouds.aws.ns;
+    let ok = ns
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.conf.all.rp_filter=1"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut aws = Agentd::start(&clouds.aws.fx, ns);
+    let status = netctl(&clouds.aws.fx.socket(), &["--json", "status"]).json();
+    let warnings: Vec<&str> = status["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    assert!(warnings.iter().any(|w| w.contains("ip_forward is 0")), "{warnings:#?}");
+    assert!(
+        warnings.iter().any(|w| w.contains(&format!("strict rp_filter on {}", clouds.interface(0)))),
+        "{warnings:#?}"
+    );
+    assert!(netctl(&clouds.aws.fx.socket(), &["status"]).stdout.contains("warning  net.ipv4.ip_forward is 0"));
+
+    aws.signal(Signal::SIGTERM);
+    assert_eq!(aws.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let routes = owned_routes(ns);
+    assert_eq!(routes.len(), 1, "{routes:#?}");
+    assert!(routes[0].starts_with("unreachable 10.2.0.0/16"), "{routes:#?}");
+}
