@@ -7,6 +7,7 @@ mod host;
 mod logging;
 mod netlink;
 mod notify;
+mod probe;
 mod reload;
 mod routes;
 mod status;

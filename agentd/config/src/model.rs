@@ -34,11 +34,19 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
 pub const DEFAULT_ROUTE_PROTOCOL: u8 = 73;
 /// The main routing table (`RT_TABLE_MAIN`).
 pub const MAIN_TABLE: u32 = 254;
-/// 5% loss hurts TCP noticeably but is common enough on the internet not to fail over on less.
-pub const DEFAULT_LOSS_DEGRADED: f64 = 0.05;
+/// Round-trip loss of the peer probes over the probe window (about 30 s) above which a link is
+/// degraded. A probe is lost if either its request or its reply is, so a one-way loss `p` in
+/// each direction is a round-trip loss of `1 - (1 - p)²`: 5% each way (common on the internet,
+/// not worth a failover) is about 9.75% round trip and stays below 0.2; 30% sustained loss
+/// (which TCP cannot live with) is far above it. The gap leaves room for the noise of a short
+/// window.
+pub const DEFAULT_LOSS_DEGRADED: f64 = 0.2;
 /// Well above a cross-cloud interconnect RTT, below what interactive database sessions tolerate.
 pub const DEFAULT_RTT_DEGRADED: Duration = Duration::from_millis(150);
 pub const DEFAULT_JITTER_DEGRADED: Duration = Duration::from_millis(30);
+/// UDP port of the peer probes on both ends' inner (tunnel) addresses (docs/protocol.md): an
+/// unassigned port near WireGuard's 51820, and never on an underlay address.
+pub const DEFAULT_PROBE_PORT: u16 = 51899;
 /// Route-flap damping values after RFC 2439 / common BGP practice: three or four quick flaps
 /// suppress a link; it is reused after about two half-lives of calm (3000 → 750).
 pub const DEFAULT_DAMPING_PENALTY: u32 = 1000;
@@ -272,10 +280,13 @@ impl Default for Routes {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     pub profile: Profile,
-    /// Loss ratio (0..1) above which a link is degraded.
+    /// Round-trip loss ratio of the peer probes over the probe window (about 30 s), strictly
+    /// between 0 and 1, above which a link is degraded.
     pub loss_degraded: f64,
     pub rtt_degraded: Duration,
     pub jitter_degraded: Duration,
+    /// UDP port on the inner addresses where peer probes are sent and answered, on both ends.
+    pub probe_port: u16,
     pub damping: Damping,
 }
 
@@ -286,6 +297,7 @@ impl Default for Health {
             loss_degraded: DEFAULT_LOSS_DEGRADED,
             rtt_degraded: DEFAULT_RTT_DEGRADED,
             jitter_degraded: DEFAULT_JITTER_DEGRADED,
+            probe_port: DEFAULT_PROBE_PORT,
             damping: Damping::default(),
         }
     }
@@ -335,6 +347,11 @@ pub struct Link {
     pub allowed_ips: Vec<IpNetwork>,
     /// Inner addresses of the TUN interface (host address and prefix).
     pub addresses: Vec<IpNetwork>,
+    /// The peer gateway's inner (tunnel) address, where peer probes go. Given, or derived from
+    /// the first of `addresses` (the other address of a /31 or /30, IPv6 /127 or /126). Inside
+    /// one of `addresses` (so it is routed through this link's interface), covered by
+    /// `allowed_ips`, and not one of this end's own addresses.
+    pub peer_address: IpAddr,
     pub mtu: u16,
     pub persistent_keepalive: Option<Duration>,
 }

@@ -64,6 +64,7 @@ pub(crate) struct RawHealth {
     pub loss_degraded: Float,
     pub rtt_degraded: Dur,
     pub jitter_degraded: Dur,
+    pub probe_port: Int,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +89,7 @@ pub(crate) struct RawLink {
     pub peer_endpoint: Text,
     pub allowed_ips: Texts,
     pub addresses: Texts,
+    pub peer_address: Text,
     pub mtu: Int,
     pub persistent_keepalive: Dur,
 }
@@ -249,9 +251,10 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("routes", "protocol", "protocol = 73"),
     ("routes", "table", r#"table = "main""#),
     ("health", "profile", r#"profile = "default""#),
-    ("health", "loss_degraded", "loss_degraded = 0.05"),
+    ("health", "loss_degraded", "loss_degraded = 0.2"),
     ("health", "rtt_degraded", r#"rtt_degraded = "150ms""#),
     ("health", "jitter_degraded", r#"jitter_degraded = "30ms""#),
+    ("health", "probe_port", "probe_port = 51899"),
     ("health.damping", "penalty", "penalty = 1000"),
     ("health.damping", "half_life", r#"half_life = "60s""#),
     ("health.damping", "suppress_above", "suppress_above = 3000"),
@@ -282,6 +285,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ),
     ("link", "allowed_ips", r#"allowed_ips = ["10.2.0.0/16"]"#),
     ("link", "addresses", r#"addresses = ["10.255.0.0/31"]"#),
+    ("link", "peer_address", r#"peer_address = "10.255.0.1""#),
     ("link", "mtu", "mtu = 1420"),
     (
         "link",

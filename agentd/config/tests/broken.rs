@@ -32,7 +32,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
     };
@@ -48,9 +48,30 @@ private_key_file = "good.key"
 listen = "198.51.100.1:51821"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "203.0.113.1:51821"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.1.1/32"]
 addresses = ["10.255.1.0/31"]
 "#
+    };
+}
+
+/// 9 lines: link "ic" with the given allowed_ips and addresses (lines 10 and 11).
+macro_rules! link_ic_nets {
+    ($allowed_ips:literal, $addresses:literal) => {
+        concat!(
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+"#,
+            "allowed_ips = ",
+            $allowed_ips,
+            "\naddresses = ",
+            $addresses,
+            "\n"
+        )
     };
 }
 
@@ -179,7 +200,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -199,7 +220,7 @@ private_key_file = "good.key"
 listen = "198.51.100.1:51821"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "203.0.113.1:51821"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.1.1/32"]
 addresses = ["10.255.1.0/31"]
 "#
         ),
@@ -219,7 +240,7 @@ private_key_file = "good.key"
 listen = "198.51.100.1:51821"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "203.0.113.1:51821"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.1.1/32"]
 addresses = ["10.255.1.0/31"]
 "#
         ),
@@ -239,7 +260,7 @@ private_key_file = "good.key"
 listen = "0.0.0.0:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "203.0.113.1:51821"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.1.1/32"]
 addresses = ["10.255.1.0/31"]
 "#
         ),
@@ -332,6 +353,82 @@ addresses = ["10.255.1.0/31"]
         message: "loss_degraded 1.5 must be greater than 0 and less than 1",
         line: 4,
         column: 17,
+    },
+    Case {
+        name: "probe_port 0",
+        toml: concat!(agent!(), "[health]\nprobe_port = 0\n"),
+        message: "[health]: probe_port 0 is out of range 1..=65535",
+        line: 4,
+        column: 14,
+    },
+    Case {
+        name: "peer_address not derivable from a /24",
+        toml: concat!(
+            agent!(),
+            link_ic_nets!(r#"["10.2.0.0/16", "10.255.0.2/32"]"#, r#"["10.255.0.1/24"]"#)
+        ),
+        message: "link \"ic\": cannot derive peer_address from addresses 10.255.0.1/24",
+        line: 11,
+        column: 14,
+    },
+    Case {
+        name: "peer_address not derivable from the network address of a /30",
+        toml: concat!(
+            agent!(),
+            link_ic_nets!(r#"["10.2.0.0/16", "10.255.0.2/32"]"#, r#"["10.255.0.0/30"]"#)
+        ),
+        message: "10.255.0.0 is not one of the two host addresses of its /30",
+        line: 11,
+        column: 14,
+    },
+    Case {
+        name: "peer_address outside the link's addresses",
+        toml: concat!(agent!(), link_ic!(), "peer_address = \"10.255.7.1\"\n"),
+        message: "link \"ic\": peer_address 10.255.7.1 is outside this link's addresses (10.255.0.0/31)",
+        line: 12,
+        column: 16,
+    },
+    Case {
+        name: "peer_address of the other IP version",
+        toml: concat!(agent!(), link_ic!(), "peer_address = \"fd00::1\"\n"),
+        message: "peer_address fd00::1 is outside this link's addresses",
+        line: 12,
+        column: 16,
+    },
+    Case {
+        name: "peer_address not an address",
+        toml: concat!(agent!(), link_ic!(), "peer_address = \"10.255.0.1/31\"\n"),
+        message: "link \"ic\": peer_address: ",
+        line: 12,
+        column: 16,
+    },
+    Case {
+        name: "peer_address not in allowed_ips",
+        toml: concat!(
+            agent!(),
+            link_ic_nets!(r#"["10.2.0.0/16"]"#, r#"["10.255.0.1/24"]"#),
+            "peer_address = \"10.255.0.2\"\n"
+        ),
+        message: "link \"ic\": peer_address 10.255.0.2 is not covered by allowed_ips",
+        line: 12,
+        column: 16,
+    },
+    Case {
+        name: "derived peer_address not in allowed_ips",
+        toml: concat!(
+            agent!(),
+            link_ic_nets!(r#"["10.2.0.0/16"]"#, r#"["10.255.0.0/31"]"#)
+        ),
+        message: "peer_address 10.255.0.1 (derived from addresses 10.255.0.0/31) is not covered by allowed_ips",
+        line: 10,
+        column: 15,
+    },
+    Case {
+        name: "peer_address equal to the link's own address",
+        toml: concat!(agent!(), link_ic!(), "peer_address = \"10.255.0.0\"\n"),
+        message: "link \"ic\": peer_address 10.255.0.0 is this gateway's own address (addresses 10.255.0.0/31)",
+        line: 12,
+        column: 16,
     },
     Case {
         name: "reuse_below not below suppress_above",
@@ -431,7 +528,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlE=="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -450,7 +547,7 @@ private_key_file = "good.key"
 listen = "[2001:db8::1]:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "2001:db8::2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -469,7 +566,7 @@ private_key_file = "absent.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -488,7 +585,7 @@ private_key_file = "open.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -508,7 +605,7 @@ listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 preshared_key_file = "short.key"
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),
@@ -541,7 +638,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#
         ),

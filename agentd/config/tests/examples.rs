@@ -170,6 +170,17 @@ fn the_two_gateways_mirror_each_other() {
             a.name
         );
         assert_eq!(a.mtu, o.mtu, "{}", a.name);
+        // Each side probes the other's tunnel address (derived from the /31s).
+        assert!(
+            o.addresses.iter().any(|n| n.ip() == a.peer_address),
+            "{}",
+            a.name
+        );
+        assert!(
+            a.addresses.iter().any(|n| n.ip() == o.peer_address),
+            "{}",
+            a.name
+        );
         // Each side's tunnel address is allowed on the other side.
         for addr in &a.addresses {
             assert!(
@@ -195,4 +206,7 @@ fn the_two_gateways_mirror_each_other() {
         "10.1.0.0/16"
     );
     assert_eq!(aws.route_groups[0].links, oci.route_groups[0].links);
+    // Both ends probe on the same port, and judge loss alike.
+    assert_eq!(aws.health.probe_port, oci.health.probe_port);
+    assert_eq!(aws.health.loss_degraded, oci.health.loss_degraded);
 }

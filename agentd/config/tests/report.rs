@@ -32,7 +32,7 @@ private_key_file = "good.key"
 listen = "198.51.100.1:51821"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "203.0.113.1"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.1.1/32"]
 addresses = ["10.255.1.0/31"]
 persistent_keepalive = 25
 
@@ -83,7 +83,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "10.2.0.5:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#;
     let loaded = parse_str(
@@ -157,7 +157,9 @@ fn a_parsed_diagnostic_renders_the_same_way() {
     text.push_str("[[link]]\nname = \"ic\"\n");
     text.push_str("interface = \"isth-ic\"\nprivate_key_file = \"/nonexistent/k\"\n");
     text.push_str("listen = \"192.0.2.1:51820\"\npeer_public_key = \"x\"\n");
-    text.push_str("peer_endpoint = \"192.0.2.2:51820\"\nallowed_ips = [\"10.2.0.0/16\"]\n");
+    text.push_str(
+        "peer_endpoint = \"192.0.2.2:51820\"\nallowed_ips = [\"10.2.0.0/16\", \"10.255.0.1/32\"]\n",
+    );
     text.push_str("addresses = [\"10.255.0.0/31\"]\n");
     text.push_str("[[route_group]]\nname = \"databases\"\ndestinations = [\"10.2.0.0/16\"]\n");
     text.push_str("links = [\"ic\", \"backup\"]\n");
@@ -252,7 +254,7 @@ preshared_key_file = "weird.psk"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 [[dns_provider]]
 name = "corp"
@@ -296,7 +298,7 @@ private_key_file = "good.key"
 listen = "192.0.2.1:51820"
 peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
 peer_endpoint = "192.0.2.2:51820"
-allowed_ips = ["10.2.0.0/16"]
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
 addresses = ["10.255.0.0/31"]
 "#;
     let config = parse_str(

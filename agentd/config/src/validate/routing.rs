@@ -1,8 +1,10 @@
 //! `[[link]]`, `[[probe]]` and `[[route_group]]`: the tunnels, the checks behind them and the
 //! destinations routed over them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use ipnetwork::IpNetwork;
 
 use super::{known, name, network};
 use crate::fields::{Fields, Got};
@@ -58,6 +60,10 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
     let allowed_ips = f.non_empty_list(&r.allowed_ips, "allowed_ips", |f, s, span| {
         network(f, "allowed_ips", s, span)
     });
+    let allowed_span = match &allowed_ips {
+        Got::Is(_, span) => Some(span.clone()),
+        _ => None,
+    };
     let allowed_ips = f.require(allowed_ips, "allowed_ips");
     let addresses = f.non_empty_list(&r.addresses, "addresses", |f, s, span| {
         values::cidr(s)
@@ -65,6 +71,12 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
             .ok()
     });
     let addresses = f.require(addresses, "addresses");
+    let peer_address = peer_address(
+        &mut f,
+        r,
+        addresses.as_deref(),
+        allowed_ips.as_deref().zip(allowed_span),
+    );
     let mtu = f
         .int(&r.mtu, "mtu", 1280..=9000)
         .map(|n| n as u16)
@@ -94,9 +106,163 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
         peer_endpoint: peer_endpoint?,
         allowed_ips: allowed_ips?,
         addresses: addresses?,
+        peer_address: peer_address?,
         mtu: mtu?,
         persistent_keepalive: keepalive?,
     })
+}
+
+/// `peer_address` as given, or derived from the first of `addresses`; either way inside one of
+/// `addresses` (the kernel routes the probes through this link's interface), covered by
+/// `allowed_ips` (WireGuard drops what comes from elsewhere) and not one of this end's own
+/// addresses. `addresses` and `allowed_ips` are `None` when bad or missing (already reported):
+/// the checks that need them are skipped. After the first failed check, the others are not
+/// made: one mistake, one message.
+fn peer_address(
+    f: &mut Fields,
+    r: &RawLink,
+    addresses: Option<&[IpNetwork]>,
+    allowed_ips: Option<(&[IpNetwork], Span)>,
+) -> Option<IpAddr> {
+    let first = addresses.and_then(<[IpNetwork]>::first);
+    let (peer, given_at) = match f.parsed(&r.peer_address, "peer_address", values::ip) {
+        Got::Bad => return None,
+        Got::Is(peer, span) => (peer, Some(span)),
+        Got::Absent => {
+            // Without valid addresses, their error (or the missing key) is the message.
+            let own = first?;
+            let at = r
+                .addresses
+                .as_ref()
+                .and_then(|list| list.get_ref().first())
+                .map_or_else(|| f.span(), |item| item.span());
+            match point_to_point_peer(own) {
+                Ok(peer) => (peer, None),
+                Err(why) => {
+                    f.error(
+                        at,
+                        format!("cannot derive peer_address from addresses {own}: {why}"),
+                        "set peer_address = \"...\" (the peer's tunnel address)",
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    if let (Some(at), Some(addresses)) = (&given_at, addresses) {
+        if let Some(own) = addresses.iter().find(|a| a.ip() == peer) {
+            let hint = match first.map(|a| (a, point_to_point_peer(a))) {
+                Some((first, Ok(other))) if other != peer => format!(
+                    "set it to the peer gateway's tunnel address: the other end of {first} is \
+                     {other}, which is also the default if peer_address is left out"
+                ),
+                _ => "set it to the peer gateway's tunnel address (one of the peer's own \
+                      addresses on this link)"
+                    .to_string(),
+            };
+            f.error(
+                at.clone(),
+                format!("peer_address {peer} is this gateway's own address (addresses {own})"),
+                hint,
+            );
+            return None;
+        }
+        if !addresses.iter().any(|a| a.contains(peer)) {
+            let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            let networks: Vec<String> = addresses
+                .iter()
+                .map(|a| values::network_of(a).to_string())
+                .collect();
+            f.error(
+                at.clone(),
+                format!(
+                    "peer_address {peer} is outside this link's addresses ({})",
+                    listed.join(", ")
+                ),
+                format!(
+                    "the peer's tunnel address must lie inside {}, so that the kernel routes \
+                     the peer probes through this link's interface: use the peer's address \
+                     there, or widen the prefix of addresses",
+                    networks.join(" or ")
+                ),
+            );
+            return None;
+        }
+    }
+    if let Some((allowed, allowed_at)) = allowed_ips {
+        if !allowed.iter().any(|n| n.contains(peer)) {
+            let (at, what) = match (&given_at, first) {
+                (Some(at), _) => (at.clone(), format!("peer_address {peer}")),
+                (None, Some(own)) => (
+                    allowed_at,
+                    format!("peer_address {peer} (derived from addresses {own})"),
+                ),
+                (None, None) => (allowed_at, format!("peer_address {peer}")),
+            };
+            let host = if peer.is_ipv4() { 32 } else { 128 };
+            f.error(
+                at,
+                format!("{what} is not covered by allowed_ips"),
+                format!("add \"{peer}/{host}\" to allowed_ips: peer probes come from it"),
+            );
+            return None;
+        }
+    }
+    Some(peer)
+}
+
+/// The one other usable address of a point-to-point network, from this end's `own` address:
+/// the other address of an IPv4 /31 or IPv6 /127 (RFC 3021, RFC 6164), the other host address
+/// of an IPv4 /30 (.1 and .2; not network or broadcast), or the other of `::1` and `::2` of an
+/// IPv6 /126. `Err` says why there is none.
+fn point_to_point_peer(own: &IpNetwork) -> Result<IpAddr, String> {
+    let (ip, network, prefix, bits) = match own {
+        IpNetwork::V4(n) => (
+            u128::from(u32::from(n.ip())),
+            u128::from(u32::from(n.network())),
+            n.prefix(),
+            32,
+        ),
+        IpNetwork::V6(n) => (u128::from(n.ip()), u128::from(n.network()), n.prefix(), 128),
+    };
+    let peer = if prefix == bits - 1 {
+        ip ^ 1
+    } else if prefix == bits - 2 {
+        match ip - network {
+            1 => network + 2,
+            2 => network + 1,
+            _ => {
+                let (a, b) = (address(own, network + 1), address(own, network + 2));
+                return Err(format!(
+                    "{} is not one of the two host addresses of its /{prefix} ({a} and {b})",
+                    own.ip()
+                ));
+            }
+        }
+    } else {
+        let pair = if bits == 32 {
+            "/31 or /30"
+        } else {
+            "/127 or /126"
+        };
+        let problem = if prefix == bits {
+            format!("a /{prefix} holds no address but this end's own")
+        } else {
+            format!("a /{prefix} has many addresses the peer could have")
+        };
+        return Err(format!(
+            "{problem}; only a {pair} network has exactly one other usable address"
+        ));
+    };
+    Ok(address(own, peer))
+}
+
+/// `bits` as an address of `net`'s family (`bits` fits: it was computed within `net`).
+fn address(net: &IpNetwork, bits: u128) -> IpAddr {
+    match net {
+        IpNetwork::V4(_) => IpAddr::V4(Ipv4Addr::from(bits as u32)),
+        IpNetwork::V6(_) => IpAddr::V6(Ipv6Addr::from(bits)),
+    }
 }
 
 /// A socket bound to `local` can send to `peer`: same family, or an unspecified IPv6 socket
@@ -272,5 +438,68 @@ pub(super) fn names_once(
         f.non_empty_list(field, key, &mut parse)
     } else {
         f.list(field, &mut parse)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_of(own: &str) -> Result<String, String> {
+        let net = values::cidr(own).expect("a CIDR");
+        point_to_point_peer(&net).map(|ip| ip.to_string())
+    }
+
+    #[test]
+    fn point_to_point_networks_have_one_peer_address() {
+        assert_eq!(peer_of("10.255.0.0/31").as_deref(), Ok("10.255.0.1"));
+        assert_eq!(peer_of("10.255.0.1/31").as_deref(), Ok("10.255.0.0"));
+        assert_eq!(peer_of("10.255.0.1/30").as_deref(), Ok("10.255.0.2"));
+        assert_eq!(peer_of("10.255.0.6/30").as_deref(), Ok("10.255.0.5"));
+        assert_eq!(peer_of("fd00::a/127").as_deref(), Ok("fd00::b"));
+        assert_eq!(peer_of("fd00::b/127").as_deref(), Ok("fd00::a"));
+        assert_eq!(peer_of("fd00::1/126").as_deref(), Ok("fd00::2"));
+        assert_eq!(peer_of("fd00::6/126").as_deref(), Ok("fd00::5"));
+        assert_eq!(peer_of("0.0.0.0/31").as_deref(), Ok("0.0.0.1"));
+        assert_eq!(
+            peer_of("255.255.255.255/31").as_deref(),
+            Ok("255.255.255.254")
+        );
+        assert_eq!(
+            peer_of("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/127").as_deref(),
+            Ok("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")
+        );
+    }
+
+    #[test]
+    fn other_networks_have_no_single_peer_address() {
+        for own in [
+            "10.255.0.0/30",
+            "10.255.0.3/30",
+            "fd00::/126",
+            "fd00::3/126",
+        ] {
+            let why = peer_of(own).unwrap_err();
+            assert!(
+                why.contains("not one of the two host addresses"),
+                "{own}: {why}"
+            );
+        }
+        for own in [
+            "10.255.0.1/24",
+            "10.255.0.1/29",
+            "fd00::1/64",
+            "fd00::1/125",
+        ] {
+            let why = peer_of(own).unwrap_err();
+            assert!(why.contains("many addresses"), "{own}: {why}");
+        }
+        for own in ["10.255.0.1/32", "fd00::1/128"] {
+            let why = peer_of(own).unwrap_err();
+            assert!(
+                why.contains("no address but this end's own"),
+                "{own}: {why}"
+            );
+        }
     }
 }

@@ -240,7 +240,8 @@ pub(super) fn health(
                 f.error(
                     v.span(),
                     format!("loss_degraded {x} must be greater than 0 and less than 1"),
-                    "it is a ratio: 0.05 means a link with more than 5% loss is degraded",
+                    "it is the round-trip loss ratio of the peer probes: 0.2 means a link \
+                     losing more than 20% of its probes (request or reply) is degraded",
                 );
                 None
             }
@@ -253,11 +254,16 @@ pub(super) fn health(
     let jitter_degraded = f
         .duration(&r.jitter_degraded, "jitter_degraded", positive, None)
         .or(defaults.jitter_degraded);
+    let probe_port = f
+        .int(&r.probe_port, "probe_port", 1..=i64::from(u16::MAX))
+        .map(|n| n as u16)
+        .or(defaults.probe_port);
     Some(Health {
         profile: profile?,
         loss_degraded: loss_degraded?,
         rtt_degraded: rtt_degraded?,
         jitter_degraded: jitter_degraded?,
+        probe_port: probe_port?,
         damping: damping?,
     })
 }

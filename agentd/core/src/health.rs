@@ -1,0 +1,601 @@
+//! One link's health, from its own peer probes and the peer's.
+//!
+//! The link probes on a schedule ([`LinkHealth::poll_probe`]); each probe is answered
+//! ([`LinkHealth::handle_reply`]) or becomes lost when overdue ([`LinkHealth::handle_timeout`]).
+//! From that:
+//! - `down` after `down_after` consecutive losses (fast probing after the first overdue probe
+//!   keeps that inside the detection budget); back `up` after `up_after` consecutive answers;
+//! - `degraded` when the windowed round-trip loss, RTT p95 or jitter pass their thresholds; back
+//!   to `up` with hysteresis (below half the loss threshold and 80 % of the others);
+//! - `suppressed` by flap damping: every fall into `down` adds a penalty that halves every
+//!   `half_life`; above `suppress_above` the link is held out until the penalty decays below
+//!   `reuse_below` (or `max_suppress` passed). Whether a suppressed link may still be used as
+//!   the last one is the policy's call, not this module's.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::profile::Timings;
+
+/// A link's health class, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    Up,
+    Degraded,
+    /// No probe result yet (start-up): not usable, as `down`.
+    Unknown,
+    Down,
+    Suppressed,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Unknown => "unknown",
+            Health::Down => "down",
+            Health::Suppressed => "suppressed",
+        }
+    }
+
+    /// The wire code in probe packets (docs/protocol.md).
+    pub fn code(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Up => 1,
+            Health::Degraded => 2,
+            Health::Down => 3,
+            Health::Suppressed => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Health {
+        match code {
+            1 => Health::Up,
+            2 => Health::Degraded,
+            3 => Health::Down,
+            4 => Health::Suppressed,
+            _ => Health::Unknown,
+        }
+    }
+
+    /// Up or degraded: can carry traffic.
+    pub fn carries(self) -> bool {
+        matches!(self, Health::Up | Health::Degraded)
+    }
+}
+
+/// Thresholds for `degraded` (from the config's `[health]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Round-trip loss ratio over the window.
+    pub loss: f64,
+    pub rtt_p95: Duration,
+    pub jitter: Duration,
+}
+
+/// Flap damping parameters (from the config's `[health.damping]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Damping {
+    pub penalty: f64,
+    pub half_life: Duration,
+    pub suppress_above: f64,
+    pub reuse_below: f64,
+    pub max_suppress: Duration,
+}
+
+/// What the peer said about this link in its latest probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    pub health: Health,
+    /// The peer pinned a route group to this link.
+    pub pinned: bool,
+    /// The peer drains this link.
+    pub draining: bool,
+    /// The peer's rank of this link (255: in no group).
+    pub priority: u8,
+    /// The peer's link-ranking fingerprint.
+    pub fingerprint: u32,
+    /// The peer's loss of our requests, in ppm (`None`: not known yet).
+    pub rx_loss_ppm: Option<u32>,
+}
+
+/// Measured figures, for events, status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Figures {
+    pub rtt_p50: Option<Duration>,
+    pub rtt_p95: Option<Duration>,
+    pub jitter: Option<Duration>,
+    /// Round-trip loss ratio over the window.
+    pub loss: f64,
+    /// Loss of the peer's probes towards us, over our window.
+    pub loss_in: Option<f64>,
+    /// Loss of our probes towards the peer, as the peer reports it.
+    pub loss_out: Option<f64>,
+    pub consecutive_lost: u32,
+    pub samples: usize,
+}
+
+/// See [`LinkHealth::update_degraded`].
+const DEGRADED_EVAL_EVERY: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sample {
+    Lost,
+    Rtt(Duration),
+}
+
+/// Requests from the peer seen recently, for replay protection and loss towards us.
+#[derive(Debug, Clone, Default)]
+struct RxTracker {
+    highest: Option<u32>,
+    /// Bit i: seq `highest - i` was seen (i < 64).
+    bitmap: u64,
+    /// Seqs seen within the window, oldest first.
+    seen: VecDeque<u32>,
+}
+
+impl RxTracker {
+    /// Accept `seq` unless it is a replay or older than the 64 last.
+    fn accept(&mut self, seq: u32, window: usize) -> bool {
+        match self.highest {
+            None => {
+                self.highest = Some(seq);
+                self.bitmap = 1;
+            }
+            Some(h) if seq > h => {
+                let shift = seq - h;
+                self.bitmap = if shift >= 64 { 0 } else { self.bitmap << shift };
+                self.bitmap |= 1;
+                self.highest = Some(seq);
+            }
+            Some(h) => {
+                let back = h - seq;
+                if back >= 64 || self.bitmap & (1 << back) != 0 {
+                    return false;
+                }
+                self.bitmap |= 1 << back;
+            }
+        }
+        self.seen.push_back(seq);
+        while self.seen.len() > window {
+            self.seen.pop_front();
+        }
+        true
+    }
+
+    /// Loss of the peer's requests over the window, once a few have arrived.
+    fn loss(&self) -> Option<f64> {
+        let (h, oldest) = (self.highest?, *self.seen.iter().min()?);
+        let expected = f64::from(h - oldest + 1);
+        if self.seen.len() < 10 {
+            return None;
+        }
+        Some((1.0 - self.seen.len() as f64 / expected).max(0.0))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkHealth {
+    timings: Timings,
+    thresholds: Thresholds,
+    damping: Damping,
+    next_seq: u32,
+    /// Probes sent and not yet answered or lost: (seq, sent at).
+    outstanding: VecDeque<(u32, Instant)>,
+    next_probe_at: Instant,
+    consecutive_lost: u32,
+    consecutive_ok: u32,
+    window: VecDeque<Sample>,
+    /// Lost samples in `window` (kept incrementally: the window is evaluated per probe).
+    lost_in_window: usize,
+    /// Samples since the last `degraded` evaluation.
+    since_eval: usize,
+    /// Own view without damping.
+    state: Health,
+    degraded: bool,
+    penalty: f64,
+    penalty_at: Instant,
+    suppressed_since: Option<Instant>,
+    peer: Option<PeerView>,
+    rx: RxTracker,
+}
+
+impl LinkHealth {
+    pub fn new(timings: Timings, thresholds: Thresholds, damping: Damping, now: Instant) -> Self {
+        LinkHealth {
+            timings,
+            thresholds,
+            damping,
+            next_seq: 1,
+            outstanding: VecDeque::new(),
+            next_probe_at: now,
+            consecutive_lost: 0,
+            consecutive_ok: 0,
+            window: VecDeque::new(),
+            lost_in_window: 0,
+            since_eval: 0,
+            state: Health::Unknown,
+            degraded: false,
+            penalty: 0.0,
+            penalty_at: now,
+            suppressed_since: None,
+            peer: None,
+            rx: RxTracker::default(),
+        }
+    }
+
+    pub fn set_parameters(&mut self, timings: Timings, thresholds: Thresholds, damping: Damping) {
+        self.timings = timings;
+        self.thresholds = thresholds;
+        self.damping = damping;
+    }
+
+    /// This side's view: the probe state, or `suppressed` while damped.
+    pub fn own(&self) -> Health {
+        if self.suppressed_since.is_some() && self.state != Health::Unknown {
+            Health::Suppressed
+        } else if self.state == Health::Up && self.degraded {
+            Health::Degraded
+        } else {
+            self.state
+        }
+    }
+
+    /// The view before damping: whether the path itself carries traffic.
+    pub fn undamped(&self) -> Health {
+        if self.state == Health::Up && self.degraded {
+            Health::Degraded
+        } else {
+            self.state
+        }
+    }
+
+    pub fn peer(&self) -> Option<PeerView> {
+        self.peer
+    }
+
+    /// The worse of both ends' views (the agreement rule), before damping.
+    pub fn effective_undamped(&self) -> Health {
+        let own = self.undamped();
+        match self.peer {
+            // The peer's suppression is its damping, not the path's state.
+            Some(p) if p.health != Health::Suppressed => own.max(p.health),
+            _ => own,
+        }
+    }
+
+    /// Whether this side or the peer damps the link.
+    pub fn damped(&self) -> bool {
+        self.suppressed_since.is_some() || self.peer.is_some_and(|p| p.health == Health::Suppressed)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timings.timeout_for(self.rtt_quantile(0.95))
+    }
+
+    /// A probe to send now, if one is due: its sequence number.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<u32> {
+        if now < self.next_probe_at {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        self.outstanding.push_back((seq, now));
+        let overdue = self
+            .outstanding
+            .front()
+            .is_some_and(|(_, sent)| now.saturating_duration_since(*sent) >= self.timeout());
+        // Fast while something is missing, and while the link is not up (so that a recovered
+        // path is confirmed quickly).
+        let step = if self.consecutive_lost > 0 || overdue || self.state != Health::Up {
+            self.timings.fast_interval
+        } else {
+            self.timings.interval
+        };
+        self.next_probe_at = now + step;
+        Some(seq)
+    }
+
+    /// A reply to our probe `seq` arrived. Returns false for a reply that matches no
+    /// outstanding probe (late, duplicated or forged).
+    pub fn handle_reply(&mut self, seq: u32, now: Instant) -> bool {
+        let Some(pos) = self.outstanding.iter().position(|(s, _)| *s == seq) else {
+            return false;
+        };
+        let (_, sent) = self.outstanding.remove(pos).unwrap_or((seq, now));
+        // Probes sent before this one and still outstanding were overtaken: lost.
+        for _ in 0..pos {
+            self.outstanding.pop_front();
+            self.lost();
+        }
+        self.push(Sample::Rtt(now.saturating_duration_since(sent)));
+        self.consecutive_lost = 0;
+        self.consecutive_ok += 1;
+        let up_after = if self.state == Health::Unknown {
+            1
+        } else {
+            self.timings.up_after
+        };
+        if self.state != Health::Up && self.consecutive_ok >= up_after {
+            if self.state == Health::Down {
+                // The outage is over: its losses say nothing about the path's quality now.
+                self.window.clear();
+                self.lost_in_window = 0;
+                self.degraded = false;
+            }
+            self.state = Health::Up;
+            // Back to the normal rhythm.
+            self.next_probe_at = self.next_probe_at.min(now + self.timings.interval);
+        }
+        self.update_degraded();
+        true
+    }
+
+    /// A request from the peer with its view of this link. Returns false for a replay.
+    pub fn handle_request(&mut self, seq: u32, view: PeerView) -> bool {
+        if !self.rx.accept(seq, self.timings.window) {
+            return false;
+        }
+        self.peer = Some(view);
+        true
+    }
+
+    /// The peer's view from a reply (replies carry it too).
+    pub fn handle_peer_view(&mut self, view: PeerView) {
+        self.peer = Some(view);
+    }
+
+    /// Expire overdue probes and decay the damping penalty.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.timeout();
+        while let Some((_, sent)) = self.outstanding.front() {
+            if now.saturating_duration_since(*sent) < timeout {
+                break;
+            }
+            self.outstanding.pop_front();
+            self.lost();
+            if self.consecutive_lost >= self.timings.down_after && self.state != Health::Down {
+                if self.state.carries() {
+                    self.flap(now);
+                }
+                self.state = Health::Down;
+            }
+        }
+        self.decay(now);
+    }
+
+    fn lost(&mut self) {
+        self.push(Sample::Lost);
+        self.consecutive_lost += 1;
+        self.consecutive_ok = 0;
+        self.update_degraded();
+    }
+
+    fn push(&mut self, s: Sample) {
+        if s == Sample::Lost {
+            self.lost_in_window += 1;
+        }
+        self.window.push_back(s);
+        while self.window.len() > self.timings.window {
+            if self.window.pop_front() == Some(Sample::Lost) {
+                self.lost_in_window -= 1;
+            }
+        }
+    }
+
+    fn flap(&mut self, now: Instant) {
+        self.decay(now);
+        self.penalty += self.damping.penalty;
+        if self.penalty > self.damping.suppress_above && self.suppressed_since.is_none() {
+            self.suppressed_since = Some(now);
+        }
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.penalty_at).as_secs_f64();
+        let half = self.damping.half_life.as_secs_f64().max(1e-3);
+        self.penalty *= 0.5f64.powf(dt / half);
+        self.penalty_at = now;
+        if let Some(since) = self.suppressed_since {
+            if self.penalty < self.damping.reuse_below
+                || now.saturating_duration_since(since) >= self.damping.max_suppress
+            {
+                self.suppressed_since = None;
+            }
+        }
+    }
+
+    pub fn penalty(&self) -> f64 {
+        self.penalty
+    }
+
+    /// When the link next needs attention: a probe to send or one to expire.
+    pub fn poll_timeout(&self) -> Instant {
+        let expiry = self
+            .outstanding
+            .front()
+            .map(|(_, sent)| *sent + self.timeout());
+        match expiry {
+            Some(e) => e.min(self.next_probe_at),
+            None => self.next_probe_at,
+        }
+    }
+
+    fn rtts(&self) -> Vec<Duration> {
+        self.window
+            .iter()
+            .filter_map(|s| match s {
+                Sample::Rtt(d) => Some(*d),
+                Sample::Lost => None,
+            })
+            .collect()
+    }
+
+    fn rtt_quantile(&self, q: f64) -> Option<Duration> {
+        let mut rtts = self.rtts();
+        if rtts.is_empty() {
+            return None;
+        }
+        rtts.sort_unstable();
+        let i = ((rtts.len() as f64 - 1.0) * q).round() as usize;
+        rtts.get(i).copied()
+    }
+
+    fn jitter(&self) -> Option<Duration> {
+        let rtts = self.rtts();
+        if rtts.len() < 2 {
+            return None;
+        }
+        let total: f64 = rtts
+            .windows(2)
+            .map(|w| (w[1].as_secs_f64() - w[0].as_secs_f64()).abs())
+            .sum();
+        Some(Duration::from_secs_f64(total / (rtts.len() - 1) as f64))
+    }
+
+    fn loss(&self) -> f64 {
+        if self.window.is_empty() {
+            return 0.0;
+        }
+        self.lost_in_window as f64 / self.window.len() as f64
+    }
+
+    /// `degraded` is a slow signal (a window of hundreds of probes): evaluating it every
+    /// [`DEGRADED_EVAL_EVERY`] samples changes nothing that matters and keeps the per-probe
+    /// cost constant (RTT percentiles sort the window).
+    fn update_degraded(&mut self) {
+        self.since_eval += 1;
+        if self.since_eval < DEGRADED_EVAL_EVERY {
+            return;
+        }
+        self.since_eval = 0;
+        if self.window.len() < self.timings.min_samples {
+            self.degraded = false;
+            return;
+        }
+        let (loss, p95, jitter) = (self.loss(), self.rtt_quantile(0.95), self.jitter());
+        let t = self.thresholds;
+        let over = loss > t.loss
+            || p95.is_some_and(|r| r > t.rtt_p95)
+            || jitter.is_some_and(|j| j > t.jitter);
+        let clear = loss < t.loss / 2.0
+            && p95.is_none_or(|r| r.as_secs_f64() < t.rtt_p95.as_secs_f64() * 0.8)
+            && jitter.is_none_or(|j| j.as_secs_f64() < t.jitter.as_secs_f64() * 0.8);
+        if over {
+            self.degraded = true;
+        } else if clear {
+            self.degraded = false;
+        }
+    }
+
+    pub fn figures(&self) -> Figures {
+        Figures {
+            rtt_p50: self.rtt_quantile(0.5),
+            rtt_p95: self.rtt_quantile(0.95),
+            jitter: self.jitter(),
+            loss: self.loss(),
+            loss_in: self.rx.loss(),
+            loss_out: self
+                .peer
+                .and_then(|p| p.rx_loss_ppm)
+                .map(|ppm| f64::from(ppm) / 1e6),
+            consecutive_lost: self.consecutive_lost,
+            samples: self.window.len(),
+        }
+    }
+
+    /// Our loss of the peer's requests, for the `rx_loss_ppm` field.
+    pub fn rx_loss_ppm(&self) -> Option<u32> {
+        self.rx.loss().map(|l| (l * 1e6).round() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn link(now: Instant) -> LinkHealth {
+        LinkHealth::new(
+            Timings::DEFAULT,
+            Thresholds {
+                loss: 0.2,
+                rtt_p95: ms(150),
+                jitter: ms(30),
+            },
+            Damping {
+                penalty: 1000.0,
+                half_life: Duration::from_secs(60),
+                suppress_above: 3000.0,
+                reuse_below: 750.0,
+                max_suppress: Duration::from_secs(600),
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn the_first_answer_brings_a_new_link_up() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        assert_eq!(l.own(), Health::Unknown);
+        let seq = l.poll_probe(t0).unwrap();
+        assert!(l.handle_reply(seq, t0 + ms(2)));
+        assert_eq!(l.own(), Health::Up);
+    }
+
+    #[test]
+    fn a_reply_to_no_outstanding_probe_is_rejected() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        assert!(!l.handle_reply(42, t0));
+        let seq = l.poll_probe(t0).unwrap();
+        assert!(l.handle_reply(seq, t0 + ms(1)));
+        assert!(!l.handle_reply(seq, t0 + ms(2)), "a duplicate reply");
+    }
+
+    #[test]
+    fn requests_are_accepted_once_and_not_when_too_old() {
+        let view = PeerView {
+            health: Health::Up,
+            pinned: false,
+            draining: false,
+            priority: 0,
+            fingerprint: 0,
+            rx_loss_ppm: None,
+        };
+        let mut l = link(Instant::now());
+        assert!(l.handle_request(100, view));
+        assert!(!l.handle_request(100, view), "replay");
+        assert!(l.handle_request(99, view), "reordered, not yet seen");
+        assert!(l.handle_request(200, view));
+        assert!(!l.handle_request(120, view), "older than the 64 last");
+    }
+
+    #[test]
+    fn probing_speeds_up_after_a_miss() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let s = l.poll_probe(t0).unwrap();
+        l.handle_reply(s, t0 + ms(1));
+        // Unanswered from here on.
+        let mut t = t0 + ms(100);
+        let mut sent = vec![];
+        while t < t0 + ms(1000) {
+            l.handle_timeout(t);
+            if l.poll_probe(t).is_some() {
+                sent.push(t - t0);
+            }
+            t += ms(5);
+        }
+        // 100, 200 and 300 at the normal rhythm (the first becomes overdue at 300), then
+        // every 50 ms.
+        assert_eq!(sent[..4], [ms(100), ms(200), ms(300), ms(350)]);
+        assert_eq!(l.own(), Health::Down);
+    }
+}

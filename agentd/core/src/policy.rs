@@ -1,0 +1,217 @@
+//! One route group's choice of active link.
+//!
+//! The active link is the usable link with the best (class, priority), where the class is:
+//! 0 up (or degraded, when the group fails over only on `down`), 1 degraded, 2 usable only as a
+//! last resort (suppressed by flap damping, or drained), 3 unusable (down, unknown). So the last
+//! usable link is never left for damping or a drain: it is taken when nothing better exists.
+//!
+//! - A pin wins over health until released.
+//! - Leaving an unusable active link happens at once, whatever timers run.
+//! - Leaving a degraded active link for a better class is elective: at most one elective switch
+//!   per `hold_down`.
+//! - Moving back to a better-priority link of the same class (failback) needs `preempt`, the
+//!   hold-down, and that link being continuously better for `failback_after`.
+//! - No usable link: no active link (the routes fail closed).
+
+use std::time::{Duration, Instant};
+
+use crate::health::Health;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPolicy {
+    /// Links in order of preference.
+    pub links: Vec<String>,
+    /// Leave a degraded active link (true) or only a down one (false).
+    pub failover_on_degraded: bool,
+    pub preempt: bool,
+    pub failback_after: Duration,
+    pub hold_down: Duration,
+}
+
+/// What the policy knows about one link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The agreed health (worse of both ends), before damping.
+    pub health: Health,
+    /// Damped by either end.
+    pub damped: bool,
+    /// Drained by either end.
+    pub drained: bool,
+}
+
+/// Why the active link changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Stay,
+    Switch { to: Option<String>, why: Why },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The first usable link after start-up or after none was.
+    FirstUsable,
+    /// The active link is down (or unknown, or damped/drained with a better link usable).
+    ActiveUnusable,
+    /// The active link is degraded and a better one is up.
+    ActiveDegraded,
+    /// A preferred link has been healthy long enough.
+    Failback,
+    /// An operator's pin (here or at the peer).
+    Pinned,
+    /// No usable link is left.
+    NoUsableLink,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupState {
+    pub active: Option<String>,
+    pub last_elective: Option<Instant>,
+    /// The link that is better than the active one, and since when (for failback).
+    better: Option<(String, Instant)>,
+    /// A pin was just released: the next failback need not wait.
+    pub released: bool,
+    /// A pin (here or at the peer) held the group at the last decision.
+    pinned: bool,
+}
+
+impl GroupPolicy {
+    fn class(&self, c: &Candidate) -> u8 {
+        let base = match c.health {
+            Health::Up => 0,
+            Health::Degraded if !self.failover_on_degraded => 0,
+            Health::Degraded => 1,
+            _ => return 3,
+        };
+        if c.damped || c.drained {
+            2
+        } else {
+            base
+        }
+    }
+
+    /// Decide for `state` given each link's candidate (by the index in `links`) and a pin.
+    pub fn choose(
+        &self,
+        state: &mut GroupState,
+        candidates: &[Candidate],
+        pin: Option<&str>,
+        now: Instant,
+    ) -> Choice {
+        let pin = pin.filter(|p| self.links.iter().any(|l| l == p));
+        if pin.is_none() && std::mem::take(&mut state.pinned) {
+            // Whoever released the pin asks for the automatic choice now.
+            state.released = true;
+        }
+        if let Some(pin) = pin {
+            state.pinned = true;
+            state.better = None;
+            if state.active.as_deref() != Some(pin) {
+                return self.switch(state, Some(pin.to_owned()), Why::Pinned, now, false);
+            }
+            return Choice::Stay;
+        }
+        let rank = |i: usize| (self.class(&candidates[i]), i);
+        let best = (0..self.links.len().min(candidates.len()))
+            .filter(|&i| self.class(&candidates[i]) < 3)
+            .min_by_key(|&i| rank(i));
+        let active = state
+            .active
+            .as_ref()
+            .and_then(|a| self.links.iter().position(|l| l == a));
+        let released = std::mem::take(&mut state.released);
+        match (active, best) {
+            (None, None) => Choice::Stay,
+            (None, Some(b)) => self.switch(
+                state,
+                Some(self.links[b].clone()),
+                Why::FirstUsable,
+                now,
+                false,
+            ),
+            (Some(_), None) => self.switch(state, None, Why::NoUsableLink, now, false),
+            (Some(a), Some(b)) => {
+                let (ca, cb) = (rank(a).0, rank(b).0);
+                if a == b {
+                    state.better = None;
+                    return Choice::Stay;
+                }
+                if ca >= 2 && cb < ca {
+                    // Unusable, or damped/drained while a clean link exists: leave at once.
+                    return self.switch(
+                        state,
+                        Some(self.links[b].clone()),
+                        Why::ActiveUnusable,
+                        now,
+                        false,
+                    );
+                }
+                let held = state
+                    .last_elective
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.hold_down);
+                if cb < ca {
+                    // A better class: leave the degraded link, one elective switch per hold-down.
+                    if held {
+                        return Choice::Stay;
+                    }
+                    return self.switch(
+                        state,
+                        Some(self.links[b].clone()),
+                        Why::ActiveDegraded,
+                        now,
+                        true,
+                    );
+                }
+                // Same class, better priority: failback.
+                if (!self.preempt && !released) || rank(b) >= rank(a) {
+                    state.better = None;
+                    return Choice::Stay;
+                }
+                let since = match &state.better {
+                    Some((l, t)) if *l == self.links[b] => *t,
+                    _ => {
+                        state.better = Some((self.links[b].clone(), now));
+                        now
+                    }
+                };
+                if released
+                    || (now.saturating_duration_since(since) >= self.failback_after && !held)
+                {
+                    return self.switch(
+                        state,
+                        Some(self.links[b].clone()),
+                        Why::Failback,
+                        now,
+                        true,
+                    );
+                }
+                Choice::Stay
+            }
+        }
+    }
+
+    fn switch(
+        &self,
+        state: &mut GroupState,
+        to: Option<String>,
+        why: Why,
+        now: Instant,
+        elective: bool,
+    ) -> Choice {
+        state.active = to.clone();
+        state.better = None;
+        if elective {
+            state.last_elective = Some(now);
+        }
+        Choice::Switch { to, why }
+    }
+
+    /// When the failback timer of `state` expires, if one runs.
+    pub fn deadline(&self, state: &GroupState) -> Option<Instant> {
+        let fb = state.better.as_ref().map(|(_, t)| *t + self.failback_after);
+        let hd = state.last_elective.map(|t| t + self.hold_down);
+        match (fb, hd) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, _) => a,
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! A simulated network between two engines (the two gateways), with a simulated clock:
+//! probes travel with a fixed latency and are lost per link and direction as the test says.
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use isthmus_core::engine::OwnView;
+use isthmus_core::health::{Damping, Thresholds};
+use isthmus_core::policy::GroupPolicy;
+use isthmus_core::{Engine, EngineConfig, Event, GroupConfig, LinkConfig, PeerView, Timings};
+
+pub const LINKS: [&str; 2] = ["ic", "inet"];
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn config(timings: Timings, links: &[&str], failback_after: Duration) -> EngineConfig {
+    EngineConfig {
+        timings,
+        thresholds: Thresholds {
+            loss: 0.2,
+            rtt_p95: ms(150),
+            jitter: ms(30),
+        },
+        damping: Damping {
+            penalty: 1000.0,
+            half_life: secs(60),
+            suppress_above: 3000.0,
+            reuse_below: 750.0,
+            max_suppress: secs(600),
+        },
+        links: LINKS
+            .iter()
+            .map(|n| LinkConfig {
+                name: (*n).to_owned(),
+            })
+            .collect(),
+        groups: vec![GroupConfig {
+            name: "g".into(),
+            policy: GroupPolicy {
+                links: links.iter().map(|s| (*s).to_owned()).collect(),
+                failover_on_degraded: true,
+                preempt: true,
+                failback_after,
+                hold_down: secs(5),
+            },
+        }],
+    }
+}
+
+/// Loss in one direction of one link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cond {
+    pub cut: bool,
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Request,
+    Reply,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Msg {
+    /// 0: to A, 1: to B.
+    to: usize,
+    link: usize,
+    kind: Kind,
+    seq: u32,
+    health: u8,
+    pinned: bool,
+    draining: bool,
+    priority: u8,
+    fingerprint: u32,
+    rx_loss_ppm: Option<u32>,
+}
+
+/// An invariant checked after every input.
+pub type Check = Box<dyn FnMut(&Net)>;
+
+/// An active-link change: (time since t0, from, to, reason).
+pub type Switch = (
+    Duration,
+    Option<String>,
+    Option<String>,
+    isthmus_core::SwitchReason,
+);
+
+pub struct Net {
+    pub t0: Instant,
+    pub now: Instant,
+    pub sides: [Engine; 2],
+    queue: BinaryHeap<Reverse<(Instant, u64, Msg)>>,
+    n: u64,
+    /// [link][direction]: direction 0 is A→B, 1 is B→A.
+    pub cond: [[Cond; 2]; 2],
+    pub latency: Duration,
+    rng: u64,
+    /// Every event of each side, with the side's time.
+    pub events: [Vec<Event>; 2],
+    /// Requests sent: [side][link] → (send time, seq).
+    pub sent: [[Vec<(Instant, u32)>; 2]; 2],
+    /// Seqs whose reply arrived: [side][link].
+    pub answered: [[std::collections::BTreeSet<u32>; 2]; 2],
+    /// Called after every processed input, with the net (for invariants).
+    pub check: Option<Check>,
+}
+
+impl Net {
+    pub fn new(a: EngineConfig, b: EngineConfig, seed: u64) -> Net {
+        let t0 = Instant::now();
+        Net {
+            t0,
+            now: t0,
+            sides: [Engine::new(a, t0), Engine::new(b, t0)],
+            queue: BinaryHeap::new(),
+            n: 0,
+            cond: [[Cond::default(); 2]; 2],
+            latency: ms(2),
+            rng: seed | 1,
+            events: [Vec::new(), Vec::new()],
+            sent: Default::default(),
+            answered: Default::default(),
+            check: None,
+        }
+    }
+
+    pub fn symmetric(timings: Timings, failback_after: Duration, seed: u64) -> Net {
+        let c = config(timings, &LINKS, failback_after);
+        Net::new(c.clone(), c, seed)
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn link_index(name: &str) -> usize {
+        LINKS.iter().position(|l| *l == name).expect("known link")
+    }
+
+    fn send(&mut self, from: usize, link: usize, kind: Kind, seq: u32, view: OwnView) {
+        let dir = from; // 0: A→B, 1: B→A
+        let c = self.cond[link][dir];
+        if c.cut || (c.loss > 0.0 && self.random() < c.loss) {
+            return;
+        }
+        self.n += 1;
+        let msg = Msg {
+            to: 1 - from,
+            link,
+            kind,
+            seq,
+            health: view.health.code(),
+            pinned: view.pinned,
+            draining: view.draining,
+            priority: view.priority,
+            fingerprint: view.fingerprint,
+            rx_loss_ppm: view.rx_loss_ppm,
+        };
+        self.queue
+            .push(Reverse((self.now + self.latency, self.n, msg)));
+    }
+
+    fn drain_outputs(&mut self) {
+        for side in 0..2 {
+            while let Some(e) = self.sides[side].poll_event() {
+                self.events[side].push(e);
+            }
+            while let Some((link, seq, view)) = self.sides[side].poll_probe(self.now) {
+                let li = Self::link_index(&link);
+                self.sent[side][li].push((self.now, seq));
+                self.send(side, li, Kind::Request, seq, view);
+            }
+            while let Some(e) = self.sides[side].poll_event() {
+                self.events[side].push(e);
+            }
+        }
+        if let Some(mut check) = self.check.take() {
+            check(self);
+            self.check = Some(check);
+        }
+    }
+
+    /// Run the simulation until `until` (relative to t0).
+    pub fn run_until(&mut self, until: Duration) {
+        let end = self.t0 + until;
+        loop {
+            let timer = self.sides.iter().filter_map(Engine::poll_timeout).min();
+            let delivery = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let next = [timer, delivery].into_iter().flatten().min().unwrap_or(end);
+            if next > end {
+                self.now = end;
+                for s in &mut self.sides {
+                    s.handle_timeout(end);
+                }
+                self.drain_outputs();
+                return;
+            }
+            self.now = next.max(self.now);
+            if delivery == Some(next) {
+                let Some(Reverse((_, _, msg))) = self.queue.pop() else {
+                    continue;
+                };
+                self.deliver(msg);
+            } else {
+                for s in &mut self.sides {
+                    s.handle_timeout(self.now);
+                }
+            }
+            self.drain_outputs();
+        }
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let at = self.now.saturating_duration_since(self.t0) + d;
+        self.run_until(at);
+    }
+
+    fn deliver(&mut self, m: Msg) {
+        let view = PeerView {
+            health: isthmus_core::Health::from_code(m.health),
+            pinned: m.pinned,
+            draining: m.draining,
+            priority: m.priority,
+            fingerprint: m.fingerprint,
+            rx_loss_ppm: m.rx_loss_ppm,
+        };
+        let link = LINKS[m.link];
+        let now = self.now;
+        match m.kind {
+            Kind::Request => {
+                if self.sides[m.to].handle_request(link, m.seq, view, now) {
+                    if let Some(own) = self.sides[m.to].own_view(link) {
+                        self.send(m.to, m.link, Kind::Reply, m.seq, own);
+                    }
+                }
+            }
+            Kind::Reply => {
+                self.answered[m.to][m.link].insert(m.seq);
+                self.sides[m.to].handle_reply(link, m.seq, view, now);
+            }
+        }
+    }
+
+    pub fn set(&mut self, link: &str, dir: usize, c: Cond) {
+        self.cond[Self::link_index(link)][dir] = c;
+    }
+
+    pub fn cut(&mut self, link: &str, both: bool) {
+        self.set(
+            link,
+            0,
+            Cond {
+                cut: true,
+                loss: 0.0,
+            },
+        );
+        if both {
+            self.set(
+                link,
+                1,
+                Cond {
+                    cut: true,
+                    loss: 0.0,
+                },
+            );
+        }
+    }
+
+    pub fn restore(&mut self, link: &str) {
+        self.set(link, 0, Cond::default());
+        self.set(link, 1, Cond::default());
+    }
+
+    pub fn active(&self, side: usize) -> Option<&str> {
+        self.sides[side].active("g")
+    }
+
+    /// Active-link changes of a side: (time since t0, from, to, reason).
+    pub fn switches(&self, side: usize) -> Vec<Switch> {
+        self.events[side]
+            .iter()
+            .filter_map(|e| match e {
+                Event::ActiveLinkChanged {
+                    from,
+                    to,
+                    reason,
+                    at,
+                    ..
+                } => Some((
+                    at.saturating_duration_since(self.t0),
+                    from.clone(),
+                    to.clone(),
+                    reason.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When a side sent the first request on `link` at or after `t` (relative to t0) that
+    /// was never answered: the first lost probe.
+    pub fn first_lost_after(&self, side: usize, link: &str, t: Duration) -> Option<Duration> {
+        let li = Self::link_index(link);
+        self.sent[side][li]
+            .iter()
+            .filter(|(_, seq)| !self.answered[side][li].contains(seq))
+            .map(|(at, _)| at.saturating_duration_since(self.t0))
+            .find(|s| *s >= t)
+    }
+}
