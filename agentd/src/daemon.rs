@@ -17,8 +17,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, Limits, Policy};
+use crate::events::{self, EventLog};
+use crate::failover::{self, Failover};
 use crate::logging::LogControl;
 use crate::netlink::Netlink;
+use crate::probe::peer::ProbeIn;
 use crate::reload::{self, Running};
 use crate::routes::{self, RouteManager};
 use crate::tunnel::Tunnels;
@@ -31,19 +34,12 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
 /// reconcile once.
 const ROUTE_EVENT_DEBOUNCE: Duration = Duration::from_millis(20);
 
-/// An operator's pin of a route group to a link.
-pub struct PinState {
-    pub link: String,
-    pub reason: String,
-    pub at: Instant,
-}
-
 /// What the loop knows; read by [`status::build`].
 pub struct State {
     pub tunnels: Tunnels,
     pub routes: RouteManager,
-    /// Manual pins by route group.
-    pub pins: BTreeMap<String, PinState>,
+    pub failover: Failover,
+    pub events: EventLog,
     /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
     route_tables: Vec<u32>,
     pub host_warnings: Vec<String>,
@@ -92,12 +88,25 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (route_events_tx, mut route_events) = mpsc::channel(1);
     routes::kernel::watch(route_events_tx);
 
+    let (probe_tx, mut probes) = mpsc::channel::<ProbeIn>(1024);
+    let mut failover = Failover::new(&running.config, probe_tx, Instant::now());
+    failover.sync_sockets(&running.config, |l| tunnels.ifindex(l).is_some());
+    let mut event_log = EventLog::open(&running.config.agent.state_dir);
+    event_log.push(
+        events::record(
+            "started",
+            format!("agentd {} started", env!("CARGO_PKG_VERSION")),
+        ),
+        std::time::SystemTime::now(),
+    );
+
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     let mut state = State {
         tunnels,
         routes,
-        pins: BTreeMap::new(),
+        failover,
+        events: event_log,
         route_tables: Vec::new(),
         host_warnings: Vec::new(),
         started_at: Instant::now(),
@@ -140,7 +149,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                     let _ = reply.send(state.reload(&opts, &log, &policy_tx, &mut socket).await);
                 }
                 Command::Links { reply } => {
-                    let _ = reply.send(state.tunnels.status());
+                    let _ = reply.send(state.link_statuses());
                 }
                 Command::Routes { reply } => {
                     let desired = state.desired_routes();
@@ -157,7 +166,25 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 Command::Failback { group, reply } => {
                     let _ = reply.send(state.failback(&group).await);
                 }
+                Command::Drain { link, on, reply } => {
+                    let _ = reply.send(state.drain(&link, on).await);
+                }
+                Command::Events { since, limit, reply } => {
+                    let _ = reply.send(state.events.since(since, limit));
+                }
             },
+            Some(probe) = probes.recv() => {
+                state.failover.on_probe(probe);
+                // Drain what else arrived, then act once.
+                while let Ok(p) = probes.try_recv() {
+                    state.failover.on_probe(p);
+                }
+                state.after_engine().await;
+            }
+            _ = sleep_until(state.failover.deadline()) => {
+                state.failover.on_timeout(Instant::now());
+                state.after_engine().await;
+            }
             Some(()) = route_events.recv() => {
                 tokio::time::sleep(ROUTE_EVENT_DEBOUNCE).await;
                 while route_events.try_recv().is_ok() {}
@@ -165,6 +192,8 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             }
             _ = maintain.tick() => {
                 state.tunnels.maintain().await;
+                let tunnels = &state.tunnels;
+                state.failover.sync_sockets(&state.running.config, |l| tunnels.ifindex(l).is_some());
                 state.reconcile_routes().await;
                 state.check_host();
             }
@@ -173,6 +202,10 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     }
 
     notify::stopping();
+    state.events.push(
+        events::record("stopped", "agentd stopped"),
+        std::time::SystemTime::now(),
+    );
     let desired = state.desired_routes();
     state.routes.release(&desired).await;
     state.tunnels.stop_all();
@@ -185,6 +218,17 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     Ok(())
 }
 
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        // Never spin: at least a millisecond between engine timer runs.
+        Some(d) => {
+            let floor = Instant::now() + Duration::from_millis(1);
+            tokio::time::sleep_until(d.max(floor).into()).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
     match interval {
         Some(i) => {
@@ -195,24 +239,59 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 impl State {
-    /// Each route group's active link: the operator's pin, else the first link of the group.
-    /// (The health engine will choose here.)
+    /// Each route group's active link, as the failover engine chose it (none: fail closed).
     pub fn active_links(&self) -> BTreeMap<String, String> {
         self.running
             .config
             .route_groups
             .iter()
-            .filter_map(|g| {
-                let pinned = self
-                    .pins
-                    .get(&g.name)
-                    .map(|p| p.link.clone())
-                    .filter(|l| g.links.contains(l));
-                pinned
-                    .or_else(|| g.links.first().cloned())
-                    .map(|l| (g.name.clone(), l))
-            })
+            .filter_map(|g| self.failover.active(&g.name).map(|l| (g.name.clone(), l)))
             .collect()
+    }
+
+    /// Tunnel state and counters, with the engine's health and measurements.
+    pub fn link_statuses(&self) -> Vec<isthmus_api::LinkStatus> {
+        let mut links = self.tunnels.status();
+        for l in &mut links {
+            if let Some(h) = self.failover.health(&l.name) {
+                l.health = h.as_str().to_owned();
+            }
+            if let Some((own, peer, figures)) = self.failover.report(&l.name) {
+                l.own_health = own.as_str().to_owned();
+                l.peer_health = peer.map(|p| p.health.as_str().to_owned());
+                l.drained = self.failover.drained(&l.name) || peer.is_some_and(|p| p.draining);
+                if figures.samples > 0 {
+                    l.figures = Some(failover::api_figures(&figures));
+                }
+            }
+            l.probe_drops = self.failover.probe_drops(&l.name);
+        }
+        links
+    }
+
+    /// Log what the engine decided and move routes if an active link changed.
+    async fn after_engine(&mut self) {
+        let now = Instant::now();
+        let mut moved = false;
+        for e in self.failover.flush(now) {
+            let (rec, at) = failover::to_record(&e, now);
+            match rec.kind.as_str() {
+                "active_link_changed" => {
+                    moved = true;
+                    tracing::warn!(group = ?rec.group, from = ?rec.from, to = ?rec.to, reason = %rec.reason, "active link changed");
+                }
+                "ranking_mismatch" => {
+                    tracing::warn!(link = ?rec.link, reason = %rec.reason, "link ranking differs from the peer's")
+                }
+                _ => {
+                    tracing::info!(link = ?rec.link, from = ?rec.from, to = ?rec.to, reason = %rec.reason, "link health changed")
+                }
+            }
+            self.events.push(rec, at);
+        }
+        if moved {
+            self.reconcile_routes().await;
+        }
     }
 
     fn desired_routes(&self) -> routes::Desired {
@@ -250,11 +329,14 @@ impl State {
             destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
             links: g.links.clone(),
             active_link: self.active_links().get(name).cloned(),
-            pinned: self.pins.get(name).map(|p| isthmus_api::Pin {
-                link: p.link.clone(),
-                reason: p.reason.clone(),
-                seconds_ago: p.at.elapsed().as_secs(),
-            }),
+            pinned: self
+                .failover
+                .pin_of(name)
+                .map(|(link, reason, at)| isthmus_api::Pin {
+                    link,
+                    reason,
+                    seconds_ago: at.elapsed().as_secs(),
+                }),
         })
     }
 
@@ -279,17 +361,12 @@ impl State {
                 ),
             ));
         }
-        let from = self.active_links().get(group).cloned();
-        self.pins.insert(
-            group.to_owned(),
-            PinState {
-                link: to.to_owned(),
-                reason: reason.to_owned(),
-                at: Instant::now(),
-            },
-        );
-        self.reconcile_routes().await;
-        tracing::info!(group, from = ?from, to, reason, "manual failover: group pinned");
+        let mut rec = events::record("pin", reason);
+        rec.group = Some(group.to_owned());
+        rec.to = Some(to.to_owned());
+        self.events.push(rec, std::time::SystemTime::now());
+        self.failover.pin(group, to, reason, Instant::now());
+        self.after_engine().await;
         self.group_status(group)
             .ok_or_else(|| ErrorBody::new(ErrorKind::Internal, "group vanished"))
     }
@@ -301,12 +378,43 @@ impl State {
                 format!("no route group {group:?}"),
             ));
         }
-        if let Some(pin) = self.pins.remove(group) {
-            tracing::info!(group, from = %pin.link, "manual failback: group returns to automatic");
+        if self.failover.unpin(group, Instant::now()) {
+            let mut rec = events::record("unpin", "returned to automatic choice");
+            rec.group = Some(group.to_owned());
+            self.events.push(rec, std::time::SystemTime::now());
         }
-        self.reconcile_routes().await;
+        self.after_engine().await;
         self.group_status(group)
             .ok_or_else(|| ErrorBody::new(ErrorKind::Internal, "group vanished"))
+    }
+
+    async fn drain(&mut self, link: &str, on: bool) -> Result<Vec<RouteGroupStatus>, ErrorBody> {
+        if self.running.config.link(link).is_none() {
+            return Err(ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("no link {link:?}"),
+            ));
+        }
+        let mut rec = events::record(
+            "drain",
+            if on {
+                "drained for maintenance"
+            } else {
+                "drain ended"
+            },
+        );
+        rec.link = Some(link.to_owned());
+        self.events.push(rec, std::time::SystemTime::now());
+        self.failover.set_drain(link, on, Instant::now());
+        self.after_engine().await;
+        Ok(self
+            .running
+            .config
+            .route_groups
+            .iter()
+            .filter(|g| g.links.iter().any(|l| l == link))
+            .filter_map(|g| self.group_status(&g.name))
+            .collect())
     }
 
     /// Re-read the config file; apply it if valid, keep the running one if not.
@@ -399,6 +507,15 @@ impl State {
             warnings: new.warnings.clone(),
         };
         self.running = new;
+        self.failover
+            .update_config(&self.running.config, Instant::now());
+        let tunnels = &self.tunnels;
+        self.failover
+            .sync_sockets(&self.running.config, |l| tunnels.ifindex(l).is_some());
+        let mut rec = events::record("reload", format!("config {} applied", outcome.fingerprint));
+        rec.to = Some(outcome.fingerprint.clone());
+        self.events.push(rec, std::time::SystemTime::now());
+        self.after_engine().await;
         self.reconcile_routes().await;
         Ok(outcome)
     }

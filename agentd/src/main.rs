@@ -3,6 +3,8 @@
 
 mod control;
 mod daemon;
+mod events;
+mod failover;
 mod host;
 mod logging;
 mod netlink;

@@ -31,7 +31,7 @@ pub fn build(state: &State, caller_access: Access) -> Status {
                 }),
             warnings: state.running.warnings.clone(),
         },
-        links: state.tunnels.status(),
+        links: state.link_statuses(),
         route_groups: config
             .route_groups
             .iter()

@@ -12,7 +12,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
 use isthmus_api::{
-    paths, ErrorKind, FailoverRequest, LinkStatus, ReloadOutcome, RoutesStatus, Status, VersionInfo,
+    paths, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ReloadOutcome, RouteGroupStatus,
+    RoutesStatus, Status, VersionInfo,
 };
 use isthmus_config::LoadOptions;
 
@@ -55,6 +56,25 @@ enum Cmd {
     Failback {
         /// The route group.
         group: String,
+    },
+    /// Move every route group off a link for maintenance (it stays the last resort).
+    Drain {
+        /// The link.
+        link: String,
+    },
+    /// End a drain.
+    Undrain {
+        /// The link.
+        link: String,
+    },
+    /// Failovers, health changes and operator actions, oldest first (kept across restarts).
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Show at most this many past events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// Validate a config file locally, exactly as agentd would (no agentd needed).
     CheckConfig {
@@ -127,6 +147,20 @@ async fn run(args: &Args, client: &Client) -> Exit {
             let path = format!("{}{group}/failback", paths::GROUPS);
             show(client.post(&path).await, json, views::group)
         }
+        Cmd::Drain { link } | Cmd::Undrain { link } => {
+            let action = if matches!(args.command, Cmd::Drain { .. }) {
+                "drain"
+            } else {
+                "undrain"
+            };
+            let path = format!("{}{link}/{action}", paths::LINK_ACTIONS);
+            show(
+                client.post(&path).await,
+                json,
+                |g: &Vec<RouteGroupStatus>| views::groups(g),
+            )
+        }
+        Cmd::Events { follow, limit } => events(client, json, *follow, *limit).await,
         Cmd::Reload => show(
             client.post::<ReloadOutcome>(paths::RELOAD).await,
             json,
@@ -167,6 +201,43 @@ async fn run(args: &Args, client: &Client) -> Exit {
                 Err(e) => exit_for(&e),
             }
         }
+    }
+}
+
+async fn events(client: &Client, json: bool, follow: bool, limit: usize) -> Exit {
+    let mut since = 0u64;
+    let mut first = true;
+    loop {
+        let path = format!(
+            "{}?since={since}&limit={}",
+            paths::EVENTS,
+            if first { limit } else { 1000 }
+        );
+        match client.get::<Vec<EventRecord>>(&path).await {
+            Ok(reply) => {
+                if first {
+                    warn_on_version_skew(&reply);
+                }
+                for e in &reply.value {
+                    since = since.max(e.id);
+                    if json {
+                        // One object per line, so that --follow can be piped.
+                        println!("{}", serde_json::to_string(e).unwrap_or_default());
+                    } else {
+                        println!("{}", views::event(e));
+                    }
+                }
+                if first && !json && reply.value.is_empty() && !follow {
+                    println!("no events");
+                }
+            }
+            Err(e) => return fail(e, json),
+        }
+        if !follow {
+            return Exit::Ok;
+        }
+        first = false;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use isthmus_api::{Access, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status};
+use isthmus_api::{
+    Access, EventRecord, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status,
+};
 
 use crate::table::Table;
 
@@ -85,7 +87,7 @@ pub fn status(s: &Status) -> String {
     out
 }
 
-fn groups(list: &[RouteGroupStatus]) -> String {
+pub fn groups(list: &[RouteGroupStatus]) -> String {
     let mut t = Table::new(&[
         "ROUTE GROUP",
         "ACTIVE",
@@ -215,9 +217,24 @@ pub fn links(links: &[LinkStatus]) -> String {
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
+        let f = l.figures.as_ref();
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1}%", v * 100.0));
         t.row(vec![
             l.name.clone(),
-            l.interface.clone(),
+            health(l),
+            f.map_or("-".into(), |f| {
+                format!("{}/{} ms", ms(f.rtt_p50_ms), ms(f.rtt_p95_ms))
+            }),
+            f.map_or("-".into(), |f| {
+                format!(
+                    "{} ({}/{})",
+                    pct(Some(f.loss)),
+                    pct(f.loss_in),
+                    pct(f.loss_out)
+                )
+            }),
+            f.map_or("-".into(), |f| format!("{} ms", ms(f.jitter_ms))),
             l.state.as_str().to_owned(),
             peer(l),
             handshake(l),
@@ -238,6 +255,49 @@ pub fn links(links: &[LinkStatus]) -> String {
         }
     }
     out
+}
+
+/// Agreed health, with the two views when they differ and a drain mark.
+fn health(l: &LinkStatus) -> String {
+    let mut h = l.health.clone();
+    if let Some(peer) = &l.peer_health {
+        if *peer != l.own_health {
+            h = format!("{h} (here {}, peer {peer})", l.own_health);
+        }
+    }
+    if l.drained {
+        h += " DRAINED";
+    }
+    h
+}
+
+/// One event on one line.
+pub fn event(e: &EventRecord) -> String {
+    let subject = match (&e.group, &e.link) {
+        (Some(g), _) => format!("group {g}"),
+        (None, Some(l)) => format!("link {l}"),
+        _ => String::new(),
+    };
+    let change = match (&e.from, &e.to) {
+        (Some(f), Some(t)) => format!(": {f} -> {t}"),
+        (None, Some(t)) => format!(": -> {t}"),
+        (Some(f), None) => format!(": {f} -> none"),
+        (None, None) => String::new(),
+    };
+    let figures = e.figures.as_ref().map_or(String::new(), |f| {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+        format!(
+            " [loss {:.1}%, rtt p95 {}, jitter {}, {} lost in a row]",
+            f.loss * 100.0,
+            ms(f.rtt_p95_ms),
+            ms(f.jitter_ms),
+            f.consecutive_lost
+        )
+    });
+    format!(
+        "{}  {:<19}  {subject}{change}  ({}){figures}",
+        e.time, e.kind, e.reason
+    )
 }
 
 /// The endpoint in use, or the configured one in brackets if none is known yet.

@@ -5,25 +5,28 @@
 # namespace-local only), one WireGuard tunnel 10.99.0.1 <-> 10.99.0.2 (MTU 1420) run by each
 # implementation in turn, interleaved over rounds (round 1: veth agentd wireguard-go boringtun,
 # round 2: ...), fresh namespaces per case. Per case: ping RTT through the tunnel (median of
-# PING_COUNT pings), iperf3 TCP 1 stream and PAR streams (A sends, B receives), CPU time of both
+# PING_COUNT pings, idle and during the 1-stream transfer), iperf3 TCP 1 stream and PAR streams
+# (A sends, B receives), CPU time of both
 # daemons (utime+stime, /proc/PID/stat) during each iperf3 run, their peak RSS, TCP retransmits,
 # UDP receive-buffer drops. Then a table of medians (min–max) and the ratios agentd / others.
 # Not part of the test suite. Needs root. Only ratios within one run are comparable.
 #
 # Usage:
 #   tests/bench/tunnel.sh            build (or reuse) agentd + netctl, run, print the tables
-#   tests/bench/tunnel.sh profile    agentd only: one 1-stream run under `perf record -g` (both
-#                                    ends), one under `strace -c -f`, per-thread CPU; -> $OUT
+#   tests/bench/tunnel.sh profile    agentd only: 1-stream runs with per-thread CPU, under
+#                                    `perf record -g` (both ends; then the whole machine with
+#                                    -a), under `strace -c -f`; reports -> $OUT
 #   tests/bench/tunnel.sh summarize  the tables again from $OUT/raw.jsonl
 #   tests/bench/tunnel.sh cleanup    remove what a killed run left behind (needs RUN_ID=<pid>)
 #
-# Env (defaults): ROUNDS=3 DURATION=10 PAR=4 PING_COUNT=20 PING_INTERVAL=0.1 MTU=1420
+# Env (defaults): ROUNDS=3 DURATION=10 PAR=4 PING_COUNT=50 PING_INTERVAL=0.05 MTU=1420
 #   IMPLS="veth agentd wireguard-go boringtun"  (boringtun is skipped if boringtun-cli is missing)
 #   QUICK=1     smoke test: 1 round of 3 s (overrides ROUNDS and DURATION)
 #   OUT=dir     keep raw.jsonl, raw iperf3 JSON, daemon logs, summary.md there (default: temp, removed)
 #   NO_BUILD=1  do not run cargo; use the existing target/release binaries
 #   AGENTD, NETCTL, WG_GO=wireguard-go, BORINGTUN=~/.cargo/bin/boringtun-cli, PY=python3
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -33,8 +36,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 if [ -n "$QUICK" ] && [ "$QUICK" != 0 ]; then ROUNDS=1; DURATION=3; fi
 PAR=${PAR:-4}
-PING_COUNT=${PING_COUNT:-20}
-PING_INTERVAL=${PING_INTERVAL:-0.1}
+PING_COUNT=${PING_COUNT:-50}
+PING_INTERVAL=${PING_INTERVAL:-0.05}
 MTU=${MTU:-1420}
 IMPLS=${IMPLS:-"veth agentd wireguard-go boringtun"}
 NO_BUILD=${NO_BUILD:-}
@@ -89,7 +92,8 @@ stop_recorded() {
   [ -n "$RUN_DIR" ] && [ -f "$RUN_DIR/pids" ] || return 0
   local pid st
   # newest first: iperf3 and probes before the daemons
-  while read -r pid st; do stop_pid "$pid" "$st"; done < <(tac "$RUN_DIR/pids")
+  # (an entry without a start time was already gone when recorded: never touch that PID)
+  while read -r pid st; do [ -z "$st" ] || stop_pid "$pid" "$st"; done < <(tac "$RUN_DIR/pids")
   : >"$RUN_DIR/pids"
 }
 delete_netns() {
@@ -160,8 +164,12 @@ need_tools() {
 build() {
   if [ -z "$NO_BUILD" ] && command -v cargo >/dev/null 2>&1; then
     log "cargo build --release -p isthmus-agentd -p isthmus-netctl"
-    (cd "$REPO" && cargo build --release -q -p isthmus-agentd -p isthmus-netctl) ||
-      die "build failed"
+    local blog
+    blog=$(mktemp /tmp/isthmus-bench-build.XXXXXX)
+    if ! (cd "$REPO" && cargo build --release -p isthmus-agentd -p isthmus-netctl) >"$blog" 2>&1; then
+      cat "$blog" >&2; rm -f "$blog"; die "build failed"
+    fi
+    rm -f "$blog"
   fi
   [ -x "$AGENTD" ] || die "$AGENTD not found (build it, or set AGENTD=)"
   [ -x "$NETCTL" ] || die "$NETCTL not found (build it, or set NETCTL=)"
@@ -180,7 +188,7 @@ versions() {
   git -C "$REPO" diff --quiet HEAD -- agentd 2>/dev/null || rev="$rev+dirty"
   echo "kernel:        $(uname -r)"
   echo "cpu:           $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
-  echo "agentd:        $("$AGENTD" --version 2>&1 | head -1) (git $rev, ${AGENTD_SRC:-$AGENTD})"
+  echo "agentd:        $("$AGENTD" --version 2>&1 | head -1) (tree at git $rev; ${AGENTD_SRC:-$AGENTD} built $(date -r "${AGENTD_SRC:-$AGENTD}" '+%F %T'), sha256 $(sha256sum "$AGENTD" | cut -c1-12))"
   echo "wireguard-go:  $("$WG_GO" --version 2>&1 | head -1)"
   if [ -x "$BORINGTUN" ]; then echo "boringtun-cli: $("$BORINGTUN" --version 2>&1 | head -1)"
   else echo "boringtun-cli: not installed ($BORINGTUN; cargo install boringtun-cli)"; fi
@@ -216,6 +224,7 @@ agentd_config() {
   mkdir -p "$dir/state" "$dir/wireguard"
   chmod 700 "$dir"
   install -m 600 "$RUN_DIR/$side.key" "$dir/private.key"
+  # peer_address: required by newer agentd for a /24 (older ones reject the key: retried below)
   cat >"$dir/agentd.toml" <<EOF
 [agent]
 name = "bench-$side"
@@ -237,10 +246,18 @@ peer_public_key = "$peerpub"
 peer_endpoint = "$peerul:$PORT"
 allowed_ips = ["$peertun/32"]
 addresses = ["$mytun/24"]
+peer_address = "$peertun"
 mtu = $MTU
 EOF
-  "$AGENTD" --check-config "$dir/agentd.toml" >"$dir/check.log" 2>&1 ||
-    { cat "$dir/check.log" >&2; die "agentd config $side invalid"; }
+  if ! "$AGENTD" --check-config "$dir/agentd.toml" >"$dir/check.log" 2>&1; then
+    grep -v '^peer_address = ' "$dir/agentd.toml" >"$dir/agentd-old.toml"
+    if "$AGENTD" --check-config "$dir/agentd-old.toml" >/dev/null 2>&1; then
+      mv "$dir/agentd-old.toml" "$dir/agentd.toml"
+    else
+      cat "$dir/check.log" >&2
+      die "agentd config $side invalid"
+    fi
+  fi
   echo "$dir/agentd.toml"
 }
 
@@ -336,13 +353,14 @@ udp_rcvbuf_errors() { # NS -> UDP RcvbufErrors of the namespace (0 if unknown)
     /^Udp:/ { if (!h) { for (i=1;i<=NF;i++) n[i]=$i; h=1 } else { for (i=1;i<=NF;i++) if (n[i]=="RcvbufErrors") v=$i } }
     END { print v+0 }'
 }
-steal_busy() { # "steal total" jiffies of the machine
-  awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print $9, t}' /proc/stat
+steal_busy() { # "steal total busy" jiffies of the machine (busy: not idle, not iowait)
+  awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print $9, t, t-$5-$6}' /proc/stat
 }
 
-ping_median() { # DST -> "median loss_pct" (RTT in ms)
+ping_median() { # DST [FILE] -> "median loss_pct" (RTT in ms); FILE: ping output from before
   local out
-  out=$(ip netns exec "$NS_A" ping -n -c "$PING_COUNT" -i "$PING_INTERVAL" -W 1 "$1" 2>&1 || true)
+  if [ -n "${2:-}" ]; then out=$(cat "$2" 2>/dev/null || true)
+  else out=$(ip netns exec "$NS_A" ping -n -c "$PING_COUNT" -i "$PING_INTERVAL" -W 1 "$1" 2>&1 || true); fi
   "$PY" - "$out" <<'EOF'
 import re, statistics, sys
 t = [float(x) for x in re.findall(r"time=([0-9.]+) ms", sys.argv[1])]
@@ -351,15 +369,26 @@ print("%s %s" % (("%.4f" % statistics.median(t)) if t else "null", m.group(1) if
 EOF
 }
 
-# run_iperf P FILE -> JSON fragment in IPERF_RESULT
+# run_iperf P FILE [PING_FILE] -> JSON fragment in IPERF_RESULT. With PING_FILE: PING_COUNT
+# pings through the tunnel while the transfer runs (from 1 s in), output kept in PING_FILE.
 run_iperf() {
-  local p=$1 f=$2 a0 b0 a1 b1 s0 s1 pid rc=0
+  local p=$1 f=$2 pingf=${3:-} a0 b0 a1 b1 s0 s1 pid rc=0 ppid=""
   a0=$(ticks "$PID_A"); b0=$(ticks "$PID_B"); s0=$(steal_busy)
   timeout $((DURATION + 30)) ip netns exec "$NS_A" iperf3 -c "$DST" -t "$DURATION" -P "$p" -J \
     </dev/null >"$f" 2>"$f.err" &
   pid=$!
   record_pid "$pid"
+  if [ -n "$pingf" ]; then
+    # as many pings as fit in the transfer (from 1 s in to 0.5 s before its end)
+    local n
+    n=$(awk -v d="$DURATION" -v i="$PING_INTERVAL" -v c="$PING_COUNT" 'BEGIN{m=int((d-1.5)/i); if (m>c) m=c; if (m<1) m=1; print m}')
+    (sleep 1; exec ip netns exec "$NS_A" ping -n -c "$n" -i "$PING_INTERVAL" -W 1 "$DST") \
+      </dev/null >"$pingf" 2>&1 &
+    ppid=$!
+    record_pid "$ppid"
+  fi
   wait "$pid" || rc=$?
+  [ -z "$ppid" ] || wait "$ppid" || true
   a1=$(ticks "$PID_A"); b1=$(ticks "$PID_B"); s1=$(steal_busy)
   IPERF_RESULT=$("$PY" - "$f" "$rc" "$CLK_TCK" "$a0" "$a1" "$b0" "$b1" "$s0" "$s1" <<'EOF'
 import json, sys
@@ -378,6 +407,7 @@ out["cpu"] = {"a_user": (a1[0] - a0[0]) / hz, "a_sys": (a1[1] - a0[1]) / hz,
               "b_user": (b1[0] - b0[0]) / hz, "b_sys": (b1[1] - b0[1]) / hz}
 dt = s1[1] - s0[1]
 out["steal_pct"] = 100 * (s1[0] - s0[0]) / dt if dt > 0 else 0
+out["busy_pct"] = 100 * (s1[2] - s0[2]) / dt if dt > 0 else 0
 print(json.dumps(out))
 EOF
 )
@@ -419,8 +449,9 @@ run_case() {
     ip netns exec "$NS_B" ss -ltnH 2>/dev/null | grep -q ':5201 ' && break
     sleep 0.1
   done
-  local r1 rp
-  run_iperf 1 "$RUN_DIR/iperf1.json"; r1=$IPERF_RESULT
+  local r1 rp lrtt lloss
+  run_iperf 1 "$RUN_DIR/iperf1.json" "$RUN_DIR/ping-loaded.txt"; r1=$IPERF_RESULT
+  read -r lrtt lloss < <(ping_median "$DST" "$RUN_DIR/ping-loaded.txt")
   sleep 1
   run_iperf "$PAR" "$RUN_DIR/iperf$PAR.json"; rp=$IPERF_RESULT
 
@@ -439,16 +470,16 @@ run_case() {
       [ -f "$RUN_DIR/daemon-$i.log" ] && cp "$RUN_DIR/daemon-$i.log" "$OUT/raw/r$round-$impl-daemon-$i.log"
     done
   fi
-  printf '{"ts":"%s","round":%s,"impl":"%s","loadavg":%s,"rtt_ms":%s,"ping_loss_pct":%s,"s1":%s,"sP":%s,"hwm_kb":[%s,%s],"rss_kb":[%s,%s],"udp_rcvbuf_errors":%s}\n' \
-    "$ts" "$round" "$impl" "$loadavg" "$rtt" "$loss" "$r1" "$rp" \
+  printf '{"ts":"%s","round":%s,"impl":"%s","loadavg":%s,"rtt_ms":%s,"ping_loss_pct":%s,"rtt_loaded_ms":%s,"ping_loaded_loss_pct":%s,"s1":%s,"sP":%s,"hwm_kb":[%s,%s],"rss_kb":[%s,%s],"udp_rcvbuf_errors":%s}\n' \
+    "$ts" "$round" "$impl" "$loadavg" "$rtt" "$loss" "$lrtt" "$lloss" "$r1" "$rp" \
     "${hwm_a:-0}" "${hwm_b:-0}" "${rss_a:-0}" "${rss_b:-0}" "${drops:-0}" >>"$RESULTS"
-  log "  rtt ${rtt} ms, 1 stream $("$PY" -c 'import json,sys; g=json.loads(sys.argv[1])["gbps"]; print("%.2f" % g if g is not None else "FAILED")' "$r1") Gbit/s, $PAR streams $("$PY" -c 'import json,sys; g=json.loads(sys.argv[1])["gbps"]; print("%.2f" % g if g is not None else "FAILED")' "$rp") Gbit/s"
+  log "  rtt ${rtt} ms (${lrtt} ms under load), 1 stream $("$PY" -c 'import json,sys; g=json.loads(sys.argv[1])["gbps"]; print("%.2f" % g if g is not None else "FAILED")' "$r1") Gbit/s, $PAR streams $("$PY" -c 'import json,sys; g=json.loads(sys.argv[1])["gbps"]; print("%.2f" % g if g is not None else "FAILED")' "$rp") Gbit/s"
 }
 
 # Run one case in a background subshell (so that a signal to this script is handled at once) with
-# errexit in force; a failed case is logged and the run goes on.
+# errexit in force; its status lands in CASE_RC and the run goes on. NB: never call this in an
+# `if`, `||` or `&&` context: bash would then ignore errexit in the whole subshell.
 case_in_subshell() {
-  local rc=0
   (
     set -euo pipefail
     trap case_cleanup EXIT
@@ -457,9 +488,9 @@ case_in_subshell() {
     "$@"
   ) &
   CASE_PID=$!
-  wait "$CASE_PID" || rc=$?
+  CASE_RC=0
+  wait "$CASE_PID" || CASE_RC=$?
   CASE_PID=""
-  return "$rc"
 }
 
 # ---------------------------------------------------------------- summary
@@ -496,34 +527,40 @@ def cell(vals, fmt="{:.2f}"):
     return "{} ({}–{})".format(fmt.format(st.median(v)), fmt.format(min(v)), fmt.format(max(v)))
 
 out = []
-out.append("| implementation | rounds | TCP 1 stream Gbit/s | TCP %s streams Gbit/s | ping RTT ms (median) "
-           "| retransmits 1 / %s streams | daemon CPU-s per GB, 1 stream | daemon CPU-s per GB, %s streams "
-           "| kernel share of daemon CPU %% | peak RSS MiB (A / B) | UDP rcvbuf drops |" % (P, P, P))
-out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+out.append("| implementation | rounds | TCP 1 stream Gbit/s | TCP %s streams Gbit/s | ping RTT ms, idle "
+           "| ping RTT ms, during 1 stream | retransmits 1 / %s streams | daemon CPU-s per GB, 1 stream "
+           "| daemon CPU-s per GB, %s streams | kernel share of daemon CPU %% | machine busy %%, 1 stream "
+           "| peak RSS MiB (A / B) | UDP rcvbuf drops |" % (P, P, P))
+out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for i in impls:
     rs = [by[i][k] for k in sorted(by[i])]
     tun = i != "veth"
     ha = [r["hwm_kb"][0] / 1024 for r in rs if r["hwm_kb"][0]]
     hb = [r["hwm_kb"][1] / 1024 for r in rs if r["hwm_kb"][1]]
-    out.append("| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |".format(
+    out.append("| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |".format(
         label.get(i, i), len(rs),
         cell([gb(r, "s1") for r in rs]), cell([gb(r, "sP") for r in rs]),
         cell([r["rtt_ms"] for r in rs], "{:.3f}"),
+        cell([r.get("rtt_loaded_ms") for r in rs], "{:.3f}"),
         cell([rt(r, "s1") for r in rs], "{:.0f}"), cell([rt(r, "sP") for r in rs], "{:.0f}"),
         cell([cpg(r, "s1") for r in rs]) if tun else "–",
         cell([cpg(r, "sP") for r in rs]) if tun else "–",
         cell([sysshare(r, "s1") for r in rs], "{:.0f}") if tun else "–",
+        cell([r["s1"].get("busy_pct") for r in rs], "{:.0f}"),
         "{:.1f} / {:.1f}".format(max(ha), max(hb)) if tun and ha and hb else "–",
         cell([r["udp_rcvbuf_errors"] for r in rs], "{:.0f}")))
 out.append("")
-out.append("Cells: median (min–max) over rounds. CPU = utime+stime of both daemons during the iperf3 run,")
-out.append("per GB received. Retransmits: iperf3 sender. Drops: UdpRcvbufErrors of both namespaces.")
+out.append("Cells: median (min–max) over rounds. RTT: median of the pings of a case, idle before the")
+out.append("transfers and again during the 1-stream transfer. CPU = utime+stime of both daemons during the")
+out.append("iperf3 run, per GB received. Machine busy: all CPUs, all processes. Retransmits: iperf3")
+out.append("sender. Drops: UdpRcvbufErrors of both namespaces.")
 out.append("")
 
 # Ratios, computed per round (only rounds where both sides have a value), then median (min–max).
 metrics = [("TCP 1 stream", lambda r: gb(r, "s1"), max),
            ("TCP %s streams" % P, lambda r: gb(r, "sP"), max),
-           ("ping RTT", lambda r: r["rtt_ms"], min),
+           ("ping RTT idle", lambda r: r["rtt_ms"], min),
+           ("ping RTT during 1 stream", lambda r: r.get("rtt_loaded_ms"), min),
            ("CPU-s per GB, 1 stream", lambda r: cpg(r, "s1"), min),
            ("CPU-s per GB, %s streams" % P, lambda r: cpg(r, "sP"), min)]
 def per_round(f, den, pick):  # den: impl name or "best"
@@ -558,7 +595,7 @@ if "agentd" in by:
         out.append("")
         out.append("Throughput ratios > 1 and RTT / CPU-per-GB ratios < 1 favour agentd.")
         b1 = ratios[("best", "TCP 1 stream")]; bP = ratios[("best", "TCP %s streams" % P)]
-        br = ratios[("best", "ping RTT")]
+        br = ratios[("best", "ping RTT idle")]
         if b1 and bP and br:
             ok1, okP, okr = st.median(b1) >= 2, st.median(bP) >= 2, st.median(br) <= 1
             out.append("Goal (agentd >= 2x the better of the two on both stream counts, RTT no worse): "
@@ -581,15 +618,15 @@ out.append("")
 out.append("Per round (Gbit/s 1 / %s streams, RTT ms, retransmits, daemon CPU-s A+B in the 1-stream run, "
            "steal %%, loadavg before the case):" % P)
 out.append("")
-out.append("| round | impl | 1 stream | %s streams | RTT | retrans 1 / %s | CPU-s 1 stream (user+sys A / B) | steal %% | loadavg |" % (P, P))
-out.append("|---|---|---|---|---|---|---|---|---|")
+out.append("| round | impl | 1 stream | %s streams | RTT idle / loaded | retrans 1 / %s | CPU-s 1 stream (user+sys A / B) | busy %% | steal %% | loadavg |" % (P, P))
+out.append("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     f = lambda x, s="{:.2f}": s.format(x) if x is not None else "n/a"
     c = r["s1"]["cpu"]
-    out.append("| {} | {} | {} | {} | {} | {} / {} | {:.2f}+{:.2f} / {:.2f}+{:.2f} | {:.1f} | {} |".format(
+    out.append("| {} | {} | {} | {} | {} / {} | {} / {} | {:.2f}+{:.2f} / {:.2f}+{:.2f} | {:.0f} | {:.1f} | {} |".format(
         r["round"], label.get(r["impl"], r["impl"]), f(gb(r, "s1")), f(gb(r, "sP")), f(r["rtt_ms"], "{:.3f}"),
-        rt(r, "s1"), rt(r, "sP"), c["a_user"], c["a_sys"], c["b_user"], c["b_sys"],
-        r["s1"].get("steal_pct", 0), r["loadavg"]))
+        f(r.get("rtt_loaded_ms"), "{:.3f}"), rt(r, "s1"), rt(r, "sP"), c["a_user"], c["a_sys"], c["b_user"], c["b_sys"],
+        r["s1"].get("busy_pct", 0), r["s1"].get("steal_pct", 0), r["loadavg"]))
 print("\n".join(out))
 EOF
 }
@@ -601,7 +638,7 @@ thread_ticks() {
   local t
   for t in /proc/"$1"/task/*; do
     [ -r "$t/stat" ] || continue
-    echo "$(basename "$t") $(cat "$t/comm" | tr ' ' '_') $(sed 's/^.*) //' "$t/stat" | awk '{print $12, $13}')"
+    echo "$(basename "$t") $(tr ' ' '_' <"$t/comm") $(sed 's/^.*) //' "$t/stat" | awk '{print $12, $13}')"
   done
 }
 
@@ -658,6 +695,26 @@ profile_case() {
       perf report -i "$pdir/perf-$side.data" --children --sort sym --stdio -g none \
         --percent-limit 2 >"$pdir/perf-$side-children.txt" 2>/dev/null || true
     done
+    sleep 1
+    # The whole machine (both daemons, iperf3, kernel softirqs) during another 1-stream run.
+    local ppid
+    perf record -a -e cpu-clock -F 999 -g -o "$pdir/perf-sys.data" >"$pdir/perf-sys.log" 2>&1 &
+    ppid=$!; record_pid "$ppid"
+    sleep 0.5
+    run_iperf 1 "$pdir/iperf-sys.json"; echo "$IPERF_RESULT" >"$pdir/perf-sys-run.json"
+    stop_tracer "$ppid"
+    perf report -i "$pdir/perf-sys.data" --no-children --sort comm --stdio -g none \
+      >"$pdir/perf-sys-comm.txt" 2>/dev/null || true
+    perf report -i "$pdir/perf-sys.data" --no-children --sort comm,dso,sym --stdio -g none \
+      --percent-limit 0.7 >"$pdir/perf-sys-sym.txt" 2>/dev/null || true
+    # the same restricted to this benchmark's processes (the machine may be shared)
+    local comms
+    comms=$(perf report -i "$pdir/perf-sys.data" --no-children --sort comm --stdio -g none 2>/dev/null |
+      awk '$1 ~ /%$/ {print $2}' | grep -E '^(link-|agentd|tokio|iperf3|ksoftirqd|ip$|ping$)' | paste -sd, || true)
+    if [ -n "$comms" ]; then
+      perf report -i "$pdir/perf-sys.data" --no-children --comms "$comms" --sort comm,dso,sym --stdio \
+        -g none --percent-limit 0.7 >"$pdir/perf-sys-ours.txt" 2>/dev/null || true
+    fi
     sleep 1
   else
     log "perf not installed (apt-get install linux-perf): skipping the perf profile"
@@ -744,6 +801,7 @@ profile() {
   versions | tee "$OUT/versions.txt" >&2
   log "profiling agentd, 1 stream, ${DURATION}s per run -> $OUT"
   case_in_subshell profile_case "$OUT"
+  [ "$CASE_RC" = 0 ] || die "profiling failed"
   profile_report "$OUT" | tee "$OUT/profile.txt"
   echo
   for s in a b; do
@@ -754,6 +812,13 @@ profile() {
     grep -v '^#' "$OUT/perf-$s.txt" | grep -v '^$' | head -25
     echo
   done
+  if [ -f "$OUT/perf-sys-comm.txt" ]; then
+    echo "perf (cpu-clock) whole machine during a 1-stream run, by command:"
+    grep -v '^#' "$OUT/perf-sys-comm.txt" | grep -v '^$' | head -10
+    echo "whole machine, top symbols of this benchmark's processes (% of all samples):"
+    grep -v '^#' "$OUT/perf-sys-ours.txt" 2>/dev/null | grep -v '^$' | head -30
+    echo
+  fi
   echo "raw data: $OUT (perf report -i $OUT/perf-a.data)"
 }
 
@@ -765,12 +830,12 @@ main() {
     run) ;;
     profile) profile; return ;;
     summarize)
-      [ -n "$OUT" ] && [ -f "$OUT/raw.jsonl" ] || die "summarize needs OUT=dir with raw.jsonl"
+      if [ -z "$OUT" ] || [ ! -f "$OUT/raw.jsonl" ]; then die "summarize needs OUT=dir with raw.jsonl"; fi
       RESULTS=$OUT/raw.jsonl; summarize; return ;;
     cleanup)
       [ "$RUN_ID" != $$ ] || die "cleanup needs RUN_ID=<pid of the killed run> (see the netns names isb<PID>a/b)"
       leftover_cleanup; return ;;
-    -h|--help|help) sed -n '2,27p' "$0"; return ;;
+    -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; return ;;
     *) die "unknown command $cmd (run, profile, summarize, cleanup)" ;;
   esac
 
@@ -800,7 +865,8 @@ main() {
   local r failed=0
   for r in $(seq 1 "$ROUNDS"); do
     for impl in "${impls[@]}"; do
-      case_in_subshell run_case "$impl" "$r" || { log "round $r: $impl FAILED"; failed=$((failed + 1)); }
+      case_in_subshell run_case "$impl" "$r"
+      if [ "$CASE_RC" != 0 ]; then log "round $r: $impl FAILED"; failed=$((failed + 1)); fi
       sleep 2
     done
   done
@@ -810,4 +876,5 @@ main() {
   [ "$failed" = 0 ] || { log "$failed case(s) failed"; exit 1; }
 }
 
-main "$@"
+# Sourcing the file (for experiments) defines the functions without running anything.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

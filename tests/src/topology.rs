@@ -290,6 +290,31 @@ impl Side {
         }
     }
 
+    /// Wait until route group `group` is active on `link` (per `netctl --json status`).
+    pub fn wait_active(&self, group: &str, link: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = netctl(&self.fx.socket(), &["--json", "status"]);
+            if out.code == 0 {
+                let json = out.json();
+                let active = json["route_groups"]
+                    .as_array()
+                    .and_then(|g| g.iter().find(|x| x["name"] == group))
+                    .and_then(|g| g["active_link"].as_str().map(str::to_owned));
+                if active.as_deref() == Some(link) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: group {group} not active on {link} (it is on {active:?}): {:#}",
+                    self.name,
+                    json["route_groups"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The link's entry in `netctl --json links`.
     pub fn link(&self, name: &str) -> serde_json::Value {
         let json = netctl(&self.fx.socket(), &["--json", "links"]).json();

@@ -76,6 +76,8 @@ fn start(tag: &str) -> (TwoClouds, Agentd, Agentd) {
     let oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     clouds.aws.wait_links_up(&LINKS, UP);
     clouds.oci.wait_links_up(&LINKS, UP);
+    clouds.aws.wait_active("remote", "interconnect", UP);
+    clouds.oci.wait_active("remote", "interconnect", UP);
     (clouds, aws, oci)
 }
 
@@ -254,6 +256,9 @@ fn while_agentd_is_dead_nothing_leaks_in_clear_text_and_a_restart_adopts_its_rou
     // Restart: routes are adopted (one of each, no duplicates) and traffic resumes.
     let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
     clouds.aws.wait_links_up(&LINKS, UP);
+    clouds.aws.wait_active("remote", "interconnect", UP);
+    // The OCI side failed closed too while its peer was gone; it recovers on the probes.
+    clouds.oci.wait_active("remote", "interconnect", UP);
     let routes = owned_routes(ns);
     assert_eq!(routes.len(), 2, "{routes:#?}");
     assert_eq!(app_ping(clouds.aws_app(), 3, "0.2"), (3, 3));
@@ -394,16 +399,26 @@ fn a_clean_stop_keeps_only_the_fail_closed_routes_and_host_problems_are_reported
         .as_array()
         .map(|w| w.iter().filter_map(|x| x.as_str()).collect())
         .unwrap_or_default();
-    assert!(warnings.iter().any(|w| w.contains("ip_forward is 0")), "{warnings:#?}");
     assert!(
-        warnings.iter().any(|w| w.contains(&format!("strict rp_filter on {}", clouds.interface(0)))),
+        warnings.iter().any(|w| w.contains("ip_forward is 0")),
         "{warnings:#?}"
     );
-    assert!(netctl(&clouds.aws.fx.socket(), &["status"]).stdout.contains("warning  net.ipv4.ip_forward is 0"));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("strict rp_filter on {}", clouds.interface(0)))),
+        "{warnings:#?}"
+    );
+    assert!(netctl(&clouds.aws.fx.socket(), &["status"])
+        .stdout
+        .contains("warning  net.ipv4.ip_forward is 0"));
 
     aws.signal(Signal::SIGTERM);
     assert_eq!(aws.wait_exit(Duration::from_secs(10)).code(), Some(0));
     let routes = owned_routes(ns);
     assert_eq!(routes.len(), 1, "{routes:#?}");
-    assert!(routes[0].starts_with("unreachable 10.2.0.0/16"), "{routes:#?}");
+    assert!(
+        routes[0].starts_with("unreachable 10.2.0.0/16"),
+        "{routes:#?}"
+    );
 }

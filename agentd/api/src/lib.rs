@@ -31,6 +31,10 @@ pub mod paths {
     /// Prefix of `POST /v1/groups/{group}/failover` ([`crate::FailoverRequest`]) and
     /// `POST /v1/groups/{group}/failback`; both answer [`crate::RouteGroupStatus`].
     pub const GROUPS: &str = "/v1/groups/";
+    /// `GET ?since=ID&limit=N`: `Vec<`[`crate::EventRecord`]`>` with ids above `since`.
+    pub const EVENTS: &str = "/v1/events";
+    /// Prefix of `POST /v1/links/{link}/drain` and `/undrain`: `Vec<`[`crate::RouteGroupStatus`]`>`.
+    pub const LINK_ACTIONS: &str = "/v1/links/";
     /// `GET`: [`crate::VersionInfo`].
     pub const VERSION: &str = "/v1/version";
     /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
@@ -230,6 +234,22 @@ pub struct LinkStatus {
     pub handshake_failures: u64,
     /// Dropped packets by reason (bad_mac, unknown_peer, no_route, too_big, ...).
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Health agreed by both ends from the peer probes: up, degraded, down, suppressed,
+    /// unknown (no probe answered yet).
+    pub health: String,
+    /// This end's own view and the peer's (from its latest probe).
+    pub own_health: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_health: Option<String>,
+    /// Drained by an operator (here or at the peer).
+    #[serde(default)]
+    pub drained: bool,
+    /// Peer-probe measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Figures>,
+    /// Probe datagrams dropped by reason (malformed, version, forged, replayed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub probe_drops: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,6 +331,51 @@ pub struct RouteConflict {
     pub foreign: String,
     /// Same table, destination and metric: agentd's route cannot be installed.
     pub blocking: bool,
+}
+
+/// One entry of the event log: a failover, a health change, an operator's action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Increasing across restarts.
+    pub id: u64,
+    /// UTC, RFC 3339 with milliseconds.
+    pub time: String,
+    pub unix_ms: u64,
+    /// `active_link_changed`, `health_changed`, `ranking_mismatch`, `pin`, `drain`, `reload`,
+    /// `started`, `stopped`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub reason: String,
+    /// The measurements behind a health decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Figures>,
+}
+
+/// Link measurements from the peer probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p95_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    /// Round-trip loss ratio over the probe window.
+    pub loss: f64,
+    /// Loss of the peer's probes towards us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_in: Option<f64>,
+    /// Loss of our probes towards the peer (as the peer reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_out: Option<f64>,
+    pub consecutive_lost: u32,
 }
 
 /// `POST /v1/reload` success.

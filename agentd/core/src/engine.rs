@@ -119,6 +119,8 @@ pub struct Engine {
     mismatches: BTreeSet<String>,
     events: VecDeque<Event>,
     fingerprint: u32,
+    /// How long a group settles after start-up or a first usable link (see `GroupState`).
+    settle: std::time::Duration,
 }
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
@@ -149,6 +151,7 @@ impl Engine {
             mismatches: BTreeSet::new(),
             events: VecDeque::new(),
             fingerprint: 0,
+            settle: config.timings.detection_bound() + config.timings.interval * 2,
         };
         e.update_config(config, now);
         e
@@ -170,13 +173,16 @@ impl Engine {
         self.groups.retain(|n, _| groups.contains(n.as_str()));
         self.pins.retain(|g, _| groups.contains(g.as_str()));
         for g in &config.groups {
-            let entry = self
-                .groups
-                .entry(g.name.clone())
-                .or_insert_with(|| (g.policy.clone(), GroupState::default()));
+            let settle = now + self.settle;
+            let entry = self.groups.entry(g.name.clone()).or_insert_with(|| {
+                let mut state = GroupState::default();
+                state.settle_until = Some(settle);
+                (g.policy.clone(), state)
+            });
             entry.0 = g.policy.clone();
         }
         self.fingerprint = fingerprint(&config.groups);
+        self.settle = config.timings.detection_bound() + config.timings.interval * 2;
         self.config = config;
         self.decide(now);
     }
@@ -328,7 +334,8 @@ impl Engine {
         for (name, l) in &self.links {
             let h = self.effective(l);
             let before = self.reported.insert(name.clone(), h);
-            if before != Some(h) {
+            // A new link starts `unknown` silently; every change after that is an event.
+            if before != Some(h) && !(before.is_none() && h == Health::Unknown) {
                 self.events.push_back(Event::HealthChanged {
                     link: name.clone(),
                     from: before.unwrap_or(Health::Unknown),
@@ -368,6 +375,9 @@ impl Engine {
                 .or(peer_pin.map(String::as_str));
             let from = state.active.clone();
             if let Choice::Switch { to, why } = policy.choose(state, &candidates, pin, now) {
+                if why == Why::FirstUsable {
+                    state.settle_until = Some(now + self.settle);
+                }
                 let reason = match why {
                     Why::FirstUsable => SwitchReason::FirstUsable,
                     Why::ActiveUnusable => SwitchReason::ActiveDown,

@@ -72,6 +72,11 @@ pub struct GroupState {
     pub released: bool,
     /// A pin (here or at the peer) held the group at the last decision.
     pinned: bool,
+    /// Until then, a group without an active link waits for every link's first verdict, and a
+    /// group that just got its first usable link moves to a preferred one without the failback
+    /// wait, so that start-up (or the end of a total outage) picks the preferred link rather
+    /// than the first to answer.
+    pub settle_until: Option<Instant>,
 }
 
 impl GroupPolicy {
@@ -119,8 +124,20 @@ impl GroupPolicy {
             .as_ref()
             .and_then(|a| self.links.iter().position(|l| l == a));
         let released = std::mem::take(&mut state.released);
+        if state.settle_until.is_some_and(|t| now >= t) {
+            state.settle_until = None;
+        }
+        // Right after start-up (or a total outage) links come back within moments of each
+        // other: until the settling ends, the preferred one is taken without a failback wait.
+        let settling = state.settle_until.is_some();
         match (active, best) {
             (None, None) => Choice::Stay,
+            // Start-up: wait for every link's first verdict (or the end of settling).
+            (None, Some(_))
+                if settling && candidates.iter().any(|c| c.health == Health::Unknown) =>
+            {
+                Choice::Stay
+            }
             (None, Some(b)) => self.switch(
                 state,
                 Some(self.links[b].clone()),
@@ -162,7 +179,7 @@ impl GroupPolicy {
                     );
                 }
                 // Same class, better priority: failback.
-                if (!self.preempt && !released) || rank(b) >= rank(a) {
+                if (!self.preempt && !released && !settling) || rank(b) >= rank(a) {
                     state.better = None;
                     return Choice::Stay;
                 }
@@ -174,6 +191,7 @@ impl GroupPolicy {
                     }
                 };
                 if released
+                    || settling
                     || (now.saturating_duration_since(since) >= self.failback_after && !held)
                 {
                     return self.switch(
@@ -205,13 +223,18 @@ impl GroupPolicy {
         Choice::Switch { to, why }
     }
 
-    /// When the failback timer of `state` expires, if one runs.
+    /// When the failback timer or the start-up settling of `state` expires, if one runs.
     pub fn deadline(&self, state: &GroupState) -> Option<Instant> {
         let fb = state.better.as_ref().map(|(_, t)| *t + self.failback_after);
         let hd = state.last_elective.map(|t| t + self.hold_down);
-        match (fb, hd) {
+        let timer = match (fb, hd) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, _) => a,
+        };
+        let settle = state.settle_until.filter(|_| state.active.is_none());
+        match (timer, settle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }

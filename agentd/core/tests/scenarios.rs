@@ -359,3 +359,19 @@ fn a_one_way_cut_is_seen_by_both_ends() {
     assert_eq!(net.active(0), Some("inet"));
     assert_eq!(net.active(1), Some("inet"));
 }
+
+#[test]
+fn after_a_total_outage_the_preferred_link_is_taken_even_if_the_backup_answers_first() {
+    let mut net = warm(Timings::DEFAULT, 11);
+    net.cut("ic", true);
+    net.cut("inet", true);
+    net.run_for(secs(3));
+    assert_eq!(net.active(0), None, "fail closed without a usable link");
+    // The backup comes back a little before the preferred link.
+    net.restore("inet");
+    net.run_for(ms(300));
+    net.restore("ic");
+    net.run_for(secs(2));
+    assert_eq!(net.active(0), Some("ic"), "{:?}", net.switches(0));
+    assert_eq!(net.active(1), Some("ic"));
+}

@@ -45,15 +45,22 @@ enum Endpoint {
     Reload,
     Failover(String),
     Failback(String),
+    Drain(String, bool),
+    Events,
 }
 
 impl Endpoint {
     fn needs(&self) -> Access {
         match self {
-            Endpoint::Status | Endpoint::Links | Endpoint::Routes | Endpoint::Version => {
-                Access::Read
-            }
-            Endpoint::Reload | Endpoint::Failover(_) | Endpoint::Failback(_) => Access::Write,
+            Endpoint::Status
+            | Endpoint::Links
+            | Endpoint::Routes
+            | Endpoint::Version
+            | Endpoint::Events => Access::Read,
+            Endpoint::Reload
+            | Endpoint::Failover(_)
+            | Endpoint::Failback(_)
+            | Endpoint::Drain(..) => Access::Write,
         }
     }
 }
@@ -63,6 +70,24 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
         paths::STATUS => (Endpoint::Status, Method::GET),
         paths::LINKS => (Endpoint::Links, Method::GET),
         paths::ROUTES => (Endpoint::Routes, Method::GET),
+        paths::EVENTS => (Endpoint::Events, Method::GET),
+        _ if path.starts_with(paths::LINK_ACTIONS) => {
+            let rest = &path[paths::LINK_ACTIONS.len()..];
+            match rest.split_once('/') {
+                Some((link, "drain")) if !link.is_empty() => {
+                    (Endpoint::Drain(link.to_owned(), true), Method::POST)
+                }
+                Some((link, "undrain")) if !link.is_empty() => {
+                    (Endpoint::Drain(link.to_owned(), false), Method::POST)
+                }
+                _ => {
+                    return Err(ErrorBody::new(
+                        ErrorKind::NotFound,
+                        format!("no endpoint {path} (try /v1/links/LINK/drain)"),
+                    ))
+                }
+            }
+        }
         _ if path.starts_with(paths::GROUPS) => {
             let rest = &path[paths::GROUPS.len()..];
             match rest.split_once('/') {
@@ -151,6 +176,7 @@ async fn dispatch(
     ctx: &Context,
 ) -> Result<Response<Full<Bytes>>, ErrorBody> {
     let endpoint = route(req.method(), req.uri().path())?;
+    let query = req.uri().query().unwrap_or("").to_owned();
     let needs = endpoint.needs();
     let (access, group) = {
         let policy = ctx.policy.borrow();
@@ -204,6 +230,20 @@ async fn dispatch(
             .await??;
             Ok(json_response(StatusCode::OK, &status))
         }
+        Endpoint::Drain(link, on) => {
+            let groups = ask(ctx, |reply| Command::Drain { link, on, reply }).await??;
+            Ok(json_response(StatusCode::OK, &groups))
+        }
+        Endpoint::Events => {
+            let (since, limit) = events_query(&query)?;
+            let events = ask(ctx, |reply| Command::Events {
+                since,
+                limit,
+                reply,
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &events))
+        }
         Endpoint::Failback(group) => {
             let status = ask(ctx, |reply| Command::Failback { group, reply }).await??;
             Ok(json_response(StatusCode::OK, &status))
@@ -217,6 +257,25 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &outcome))
         }
     }
+}
+
+/// `since=ID&limit=N` (both optional; limit at most 1000).
+fn events_query(query: &str) -> Result<(u64, usize), ErrorBody> {
+    let (mut since, mut limit) = (0u64, 100usize);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let bad = || {
+            ErrorBody::new(
+                ErrorKind::BadRequest,
+                format!("bad query parameter {pair:?}: use since=ID&limit=N"),
+            )
+        };
+        match pair.split_once('=') {
+            Some(("since", v)) => since = v.parse().map_err(|_| bad())?,
+            Some(("limit", v)) => limit = v.parse::<usize>().map_err(|_| bad())?.min(1000),
+            _ => return Err(bad()),
+        }
+    }
+    Ok((since, limit))
 }
 
 async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, ErrorBody> {
@@ -313,6 +372,20 @@ mod tests {
     #[test]
     fn routes_known_paths_and_types_the_rest() {
         assert_eq!(route(&Method::GET, "/v1/status"), Ok(Endpoint::Status));
+        assert_eq!(
+            route(&Method::POST, "/v1/links/ic/drain"),
+            Ok(Endpoint::Drain("ic".into(), true))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/groups/db/failover"),
+            Ok(Endpoint::Failover("db".into()))
+        );
+        assert_eq!(events_query("since=5&limit=20"), Ok((5, 20)));
+        assert_eq!(events_query("limit=99999"), Ok((0, 1000)));
+        assert_eq!(
+            events_query("since=x").unwrap_err().kind,
+            ErrorKind::BadRequest
+        );
         assert_eq!(route(&Method::POST, "/v1/reload"), Ok(Endpoint::Reload));
         assert_eq!(
             route(&Method::GET, "/v1/reload").unwrap_err().kind,

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_api::{
-    Access, ErrorBody, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status,
+    Access, ErrorBody, EventRecord, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
+    Status,
 };
 use isthmus_config::{Control, GroupRef};
 use tokio::net::UnixListener;
@@ -56,6 +57,17 @@ pub enum Command {
     Failback {
         group: String,
         reply: oneshot::Sender<Result<RouteGroupStatus, ErrorBody>>,
+    },
+    /// Drain (`on`) or undrain a link.
+    Drain {
+        link: String,
+        on: bool,
+        reply: oneshot::Sender<Result<Vec<RouteGroupStatus>, ErrorBody>>,
+    },
+    Events {
+        since: u64,
+        limit: usize,
+        reply: oneshot::Sender<Vec<EventRecord>>,
     },
 }
 

@@ -1,3 +1,7 @@
-//! Probes of what lies behind the tunnels: target checks (icmp, tcp, http, https) run on a schedule.
+//! Probes: peer probes through each link's tunnel ([`peer`], wire format in [`packet`]) feed
+//! the failover engine; target checks of services behind the tunnels ([`target`]) run on a
+//! schedule.
 
+pub mod packet;
+pub mod peer;
 pub mod target;

@@ -424,5 +424,12 @@ fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
             .iter()
             .map(|r| (r.as_str().to_owned(), c.drops(*r)))
             .collect(),
+        // Filled in from the failover engine by the daemon.
+        health: "unknown".into(),
+        own_health: "unknown".into(),
+        peer_health: None,
+        drained: false,
+        figures: None,
+        probe_drops: Default::default(),
     }
 }
