@@ -234,7 +234,7 @@ pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> Stri
     let mut text = format!(
         "[agent]\nname = \"{name}-gw\"\n[control]\nread_group = 0\nadmin_group = 0\n\
          [[route_group]]\nname = \"remote\"\ndestinations = [\"{remote}\"]\n\
-         links = [\"interconnect\", \"internet\"]\n"
+         links = [\"interconnect\", \"internet\"]\nfailback_after = \"3s\"\nhold_down = \"1s\"\n"
     );
     for (i, p) in PATHS.iter().enumerate() {
         text += &format!(
@@ -313,6 +313,37 @@ impl Side {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Load an nftables ruleset into this side's namespace.
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write;
+        let mut child = self
+            .ns
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (nftables) is missing: apt-get install nftables");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ruleset.as_bytes())
+            .expect("writing the ruleset");
+        assert!(
+            child.wait().expect("nft").success(),
+            "nft rejected:\n{ruleset}"
+        );
+    }
+
+    /// `netctl --json events` (up to 1000).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        netctl(&self.fx.socket(), &["--json", "events", "--limit", "1000"])
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The link's entry in `netctl --json links`.
