@@ -55,7 +55,8 @@ pub fn status(s: &Status) -> String {
         let mut t = Table::new(&[
             "LINK",
             "INTERFACE",
-            "STATE",
+            "HEALTH",
+            "TUNNEL",
             "PEER",
             "HANDSHAKE",
             "REMOTE CIDRS",
@@ -64,6 +65,7 @@ pub fn status(s: &Status) -> String {
             t.row(vec![
                 l.name.clone(),
                 l.interface.clone(),
+                health(l),
                 l.state.as_str().to_owned(),
                 peer(l),
                 handshake(l),
@@ -201,8 +203,11 @@ pub fn links(links: &[LinkStatus]) -> String {
     }
     let mut t = Table::new(&[
         "LINK",
-        "INTERFACE",
-        "STATE",
+        "HEALTH",
+        "RTT p50/p95",
+        "LOSS rt (in/out)",
+        "JITTER",
+        "TUNNEL",
         "PEER",
         "HANDSHAKE",
         "TX",
@@ -214,6 +219,7 @@ pub fn links(links: &[LinkStatus]) -> String {
         let drops: Vec<String> = l
             .drops
             .iter()
+            .chain(l.probe_drops.iter())
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| format!("{r}={n}"))
             .collect();

@@ -212,6 +212,11 @@ impl TwoClouds {
         &self.apps.as_ref().expect("with_apps() first").0
     }
 
+    /// The app (database) namespace behind the OCI gateway.
+    pub fn oci_app(&self) -> &Netns {
+        &self.apps.as_ref().expect("with_apps() first").1
+    }
+
     /// The underlay interfaces of a side (for counting clear-text leaks).
     pub fn underlay_interfaces(&self, side: usize) -> [String; 2] {
         let s = if side == 0 { "a" } else { "o" };
