@@ -142,6 +142,17 @@ fn malformed_oversized_and_unknown_requests_get_typed_4xx() {
     assert!(status_line(&resp).starts_with("HTTP/1.1 405"), "{resp:?}");
     assert!(resp.contains(r#""kind":"method_not_allowed""#), "{resp:?}");
 
+    let resp = raw_exchange(
+        &sock,
+        b"POST /v1/groups/db/failover HTTP/1.1\r\nhost: x\r\ncontent-length: 9\r\n\r\n{\"to\": 1}",
+        t,
+    );
+    assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"bad_request""#), "{resp:?}");
+    let unknown = netctl(&sock, &["failover", "nope", "--to", "x"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("no route group"), "{unknown:?}");
+
     let resp = raw_exchange(&sock, b"GET /v9/status HTTP/1.1\r\nhost: x\r\n\r\n", t);
     assert!(
         resp.contains(r#""kind":"unsupported_api_version""#),

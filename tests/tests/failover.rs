@@ -263,3 +263,43 @@ fn a_drain_moves_both_gateways_off_the_link_and_back() {
     );
     let _ = Command::new("true").status();
 }
+
+#[test]
+fn forged_and_malformed_probes_are_dropped_and_counted_and_the_link_stays_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (clouds, _aws, _oci) = start("fp");
+    let target = "/dev/udp/10.255.0.0/51899";
+    // From the database host behind the peer: inside the tunnel, but not the peer's address.
+    let db = clouds
+        .oci_app()
+        .command("bash")
+        .args([
+            "-c",
+            &format!("for i in 1 2 3 4 5; do echo hello > {target}; done"),
+        ])
+        .status()
+        .unwrap();
+    assert!(db.success());
+    // From the peer gateway's own tunnel address: garbage, and a well-formed probe with a bad MAC.
+    let fake = "ISTH\\x01\\x01\\x00\\x01".to_owned() + &"\\x00".repeat(56);
+    let gw = clouds
+        .oci
+        .ns
+        .command("bash")
+        .args([
+            "-c",
+            &format!("for i in 1 2 3; do echo junk > {target}; printf '{fake}' > {target}; done"),
+        ])
+        .status()
+        .unwrap();
+    assert!(gw.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let link = clouds.aws.link("interconnect");
+    let drops = &link["probe_drops"];
+    assert!(drops["forged"].as_u64().unwrap_or(0) >= 8, "{link:#}");
+    assert!(drops["malformed"].as_u64().unwrap_or(0) >= 3, "{link:#}");
+    assert_eq!(link["health"], "up");
+    assert_eq!(netctl(&clouds.aws.fx.socket(), &["status"]).code, 0);
+    let human = netctl(&clouds.aws.fx.socket(), &["links"]);
+    assert!(human.stdout.contains("forged="), "{}", human.stdout);
+}

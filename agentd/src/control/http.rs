@@ -358,11 +358,31 @@ pub async fn refuse_busy(mut stream: UnixStream) {
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
+    // Let the client send its request head first: an HTTP client that gets an answer before it
+    // has asked treats it as a broken connection instead of reading it.
+    let mut head = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(200), read_head).await;
     let write = async {
         stream.write_all(resp.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client still sends before closing: closing with unread data resets the
+        // connection, and the client would see the reset instead of our answer.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), write).await;
 }
 
 #[cfg(test)]
