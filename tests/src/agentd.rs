@@ -52,13 +52,26 @@ impl Agentd {
     }
 
     fn wait_ready(mut self) -> Agentd {
-        if let Err(e) = self.notify.wait_for("READY=1", Duration::from_secs(20)) {
-            panic!(
-                "agentd did not become ready: {e}\n--- agentd log ---\n{}",
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self
+                .notify
+                .wait_for("READY=1", Duration::from_millis(200))
+                .is_ok()
+            {
+                return self;
+            }
+            assert!(
+                self.is_running(),
+                "agentd exited before it was ready\n--- agentd log ---\n{}",
+                self.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "agentd did not become ready in 20 s\n--- agentd log ---\n{}",
                 self.log_text()
             );
         }
-        self
     }
 
     pub fn pid(&self) -> Pid {

@@ -135,6 +135,8 @@ fn run(tag: &str, wg_go_initiates: bool) {
         .unwrap()
         .parse()
         .unwrap();
+    // One link only, and no route group (it would name the removed link).
+    doc.remove("route_group");
     let links = doc["link"].as_array_mut().unwrap();
     links.retain(|l| l["name"].as_str() == Some(path.link));
     if wg_go_initiates {
