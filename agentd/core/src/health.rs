@@ -356,6 +356,8 @@ impl LinkHealth {
             }
             self.outstanding.pop_front();
             self.lost();
+            // A miss: probe again at once (BFD's poll sequence), then at the fast interval.
+            self.next_probe_at = self.next_probe_at.min(now);
             if self.consecutive_lost >= self.timings.down_after && self.state != Health::Down {
                 if self.state.carries() {
                     self.flap(now);
@@ -593,9 +595,9 @@ mod tests {
             }
             t += ms(5);
         }
-        // 100, 200 and 300 at the normal rhythm (the first becomes overdue at 300), then
+        // 100 and 200 at the normal rhythm; the first is overdue at 250: one at once, then
         // every 50 ms.
-        assert_eq!(sent[..4], [ms(100), ms(200), ms(300), ms(350)]);
+        assert_eq!(sent[..5], [ms(100), ms(200), ms(250), ms(300), ms(350)]);
         assert_eq!(l.own(), Health::Down);
     }
 }

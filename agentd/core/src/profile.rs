@@ -5,13 +5,13 @@
 //! link is probed every `fast_interval` (BFD's poll sequence, HAProxy's `fastinter`), so the
 //! run of lost probes needed for a confident `down` fits in the budget:
 //!
-//! default: interval 100 ms, timeout 200 ms, fast 50 ms, down after 10 lost.
-//!   The first lost probe is sent at t; it is overdue at t+200 ms, by when probes t+100 and
-//!   t+200 have gone out; from then one every 50 ms, so the 10th lost probe leaves at
-//!   t+200+7×50 = t+550 ms and is overdue at t+750 ms: **decision 0.75 s after the first lost
-//!   probe** (budget 1 s).
-//! fast: interval 50 ms, timeout 100 ms, fast 25 ms, down after 10: t+100+7×25+100 =
-//!   **0.375 s** (budget 0.5 s).
+//! default: interval 100 ms, timeout 150 ms, fast 50 ms, down after 10 lost.
+//!   The first lost probe is sent at t; by t+150 ms, when it is overdue, the normal probe at
+//!   t+100 has gone out; a probe leaves at once and then one every 50 ms, so the 10th lost
+//!   probe leaves at t+500 ms and is overdue at t+650 ms: **decision 0.65 s after the first
+//!   lost probe** (budget 1 s; BIRD's BFD at 300 ms × 3 takes ~0.8 s here).
+//! fast: interval 50 ms, timeout 75 ms, fast 25 ms, down after 10: t+250+75 = **0.325 s**
+//!   (budget 0.5 s).
 //!
 //! **False failovers.** With 5 % loss each way a probe's round trip fails with
 //! p = 1 − 0.95² = 0.0975, independently. A run of 10 losses starts at a given probe with
@@ -48,7 +48,7 @@ impl Timings {
     pub const DEFAULT: Timings = Timings {
         interval: Duration::from_millis(100),
         fast_interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(200),
+        timeout: Duration::from_millis(150),
         down_after: 10,
         up_after: 5,
         window: 300,
@@ -59,7 +59,7 @@ impl Timings {
     pub const FAST: Timings = Timings {
         interval: Duration::from_millis(50),
         fast_interval: Duration::from_millis(25),
-        timeout: Duration::from_millis(100),
+        timeout: Duration::from_millis(75),
         down_after: 10,
         up_after: 5,
         window: 300,
@@ -79,14 +79,15 @@ impl Timings {
     /// Worst-case time from sending the first lost probe to declaring `down`, for the
     /// arithmetic above (checked by a test against the simulated engine).
     pub fn detection_bound(&self) -> Duration {
+        // Normal probes until the first is overdue (at `timeout`), then one at once and one
+        // every fast interval.
         let mut sent = Vec::new();
         let mut t = Duration::ZERO;
-        // Normal probes until the first is overdue, then fast ones.
-        while t <= self.timeout {
+        while t < self.timeout {
             sent.push(t);
             t += self.interval;
         }
-        let mut t = *sent.last().unwrap_or(&Duration::ZERO) + self.fast_interval;
+        let mut t = self.timeout;
         while (sent.len() as u32) < self.down_after {
             sent.push(t);
             t += self.fast_interval;
@@ -103,9 +104,9 @@ mod tests {
     fn the_documented_detection_times_hold() {
         assert_eq!(
             Timings::DEFAULT.detection_bound(),
-            Duration::from_millis(750)
+            Duration::from_millis(650)
         );
-        assert_eq!(Timings::FAST.detection_bound(), Duration::from_millis(375));
+        assert_eq!(Timings::FAST.detection_bound(), Duration::from_millis(325));
     }
 
     #[test]
@@ -117,5 +118,6 @@ mod tests {
             t.timeout_for(Some(Duration::from_millis(150))),
             Duration::from_millis(320)
         );
+        assert_eq!(t.timeout_for(Some(Duration::from_millis(60))), t.timeout);
     }
 }
