@@ -22,6 +22,7 @@ use crate::failover::{self, Failover};
 use crate::logging::LogControl;
 use crate::netlink::Netlink;
 use crate::probe::peer::ProbeIn;
+use crate::probe::target::{Outcome, ProbeResult, TargetProbes};
 use crate::reload::{self, Running};
 use crate::routes::{self, RouteManager};
 use crate::tunnel::Tunnels;
@@ -34,12 +35,23 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
 /// reconcile once.
 const ROUTE_EVENT_DEBOUNCE: Duration = Duration::from_millis(20);
 
+/// The latest result of a target check.
+pub struct TargetState {
+    pub last: Outcome,
+    pub at: Instant,
+    pub successes: u64,
+    pub failures: u64,
+}
+
 /// What the loop knows; read by [`status::build`].
 pub struct State {
     pub tunnels: Tunnels,
     pub routes: RouteManager,
     pub failover: Failover,
     pub events: EventLog,
+    /// Target checks (`[[probe]]`) and their latest results.
+    targets: TargetProbes,
+    pub target_results: BTreeMap<String, TargetState>,
     /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
     route_tables: Vec<u32>,
     pub host_warnings: Vec<String>,
@@ -100,6 +112,9 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         std::time::SystemTime::now(),
     );
 
+    let (target_tx, mut target_results) = mpsc::channel::<ProbeResult>(256);
+    let targets = TargetProbes::start(&running.config.probes, target_tx);
+
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     let mut state = State {
@@ -107,6 +122,8 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         routes,
         failover,
         events: event_log,
+        targets,
+        target_results: BTreeMap::new(),
         route_tables: Vec::new(),
         host_warnings: Vec::new(),
         started_at: Instant::now(),
@@ -172,7 +189,13 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 Command::Events { since, limit, reply } => {
                     let _ = reply.send(state.events.since(since, limit));
                 }
+                Command::Probes { reply } => {
+                    let _ = reply.send(status::probes(&state));
+                }
             },
+            Some((name, outcome, at)) = target_results.recv() => {
+                state.on_target(name, outcome, at.into_std());
+            }
             Some(probe) = probes.recv() => {
                 state.failover.on_probe(probe);
                 // Drain what else arrived, then act once.
@@ -249,6 +272,40 @@ impl State {
             .collect()
     }
 
+    /// A target check finished: keep the result, log a change of state.
+    fn on_target(&mut self, name: String, outcome: Outcome, at: Instant) {
+        let before = self.target_results.get(&name).map(|t| t.last.ok);
+        if before != Some(outcome.ok) {
+            let word = |ok: bool| if ok { "ok" } else { "failing" }.to_owned();
+            let mut rec = events::record(
+                "probe_changed",
+                format!(
+                    "{} after {:.1} ms",
+                    outcome.reason.as_str(),
+                    outcome.duration.as_secs_f64() * 1e3
+                ),
+            );
+            rec.group = Some(format!("probe {name}"));
+            rec.from = before.map(word);
+            rec.to = Some(word(outcome.ok));
+            tracing::info!(probe = %name, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
+            self.events.push(rec, std::time::SystemTime::now());
+        }
+        let entry = self.target_results.entry(name).or_insert(TargetState {
+            last: outcome.clone(),
+            at,
+            successes: 0,
+            failures: 0,
+        });
+        if outcome.ok {
+            entry.successes += 1;
+        } else {
+            entry.failures += 1;
+        }
+        entry.last = outcome;
+        entry.at = at;
+    }
+
     /// Tunnel state and counters, with the engine's health and measurements.
     pub fn link_statuses(&self) -> Vec<isthmus_api::LinkStatus> {
         let mut links = self.tunnels.status();
@@ -304,6 +361,12 @@ impl State {
         let desired = self.desired_routes();
         let previous = std::mem::replace(&mut self.route_tables, desired.tables());
         self.routes.reconcile(&desired, &previous).await;
+        for conflict in std::mem::take(&mut self.routes.fresh_conflicts) {
+            self.events.push(
+                events::record("route_conflict", conflict),
+                std::time::SystemTime::now(),
+            );
+        }
     }
 
     fn check_host(&mut self) {
@@ -507,6 +570,15 @@ impl State {
             warnings: new.warnings.clone(),
         };
         self.running = new;
+        self.targets.replace(&self.running.config.probes);
+        let names: std::collections::BTreeSet<String> = self
+            .running
+            .config
+            .probes
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        self.target_results.retain(|n, _| names.contains(n));
         self.failover
             .update_config(&self.running.config, Instant::now());
         let tunnels = &self.tunnels;

@@ -40,3 +40,32 @@ pub fn build(state: &State, caller_access: Access) -> Status {
         warnings: state.host_warnings.clone(),
     }
 }
+
+/// `GET /v1/probes`.
+pub fn probes(state: &State) -> Vec<isthmus_api::ProbeStatus> {
+    state
+        .running
+        .config
+        .probes
+        .iter()
+        .map(|p| {
+            let r = state.target_results.get(&p.name);
+            isthmus_api::ProbeStatus {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_owned(),
+                target: p.target.clone(),
+                state: match r {
+                    None => "unknown",
+                    Some(t) if t.last.ok => "ok",
+                    Some(_) => "failing",
+                }
+                .to_owned(),
+                last_reason: r.map(|t| t.last.reason.as_str().to_owned()),
+                last_duration_ms: r.map(|t| (t.last.duration.as_secs_f64() * 1e6).round() / 1e3),
+                last_run_seconds_ago: r.map(|t| t.at.elapsed().as_secs()),
+                successes: r.map_or(0, |t| t.successes),
+                failures: r.map_or(0, |t| t.failures),
+            }
+        })
+        .collect()
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
 use isthmus_api::{
-    paths, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ReloadOutcome, RouteGroupStatus,
-    RoutesStatus, Status, VersionInfo,
+    paths, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus, ReloadOutcome,
+    RouteGroupStatus, RoutesStatus, Status, VersionInfo,
 };
 use isthmus_config::LoadOptions;
 
@@ -67,6 +67,8 @@ enum Cmd {
         /// The link.
         link: String,
     },
+    /// Target checks behind the tunnels ([[probe]]): state, last result, counts.
+    Probes,
     /// Failovers, health changes and operator actions, oldest first (kept across restarts).
     Events {
         /// Keep printing new events as they happen.
@@ -160,6 +162,11 @@ async fn run(args: &Args, client: &Client) -> Exit {
                 |g: &Vec<RouteGroupStatus>| views::groups(g),
             )
         }
+        Cmd::Probes => show(
+            client.get::<Vec<ProbeStatus>>(paths::PROBES).await,
+            json,
+            |p: &Vec<ProbeStatus>| views::probes(p),
+        ),
         Cmd::Events { follow, limit } => events(client, json, *follow, *limit).await,
         Cmd::Reload => show(
             client.post::<ReloadOutcome>(paths::RELOAD).await,

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use isthmus_api::{
-    Access, EventRecord, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status,
+    Access, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
+    Status,
 };
 
 use crate::table::Table;
@@ -275,6 +276,37 @@ fn health(l: &LinkStatus) -> String {
         h += " DRAINED";
     }
     h
+}
+
+pub fn probes(list: &[ProbeStatus]) -> String {
+    if list.is_empty() {
+        return "no probes configured\n".into();
+    }
+    let mut t = Table::new(&[
+        "PROBE",
+        "KIND",
+        "TARGET",
+        "STATE",
+        "LAST",
+        "TOOK",
+        "WHEN",
+        "OK/FAILED",
+    ]);
+    for p in list {
+        t.row(vec![
+            p.name.clone(),
+            p.kind.clone(),
+            p.target.clone(),
+            p.state.to_uppercase(),
+            p.last_reason.clone().unwrap_or_else(|| "-".into()),
+            p.last_duration_ms
+                .map_or("-".into(), |d| format!("{d:.1} ms")),
+            p.last_run_seconds_ago
+                .map_or("-".into(), |s| format!("{} ago", age(s))),
+            format!("{}/{}", p.successes, p.failures),
+        ]);
+    }
+    t.render()
 }
 
 /// One event on one line.

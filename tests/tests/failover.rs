@@ -303,3 +303,62 @@ fn forged_and_malformed_probes_are_dropped_and_counted_and_the_link_stays_up() {
     let human = netctl(&clouds.aws.fx.socket(), &["links"]);
     assert!(human.stdout.contains("forged="), "{}", human.stdout);
 }
+
+#[test]
+fn target_probes_check_services_behind_the_tunnel_and_report_changes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let clouds = TwoClouds::new("ft").with_apps();
+    let mut doc: toml::Table = std::fs::read_to_string(clouds.aws.fx.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let probe = |name: &str, kind: &str, target: &str| {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), name.into());
+        t.insert("kind".into(), kind.into());
+        t.insert("target".into(), target.into());
+        t.insert("interval".into(), "200ms".into());
+        t.insert("timeout".into(), "150ms".into());
+        toml::Value::Table(t)
+    };
+    doc.insert(
+        "probe".into(),
+        toml::Value::Array(vec![
+            probe("db-ping", "icmp", VPCS[1].2),
+            probe("db-listener", "tcp", &format!("{}:1522", VPCS[1].2)),
+        ]),
+    );
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    clouds.aws.wait_active("remote", "interconnect", UP);
+    clouds.oci.wait_active("remote", "interconnect", UP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let probes = loop {
+        let p = netctl(&clouds.aws.fx.socket(), &["--json", "probes"]).json();
+        let states: Vec<&str> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["state"].as_str().unwrap())
+            .collect();
+        if states == ["ok", "failing"] {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "{p:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Nothing listens on the database's 1522: refused through the tunnel, not a timeout.
+    assert_eq!(probes[1]["last_reason"], "refused", "{probes:#}");
+    let human = netctl(&clouds.aws.fx.socket(), &["probes"]);
+    assert!(
+        human.stdout.contains("db-ping") && human.stdout.contains("FAILING"),
+        "{}",
+        human.stdout
+    );
+    assert!(clouds
+        .aws
+        .events()
+        .iter()
+        .any(|e| e["kind"] == "probe_changed"));
+}

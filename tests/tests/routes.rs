@@ -330,6 +330,11 @@ fn a_foreign_route_to_a_remote_cidr_is_reported_and_left_alone() {
         "{}",
         human.stdout
     );
+    let events = clouds.aws.events();
+    assert!(
+        events.iter().any(|e| e["kind"] == "route_conflict"),
+        "no route_conflict event: {events:#?}"
+    );
     // The fail-closed route still went in (another metric).
     assert!(owned_routes(ns)
         .iter()

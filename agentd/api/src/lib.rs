@@ -35,6 +35,8 @@ pub mod paths {
     pub const EVENTS: &str = "/v1/events";
     /// Prefix of `POST /v1/links/{link}/drain` and `/undrain`: `Vec<`[`crate::RouteGroupStatus`]`>`.
     pub const LINK_ACTIONS: &str = "/v1/links/";
+    /// `GET`: `Vec<`[`crate::ProbeStatus`]`>`.
+    pub const PROBES: &str = "/v1/probes";
     /// `GET`: [`crate::VersionInfo`].
     pub const VERSION: &str = "/v1/version";
     /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
@@ -376,6 +378,26 @@ pub struct Figures {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_out: Option<f64>,
     pub consecutive_lost: u32,
+}
+
+/// `GET /v1/probes`: the target checks (`[[probe]]`) and their latest results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    /// `ok`, `failing`, or `unknown` (not run yet).
+    pub state: String,
+    /// The last result's reason: ok, timeout, refused, unreachable, bad_status, resolve, tls,
+    /// io, bad_response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_seconds_ago: Option<u64>,
+    pub successes: u64,
+    pub failures: u64,
 }
 
 /// `POST /v1/reload` success.

@@ -47,6 +47,7 @@ enum Endpoint {
     Failback(String),
     Drain(String, bool),
     Events,
+    Probes,
 }
 
 impl Endpoint {
@@ -56,7 +57,8 @@ impl Endpoint {
             | Endpoint::Links
             | Endpoint::Routes
             | Endpoint::Version
-            | Endpoint::Events => Access::Read,
+            | Endpoint::Events
+            | Endpoint::Probes => Access::Read,
             Endpoint::Reload
             | Endpoint::Failover(_)
             | Endpoint::Failback(_)
@@ -71,6 +73,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
         paths::LINKS => (Endpoint::Links, Method::GET),
         paths::ROUTES => (Endpoint::Routes, Method::GET),
         paths::EVENTS => (Endpoint::Events, Method::GET),
+        paths::PROBES => (Endpoint::Probes, Method::GET),
         _ if path.starts_with(paths::LINK_ACTIONS) => {
             let rest = &path[paths::LINK_ACTIONS.len()..];
             match rest.split_once('/') {
@@ -233,6 +236,10 @@ async fn dispatch(
         Endpoint::Drain(link, on) => {
             let groups = ask(ctx, |reply| Command::Drain { link, on, reply }).await??;
             Ok(json_response(StatusCode::OK, &groups))
+        }
+        Endpoint::Probes => {
+            let probes = ask(ctx, |reply| Command::Probes { reply }).await?;
+            Ok(json_response(StatusCode::OK, &probes))
         }
         Endpoint::Events => {
             let (since, limit) = events_query(&query)?;

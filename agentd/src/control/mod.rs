@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isthmus_api::{
-    Access, ErrorBody, EventRecord, LinkStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
-    Status,
+    Access, ErrorBody, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus,
+    RoutesStatus, Status,
 };
 use isthmus_config::{Control, GroupRef};
 use tokio::net::UnixListener;
@@ -68,6 +68,9 @@ pub enum Command {
         since: u64,
         limit: usize,
         reply: oneshot::Sender<Vec<EventRecord>>,
+    },
+    Probes {
+        reply: oneshot::Sender<Vec<ProbeStatus>>,
     },
 }
 

@@ -113,6 +113,8 @@ pub struct RouteManager {
     pub last_error: Option<String>,
     /// Conflicts already logged, so that each is logged once.
     logged: BTreeSet<String>,
+    /// Conflicts seen for the first time, for the event log (drained by the daemon).
+    pub fresh_conflicts: Vec<String>,
 }
 
 impl RouteManager {
@@ -125,6 +127,7 @@ impl RouteManager {
             errors: 0,
             last_error: None,
             logged: BTreeSet::new(),
+            fresh_conflicts: Vec::new(),
         }
     }
 
@@ -148,6 +151,17 @@ impl RouteManager {
         for c in &plan.conflicts {
             let key = format!("{} / {}", c.desired.dst, c.foreign);
             if self.logged.insert(key) {
+                self.fresh_conflicts.push(format!(
+                    "{} table {}: a route agentd does not own ({}){}; left alone",
+                    c.desired.dst,
+                    c.desired.table,
+                    c.foreign,
+                    if c.blocking {
+                        " blocks agentd's route"
+                    } else {
+                        " competes with agentd's route"
+                    }
+                ));
                 tracing::warn!(
                     destination = %c.desired.dst,
                     table = c.desired.table,
