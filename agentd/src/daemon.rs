@@ -292,7 +292,7 @@ impl State {
             self.events.push(rec, std::time::SystemTime::now());
         }
         let entry = self.target_results.entry(name).or_insert(TargetState {
-            last: outcome.clone(),
+            last: outcome,
             at,
             successes: 0,
             failures: 0,
