@@ -217,6 +217,36 @@ impl TwoClouds {
         &self.apps.as_ref().expect("with_apps() first").1
     }
 
+    /// Drop UDP on the AWS gateway's interconnect underlay with nftables: outgoing, and
+    /// incoming too if `both` (the rest of the traffic, and the internet path, are untouched).
+    pub fn cut_interconnect(&self, both: bool) {
+        let dev = &self.underlay_interfaces(0)[0];
+        let mut rules = format!(
+            "table inet cut {{\n  chain out {{\n    type filter hook output priority -10;\n    \
+             oifname \"{dev}\" meta l4proto udp drop\n  }}\n"
+        );
+        if both {
+            rules += &format!(
+                "  chain in {{\n    type filter hook input priority -10;\n    \
+                 iifname \"{dev}\" meta l4proto udp drop\n  }}\n"
+            );
+        }
+        rules += "}\n";
+        self.aws.nft(&rules);
+    }
+
+    /// Undo [`TwoClouds::cut_interconnect`].
+    pub fn restore_interconnect(&self) {
+        let ok = self
+            .aws
+            .ns
+            .command("nft")
+            .args(["delete", "table", "inet", "cut"])
+            .status()
+            .expect("nft");
+        assert!(ok.success(), "nft delete table inet cut");
+    }
+
     /// The underlay interfaces of a side (for counting clear-text leaks).
     pub fn underlay_interfaces(&self, side: usize) -> [String; 2] {
         let s = if side == 0 { "a" } else { "o" };
@@ -372,6 +402,23 @@ impl Side {
             .expect("ping");
         out.status.success()
     }
+}
+
+/// Milliseconds since the Unix epoch, to compare with event times (`unix_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// When the first `active_link_changed` event at or after `since_ms` moved a group to `to`.
+pub fn switch_at(events: &[serde_json::Value], since_ms: u64, to: &str) -> Option<u64> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "active_link_changed" && e["to"] == to)
+        .filter_map(|e| e["unix_ms"].as_u64())
+        .find(|t| *t >= since_ms)
 }
 
 /// Send `bytes` from `from` to `to_addr` (inside `to`) over TCP and return both ends' reports

@@ -5,21 +5,14 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use isthmus_tests::topology::{TwoClouds, VPCS};
+use isthmus_tests::topology::{now_ms, switch_at, TwoClouds, VPCS};
 use isthmus_tests::{netctl, Agentd, Netns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const LINKS: [&str; 2] = ["interconnect", "internet"];
 const UP: Duration = Duration::from_secs(15);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 fn start(tag: &str) -> (TwoClouds, Agentd, Agentd) {
     let clouds = TwoClouds::new(tag).with_apps();
@@ -78,48 +71,13 @@ impl Pinger {
     }
 }
 
-/// Drop UDP on the AWS gateway's interconnect underlay: outgoing, and incoming too if `both`.
-fn blackhole(clouds: &TwoClouds, both: bool) {
-    let dev = &clouds.underlay_interfaces(0)[0];
-    let mut rules = format!(
-        "table inet cut {{\n  chain out {{\n    type filter hook output priority -10;\n    oifname \"{dev}\" meta l4proto udp drop\n  }}\n"
-    );
-    if both {
-        rules += &format!(
-            "  chain in {{\n    type filter hook input priority -10;\n    iifname \"{dev}\" meta l4proto udp drop\n  }}\n"
-        );
-    }
-    rules += "}\n";
-    clouds.aws.nft(&rules);
-}
-
-fn restore(clouds: &TwoClouds) {
-    let ok = clouds
-        .aws
-        .ns
-        .command("nft")
-        .args(["delete", "table", "inet", "cut"])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// The first `active_link_changed` event of a side at or after `since_ms` moving to `to`.
-fn switch_at(events: &[serde_json::Value], since_ms: u64, to: &str) -> Option<u64> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "active_link_changed" && e["to"] == to)
-        .filter_map(|e| e["unix_ms"].as_u64())
-        .find(|t| *t >= since_ms)
-}
-
 fn cut_and_measure(tag: &str, both: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (clouds, _aws, _oci) = start(tag);
     let pinger = Pinger::start(clouds.aws_app(), 500);
     std::thread::sleep(Duration::from_millis(1000));
     let cut = now_ms();
-    blackhole(&clouds, both);
+    clouds.cut_interconnect(both);
     clouds
         .aws
         .wait_active("remote", "internet", Duration::from_secs(5));
@@ -151,7 +109,7 @@ fn cut_and_measure(tag: &str, both: bool) {
 
     // Restore: failback only after the stable time (3 s in these tests).
     let restored = now_ms();
-    restore(&clouds);
+    clouds.restore_interconnect();
     clouds
         .aws
         .wait_active("remote", "interconnect", Duration::from_secs(15));

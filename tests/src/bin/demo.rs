@@ -5,9 +5,9 @@
 //! packets lost. Everything it creates is removed, also on failure.
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use isthmus_tests::topology::{transfer, TwoClouds, PATHS, VPCS};
+use isthmus_tests::topology::{now_ms, switch_at, transfer, TwoClouds, PATHS, VPCS};
 use isthmus_tests::{netctl, Agentd};
 use nix::sys::signal::Signal;
 
@@ -19,21 +19,6 @@ fn show(cmd: &str, out: &isthmus_tests::Output) {
     println!("$ {cmd}");
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
-fn switch_at(side: &isthmus_tests::topology::Side, since: u64, to: &str) -> Option<u64> {
-    side.events()
-        .iter()
-        .filter(|e| e["kind"] == "active_link_changed" && e["to"] == to)
-        .filter_map(|e| e["unix_ms"].as_u64())
-        .find(|t| *t >= since)
 }
 
 /// `netctl events` for the events since `since` (unix ms).
@@ -121,11 +106,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
 
     say("Cut the interconnect (nftables drops its UDP both ways)");
-    let dev = &clouds.underlay_interfaces(0)[0];
-    clouds.aws.nft(&format!(
-        "table inet cut {{\n chain out {{ type filter hook output priority -10; oifname \"{dev}\" meta l4proto udp drop; }}\n \
-         chain in {{ type filter hook input priority -10; iifname \"{dev}\" meta l4proto udp drop; }}\n}}\n"
-    ));
+    clouds.cut_interconnect(true);
     let cut = now_ms();
     clouds
         .aws
@@ -133,8 +114,8 @@ fn main() {
     clouds
         .oci
         .wait_active("remote", "internet", Duration::from_secs(5));
-    let aws_switch = switch_at(&clouds.aws, cut, "internet").unwrap_or(cut);
-    let oci_switch = switch_at(&clouds.oci, cut, "internet").unwrap_or(cut);
+    let aws_switch = switch_at(&clouds.aws.events(), cut, "internet").unwrap_or(cut);
+    let oci_switch = switch_at(&clouds.oci.events(), cut, "internet").unwrap_or(cut);
     events_since(&clouds.aws, cut);
     show(
         "netctl routes",
@@ -143,13 +124,7 @@ fn main() {
 
     say("Restore the interconnect: failback once it has been stable for 3 s (30 s by default)");
     std::thread::sleep(Duration::from_secs(2));
-    let ok = clouds
-        .aws
-        .ns
-        .command("nft")
-        .args(["delete", "table", "inet", "cut"])
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()));
+    clouds.restore_interconnect();
     let restored = now_ms();
     clouds
         .aws
@@ -157,7 +132,7 @@ fn main() {
     clouds
         .oci
         .wait_active("remote", "interconnect", Duration::from_secs(15));
-    let back = switch_at(&clouds.aws, restored, "interconnect").unwrap_or(restored);
+    let back = switch_at(&clouds.aws.events(), restored, "interconnect").unwrap_or(restored);
     events_since(&clouds.aws, restored);
 
     let out = pinger.wait_with_output().expect("ping");
@@ -175,7 +150,7 @@ fn main() {
     );
     println!("  failback: {} ms after the restore", back - restored);
     println!("  10 ms ping through it all: {summary}");
-    println!("  (each lost ping is 10 ms of traffic gap; see tests/bench/README.md for 20-trial figures)");
+    println!("  (while replies are missing ping sends about every 16 ms; the 20-trial gap figures: tests/bench/README.md)");
 
     say("Stop both gateways (SIGTERM): tunnels removed, fail-closed routes kept");
     for (name, agentd) in [("aws", &mut aws), ("oci", &mut oci)] {

@@ -24,9 +24,9 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use isthmus_tests::topology::{Side, TwoClouds, VPCS};
+use isthmus_tests::topology::{now_ms, switch_at, Side, TwoClouds, VPCS};
 use isthmus_tests::{bin, netctl, Agentd, Netns};
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
@@ -44,13 +44,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// A uniformly random duration in 0..=`max_ms` ms (from /dev/urandom).
@@ -140,36 +133,6 @@ impl Pinger {
     }
 }
 
-/// Drop UDP both ways on the AWS gateway's interconnect underlay.
-fn blackhole(clouds: &TwoClouds) {
-    let dev = &clouds.underlay_interfaces(0)[0];
-    clouds.aws.nft(&format!(
-        "table inet cut {{\n  chain out {{\n    type filter hook output priority -10;\n    \
-         oifname \"{dev}\" meta l4proto udp drop\n  }}\n  chain in {{\n    \
-         type filter hook input priority -10;\n    iifname \"{dev}\" meta l4proto udp drop\n  }}\n}}\n"
-    ));
-}
-
-fn restore(clouds: &TwoClouds) {
-    let ok = clouds
-        .aws
-        .ns
-        .command("nft")
-        .args(["delete", "table", "inet", "cut"])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "nft delete table inet cut");
-}
-
-/// The first `active_link_changed` event at or after `since_ms` moving to `to`.
-fn switch_at(events: &[serde_json::Value], since_ms: u64, to: &str) -> Option<u64> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "active_link_changed" && e["to"] == to)
-        .filter_map(|e| e["unix_ms"].as_u64())
-        .find(|t| *t >= since_ms)
-}
-
 /// `active_link_changed` events in `[from_ms, to_ms)`.
 fn switches(events: &[serde_json::Value], from_ms: u64, to_ms: u64) -> usize {
     events
@@ -242,7 +205,7 @@ fn trial(clouds: &TwoClouds, n: u32) -> Trial {
 
     // The cut takes effect when nft commits, just before it exits: take the time after it.
     let t = Instant::now();
-    blackhole(clouds);
+    clouds.cut_interconnect(true);
     let cut = now_ms();
     let nft_ms = t.elapsed().as_millis() as u64;
     let moved = wait_both(clouds, "internet", SWITCH_LIMIT);
@@ -253,7 +216,7 @@ fn trial(clouds: &TwoClouds, n: u32) -> Trial {
     let (aws, oci) = (since(&clouds.aws), since(&clouds.oci));
 
     let restored = now_ms();
-    restore(clouds);
+    clouds.restore_interconnect();
     let back = wait_both(clouds, "interconnect", FAILBACK_LIMIT);
     let failback = back
         .then(|| switch_at(&clouds.aws.events(), restored, "interconnect"))
