@@ -217,6 +217,19 @@ impl TwoClouds {
         &self.apps.as_ref().expect("with_apps() first").1
     }
 
+    /// Start agentd on both gateways and wait until both links are up and both gateways
+    /// route the remote VPC over the interconnect. The guards stop agentd on drop.
+    pub fn start_agents(&self) -> (crate::Agentd, crate::Agentd) {
+        let up = Duration::from_secs(20);
+        let aws = crate::Agentd::start(&self.aws.fx, &self.aws.ns);
+        let oci = crate::Agentd::start(&self.oci.fx, &self.oci.ns);
+        for side in [&self.aws, &self.oci] {
+            side.wait_links_up(&["interconnect", "internet"], up);
+            side.wait_active("remote", "interconnect", up);
+        }
+        (aws, oci)
+    }
+
     /// Drop UDP on the AWS gateway's interconnect underlay with nftables: outgoing, and
     /// incoming too if `both` (the rest of the traffic, and the internet path, are untouched).
     pub fn cut_interconnect(&self, both: bool) {

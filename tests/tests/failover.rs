@@ -11,17 +11,11 @@ use isthmus_tests::topology::{now_ms, switch_at, TwoClouds, VPCS};
 use isthmus_tests::{netctl, Agentd, Netns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-const LINKS: [&str; 2] = ["interconnect", "internet"];
 const UP: Duration = Duration::from_secs(15);
 
 fn start(tag: &str) -> (TwoClouds, Agentd, Agentd) {
     let clouds = TwoClouds::new(tag).with_apps();
-    let aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
-    let oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
-    clouds.aws.wait_links_up(&LINKS, UP);
-    clouds.oci.wait_links_up(&LINKS, UP);
-    clouds.aws.wait_active("remote", "interconnect", UP);
-    clouds.oci.wait_active("remote", "interconnect", UP);
+    let (aws, oci) = clouds.start_agents();
     (clouds, aws, oci)
 }
 

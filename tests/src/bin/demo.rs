@@ -7,8 +7,8 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use isthmus_tests::netctl;
 use isthmus_tests::topology::{now_ms, switch_at, transfer, TwoClouds, PATHS, VPCS};
-use isthmus_tests::{netctl, Agentd};
 use nix::sys::signal::Signal;
 
 fn say(text: &str) {
@@ -65,15 +65,8 @@ fn main() {
     }
 
     say("Start agentd on both gateways");
-    let mut aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
-    let mut oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     let t = Instant::now();
-    clouds
-        .aws
-        .wait_active("remote", "interconnect", Duration::from_secs(20));
-    clouds
-        .oci
-        .wait_active("remote", "interconnect", Duration::from_secs(20));
+    let (mut aws, mut oci) = clouds.start_agents();
     println!(
         "tunnels up and both gateways agree on the interconnect after {:?}",
         t.elapsed()
