@@ -354,6 +354,9 @@ pub struct Link {
     pub peer_address: IpAddr,
     pub mtu: u16,
     pub persistent_keepalive: Option<Duration>,
+    /// What the cloud charges per GiB sent over this path, in any currency: turns transmitted
+    /// bytes into the `isthmus_link_egress_cost_total` estimate. Finite and not negative.
+    pub egress_price_per_gb: Option<f64>,
 }
 
 /// 32 bytes of key material (WireGuard private or preshared key). Never printed: `Debug` shows

@@ -92,6 +92,7 @@ pub(crate) struct RawLink {
     pub peer_address: Text,
     pub mtu: Int,
     pub persistent_keepalive: Dur,
+    pub egress_price_per_gb: Float,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +293,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "persistent_keepalive",
         r#"persistent_keepalive = "25s""#,
     ),
+    ("link", "egress_price_per_gb", "egress_price_per_gb = 0.02"),
     ("probe", "name", r#"name = "adb-listener""#),
     ("probe", "kind", r#"kind = "tcp""#),
     ("probe", "target", r#"target = "10.2.1.10:1522""#),

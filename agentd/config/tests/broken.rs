@@ -348,6 +348,13 @@ addresses = ["10.255.1.0/31"]
         column: 17,
     },
     Case {
+        name: "negative egress price",
+        toml: concat!(agent!(), link_ic!(), "egress_price_per_gb = -0.01\n"),
+        message: "egress_price_per_gb -0.01 must be a number of at least 0",
+        line: 12,
+        column: 23,
+    },
+    Case {
         name: "loss_degraded out of range",
         toml: concat!(agent!(), "[health]\nloss_degraded = 1.5\n"),
         message: "loss_degraded 1.5 must be greater than 0 and less than 1",

@@ -5,7 +5,7 @@
 //! `BTreeMap`s, so equal inputs give equal outputs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::health::{Damping, Figures, Health, LinkHealth, PeerView, Thresholds};
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
@@ -218,18 +218,21 @@ impl Engine {
             .map_or(255, |p| p.min(254) as u8)
     }
 
-    /// A reply to our probe. Returns false if it matches no outstanding probe (dropped).
-    pub fn handle_reply(&mut self, link: &str, seq: u32, view: PeerView, now: Instant) -> bool {
-        let Some(l) = self.links.get_mut(link) else {
-            return false;
-        };
-        if !l.handle_reply(seq, now) {
-            return false;
-        }
+    /// A reply to our probe: its round-trip time, or `None` if it matches no outstanding probe
+    /// (dropped).
+    pub fn handle_reply(
+        &mut self,
+        link: &str,
+        seq: u32,
+        view: PeerView,
+        now: Instant,
+    ) -> Option<Duration> {
+        let l = self.links.get_mut(link)?;
+        let rtt = l.handle_reply(seq, now)?;
         l.handle_peer_view(view);
         self.check_ranking(link, view, now);
         self.decide(now);
-        true
+        Some(rtt)
     }
 
     /// A request from the peer. Returns false if it is a replay (dropped, not answered).

@@ -298,19 +298,18 @@ impl LinkHealth {
         Some(seq)
     }
 
-    /// A reply to our probe `seq` arrived. Returns false for a reply that matches no
-    /// outstanding probe (late, duplicated or forged).
-    pub fn handle_reply(&mut self, seq: u32, now: Instant) -> bool {
-        let Some(pos) = self.outstanding.iter().position(|(s, _)| *s == seq) else {
-            return false;
-        };
+    /// A reply to our probe `seq` arrived: its round-trip time, or `None` for a reply that
+    /// matches no outstanding probe (late, duplicated or forged).
+    pub fn handle_reply(&mut self, seq: u32, now: Instant) -> Option<Duration> {
+        let pos = self.outstanding.iter().position(|(s, _)| *s == seq)?;
         let (_, sent) = self.outstanding.remove(pos).unwrap_or((seq, now));
         // Probes sent before this one and still outstanding were overtaken: lost.
         for _ in 0..pos {
             self.outstanding.pop_front();
             self.lost();
         }
-        self.push(Sample::Rtt(now.saturating_duration_since(sent)));
+        let rtt = now.saturating_duration_since(sent);
+        self.push(Sample::Rtt(rtt));
         self.consecutive_lost = 0;
         self.consecutive_ok += 1;
         let up_after = if self.state == Health::Unknown {
@@ -330,7 +329,7 @@ impl LinkHealth {
             self.next_probe_at = self.next_probe_at.min(now + self.timings.interval);
         }
         self.update_degraded();
-        true
+        Some(rtt)
     }
 
     /// A request from the peer with its view of this link. Returns false for a replay.
@@ -547,7 +546,7 @@ mod tests {
         let mut l = link(t0);
         assert_eq!(l.own(), Health::Unknown);
         let seq = l.poll_probe(t0).unwrap();
-        assert!(l.handle_reply(seq, t0 + ms(2)));
+        assert!(l.handle_reply(seq, t0 + ms(2)).is_some());
         assert_eq!(l.own(), Health::Up);
     }
 
@@ -555,10 +554,10 @@ mod tests {
     fn a_reply_to_no_outstanding_probe_is_rejected() {
         let t0 = Instant::now();
         let mut l = link(t0);
-        assert!(!l.handle_reply(42, t0));
+        assert!(l.handle_reply(42, t0).is_none());
         let seq = l.poll_probe(t0).unwrap();
-        assert!(l.handle_reply(seq, t0 + ms(1)));
-        assert!(!l.handle_reply(seq, t0 + ms(2)), "a duplicate reply");
+        assert_eq!(l.handle_reply(seq, t0 + ms(1)), Some(ms(1)));
+        assert!(l.handle_reply(seq, t0 + ms(2)).is_none(), "a duplicate reply");
     }
 
     #[test]

@@ -89,6 +89,22 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
             Some(Duration::from_secs(65535)),
         )
         .optional();
+    let egress_price = match &r.egress_price_per_gb {
+        None => Some(None),
+        Some(v) => {
+            let x = *v.get_ref();
+            if x.is_finite() && x >= 0.0 {
+                Some(Some(x))
+            } else {
+                f.error(
+                    v.span(),
+                    format!("egress_price_per_gb {x} must be a number of at least 0"),
+                    "it is the cloud's price per GiB sent over this path, e.g. 0.02",
+                );
+                None
+            }
+        }
+    };
     let private_key = private_key?;
     let preshared = preshared?;
     Some(Link {
@@ -109,6 +125,7 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
         peer_address: peer_address?,
         mtu: mtu?,
         persistent_keepalive: keepalive?,
+        egress_price_per_gb: egress_price?,
     })
 }
 
