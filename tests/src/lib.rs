@@ -10,12 +10,16 @@ pub mod agentd;
 pub mod fixture;
 pub mod netns;
 pub mod notify;
+pub mod prometheus;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
 pub use fixture::Fixture;
 pub use netns::Netns;
 pub use notify::NotifySocket;
+pub use prometheus::{
+    http_get, http_get_response, promtool_check_metrics, url_encode, Prometheus, Response,
+};
 
 use std::path::PathBuf;
 
