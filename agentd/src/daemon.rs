@@ -20,6 +20,7 @@ use crate::control::{self, Command, Limits, Policy};
 use crate::events::{self, EventLog};
 use crate::failover::{self, Failover};
 use crate::logging::LogControl;
+use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::probe::peer::ProbeIn;
 use crate::probe::target::{Outcome, ProbeResult, TargetProbes};
@@ -55,6 +56,9 @@ pub struct State {
     /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
     route_tables: Vec<u32>,
     pub host_warnings: Vec<String>,
+    metrics: Metrics,
+    /// The metrics listener follows `[metrics].listen` through this.
+    metrics_listen: watch::Sender<std::net::SocketAddr>,
     pub started_at: Instant,
     pub config_path: PathBuf,
     pub running: Running,
@@ -79,10 +83,18 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (policy_tx, policy_rx) = watch::channel(policy);
     let (command_tx, mut commands) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Metrics::new();
     let server = tokio::spawn(control::serve(
         listener,
         Limits::from_config(&control_cfg),
         policy_rx,
+        command_tx.clone(),
+        metrics.control_requests.clone(),
+        shutdown_rx.clone(),
+    ));
+    let (metrics_listen, listen_rx) = watch::channel(running.config.metrics.listen);
+    let metrics_server = tokio::spawn(crate::metrics::server::serve(
+        listen_rx,
         command_tx,
         shutdown_rx,
     ));
@@ -126,6 +138,8 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         target_results: BTreeMap::new(),
         route_tables: Vec::new(),
         host_warnings: Vec::new(),
+        metrics,
+        metrics_listen,
         started_at: Instant::now(),
         config_path: running.config.path.clone(),
         running,
@@ -192,15 +206,22 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 Command::Probes { reply } => {
                     let _ = reply.send(status::probes(&state));
                 }
+                Command::Metrics { reply } => {
+                    state.accumulate_egress();
+                    let _ = reply.send(crate::metrics::render(&state.metrics, &state));
+                }
+                Command::Health { reply } => {
+                    let _ = reply.send(state.tunnels.data_plane(Instant::now()));
+                }
             },
             Some((name, outcome, at)) = target_results.recv() => {
                 state.on_target(name, outcome, at.into_std());
             }
             Some(probe) = probes.recv() => {
-                state.failover.on_probe(probe);
+                state.on_probe(probe);
                 // Drain what else arrived, then act once.
                 while let Ok(p) = probes.try_recv() {
-                    state.failover.on_probe(p);
+                    state.on_probe(p);
                 }
                 state.after_engine().await;
             }
@@ -219,6 +240,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
                 state.failover.sync_sockets(&state.running.config, |l| tunnels.ifindex(l).is_some());
                 state.reconcile_routes().await;
                 state.check_host();
+                state.accumulate_egress();
             }
             _ = tick(&mut watchdog) => notify::watchdog(),
         }
@@ -235,6 +257,9 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let _ = shutdown_tx.send(true);
     if let Err(e) = server.await {
         tracing::error!(error = %e, "control server task failed");
+    }
+    if let Err(e) = metrics_server.await {
+        tracing::error!(error = %e, "metrics server task failed");
     }
     socket.remove();
     tracing::info!("agentd stopped");
@@ -272,8 +297,28 @@ impl State {
             .collect()
     }
 
+    /// Price what the links sent since the last call (`isthmus_link_egress_cost_total`).
+    fn accumulate_egress(&mut self) {
+        let tunnels = &self.tunnels;
+        self.metrics.accumulate_egress(&self.running.config, |l| {
+            tunnels.counters(l).map(|c| {
+                use std::sync::atomic::Ordering::Relaxed;
+                (c.tx_bytes.load(Relaxed), c.tx_packets.load(Relaxed))
+            })
+        });
+    }
+
+    /// A peer probe arrived (or was refused).
+    fn on_probe(&mut self, probe: ProbeIn) {
+        if let Some((link, rtt)) = self.failover.on_probe(probe) {
+            self.metrics.observe_rtt(&link, rtt);
+        }
+    }
+
     /// A target check finished: keep the result, log a change of state.
     fn on_target(&mut self, name: String, outcome: Outcome, at: Instant) {
+        self.metrics
+            .observe_target(&name, outcome.ok, outcome.reason.as_str(), outcome.duration);
         let before = self.target_results.get(&name).map(|t| t.last.ok);
         if before != Some(outcome.ok) {
             let word = |ok: bool| if ok { "ok" } else { "failing" }.to_owned();
@@ -331,6 +376,7 @@ impl State {
         let now = Instant::now();
         let mut moved = false;
         for e in self.failover.flush(now) {
+            self.metrics.on_event(&e, now);
             let (rec, at) = failover::to_record(&e, now);
             match rec.kind.as_str() {
                 "active_link_changed" => {
@@ -569,6 +615,8 @@ impl State {
             needs_restart: changes.needs_restart,
             warnings: new.warnings.clone(),
         };
+        // Traffic so far is priced at the old price.
+        self.accumulate_egress();
         self.running = new;
         self.targets.replace(&self.running.config.probes);
         let names: std::collections::BTreeSet<String> = self
@@ -579,6 +627,11 @@ impl State {
             .map(|p| p.name.clone())
             .collect();
         self.target_results.retain(|n, _| names.contains(n));
+        self.metrics.retain(&self.running.config);
+        self.metrics_listen.send_if_modified(|addr| {
+            let new = self.running.config.metrics.listen;
+            std::mem::replace(addr, new) != new
+        });
         self.failover
             .update_config(&self.running.config, Instant::now());
         let tunnels = &self.tunnels;

@@ -101,13 +101,14 @@ impl Failover {
             .or_default() += 1;
     }
 
-    pub fn on_probe(&mut self, p: ProbeIn) {
+    /// Handle a peer probe; for an answered probe of ours, the link and the round-trip time.
+    pub fn on_probe(&mut self, p: ProbeIn) -> Option<(String, std::time::Duration)> {
         let probe = match p.probe {
             Ok(probe) => probe,
             Err(reject) => {
                 tracing::trace!(link = %p.link, reason = reject.as_str(), "probe dropped");
                 self.count(&p.link, reject_label(reject));
-                return;
+                return None;
             }
         };
         match probe.kind {
@@ -117,20 +118,25 @@ impl Failover {
                     .handle_request(&p.link, probe.seq, probe.view, p.at)
                 {
                     self.count(&p.link, "replayed");
-                    return;
+                    return None;
                 }
                 if let Some(view) = self.engine.own_view(&p.link) {
                     // The reply echoes the request's seq and send time.
                     self.sockets
                         .send(&p.link, Kind::Reply, probe.seq, p.at, &view);
                 }
+                None
             }
             Kind::Reply => {
-                if !self
+                match self
                     .engine
                     .handle_reply(&p.link, probe.seq, probe.view, p.at)
                 {
-                    self.count(&p.link, "replayed");
+                    Some(rtt) => Some((p.link, rtt)),
+                    None => {
+                        self.count(&p.link, "replayed");
+                        None
+                    }
                 }
             }
         }

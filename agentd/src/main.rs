@@ -7,6 +7,7 @@ mod events;
 mod failover;
 mod host;
 mod logging;
+mod metrics;
 mod netlink;
 mod notify;
 mod probe;

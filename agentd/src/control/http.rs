@@ -33,6 +33,8 @@ pub struct Context {
     pub policy: watch::Receiver<Policy>,
     pub commands: mpsc::Sender<Command>,
     pub request_timeout: Duration,
+    /// `isthmus_control_requests_total{endpoint, status}`.
+    pub requests: prometheus::IntCounterVec,
 }
 
 /// The endpoints of API v1.
@@ -136,6 +138,32 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
     Ok(endpoint)
 }
 
+/// The route pattern of a path, for metrics: names from requests never become labels.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        paths::STATUS => paths::STATUS,
+        paths::LINKS => paths::LINKS,
+        paths::ROUTES => paths::ROUTES,
+        paths::EVENTS => paths::EVENTS,
+        paths::PROBES => paths::PROBES,
+        paths::VERSION => paths::VERSION,
+        paths::RELOAD => paths::RELOAD,
+        _ if path.starts_with(paths::GROUPS) && path.ends_with("/failover") => {
+            "/v1/groups/{group}/failover"
+        }
+        _ if path.starts_with(paths::GROUPS) && path.ends_with("/failback") => {
+            "/v1/groups/{group}/failback"
+        }
+        _ if path.starts_with(paths::LINK_ACTIONS) && path.ends_with("/undrain") => {
+            "/v1/links/{link}/undrain"
+        }
+        _ if path.starts_with(paths::LINK_ACTIONS) && path.ends_with("/drain") => {
+            "/v1/links/{link}/drain"
+        }
+        _ => "other",
+    }
+}
+
 pub async fn serve_connection(stream: UnixStream, peer: Peer, ctx: Arc<Context>) {
     let timeout = ctx.request_timeout;
     let service = hyper::service::service_fn(move |req| {
@@ -170,6 +198,9 @@ async fn handle(req: Request<Incoming>, peer: &Peer, ctx: &Context) -> Response<
         Err(e) => e.kind.http_status(),
     };
     tracing::debug!(%method, %path, uid = peer.uid, pid = ?peer.pid, client, status, "control request");
+    ctx.requests
+        .with_label_values(&[endpoint_label(&path), &status.to_string()])
+        .inc();
     result.unwrap_or_else(|e| error_response(&e))
 }
 

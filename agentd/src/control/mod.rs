@@ -72,6 +72,12 @@ pub enum Command {
     Probes {
         reply: oneshot::Sender<Vec<ProbeStatus>>,
     },
+    /// The `/metrics` text (from the metrics listener, not the control socket).
+    Metrics { reply: oneshot::Sender<String> },
+    /// Each link's data plane for `/healthz`: `None` when fine, or what is wrong.
+    Health {
+        reply: oneshot::Sender<Vec<(String, Option<String>)>>,
+    },
 }
 
 /// Who may do what; replaced on reload.
@@ -151,6 +157,7 @@ pub async fn serve(
     limits: Limits,
     policy: watch::Receiver<Policy>,
     commands: mpsc::Sender<Command>,
+    requests: prometheus::IntCounterVec,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_clients));
@@ -158,6 +165,7 @@ pub async fn serve(
         policy,
         commands,
         request_timeout: limits.request_timeout,
+        requests,
     });
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -181,6 +189,7 @@ pub async fn serve(
                 max_clients = limits.max_clients,
                 "control client refused: too many clients"
             );
+            ctx.requests.with_label_values(&["other", "503"]).inc();
             tasks.spawn(http::refuse_busy(stream));
             continue;
         };

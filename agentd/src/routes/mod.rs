@@ -103,6 +103,16 @@ pub fn desired(
     out
 }
 
+/// Successful netlink writes by kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ops {
+    pub add: u64,
+    pub replace: u64,
+    pub delete: u64,
+    pub rule_add: u64,
+    pub rule_delete: u64,
+}
+
 /// Reconciles the kernel with [`Desired`] and keeps the figures `netctl routes` shows.
 pub struct RouteManager {
     kernel: Kernel,
@@ -110,6 +120,10 @@ pub struct RouteManager {
     pub runs: u64,
     pub writes: u64,
     pub errors: u64,
+    /// Successful writes by kind, for metrics.
+    pub ops: Ops,
+    /// Reconcile runs that had something to change: (all steps succeeded, some failed).
+    pub actions: (u64, u64),
     pub last_error: Option<String>,
     /// Conflicts already logged, so that each is logged once.
     logged: BTreeSet<String>,
@@ -125,6 +139,8 @@ impl RouteManager {
             runs: 0,
             writes: 0,
             errors: 0,
+            ops: Ops::default(),
+            actions: (0, 0),
             last_error: None,
             logged: BTreeSet::new(),
             fresh_conflicts: Vec::new(),
@@ -137,6 +153,16 @@ impl RouteManager {
 
     /// Make the kernel match `desired`. Errors are logged and counted; the next run retries.
     pub async fn reconcile(&mut self, desired: &Desired, extra_tables: &[u32]) {
+        let (writes, errors) = (self.writes, self.errors);
+        self.run(desired, extra_tables).await;
+        if self.errors > errors {
+            self.actions.1 += 1;
+        } else if self.writes > writes {
+            self.actions.0 += 1;
+        }
+    }
+
+    async fn run(&mut self, desired: &Desired, extra_tables: &[u32]) {
         self.runs += 1;
         let mut tables = desired.tables();
         tables.extend_from_slice(extra_tables);
@@ -174,7 +200,14 @@ impl RouteManager {
         for change in &plan.changes {
             tracing::debug!(?change, "route change");
             match self.kernel.apply(change).await {
-                Ok(()) => self.writes += 1,
+                Ok(()) => {
+                    self.writes += 1;
+                    match change {
+                        Change::Add(_) => self.ops.add += 1,
+                        Change::Replace(_) => self.ops.replace += 1,
+                        Change::Delete(_) => self.ops.delete += 1,
+                    }
+                }
                 Err(e) => self.fail(e),
             }
         }
@@ -189,7 +222,10 @@ impl RouteManager {
         for (v6, table, priority, msg) in present.iter().cloned() {
             if priority != RULE_PRIORITY || !desired.rules.contains(&(v6, table)) {
                 match self.kernel.delete_rule(msg).await {
-                    Ok(()) => self.writes += 1,
+                    Ok(()) => {
+                        self.writes += 1;
+                        self.ops.rule_delete += 1;
+                    }
                     Err(e) => self.fail(e),
                 }
             }
@@ -204,7 +240,10 @@ impl RouteManager {
                     .add_rule(*v6, *table, RULE_PRIORITY, self.protocol)
                     .await
                 {
-                    Ok(()) => self.writes += 1,
+                    Ok(()) => {
+                        self.writes += 1;
+                        self.ops.rule_add += 1;
+                    }
                     Err(e) => self.fail(e),
                 }
             }

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why a packet was dropped. The order is the order of `Counters::drops`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +87,32 @@ pub struct Counters {
     /// 1 while boringtun has given up (no handshake answered for 90 s).
     pub expired: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// When the worker last went round its loop, in ms since [`epoch`]: `/healthz` tells a
+    /// stuck data plane from a quiet one (the loop turns at least every tick).
+    heartbeat_ms: AtomicU64,
     /// The peer's current underlay address (roaming updates it; rare).
     pub endpoint: Mutex<Option<SocketAddr>>,
 }
 
+/// A process-wide monotonic origin for heartbeats.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 impl Counters {
+    /// The worker is alive at `now`.
+    pub fn beat(&self, now: Instant) {
+        let ms = now.saturating_duration_since(epoch()).as_millis() as u64;
+        self.heartbeat_ms.store(ms, Relaxed);
+    }
+
+    /// Time since the last [`Counters::beat`] (since the process started if none).
+    pub fn since_beat(&self, now: Instant) -> Duration {
+        let at = epoch() + Duration::from_millis(self.heartbeat_ms.load(Relaxed));
+        now.saturating_duration_since(at)
+    }
+
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
     }

@@ -34,6 +34,9 @@ use worker::{Command, Keys, Waker, Worker};
 
 /// WireGuard's REJECT_AFTER_TIME: a session older than this carries no traffic.
 const SESSION_LIFETIME: Duration = Duration::from_secs(180);
+/// A worker that has not gone round its loop (at least every tick, 100 ms) for this long is
+/// stuck.
+const WORKER_STALL: Duration = Duration::from_secs(2);
 /// How long to wait for a hostname endpoint to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -240,6 +243,33 @@ impl Tunnels {
     }
 
     /// The tunnel interface index of a running link.
+    /// The traffic counters of a link (present while the link is configured).
+    pub fn counters(&self, link: &str) -> Option<&Counters> {
+        self.links.get(link).map(|e| &*e.counters)
+    }
+
+    /// Each link's data plane: `None` if its worker is running and turning, or what is wrong.
+    pub fn data_plane(&self, now: Instant) -> Vec<(String, Option<String>)> {
+        self.links
+            .iter()
+            .map(|(name, e)| {
+                let problem = match &e.running {
+                    None => Some(format!(
+                        "not running: {}",
+                        e.error.as_deref().unwrap_or("not started yet")
+                    )),
+                    Some(r) if r.thread.is_finished() => Some("worker thread ended".to_owned()),
+                    Some(_) => {
+                        let idle = e.counters.since_beat(now);
+                        (idle > WORKER_STALL)
+                            .then(|| format!("worker stuck for {:.1} s", idle.as_secs_f64()))
+                    }
+                };
+                (name.clone(), problem)
+            })
+            .collect()
+    }
+
     pub fn ifindex(&self, link: &str) -> Option<u32> {
         self.links.get(link)?.running.as_ref().map(|r| r.ifindex)
     }

@@ -149,7 +149,9 @@ impl Worker {
         self.initiate(&mut bufs.scratch);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            self.counters.beat(now);
+            let wait = next_tick.saturating_duration_since(now);
             let mut fds = [
                 pollfd(self.tun.as_fd().as_raw_fd()),
                 pollfd(self.udp.as_fd().as_raw_fd()),

@@ -1,0 +1,321 @@
+//! The scrape: the registered families plus those read from the daemon's state now.
+
+use std::time::Instant;
+
+use isthmus_core::Health;
+use prometheus::proto::MetricFamily;
+use prometheus::TextEncoder;
+
+use super::family::Family;
+use super::Metrics;
+use crate::daemon::State;
+use crate::tunnel::counters::DropReason;
+
+/// Every health a link can have, as `isthmus_link_state{state}` lists them.
+const HEALTHS: [Health; 5] = [
+    Health::Up,
+    Health::Degraded,
+    Health::Unknown,
+    Health::Down,
+    Health::Suppressed,
+];
+
+/// The whole `/metrics` text.
+pub fn render(metrics: &Metrics, state: &State) -> String {
+    let now = Instant::now();
+    let mut families = metrics.registry.gather();
+    families.extend(agent(state));
+    families.extend(links(metrics, state, now));
+    families.extend(groups(metrics, state, now));
+    families.extend(routes(state));
+    families.extend(targets(state));
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = String::with_capacity(64 * 1024);
+    if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+fn agent(state: &State) -> Vec<MetricFamily> {
+    let config = &state.running.config;
+    let mut info = Family::gauge(
+        "isthmus_build_info",
+        "Always 1: agentd's version and the agent name from the config.",
+    );
+    info.add(
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("agent", &config.agent.name),
+        ],
+        1.0,
+    );
+    let mut reloads = Family::counter(
+        "isthmus_config_reloads_total",
+        "Config reloads (SIGHUP or netctl reload) by result.",
+    );
+    reloads
+        .add(&[("result", "applied")], state.reloads_applied as f64)
+        .add(&[("result", "rejected")], state.reloads_rejected as f64);
+    let mut last_ok = Family::gauge(
+        "isthmus_config_last_reload_successful",
+        "0 after a rejected reload (the previous config keeps running), 1 otherwise.",
+    );
+    last_ok.add(
+        &[],
+        if state.last_rejected.is_some() {
+            0.0
+        } else {
+            1.0
+        },
+    );
+    [info.build(), reloads.build(), last_ok.build()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut up = Family::gauge(
+        "isthmus_link_up",
+        "1 when the link can carry traffic (health up or degraded).",
+    );
+    let mut health = Family::gauge(
+        "isthmus_link_state",
+        "1 for the link's current health, 0 for the others.",
+    );
+    let mut drained = Family::gauge(
+        "isthmus_link_drained",
+        "1 while the link is drained for maintenance, here or by the peer.",
+    );
+    let mut since = Family::gauge(
+        "isthmus_link_state_seconds",
+        "Seconds since the link's health last changed.",
+    );
+    let mut loss = Family::gauge(
+        "isthmus_link_loss_ratio",
+        "Round-trip loss of the peer probes over the probe window.",
+    );
+    let mut jitter = Family::gauge(
+        "isthmus_link_jitter_seconds",
+        "Mean difference between consecutive probe RTTs over the probe window.",
+    );
+    let mut handshake = Family::gauge(
+        "isthmus_link_handshake_age_seconds",
+        "Seconds since the last completed WireGuard handshake (+Inf: none yet).",
+    );
+    let mut attempts = Family::counter(
+        "isthmus_link_handshake_attempts_total",
+        "WireGuard handshake initiations sent.",
+    );
+    let mut tx_bytes = Family::counter(
+        "isthmus_link_transmit_bytes_total",
+        "Bytes of IP packets sent into the tunnel, before encryption.",
+    );
+    let mut rx_bytes = Family::counter(
+        "isthmus_link_receive_bytes_total",
+        "Bytes of IP packets received from the tunnel, after decryption.",
+    );
+    let mut tx_packets = Family::counter(
+        "isthmus_link_transmit_packets_total",
+        "Packets sent into the tunnel.",
+    );
+    let mut rx_packets = Family::counter(
+        "isthmus_link_receive_packets_total",
+        "Packets received from the tunnel.",
+    );
+    let mut drops = Family::counter(
+        "isthmus_link_dropped_packets_total",
+        "Packets and datagrams dropped by the data plane, by reason.",
+    );
+    let mut probe_drops = Family::counter(
+        "isthmus_link_probe_dropped_total",
+        "Peer-probe datagrams refused, by reason.",
+    );
+    let mut cost = Family::counter(
+        "isthmus_link_egress_cost_total",
+        "Estimated egress cost of what the link sent, in the currency of egress_price_per_gb.",
+    );
+    let wall = std::time::SystemTime::now();
+    for link in &state.running.config.links {
+        let l = [("link", link.name.as_str())];
+        let h = state.failover.health(&link.name).unwrap_or(Health::Unknown);
+        up.add(&l, f64::from(u8::from(h.carries())));
+        for s in HEALTHS {
+            health.add(
+                &[("link", &link.name), ("state", s.as_str())],
+                f64::from(u8::from(s == h)),
+            );
+        }
+        let report = state.failover.report(&link.name);
+        let peer_draining = report
+            .as_ref()
+            .and_then(|(_, peer, _)| peer.map(|p| p.draining))
+            .unwrap_or(false);
+        drained.add(
+            &l,
+            f64::from(u8::from(
+                state.failover.drained(&link.name) || peer_draining,
+            )),
+        );
+        since.add(&l, metrics.since(&metrics.link_since, &link.name, now));
+        if let Some((_, _, figures)) = &report {
+            loss.add(&l, figures.loss);
+            if let Some(j) = figures.jitter {
+                jitter.add(&l, j.as_secs_f64());
+            }
+        }
+        for (reason, n) in state.failover.probe_drops(&link.name) {
+            probe_drops.add(&[("link", &link.name), ("reason", &reason)], n as f64);
+        }
+        if let Some(e) = metrics.egress.get(&link.name) {
+            if link.egress_price_per_gb.is_some() {
+                cost.add(&l, e.cost);
+            }
+        }
+        let Some(c) = state.tunnels.counters(&link.name) else {
+            continue;
+        };
+        let age = c.last_handshake().map_or(f64::INFINITY, |t| {
+            wall.duration_since(t).unwrap_or_default().as_secs_f64()
+        });
+        handshake.add(&l, age);
+        attempts.add(&l, c.handshake_attempts.load(Relaxed) as f64);
+        tx_bytes.add(&l, c.tx_bytes.load(Relaxed) as f64);
+        rx_bytes.add(&l, c.rx_bytes.load(Relaxed) as f64);
+        tx_packets.add(&l, c.tx_packets.load(Relaxed) as f64);
+        rx_packets.add(&l, c.rx_packets.load(Relaxed) as f64);
+        for reason in DropReason::ALL {
+            drops.add(
+                &[("link", &link.name), ("reason", reason.as_str())],
+                c.drops(reason) as f64,
+            );
+        }
+    }
+    [
+        up,
+        health,
+        drained,
+        since,
+        loss,
+        jitter,
+        handshake,
+        attempts,
+        tx_bytes,
+        rx_bytes,
+        tx_packets,
+        rx_packets,
+        drops,
+        probe_drops,
+        cost,
+    ]
+    .into_iter()
+    .filter_map(Family::build)
+    .collect()
+}
+
+fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
+    let mut active = Family::gauge(
+        "isthmus_group_active_link",
+        "1 for the link carrying the route group's routes, 0 for its other links.",
+    );
+    let mut up = Family::gauge(
+        "isthmus_group_up",
+        "1 when the route group has an active link.",
+    );
+    let mut backup = Family::gauge(
+        "isthmus_group_on_backup",
+        "1 when the active link is not the group's first (preferred) link.",
+    );
+    let mut pinned = Family::gauge(
+        "isthmus_group_pinned",
+        "1 while the group is pinned by netctl failover, here or on the peer.",
+    );
+    let mut since = Family::gauge(
+        "isthmus_group_state_seconds",
+        "Seconds since the group's active link last changed.",
+    );
+    for g in &state.running.config.route_groups {
+        let current = state.failover.active(&g.name);
+        let gl = [("group", g.name.as_str())];
+        for link in &g.links {
+            let is = current.as_deref() == Some(link.as_str());
+            active.add(
+                &[("group", &g.name), ("link", link)],
+                f64::from(u8::from(is)),
+            );
+        }
+        up.add(&gl, f64::from(u8::from(current.is_some())));
+        let on_backup = current
+            .as_deref()
+            .is_some_and(|c| g.links.first().map(String::as_str) != Some(c));
+        backup.add(&gl, f64::from(u8::from(on_backup)));
+        let peer_pin = current.as_deref().is_some_and(|c| {
+            state
+                .failover
+                .report(c)
+                .and_then(|(_, peer, _)| peer)
+                .is_some_and(|p| p.pinned)
+        });
+        let is_pinned = state.failover.pin_of(&g.name).is_some() || peer_pin;
+        pinned.add(&gl, f64::from(u8::from(is_pinned)));
+        since.add(&gl, metrics.since(&metrics.group_since, &g.name, now));
+    }
+    [active, up, backup, pinned, since]
+        .into_iter()
+        .filter_map(Family::build)
+        .collect()
+}
+
+fn routes(state: &State) -> Vec<MetricFamily> {
+    let r = &state.routes;
+    let mut actions = Family::counter(
+        "isthmus_actions_total",
+        "Actions taken to follow a decision, by result (route: a reconcile with changes).",
+    );
+    actions
+        .add(
+            &[("action", "route"), ("result", "success")],
+            r.actions.0 as f64,
+        )
+        .add(
+            &[("action", "route"), ("result", "failure")],
+            r.actions.1 as f64,
+        );
+    let mut runs = Family::counter("isthmus_route_reconciles_total", "Route reconcile runs.");
+    runs.add(&[], r.runs as f64);
+    let mut changes = Family::counter(
+        "isthmus_route_changes_total",
+        "Successful netlink route and rule writes, by operation.",
+    );
+    for (op, n) in [
+        ("add", r.ops.add),
+        ("replace", r.ops.replace),
+        ("delete", r.ops.delete),
+        ("rule_add", r.ops.rule_add),
+        ("rule_delete", r.ops.rule_delete),
+    ] {
+        changes.add(&[("op", op)], n as f64);
+    }
+    let mut errors = Family::counter(
+        "isthmus_route_errors_total",
+        "Route reconcile steps that failed (retried on the next run).",
+    );
+    errors.add(&[], r.errors as f64);
+    [actions, runs, changes, errors]
+        .into_iter()
+        .filter_map(Family::build)
+        .collect()
+}
+
+fn targets(state: &State) -> Vec<MetricFamily> {
+    let mut up = Family::gauge(
+        "isthmus_target_up",
+        "1 if the target's last check passed, 0 if it failed.",
+    );
+    for (name, t) in &state.target_results {
+        up.add(&[("target", name)], f64::from(u8::from(t.last.ok)));
+    }
+    up.build().into_iter().collect()
+}

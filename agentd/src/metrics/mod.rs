@@ -1,0 +1,297 @@
+//! Prometheus metrics (the families are documented in docs/metrics.md).
+//!
+//! Two kinds of families. Those counted as things happen (probe RTTs, target check durations
+//! and failures, failovers, control requests) are registered `prometheus` metrics, updated by
+//! the event loop or the control server, never by the packet path. Everything else is read at
+//! scrape time from what agentd keeps anyway (the link workers' atomic counters, the engine's
+//! health and figures, the route manager's counts) by [`export`], so there is no second copy to
+//! keep in step. A scrape is a [`crate::control::Command::Metrics`] to the event loop: the text
+//! is rendered from the loop's own state, consistent with `netctl status` at that moment.
+
+mod export;
+mod family;
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use isthmus_core::engine::{Event, SwitchReason};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+pub use export::render;
+
+/// Probe RTT buckets, 0.25 ms to 5 s: same-region interconnects sit at the low end, a
+/// congested internet path across continents at the high end.
+const RTT_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Target check buckets: few, since there may be a thousand targets (shared/notes/traps.md).
+const TARGET_BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5];
+
+/// The label of each switch reason (`isthmus_group_failovers_total{reason}`).
+pub fn switch_label(reason: &SwitchReason) -> &'static str {
+    match reason {
+        SwitchReason::FirstUsable => "first_usable",
+        SwitchReason::ActiveDown => "active_down",
+        SwitchReason::ActiveDegraded => "active_degraded",
+        SwitchReason::Failback => "failback",
+        SwitchReason::Manual(_) => "manual",
+        SwitchReason::PeerPin => "peer_pin",
+        SwitchReason::Released => "released",
+        SwitchReason::NoUsableLink => "no_usable_link",
+        SwitchReason::Config => "config",
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rtt: HistogramVec,
+    target_duration: HistogramVec,
+    target_failures: IntCounterVec,
+    failovers: IntCounterVec,
+    /// Shared with the control server, which counts its requests.
+    pub control_requests: IntCounterVec,
+    /// When each link's health and each group's active link last changed.
+    link_since: BTreeMap<String, Instant>,
+    group_since: BTreeMap<String, Instant>,
+    started: Instant,
+    /// Egress cost so far per link, and the counters it was computed up to.
+    egress: BTreeMap<String, Egress>,
+    /// Label values in use, to remove series of links, targets and groups a reload removed.
+    seen: Seen,
+}
+
+#[derive(Default)]
+struct Seen {
+    links: BTreeSet<String>,
+    targets: BTreeSet<String>,
+    groups: BTreeSet<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Egress {
+    bytes: u64,
+    packets: u64,
+    cost: f64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let rtt = HistogramVec::new(
+            HistogramOpts::new(
+                "isthmus_link_rtt_seconds",
+                "Round-trip time of answered peer probes.",
+            )
+            .buckets(RTT_BUCKETS.to_vec()),
+            &["link"],
+        )
+        .expect("valid histogram");
+        let target_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "isthmus_target_probe_duration_seconds",
+                "Duration of target checks, passed or failed.",
+            )
+            .buckets(TARGET_BUCKETS.to_vec()),
+            &["target"],
+        )
+        .expect("valid histogram");
+        let target_failures = IntCounterVec::new(
+            Opts::new(
+                "isthmus_target_probe_failures_total",
+                "Failed target checks by reason.",
+            ),
+            &["target", "reason"],
+        )
+        .expect("valid counter");
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "isthmus_group_failovers_total",
+                "Changes of a route group's active link, by reason.",
+            ),
+            &["group", "reason"],
+        )
+        .expect("valid counter");
+        let control_requests = IntCounterVec::new(
+            Opts::new(
+                "isthmus_control_requests_total",
+                "Control socket requests by endpoint pattern and HTTP status.",
+            ),
+            &["endpoint", "status"],
+        )
+        .expect("valid counter");
+        for c in [
+            Box::new(rtt.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(target_duration.clone()),
+            Box::new(target_failures.clone()),
+            Box::new(failovers.clone()),
+            Box::new(control_requests.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            rtt,
+            target_duration,
+            target_failures,
+            failovers,
+            control_requests,
+            link_since: BTreeMap::new(),
+            group_since: BTreeMap::new(),
+            started: Instant::now(),
+            egress: BTreeMap::new(),
+            seen: Seen::default(),
+        }
+    }
+
+    /// An answered peer probe.
+    pub fn observe_rtt(&mut self, link: &str, rtt: Duration) {
+        if !self.seen.links.contains(link) {
+            self.seen.links.insert(link.to_owned());
+        }
+        self.rtt
+            .with_label_values(&[link])
+            .observe(rtt.as_secs_f64());
+    }
+
+    /// A finished target check.
+    pub fn observe_target(&mut self, target: &str, ok: bool, reason: &'static str, took: Duration) {
+        if !self.seen.targets.contains(target) {
+            self.seen.targets.insert(target.to_owned());
+        }
+        self.target_duration
+            .with_label_values(&[target])
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.target_failures
+                .with_label_values(&[target, reason])
+                .inc();
+        }
+    }
+
+    /// An engine event: remember when states changed, count failovers.
+    pub fn on_event(&mut self, event: &Event, now: Instant) {
+        match event {
+            Event::HealthChanged { link, .. } => {
+                self.link_since.insert(link.clone(), now);
+            }
+            Event::ActiveLinkChanged { group, reason, .. } => {
+                self.group_since.insert(group.clone(), now);
+                if !self.seen.groups.contains(group) {
+                    self.seen.groups.insert(group.clone());
+                }
+                self.failovers
+                    .with_label_values(&[group, switch_label(reason)])
+                    .inc();
+            }
+            Event::RankingMismatch { .. } => {}
+        }
+    }
+
+    /// After a reload: drop the series of links, targets and groups that are gone.
+    pub fn retain(&mut self, config: &isthmus_config::Config) {
+        let links: BTreeSet<String> = config.links.iter().map(|l| l.name.clone()).collect();
+        let targets: BTreeSet<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        let groups: BTreeSet<String> = config.route_groups.iter().map(|g| g.name.clone()).collect();
+        for gone in self.seen.links.difference(&links) {
+            let _ = self.rtt.remove_label_values(&[gone]);
+        }
+        for gone in self.seen.targets.difference(&targets) {
+            let _ = self.target_duration.remove_label_values(&[gone]);
+            for reason in crate::probe::target::Reason::LABELS {
+                let _ = self
+                    .target_failures
+                    .remove_label_values(&[gone.as_str(), reason]);
+            }
+        }
+        for gone in self.seen.groups.difference(&groups) {
+            for reason in REASONS {
+                let _ = self.failovers.remove_label_values(&[gone.as_str(), reason]);
+            }
+        }
+        self.seen.links.retain(|l| links.contains(l));
+        self.seen.targets.retain(|t| targets.contains(t));
+        self.seen.groups.retain(|g| groups.contains(g));
+        self.link_since.retain(|l, _| links.contains(l));
+        self.group_since.retain(|g, _| groups.contains(g));
+        self.egress.retain(|l, _| links.contains(l));
+    }
+
+    /// Add the cost of what each priced link sent since the last call. Called on every scrape
+    /// and every maintenance tick, so that a price change on reload prices at most a few
+    /// seconds of traffic at the new price.
+    pub fn accumulate_egress(
+        &mut self,
+        config: &isthmus_config::Config,
+        sent: impl Fn(&str) -> Option<(u64, u64)>,
+    ) {
+        for link in &config.links {
+            let Some((bytes, packets)) = sent(&link.name) else {
+                continue;
+            };
+            let e = self.egress.entry(link.name.clone()).or_default();
+            // A re-created link starts its counters from zero again.
+            if bytes < e.bytes || packets < e.packets {
+                (e.bytes, e.packets) = (0, 0);
+            }
+            if let Some(price) = link.egress_price_per_gb {
+                let overhead = if link.listen.is_ipv4() {
+                    UNDERLAY_OVERHEAD_V4
+                } else {
+                    UNDERLAY_OVERHEAD_V6
+                };
+                let underlay = (bytes - e.bytes) + (packets - e.packets) * overhead;
+                e.cost += underlay as f64 / GIB * price;
+            }
+            (e.bytes, e.packets) = (bytes, packets);
+        }
+    }
+
+    fn since(&self, map: &BTreeMap<String, Instant>, key: &str, now: Instant) -> f64 {
+        now.saturating_duration_since(map.get(key).copied().unwrap_or(self.started))
+            .as_secs_f64()
+    }
+}
+
+/// Every label of [`switch_label`].
+const REASONS: &[&str] = &[
+    "first_usable",
+    "active_down",
+    "active_degraded",
+    "failback",
+    "manual",
+    "peer_pin",
+    "released",
+    "no_usable_link",
+    "config",
+];
+
+/// Bytes per packet on the underlay beyond the tunnelled packet: WireGuard's data header and
+/// tag (32), UDP (8) and IP (20 or 40).
+const UNDERLAY_OVERHEAD_V4: u64 = 32 + 8 + 20;
+const UNDERLAY_OVERHEAD_V6: u64 = 32 + 8 + 40;
+/// Clouds bill egress per GiB.
+const GIB: f64 = (1u64 << 30) as f64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_switch_reason_has_a_listed_label() {
+        let all = [
+            SwitchReason::FirstUsable,
+            SwitchReason::ActiveDown,
+            SwitchReason::ActiveDegraded,
+            SwitchReason::Failback,
+            SwitchReason::Manual("x".into()),
+            SwitchReason::PeerPin,
+            SwitchReason::Released,
+            SwitchReason::NoUsableLink,
+            SwitchReason::Config,
+        ];
+        let labels: Vec<&str> = all.iter().map(switch_label).collect();
+        assert_eq!(labels, REASONS);
+    }
+}

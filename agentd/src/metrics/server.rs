@@ -1,0 +1,192 @@
+//! The metrics listener: `/metrics` and `/healthz` over HTTP/1.1 on `[metrics].listen`.
+//!
+//! Both are answered by the event loop ([`Command::Metrics`], [`Command::Health`]); this task
+//! only speaks HTTP. A listen address that cannot be bound (not configured on the host yet, or
+//! taken) is logged and retried, since metrics are no reason to keep tunnels down. A reload
+//! that changes the address moves the listener.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::control::Command;
+
+/// The event loop answers a scrape in milliseconds; one that does not within this is stuck.
+const LOOP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Scrapers and health checkers at once; more get a 503.
+const MAX_CONNECTIONS: usize = 8;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_BIND: Duration = Duration::from_secs(5);
+
+/// What `/healthz` reports.
+#[derive(Debug, Serialize)]
+pub struct Healthz {
+    pub healthy: bool,
+    /// How long the event loop took to answer, in ms; absent if it did not answer.
+    pub event_loop_ms: Option<f64>,
+    /// Each link's data plane: "ok" or what is wrong.
+    pub links: std::collections::BTreeMap<String, String>,
+}
+
+/// Serve until `shutdown`; follow `listen` changes.
+pub async fn serve(
+    mut listen: watch::Receiver<SocketAddr>,
+    commands: mpsc::Sender<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let commands = Arc::new(commands);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let addr = *listen.borrow_and_update();
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break Some(l),
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen for metrics; retrying every 5 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_BIND) => {}
+                        _ = listen.changed() => break None,
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        };
+        let Some(listener) = listener else { continue };
+        tracing::info!(%addr, "serving metrics at /metrics and /healthz");
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = listen.changed() => break,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let permit = slots.clone().try_acquire_owned().ok();
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let busy = permit.is_none();
+                let service = hyper::service::service_fn(move |req| {
+                    let commands = commands.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &commands, busy).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(!busy)
+                    .serve_connection(TokioIo::new(stream), service);
+                // Keep-alive connections (Prometheus reuses them) end when the client closes or
+                // stays silent past the header timeout.
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "metrics connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        tracing::info!("metrics listen address changed");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    commands: &mpsc::Sender<Command>,
+    busy: bool,
+) -> Response<Full<Bytes>> {
+    if busy {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many metrics clients\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => match ask(commands, |reply| Command::Metrics { reply }).await {
+            Some(body) => {
+                let mut r = Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agentd's event loop did not answer within 1 s\n",
+            ),
+        },
+        "/healthz" => {
+            let started = std::time::Instant::now();
+            let links = ask(commands, |reply| Command::Health { reply }).await;
+            let health = match links {
+                Some(links) => Healthz {
+                    healthy: links.iter().all(|(_, p)| p.is_none()),
+                    event_loop_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                    links: links
+                        .into_iter()
+                        .map(|(l, p)| (l, p.unwrap_or_else(|| "ok".to_owned())))
+                        .collect(),
+                },
+                None => Healthz {
+                    healthy: false,
+                    event_loop_ms: None,
+                    links: Default::default(),
+                },
+            };
+            let status = if health.healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::to_vec(&health).unwrap_or_default();
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = status;
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "try /metrics or /healthz\n"),
+    }
+}
+
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    let asked = async {
+        commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    };
+    tokio::time::timeout(LOOP_TIMEOUT, asked)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
