@@ -28,12 +28,8 @@ const QUERY_VARIABLES: &[&str] = &["instance", "job", "__rate_interval", "__inte
 const MAY_BE_EMPTY: &[&str] = &[
     // Only `> 0` rates are shown, and a healthy link drops nothing.
     "Drops by reason",
-    // `[[probe]]` targets are optional.
-    "Probe targets",
     // Only links with `egress_price_per_gb` have a cost counter.
     "Estimated egress cost (24h)",
-    // The failure series may only appear with the first failure.
-    "Action failures",
 ];
 
 /// The standard process collector's names (`process_*` in docs/metrics.md).
