@@ -147,6 +147,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         reloads_rejected: 0,
         last_rejected: None,
     };
+    state.metrics.follow_config(&state.running.config);
     for w in &state.running.warnings {
         tracing::warn!(warning = %w.message, line = w.line, "config warning");
     }
@@ -627,7 +628,7 @@ impl State {
             .map(|p| p.name.clone())
             .collect();
         self.target_results.retain(|n, _| names.contains(n));
-        self.metrics.retain(&self.running.config);
+        self.metrics.follow_config(&self.running.config);
         self.metrics_listen.send_if_modified(|addr| {
             let new = self.running.config.metrics.listen;
             std::mem::replace(addr, new) != new

@@ -189,8 +189,10 @@ impl Metrics {
         }
     }
 
-    /// After a reload: drop the series of links, targets and groups that are gone.
-    pub fn retain(&mut self, config: &isthmus_config::Config) {
+    /// At start and after a reload: drop the series of links, targets and groups that are gone,
+    /// and start each group's failover counters at 0, so that `increase()` sees the first
+    /// failover of each reason too.
+    pub fn follow_config(&mut self, config: &isthmus_config::Config) {
         let links: BTreeSet<String> = config.links.iter().map(|l| l.name.clone()).collect();
         let targets: BTreeSet<String> = config.probes.iter().map(|p| p.name.clone()).collect();
         let groups: BTreeSet<String> = config.route_groups.iter().map(|g| g.name.clone()).collect();
@@ -212,7 +214,12 @@ impl Metrics {
         }
         self.seen.links.retain(|l| links.contains(l));
         self.seen.targets.retain(|t| targets.contains(t));
-        self.seen.groups.retain(|g| groups.contains(g));
+        self.seen.groups = groups.clone();
+        for group in &self.seen.groups {
+            for reason in REASONS {
+                self.failovers.with_label_values(&[group.as_str(), reason]);
+            }
+        }
         self.link_since.retain(|l, _| links.contains(l));
         self.group_since.retain(|g, _| groups.contains(g));
         self.egress.retain(|l, _| links.contains(l));

@@ -1,0 +1,435 @@
+//! Metrics end to end: a real Prometheus (Debian's) scrapes agentd on both gateways of the
+//! two-cloud test bed, with the shipped alert rules loaded. After a failover, every query of the
+//! shipped Grafana dashboard returns data through Prometheus's HTTP API, every series selector
+//! of the alert rules matches series, and the link-down alert fires.
+//!
+//! Prometheus runs in the AWS app namespace, as a monitoring host in the app VPC would: it
+//! reaches the AWS gateway directly and the OCI gateway through the tunnels, so the scrape of the
+//! far side follows the failover too.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use isthmus_tests::topology::{TwoClouds, VPCS};
+use isthmus_tests::{http_get, promtool_check_metrics, repo_root, Prometheus};
+
+const UP: Duration = Duration::from_secs(20);
+
+fn metrics_addr(side: usize) -> SocketAddr {
+    format!("{}:9477", VPCS[side].1).parse().unwrap()
+}
+
+/// The AWS side also checks two targets behind the tunnel (one answers, one refuses) and
+/// prices its internet link, so that every family has series.
+fn configure(clouds: &TwoClouds) {
+    for (i, side) in [&clouds.aws, &clouds.oci].into_iter().enumerate() {
+        side.fx
+            .set("metrics", "listen", metrics_addr(i).to_string().into());
+    }
+    let path = clouds.aws.fx.config_path();
+    let mut doc: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let probe = |name: &str, kind: &str, target: &str| {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), name.into());
+        t.insert("kind".into(), kind.into());
+        t.insert("target".into(), target.into());
+        t.insert("interval".into(), "500ms".into());
+        t.insert("timeout".into(), "300ms".into());
+        toml::Value::Table(t)
+    };
+    doc.insert(
+        "probe".into(),
+        toml::Value::Array(vec![
+            probe("db-ping", "icmp", VPCS[1].2),
+            probe("db-listener", "tcp", &format!("{}:1522", VPCS[1].2)),
+        ]),
+    );
+    for link in doc["link"].as_array_mut().unwrap() {
+        let link = link.as_table_mut().unwrap();
+        if link["name"].as_str() == Some("internet") {
+            link.insert("egress_price_per_gb".into(), 0.09.into());
+        }
+    }
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+}
+
+#[test]
+fn prometheus_scrapes_both_gateways_dashboard_queries_answer_and_the_link_down_alert_fires() {
+    let clouds = TwoClouds::new("mx").with_apps();
+    configure(&clouds);
+    let (_aws, _oci) = clouds.start_agents();
+    let monitor = clouds.aws_app();
+
+    // The endpoints themselves, as a scraper sees them.
+    for side in 0..2 {
+        let (status, body) = http_get(
+            monitor,
+            metrics_addr(side),
+            "/healthz",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["healthy"], true, "{body}");
+        assert_eq!(health["links"]["interconnect"], "ok", "{body}");
+        let (status, text) = http_get(
+            monitor,
+            metrics_addr(side),
+            "/metrics",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 200);
+        let (ok, problems) = promtool_check_metrics(&text);
+        assert!(
+            ok && problems.trim().is_empty(),
+            "promtool check metrics:\n{problems}"
+        );
+        let (status, _) = http_get(
+            monitor,
+            metrics_addr(side),
+            "/nothing",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 404);
+    }
+
+    let rules = repo_root().join("docs/prometheus/alerts.yml");
+    let prom = Prometheus::start(
+        monitor,
+        &[metrics_addr(0), metrics_addr(1)],
+        std::slice::from_ref(&rules),
+    );
+    prom.wait_targets_up(Duration::from_secs(30));
+    // Both gateways on the interconnect, as Prometheus sees them.
+    prom.wait_for(
+        "both gateways reported active on the interconnect",
+        UP,
+        |p| {
+            p.query(r#"isthmus_group_active_link{group="remote",link="interconnect"} == 1"#)
+                .as_array()
+                .unwrap()
+                .len()
+                == 2
+        },
+    );
+
+    // The failover.
+    let cut_at = Instant::now();
+    clouds.cut_interconnect(true);
+    for side in [&clouds.aws, &clouds.oci] {
+        side.wait_active("remote", "internet", UP);
+    }
+    println!(
+        "both gateways moved to the internet link after {:?}",
+        cut_at.elapsed()
+    );
+    // Some traffic through the tunnel, for the throughput panels.
+    assert!(clouds
+        .aws_app()
+        .command("ping")
+        .args(["-c", "5", "-i", "0.2", "-W", "1", VPCS[1].2])
+        .status()
+        .unwrap()
+        .success());
+    prom.wait_for("Prometheus saw the failover on both gateways", UP, |p| {
+        p.query(r#"isthmus_group_failovers_total{group="remote",reason="active_down"} >= 1"#)
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    // Two scrapes after the switch, so that rate() over it has points on both sides.
+    std::thread::sleep(Duration::from_secs(3));
+
+    check_values(&prom);
+    check_dashboard(&prom);
+    check_alert_selectors(&prom, &std::fs::read_to_string(&rules).unwrap());
+
+    // The interconnect has been down for over a minute: IsthmusLinkDown fires, for both
+    // gateways' interconnect link, and for no other link.
+    prom.wait_for(
+        "IsthmusLinkDown firing for the interconnect on both gateways",
+        Duration::from_secs(120),
+        |p| firing(p, "IsthmusLinkDown").len() == 2,
+    );
+    for alert in firing(&prom, "IsthmusLinkDown") {
+        assert_eq!(alert["labels"]["link"], "interconnect", "{alert:#}");
+        assert_eq!(alert["labels"]["severity"], "warning", "{alert:#}");
+    }
+    // Nothing that should be quiet fires: the group still has a link, the agents are up.
+    for quiet in [
+        "IsthmusAgentDown",
+        "IsthmusGroupNoActiveLink",
+        "IsthmusActionFailures",
+    ] {
+        assert!(
+            firing(&prom, quiet).is_empty(),
+            "{quiet} fires: {:#?}",
+            prom.alerts()
+        );
+    }
+    println!("IsthmusLinkDown fired {:?} after the cut", cut_at.elapsed());
+    clouds.restore_interconnect();
+}
+
+fn firing(prom: &Prometheus, name: &str) -> Vec<serde_json::Value> {
+    prom.alerts()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
+        .collect()
+}
+
+/// A few values that must be right, not just present.
+fn check_values(prom: &Prometheus) {
+    let one = |q: &str| {
+        prom.query_f64(q)
+            .unwrap_or_else(|| panic!("no data for {q}"))
+    };
+    let aws = format!("{}:9477", VPCS[0].1);
+    let on = |metric: &str| format!(r#"{metric}{{instance="{aws}"}}"#);
+    assert_eq!(
+        one(&format!(
+            r#"isthmus_link_up{{instance="{aws}",link="interconnect"}}"#
+        )),
+        0.0
+    );
+    assert_eq!(
+        one(&format!(
+            r#"isthmus_link_up{{instance="{aws}",link="internet"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        one(&format!(
+            r#"isthmus_link_state{{instance="{aws}",link="interconnect",state="down"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(one(&on("isthmus_group_on_backup")), 1.0);
+    assert_eq!(one(&on("isthmus_group_up")), 1.0);
+    assert!(
+        one(&format!(
+            r#"isthmus_link_rtt_seconds_count{{instance="{aws}",link="internet"}}"#
+        )) > 10.0
+    );
+    assert_eq!(
+        one(&format!(
+            r#"isthmus_target_up{{instance="{aws}",target="db-ping"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        one(&format!(
+            r#"isthmus_target_up{{instance="{aws}",target="db-listener"}}"#
+        )),
+        0.0
+    );
+    assert!(
+        one(&format!(
+            r#"isthmus_target_probe_failures_total{{instance="{aws}",target="db-listener",reason="refused"}}"#
+        )) >= 1.0
+    );
+    assert!(
+        one(&format!(
+            r#"isthmus_link_egress_cost_total{{instance="{aws}",link="internet"}}"#
+        )) > 0.0
+    );
+    assert!(
+        one(&format!(
+            r#"isthmus_actions_total{{instance="{aws}",action="route",result="success"}}"#
+        )) >= 2.0
+    );
+    // The test's own netctl calls.
+    assert!(
+        one(&format!(
+            r#"sum(isthmus_control_requests_total{{instance="{aws}",endpoint="/v1/status",status="200"}})"#
+        )) >= 1.0
+    );
+    assert!(one(&on("process_resident_memory_bytes")) > 1e6);
+    let info = prom.query(r#"isthmus_build_info{agent="aws-gw"}"#);
+    assert_eq!(info.as_array().unwrap().len(), 1, "{info:#}");
+    // The egress price shows in no label or value of the other link.
+    assert!(prom
+        .query(&format!(
+            r#"isthmus_link_egress_cost_total{{instance="{aws}",link="interconnect"}}"#
+        ))
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// Every query of the dashboard's panels and annotations, with its variables filled in as
+/// Grafana would, returns data (targets marked `isthmusMayBeEmpty` may be empty in a healthy
+/// lab: no drops, no action failures).
+fn check_dashboard(prom: &Prometheus) {
+    let text = std::fs::read_to_string(repo_root().join("docs/grafana/isthmus.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    collect_panel_queries(&dash["panels"], &mut queries);
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        if let Some(expr) = a["expr"].as_str() {
+            let name = a["name"].as_str().unwrap_or("annotation");
+            queries.push((format!("annotation {name}"), expr.to_owned(), false));
+        }
+    }
+    assert!(
+        queries.len() >= 10,
+        "only {} dashboard queries",
+        queries.len()
+    );
+    let mut empty = Vec::new();
+    for (title, expr, may_be_empty) in &queries {
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$__interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$job", ".*");
+        let result = prom.query(&q);
+        let n = result.as_array().map_or(1, Vec::len);
+        println!("{n:>3} series  {title}: {q}");
+        if n == 0 && !may_be_empty {
+            empty.push(format!("{title}: {q}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data:\n{}",
+        empty.join("\n")
+    );
+}
+
+fn collect_panel_queries(panels: &serde_json::Value, out: &mut Vec<(String, String, bool)>) {
+    for p in panels.as_array().into_iter().flatten() {
+        let title = p["title"].as_str().unwrap_or("?").to_owned();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                let may = t["isthmusMayBeEmpty"].as_bool().unwrap_or(false);
+                out.push((title.clone(), expr.to_owned(), may));
+            }
+        }
+        collect_panel_queries(&p["panels"], out);
+    }
+}
+
+/// Every series selector in the alert rules' expressions matches series in Prometheus.
+fn check_alert_selectors(prom: &Prometheus, rules: &str) {
+    let exprs = alert_exprs(rules);
+    assert!(exprs.len() >= 8, "only {} alert expressions", exprs.len());
+    let mut missing = Vec::new();
+    for expr in &exprs {
+        for selector in selectors(expr) {
+            let n = prom.series(&selector).len();
+            println!("{n:>3} series  {selector}");
+            if n == 0 {
+                missing.push(format!("{selector}  (in {expr})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "alert selectors without series:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The `expr:` of each rule in a rules file, single-line or block (`|`, `>`) style.
+fn alert_exprs(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("expr:") {
+            let rest = rest.trim();
+            if rest.starts_with('|') || rest.starts_with('>') {
+                let indent = line.len() - trimmed.len();
+                let mut block = String::new();
+                i += 1;
+                while i < lines.len() {
+                    let l = lines[i];
+                    let ind = l.len() - l.trim_start().len();
+                    if !l.trim().is_empty() && ind <= indent {
+                        break;
+                    }
+                    block.push_str(l.trim());
+                    block.push(' ');
+                    i += 1;
+                }
+                out.push(block.trim().to_owned());
+                continue;
+            }
+            out.push(rest.trim_matches(|c| c == '\'' || c == '"').to_owned());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The series selectors of a PromQL expression: metric names of isthmus, the process collector
+/// and `up`, with their label matchers. Strings and label lists are skipped.
+fn selectors(expr: &str) -> Vec<String> {
+    let b = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                i += 1;
+            }
+            let name = &expr[start..i];
+            let metric =
+                name.starts_with("isthmus_") || name.starts_with("process_") || name == "up";
+            let mut j = i;
+            while j < b.len() && b[j] == b' ' {
+                j += 1;
+            }
+            let mut selector = name.to_owned();
+            if j < b.len() && b[j] == b'{' {
+                let end = expr[j..].find('}').map_or(b.len(), |k| j + k + 1);
+                selector.push_str(&expr[j..end]);
+                i = end;
+            }
+            // `up` only as a metric, not inside another word or as a label in `by (...)`.
+            if metric && !(name == "up" && selector == "up" && !expr.trim().starts_with("up")) {
+                out.push(selector);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn selector_extraction_finds_metrics_with_their_matchers() {
+    assert_eq!(
+        selectors(
+            r#"sum by (instance, group) (increase(isthmus_group_failovers_total{reason!="first_usable"}[15m])) >= 4"#
+        ),
+        vec![r#"isthmus_group_failovers_total{reason!="first_usable"}"#]
+    );
+    assert_eq!(
+        selectors(r#"isthmus_link_up == 0 unless on (instance, link) isthmus_link_drained == 1"#),
+        vec!["isthmus_link_up", "isthmus_link_drained"]
+    );
+    assert_eq!(
+        selectors(r#"up{job="isthmus"} == 0"#),
+        vec![r#"up{job="isthmus"}"#]
+    );
+    assert_eq!(
+        alert_exprs("  - alert: A\n    expr: up == 0\n  - alert: B\n    expr: |\n      a\n      > 1\n    for: 1m\n"),
+        vec!["up == 0", "a > 1"]
+    );
+}
