@@ -433,3 +433,99 @@ fn selector_extraction_finds_metrics_with_their_matchers() {
         vec!["up == 0", "a > 1"]
     );
 }
+
+/// `/healthz` reflects the data plane: with the example config in an empty namespace the
+/// links cannot bind their underlay addresses, so it answers 503 and says why; once the
+/// addresses exist, agentd's retry brings the links up and it answers 200. A reload that moves
+/// `[metrics].listen` moves the listener; the metrics say what happened.
+#[test]
+fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
+    let ns = isthmus_tests::Netns::new("mh");
+    let fx = isthmus_tests::Fixture::example("aws-gateway.toml");
+    let _agentd = isthmus_tests::Agentd::start(&fx, &ns);
+    let first: SocketAddr = "127.0.0.1:9477".parse().unwrap();
+    let get = |addr: SocketAddr, path: &str| {
+        http_get(&ns, addr, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+    };
+
+    let (status, body) = get(first, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["healthy"], false);
+    assert!(health["event_loop_ms"].as_f64().unwrap() < 1000.0, "{body}");
+    let why = health["links"]["interconnect"].as_str().unwrap();
+    assert!(why.starts_with("not running:"), "{body}");
+    let (status, text) = get(first, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("isthmus_link_up{link=\"interconnect\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("isthmus_group_up{group=\"oci-vcn\"} 0\n"),
+        "{text}"
+    );
+
+    // The underlay addresses appear; the 5-second retry starts the links.
+    for args in [
+        // No dummy module here: a veth pair with both ends in the namespace.
+        &[
+            "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+        ][..],
+        &["addr", "add", "192.0.2.1/24", "dev", "under0"],
+        &["addr", "add", "198.51.100.1/24", "dev", "under0"],
+        &["link", "set", "under0", "up"],
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip {args:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(first, "/healthz");
+        if status == 200 {
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(health["links"]["internet"], "ok", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still unhealthy: {body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Wrong method, unknown path.
+    assert_eq!(get(first, "/").0, 404);
+
+    // Move the listener.
+    let second: SocketAddr = "127.0.0.1:9478".parse().unwrap();
+    fx.set("metrics", "listen", second.to_string().into());
+    let out = isthmus_tests::netctl(&fx.socket(), &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        match http_get(&ns, second, "/metrics", Duration::from_secs(2)) {
+            Ok((200, text)) => break text,
+            other => assert!(Instant::now() < deadline, "{second}: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        http_get(&ns, first, "/metrics", Duration::from_secs(2)).is_err(),
+        "{first} still answers after the reload"
+    );
+    for line in [
+        "isthmus_config_reloads_total{result=\"applied\"} 1\n",
+        "isthmus_config_last_reload_successful 1\n",
+        "isthmus_control_requests_total{endpoint=\"/v1/reload\",status=\"200\"} 1\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    let (ok, problems) = promtool_check_metrics(&text);
+    assert!(
+        ok && problems.trim().is_empty(),
+        "promtool check metrics:\n{problems}"
+    );
+}
