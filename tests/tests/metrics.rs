@@ -499,6 +499,32 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
     // Wrong method, unknown path.
     assert_eq!(get(first, "/").0, 404);
 
+    // Names from requests never become labels, and no key material shows.
+    let out = isthmus_tests::netctl(
+        &fx.socket(),
+        &[
+            "failover",
+            "zz-untrusted-group",
+            "--to",
+            "internet",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_ne!(out.code, 0);
+    let (_, text) = get(first, "/metrics");
+    assert!(!text.contains("zz-untrusted"), "{text}");
+    assert!(
+        text.contains(
+            "isthmus_control_requests_total{endpoint=\"/v1/groups/{group}/failover\",status=\"404\"} 1\n"
+        ),
+        "{text}"
+    );
+    for key in ["private.key", "interconnect.psk", "internet.psk"] {
+        let secret = std::fs::read_to_string(fx.dir().join(key)).unwrap();
+        assert!(!text.contains(secret.trim()), "{key} appears in /metrics");
+    }
+
     // Move the listener.
     let second: SocketAddr = "127.0.0.1:9478".parse().unwrap();
     fx.set("metrics", "listen", second.to_string().into());
