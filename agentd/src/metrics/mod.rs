@@ -68,11 +68,27 @@ struct Seen {
     groups: BTreeSet<String>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Egress {
     bytes: u64,
     packets: u64,
     cost: f64,
+}
+
+impl Egress {
+    /// The link's counters are now `bytes` and `packets`: price what was sent since the last
+    /// call, underlay overhead included (nothing without a price).
+    fn advance(&mut self, bytes: u64, packets: u64, overhead: u64, price: Option<f64>) {
+        // A re-created link starts its counters from zero again.
+        if bytes < self.bytes || packets < self.packets {
+            (self.bytes, self.packets) = (0, 0);
+        }
+        if let Some(price) = price {
+            let underlay = (bytes - self.bytes) + (packets - self.packets) * overhead;
+            self.cost += underlay as f64 / GIB * price;
+        }
+        (self.bytes, self.packets) = (bytes, packets);
+    }
 }
 
 impl Metrics {
@@ -237,21 +253,17 @@ impl Metrics {
             let Some((bytes, packets)) = sent(&link.name) else {
                 continue;
             };
-            let e = self.egress.entry(link.name.clone()).or_default();
-            // A re-created link starts its counters from zero again.
-            if bytes < e.bytes || packets < e.packets {
-                (e.bytes, e.packets) = (0, 0);
-            }
-            if let Some(price) = link.egress_price_per_gb {
-                let overhead = if link.listen.is_ipv4() {
-                    UNDERLAY_OVERHEAD_V4
-                } else {
-                    UNDERLAY_OVERHEAD_V6
-                };
-                let underlay = (bytes - e.bytes) + (packets - e.packets) * overhead;
-                e.cost += underlay as f64 / GIB * price;
-            }
-            (e.bytes, e.packets) = (bytes, packets);
+            let overhead = if link.listen.is_ipv4() {
+                UNDERLAY_OVERHEAD_V4
+            } else {
+                UNDERLAY_OVERHEAD_V6
+            };
+            self.egress.entry(link.name.clone()).or_default().advance(
+                bytes,
+                packets,
+                overhead,
+                link.egress_price_per_gb,
+            );
         }
     }
 
@@ -284,6 +296,27 @@ const GIB: f64 = (1u64 << 30) as f64;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn egress_cost_prices_underlay_bytes_per_gib_and_survives_counter_resets() {
+        let mut e = Egress::default();
+        // 1 GiB of packets minus their overhead, in 1 Mi packets: exactly 1 GiB on the wire.
+        let packets = 1 << 20;
+        let bytes = (1u64 << 30) - packets * UNDERLAY_OVERHEAD_V4;
+        e.advance(bytes, packets, UNDERLAY_OVERHEAD_V4, Some(0.09));
+        assert!((e.cost - 0.09).abs() < 1e-12, "{e:?}");
+        // Nothing new: nothing added.
+        e.advance(bytes, packets, UNDERLAY_OVERHEAD_V4, Some(0.09));
+        assert!((e.cost - 0.09).abs() < 1e-12, "{e:?}");
+        // The link was re-created: its counters restart, the cost keeps growing.
+        e.advance(bytes, packets, UNDERLAY_OVERHEAD_V4, Some(0.09));
+        e.advance(bytes / 2, packets / 2, UNDERLAY_OVERHEAD_V4, Some(0.09));
+        assert!((e.cost - 0.135).abs() < 1e-12, "{e:?}");
+        // No price (removed by a reload): counted, not priced; a later price starts from here.
+        e.advance(bytes, packets, UNDERLAY_OVERHEAD_V4, None);
+        assert!((e.cost - 0.135).abs() < 1e-12, "{e:?}");
+        assert_eq!(e.bytes, bytes);
+    }
 
     #[test]
     fn every_switch_reason_has_a_listed_label() {
