@@ -557,7 +557,10 @@ mod tests {
         assert!(l.handle_reply(42, t0).is_none());
         let seq = l.poll_probe(t0).unwrap();
         assert_eq!(l.handle_reply(seq, t0 + ms(1)), Some(ms(1)));
-        assert!(l.handle_reply(seq, t0 + ms(2)).is_none(), "a duplicate reply");
+        assert!(
+            l.handle_reply(seq, t0 + ms(2)).is_none(),
+            "a duplicate reply"
+        );
     }
 
     #[test]
