@@ -38,6 +38,17 @@ fn events_since(side: &isthmus_tests::topology::Side, since: u64) {
     }
 }
 
+/// The metric lines worth a look after a failover and failback.
+fn shown(line: &str) -> bool {
+    let nonzero = !line.ends_with(" 0");
+    (line.starts_with("isthmus_group_failovers_total") && nonzero)
+        || line.starts_with("isthmus_group_active_link{")
+        || line.starts_with("isthmus_link_up{")
+        || line.starts_with("isthmus_link_rtt_seconds_count")
+        || line.starts_with("isthmus_link_transmit_bytes_total")
+        || (line.starts_with("isthmus_actions_total") && nonzero)
+}
+
 fn main() {
     isthmus_tests::require_root();
     let started = Instant::now();
@@ -144,6 +155,18 @@ fn main() {
     println!("  failback: {} ms after the restore", back - restored);
     println!("  10 ms ping through it all: {summary}");
     println!("  (while replies are missing ping sends about every 16 ms; the 20-trial gap figures: tests/bench/README.md)");
+
+    say("What Prometheus scrapes from the AWS gateway (a few of the families in docs/metrics.md)");
+    println!("$ curl -s 127.0.0.1:9477/metrics   # inside the AWS gateway's namespace");
+    let addr = "127.0.0.1:9477".parse().expect("address");
+    match isthmus_tests::http_get(&clouds.aws.ns, addr, "/metrics", Duration::from_secs(5)) {
+        Ok((200, text)) => {
+            for line in text.lines().filter(|l| shown(l)) {
+                println!("  {line}");
+            }
+        }
+        other => println!("  scrape failed: {other:?}"),
+    }
 
     say("Stop both gateways (SIGTERM): tunnels removed, fail-closed routes kept");
     for (name, agentd) in [("aws", &mut aws), ("oci", &mut oci)] {
