@@ -57,8 +57,10 @@ pub struct State {
     route_tables: Vec<u32>,
     pub host_warnings: Vec<String>,
     metrics: Metrics,
-    /// The metrics listener follows `[metrics].listen` through this.
+    /// The metrics listener follows `[metrics].listen` through this...
     metrics_listen: watch::Sender<std::net::SocketAddr>,
+    /// ...and says here whether it listens.
+    pub metrics_listener: watch::Receiver<isthmus_api::MetricsListener>,
     pub started_at: Instant,
     pub config_path: PathBuf,
     pub running: Running,
@@ -93,8 +95,14 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         shutdown_rx.clone(),
     ));
     let (metrics_listen, listen_rx) = watch::channel(running.config.metrics.listen);
+    let (listener_tx, metrics_listener) = watch::channel(isthmus_api::MetricsListener {
+        listen: running.config.metrics.listen.to_string(),
+        listening: false,
+        error: None,
+    });
     let metrics_server = tokio::spawn(crate::metrics::server::serve(
         listen_rx,
+        listener_tx,
         command_tx,
         shutdown_rx,
     ));
@@ -140,6 +148,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         host_warnings: Vec::new(),
         metrics,
         metrics_listen,
+        metrics_listener,
         started_at: Instant::now(),
         config_path: running.config.path.clone(),
         running,

@@ -14,6 +14,7 @@ pub fn build(state: &State, caller_access: Access) -> Status {
             pid: std::process::id(),
             uptime_seconds: state.started_at.elapsed().as_secs(),
             caller_access,
+            metrics: Some(state.metrics_listener.borrow().clone()),
         },
         config: ConfigStatus {
             path: state.config_path.display().to_string(),

@@ -25,6 +25,20 @@ pub fn status(s: &Status) -> String {
         a.pid,
         age(a.uptime_seconds)
     );
+    match &a.metrics {
+        Some(m) if m.listening => {
+            let _ = writeln!(out, "metrics  http://{}/metrics", m.listen);
+        }
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "!        metrics NOT LISTENING on {}: {} (retried every 5 s)",
+                m.listen,
+                m.error.as_deref().unwrap_or("starting")
+            );
+        }
+        None => {}
+    }
     let c = &s.config;
     let _ = writeln!(
         out,

@@ -525,6 +525,45 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
         assert!(!text.contains(secret.trim()), "{key} appears in /metrics");
     }
 
+    let status = isthmus_tests::netctl(&fx.socket(), &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("metrics  http://127.0.0.1:9477/metrics"),
+        "{}",
+        status.stdout
+    );
+
+    // An address the host does not have: netctl says so (and agentd retries), the rest runs.
+    fx.set("metrics", "listen", "192.0.2.99:9477".into());
+    let out = isthmus_tests::netctl(&fx.socket(), &["reload"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = isthmus_tests::netctl(&fx.socket(), &["--json", "status"]).json();
+        if status["agent"]["metrics"]["listening"] == false {
+            assert_eq!(status["agent"]["metrics"]["listen"], "192.0.2.99:9477");
+            assert!(
+                status["agent"]["metrics"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("address"),
+                "{status:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = isthmus_tests::netctl(&fx.socket(), &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("metrics NOT LISTENING on 192.0.2.99:9477"),
+        "{}",
+        status.stdout
+    );
+
     // Move the listener.
     let second: SocketAddr = "127.0.0.1:9478".parse().unwrap();
     fx.set("metrics", "listen", second.to_string().into());
@@ -543,9 +582,9 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
         "{first} still answers after the reload"
     );
     for line in [
-        "isthmus_config_reloads_total{result=\"applied\"} 1\n",
+        "isthmus_config_reloads_total{result=\"applied\"} 2\n",
         "isthmus_config_last_reload_successful 1\n",
-        "isthmus_control_requests_total{endpoint=\"/v1/reload\",status=\"200\"} 1\n",
+        "isthmus_control_requests_total{endpoint=\"/v1/reload\",status=\"200\"} 2\n",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }

@@ -151,6 +151,20 @@ pub struct AgentStatus {
     pub uptime_seconds: u64,
     /// What the caller may do on this socket, from its credentials.
     pub caller_access: Access,
+    /// The metrics listener (`/metrics`, `/healthz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsListener>,
+}
+
+/// Where the metrics are served, or why they are not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsListener {
+    /// `[metrics].listen`.
+    pub listen: String,
+    pub listening: bool,
+    /// Why it is not listening (bind error; retried every 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::control::Command;
+use isthmus_api::MetricsListener;
 
 /// The event loop answers a scrape in milliseconds; one that does not within this is stuck.
 const LOOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,9 +40,10 @@ pub struct Healthz {
     pub links: std::collections::BTreeMap<String, String>,
 }
 
-/// Serve until `shutdown`; follow `listen` changes.
+/// Serve until `shutdown`; follow `listen` changes; report the listener's state in `state`.
 pub async fn serve(
     mut listen: watch::Receiver<SocketAddr>,
+    state: watch::Sender<MetricsListener>,
     commands: mpsc::Sender<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -54,6 +56,11 @@ pub async fn serve(
                 Ok(l) => break Some(l),
                 Err(e) => {
                     tracing::error!(%addr, error = %e, "cannot listen for metrics; retrying every 5 s");
+                    state.send_replace(MetricsListener {
+                        listen: addr.to_string(),
+                        listening: false,
+                        error: Some(e.to_string()),
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_BIND) => {}
                         _ = listen.changed() => break None,
@@ -64,6 +71,11 @@ pub async fn serve(
         };
         let Some(listener) = listener else { continue };
         tracing::info!(%addr, "serving metrics at /metrics and /healthz");
+        state.send_replace(MetricsListener {
+            listen: addr.to_string(),
+            listening: true,
+            error: None,
+        });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
