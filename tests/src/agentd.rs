@@ -115,16 +115,7 @@ impl Drop for Agentd {
         if let Some(mut child) = self.child.take() {
             // Gracefully first, so agentd removes what it made (UAPI sockets in the shared
             // /var/run/wireguard among them); then by force.
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
         }
         if std::thread::panicking() {
             eprintln!(
@@ -134,6 +125,20 @@ impl Drop for Agentd {
             );
         }
     }
+}
+
+/// Stop a child we started: SIGTERM by PID, up to 5 s to exit, then SIGKILL; always reaped.
+pub fn stop(child: &mut std::process::Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Who runs netctl.

@@ -78,6 +78,27 @@ impl Fixture {
         self.write_config(&toml::to_string(&doc).unwrap());
     }
 
+    /// Replace the config's `[[probe]]` list with target checks `(name, kind, target)`, all
+    /// with the same interval and timeout (TOML duration strings).
+    pub fn set_probes(&self, probes: &[(&str, &str, &str)], interval: &str, timeout: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        let mut doc: toml::Table = text.parse().unwrap();
+        let list = probes
+            .iter()
+            .map(|(name, kind, target)| {
+                let mut t = toml::Table::new();
+                t.insert("name".into(), (*name).into());
+                t.insert("kind".into(), (*kind).into());
+                t.insert("target".into(), (*target).into());
+                t.insert("interval".into(), interval.into());
+                t.insert("timeout".into(), timeout.into());
+                toml::Value::Table(t)
+            })
+            .collect();
+        doc.insert("probe".into(), toml::Value::Array(list));
+        self.write_config(&toml::to_string(&doc).unwrap());
+    }
+
     /// Write `text` (a base64 key) as `name` with mode 0600.
     pub fn write_key_text(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir().join(name);

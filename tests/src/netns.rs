@@ -30,6 +30,21 @@ impl Netns {
         std::fs::write(dir.join("hosts"), text).expect("writing the namespace's hosts file");
     }
 
+    /// Give the namespace these addresses (`"192.0.2.1/24"`) on an interface of its own, up
+    /// (a veth pair with both ends inside: there is no dummy module on these machines), so that
+    /// sockets can bind them. No packet leaves the namespace.
+    pub fn add_addresses(&self, addresses: &[&str]) {
+        run(&[
+            "-n", &self.name, "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+        ]);
+        for a in addresses {
+            run(&["-n", &self.name, "addr", "add", a, "dev", "under0"]);
+        }
+        for dev in ["under0", "under1"] {
+            run(&["-n", &self.name, "link", "set", dev, "up"]);
+        }
+    }
+
     /// A command that runs inside the namespace (`ip netns exec` execs it: same PID).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

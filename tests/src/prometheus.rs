@@ -15,7 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sched::{setns, CloneFlags};
-use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::Netns;
@@ -476,16 +475,7 @@ impl Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::agentd::stop(&mut child);
         }
         if std::thread::panicking() {
             eprintln!(

@@ -260,27 +260,15 @@ fn forged_and_malformed_probes_are_dropped_and_counted_and_the_link_stays_up() {
 fn target_probes_check_services_behind_the_tunnel_and_report_changes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let clouds = TwoClouds::new("ft").with_apps();
-    let mut doc: toml::Table = std::fs::read_to_string(clouds.aws.fx.config_path())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let probe = |name: &str, kind: &str, target: &str| {
-        let mut t = toml::Table::new();
-        t.insert("name".into(), name.into());
-        t.insert("kind".into(), kind.into());
-        t.insert("target".into(), target.into());
-        t.insert("interval".into(), "200ms".into());
-        t.insert("timeout".into(), "150ms".into());
-        toml::Value::Table(t)
-    };
-    doc.insert(
-        "probe".into(),
-        toml::Value::Array(vec![
-            probe("db-ping", "icmp", VPCS[1].2),
-            probe("db-listener", "tcp", &format!("{}:1522", VPCS[1].2)),
-        ]),
+    let listener = format!("{}:1522", VPCS[1].2);
+    clouds.aws.fx.set_probes(
+        &[
+            ("db-ping", "icmp", VPCS[1].2),
+            ("db-listener", "tcp", &listener),
+        ],
+        "200ms",
+        "150ms",
     );
-    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
     let _aws = Agentd::start(&clouds.aws.fx, &clouds.aws.ns);
     let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     clouds.aws.wait_active("remote", "interconnect", UP);

@@ -26,24 +26,17 @@ fn configure(clouds: &TwoClouds) {
         side.fx
             .set("metrics", "listen", metrics_addr(i).to_string().into());
     }
+    let listener = format!("{}:1522", VPCS[1].2);
+    clouds.aws.fx.set_probes(
+        &[
+            ("db-ping", "icmp", VPCS[1].2),
+            ("db-listener", "tcp", &listener),
+        ],
+        "500ms",
+        "300ms",
+    );
     let path = clouds.aws.fx.config_path();
     let mut doc: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
-    let probe = |name: &str, kind: &str, target: &str| {
-        let mut t = toml::Table::new();
-        t.insert("name".into(), name.into());
-        t.insert("kind".into(), kind.into());
-        t.insert("target".into(), target.into());
-        t.insert("interval".into(), "500ms".into());
-        t.insert("timeout".into(), "300ms".into());
-        toml::Value::Table(t)
-    };
-    doc.insert(
-        "probe".into(),
-        toml::Value::Array(vec![
-            probe("db-ping", "icmp", VPCS[1].2),
-            probe("db-listener", "tcp", &format!("{}:1522", VPCS[1].2)),
-        ]),
-    );
     for link in doc["link"].as_array_mut().unwrap() {
         let link = link.as_table_mut().unwrap();
         if link["name"].as_str() == Some("internet") {
@@ -468,22 +461,7 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
     );
 
     // The underlay addresses appear; the 5-second retry starts the links.
-    for args in [
-        // No dummy module here: a veth pair with both ends in the namespace.
-        &[
-            "link", "add", "under0", "type", "veth", "peer", "name", "under1",
-        ][..],
-        &["addr", "add", "192.0.2.1/24", "dev", "under0"],
-        &["addr", "add", "198.51.100.1/24", "dev", "under0"],
-        &["link", "set", "under0", "up"],
-    ] {
-        let ok = std::process::Command::new("ip")
-            .args(["-n", ns.name()])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ip {args:?}");
-    }
+    ns.add_addresses(&["192.0.2.1/24", "198.51.100.1/24"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = get(first, "/healthz");

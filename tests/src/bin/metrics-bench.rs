@@ -44,13 +44,17 @@ impl Run {
 
     fn print(&self, what: &str) {
         println!(
-            "{what:<22} {:>6} series {:>9} bytes   scrape median {:>7.2} ms  p95 {:>7.2} ms  max {:>7.2} ms   RSS {:>6.1} MiB",
+            "{what:<22} {:>6} series {:>9} bytes   scrape median {:>7.2} ms  p95 {:>7.2} ms  max {:>7.2} ms{}",
             self.series,
             self.bytes,
             ms(self.quantile(0.5)),
             ms(self.quantile(0.95)),
             ms(self.quantile(1.0)),
-            self.rss_kib as f64 / 1024.0
+            if self.rss_kib > 0 {
+                format!("   RSS {:>6.1} MiB", self.rss_kib as f64 / 1024.0)
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -102,22 +106,7 @@ fn rss_kib(pid: nix::unistd::Pid) -> u64 {
 
 fn agentd_run(targets: usize, scrapes: usize) -> Run {
     let ns = Netns::new("mb");
-    for args in [
-        &[
-            "link", "add", "under0", "type", "veth", "peer", "name", "under1",
-        ][..],
-        &["addr", "add", "192.0.2.1/24", "dev", "under0"],
-        &["addr", "add", "198.51.100.1/24", "dev", "under0"],
-        &["link", "set", "under0", "up"],
-        &["link", "set", "under1", "up"],
-    ] {
-        let ok = std::process::Command::new("ip")
-            .args(["-n", ns.name()])
-            .args(args)
-            .status()
-            .expect("ip");
-        assert!(ok.success(), "ip {args:?}");
-    }
+    ns.add_addresses(&["192.0.2.1/24", "198.51.100.1/24"]);
     let fx = Fixture::example("aws-gateway.toml");
     let mut doc: toml::Table = std::fs::read_to_string(fx.config_path())
         .unwrap()
