@@ -93,8 +93,16 @@ fn unique_interfaces(raw: &RawConfig, sink: &mut Sink) {
 }
 
 /// Two sockets conflict on the same port if their addresses are equal or one is a wildcard
-/// (binding would fail with EADDRINUSE).
+/// (binding would fail with EADDRINUSE). The peer probes bind `[health] probe_port` on every
+/// tunnel address, so a link listening on a wildcard address must not take that port.
 fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
+    let probe_port = raw
+        .health
+        .as_ref()
+        .and_then(|h| h.value.probe_port.as_ref())
+        .map_or(i64::from(crate::model::DEFAULT_PROBE_PORT), |p| {
+            *p.get_ref()
+        });
     let mut seen: Vec<(SocketAddr, &str, Span)> = Vec::new();
     for e in &raw.links {
         let Some(listen) = &e.value.listen else {
@@ -104,6 +112,20 @@ fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
             continue;
         };
         if addr.port() == 0 {
+            continue;
+        }
+        if addr.ip().is_unspecified() && i64::from(addr.port()) == probe_port {
+            sink.error(
+                listen.span(),
+                format!(
+                    "{}: listen {addr} takes UDP port {} on every address, and the peer probes \
+                     need it on the tunnel addresses ([health] probe_port)",
+                    e.label,
+                    addr.port()
+                ),
+                "listen on the underlay address instead of a wildcard, or use another port \
+                 (or set [health] probe_port to a free one)",
+            );
             continue;
         }
         let clash = seen.iter().find(|(other, _, _)| {

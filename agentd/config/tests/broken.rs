@@ -348,6 +348,26 @@ addresses = ["10.255.1.0/31"]
         column: 17,
     },
     Case {
+        name: "wildcard listen on the probe port",
+        toml: concat!(
+            agent!(),
+            "[health]\nprobe_port = 51820\n",
+            r#"[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "good.key"
+listen = "0.0.0.0:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
+addresses = ["10.255.0.0/31"]
+"#
+        ),
+        message: "link \"ic\": listen 0.0.0.0:51820 takes UDP port 51820 on every address, and the peer probes need it on the tunnel addresses ([health] probe_port)",
+        line: 9,
+        column: 10,
+    },
+    Case {
         name: "negative egress price",
         toml: concat!(agent!(), link_ic!(), "egress_price_per_gb = -0.01\n"),
         message: "egress_price_per_gb -0.01 must be a number of at least 0",
