@@ -131,7 +131,8 @@ impl KeyFiles {
                 format!("chmod 600 {p}"),
             ));
         }
-        let bytes = fs::read(&path).map_err(|e| unreadable(what, &path, &e))?;
+        let bytes =
+            zeroize::Zeroizing::new(fs::read(&path).map_err(|e| unreadable(what, &path, &e))?);
         let text = std::str::from_utf8(&bytes).unwrap_or_default();
         let secret = match kind {
             KeyKind::Private | KeyKind::Preshared => {

@@ -374,6 +374,13 @@ impl Secret {
     }
 }
 
+/// Key material does not outlive its use in memory.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -405,10 +412,12 @@ impl fmt::Display for PublicKey {
 
 /// Base64 of exactly 32 bytes, as `wg genkey` writes it. Whitespace around it is ignored.
 pub(crate) fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD
+    let mut bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()?;
-    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+    let key = <[u8; 32]>::try_from(bytes.as_slice()).ok();
+    zeroize::Zeroize::zeroize(&mut bytes);
+    key
 }
 
 /// Where the peer is: an address, or a host name that agentd resolves.

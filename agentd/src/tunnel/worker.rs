@@ -55,6 +55,17 @@ pub struct Keys {
     pub keepalive: Option<u16>,
 }
 
+/// The copies handed to boringtun are its own (x25519-dalek wipes them); these are wiped here.
+impl Drop for Keys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.private.zeroize();
+        if let Some(p) = &mut self.preshared {
+            p.zeroize();
+        }
+    }
+}
+
 /// Requests from the daemon to a link's worker.
 pub enum Command {
     Stop,
