@@ -422,3 +422,126 @@ fn a_clean_stop_keeps_only_the_fail_closed_routes_and_host_problems_are_reported
         "{routes:#?}"
     );
 }
+
+/// The IPv6 side of each VPC: (network, gateway, app).
+const V6: [(&str, &str, &str); 2] = [
+    ("fd00:1::/64", "fd00:1::1", "fd00:1::10"),
+    ("fd00:2::/64", "fd00:2::1", "fd00:2::10"),
+];
+
+/// Dual-stack VPCs: the route group carries the remote IPv6 network too. Its route and its
+/// fail-closed route go into the IPv6 table, ping6 from the app reaches the database through
+/// the tunnel, follows a failover to the internet link, and the fail-closed route refuses the
+/// traffic when agentd is gone.
+#[test]
+fn ipv6_destinations_route_through_the_tunnel_and_follow_a_failover() {
+    let clouds = TwoClouds::new("r6").with_apps();
+    for (i, side) in [&clouds.aws, &clouds.oci].into_iter().enumerate() {
+        let app = if i == 0 {
+            clouds.aws_app()
+        } else {
+            clouds.oci_app()
+        };
+        let (_, gw, host) = V6[i];
+        let (gw_dev, app_dev) = (
+            format!("{}g{i}", clouds.prefix),
+            format!("{}p{i}", clouds.prefix),
+        );
+        ip_out(
+            &side.ns,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{gw}/64"),
+                "dev",
+                &gw_dev,
+                "nodad",
+            ],
+        );
+        ip_out(
+            app,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{host}/64"),
+                "dev",
+                &app_dev,
+                "nodad",
+            ],
+        );
+        ip_out(app, &["-6", "route", "add", "default", "via", gw]);
+        let ok = side
+            .ns
+            .command("sysctl")
+            .args(["-qw", "net.ipv6.conf.all.forwarding=1"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        // The remote IPv6 network joins the group and both links' allowed IPs.
+        let remote = V6[1 - i].0;
+        let mut doc: toml::Table = std::fs::read_to_string(side.fx.config_path())
+            .unwrap()
+            .parse()
+            .unwrap();
+        for g in doc["route_group"].as_array_mut().unwrap() {
+            g["destinations"]
+                .as_array_mut()
+                .unwrap()
+                .push(remote.into());
+        }
+        for l in doc["link"].as_array_mut().unwrap() {
+            l["allowed_ips"].as_array_mut().unwrap().push(remote.into());
+        }
+        side.fx.write_config(&toml::to_string(&doc).unwrap());
+    }
+    let (mut aws, _oci) = clouds.start_agents();
+    let routes6 = || ip_out(&clouds.aws.ns, &["-6", "route", "show", "proto", PROTO]);
+    let tun = |i: usize| clouds.interface(i);
+    let ping6 = || {
+        clouds
+            .aws_app()
+            .command("ping")
+            .args(["-6", "-c", "3", "-i", "0.2", "-W", "1", V6[1].2])
+            .output()
+            .unwrap()
+    };
+    let r = routes6();
+    assert!(r.contains(&format!("fd00:2::/64 dev {}", tun(0))), "{r}");
+    assert!(r.contains("unreachable fd00:2::/64"), "{r}");
+    // Neighbour discovery on the fresh VPC links takes a moment (DAD): retry the first ping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping6().status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "ping6 from the AWS app to the OCI database never went through\n{}",
+            netctl(&clouds.aws.fx.socket(), &["links"]).stdout
+        );
+    }
+
+    clouds.cut_interconnect(true);
+    clouds.aws.wait_active("remote", "internet", UP);
+    clouds.oci.wait_active("remote", "internet", UP);
+    let r = routes6();
+    assert!(r.contains(&format!("fd00:2::/64 dev {}", tun(1))), "{r}");
+    let out = ping6();
+    assert!(
+        out.status.success(),
+        "ping6 after the failover: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    clouds.restore_interconnect();
+
+    // agentd gone (no clean stop): the TUNs vanish, the fail-closed route answers.
+    aws.signal(Signal::SIGKILL);
+    aws.wait_exit(Duration::from_secs(5));
+    let r = routes6();
+    assert!(r.contains("unreachable fd00:2::/64"), "{r}");
+    assert!(
+        !r.contains(&tun(0)) && !r.contains(&tun(1)),
+        "tunnel routes left behind: {r}"
+    );
+    let out = ping6();
+    assert!(!out.status.success(), "ping6 went through without agentd");
+}
