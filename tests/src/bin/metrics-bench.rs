@@ -104,6 +104,17 @@ fn rss_kib(pid: nix::unistd::Pid) -> u64 {
         .expect("VmRSS")
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: nix::unistd::Pid) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 fn agentd_run(targets: usize, scrapes: usize) -> Run {
     let ns = Netns::new("mb");
     ns.add_addresses(&["192.0.2.1/24", "198.51.100.1/24"]);
@@ -139,8 +150,15 @@ fn agentd_run(targets: usize, scrapes: usize) -> Run {
     doc.remove("dns_provider");
     fx.write_config(&toml::to_string(&doc).unwrap());
     let agentd = Agentd::start(&fx, &ns);
-    // Every target checked at least twice.
-    std::thread::sleep(Duration::from_secs(if targets > 0 { 12 } else { 3 }));
+    // Every target checked at least twice; idle CPU measured over the same time.
+    let cpu = cpu_seconds(agentd.pid());
+    let idle = Duration::from_secs(if targets > 0 { 12 } else { 10 });
+    std::thread::sleep(idle);
+    let busy = (cpu_seconds(agentd.pid()) - cpu) / idle.as_secs_f64();
+    println!(
+        "agentd with {targets} targets, 2 links, default probes: {:.2}% of one core between scrapes",
+        busy * 100.0
+    );
     let mut run = scrape(&ns, METRICS.parse().unwrap(), scrapes);
     run.rss_kib = rss_kib(agentd.pid());
     if targets > 0 {
