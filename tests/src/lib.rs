@@ -18,7 +18,8 @@ pub use fixture::Fixture;
 pub use netns::Netns;
 pub use notify::NotifySocket;
 pub use prometheus::{
-    http_get, http_get_response, promtool_check_metrics, url_encode, Prometheus, Response,
+    http_get, http_get_gzip, http_get_response, promtool_check_metrics, url_encode, Prometheus,
+    Response,
 };
 
 use std::path::PathBuf;

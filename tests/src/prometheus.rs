@@ -32,6 +32,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body, de-chunked if it came with `Transfer-Encoding: chunked` (lossy UTF-8).
     pub body: String,
+    /// The body's size in bytes as sent (compressed, if it was).
+    pub body_bytes: usize,
     /// From the start of the connect to the last byte of the response read (the namespace
     /// switch before it is not included): the scrape time a client would see.
     pub elapsed: Duration,
@@ -71,7 +73,24 @@ pub fn http_get_response(
     path_and_query: &str,
     timeout: Duration,
 ) -> std::io::Result<Response> {
-    http_get_in(&netns_path(ns.name()), addr, path_and_query, timeout)
+    http_get_in(&netns_path(ns.name()), addr, path_and_query, "", timeout)
+}
+
+/// [`http_get_response`] asking for a gzip body (`Accept-Encoding: gzip`, as Prometheus does):
+/// the body stays compressed; [`Response::body_bytes`] is its size.
+pub fn http_get_gzip(
+    ns: &Netns,
+    addr: SocketAddr,
+    path_and_query: &str,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    http_get_in(
+        &netns_path(ns.name()),
+        addr,
+        path_and_query,
+        "Accept-Encoding: gzip\r\n",
+        timeout,
+    )
 }
 
 /// The file `ip netns add` bind-mounts the namespace on.
@@ -85,12 +104,13 @@ fn http_get_in(
     ns_path: &Path,
     addr: SocketAddr,
     path_and_query: &str,
+    extra_headers: &str,
     timeout: Duration,
 ) -> std::io::Result<Response> {
     let ns_path = ns_path.to_path_buf();
     let request = format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: isthmus-tests\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
+         Accept: */*\r\n{extra_headers}Connection: close\r\n\r\n"
     );
     std::thread::Builder::new()
         .name("http-in-netns".into())
@@ -157,6 +177,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
         status,
         headers,
         body: String::new(),
+        body_bytes: 0,
         elapsed: Duration::ZERO,
     };
     let body = if response.was_chunked() {
@@ -175,6 +196,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     } else {
         rest.to_vec()
     };
+    response.body_bytes = body.len();
     response.body = String::from_utf8_lossy(&body).into_owned();
     Ok(response)
 }
@@ -330,6 +352,7 @@ impl Prometheus {
             &self.ns_path,
             self.addr,
             path_and_query,
+            "",
             Duration::from_secs(10),
         )
         .unwrap_or_else(|e| {
@@ -446,6 +469,7 @@ impl Prometheus {
                     &self.ns_path,
                     self.addr,
                     "/api/v1/targets",
+                    "",
                     Duration::from_secs(2),
                 )
                 .map(|r| r.body)

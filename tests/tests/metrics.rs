@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::topology::{TwoClouds, VPCS};
-use isthmus_tests::{http_get, promtool_check_metrics, repo_root, Prometheus};
+use isthmus_tests::{http_get, http_get_response, promtool_check_metrics, repo_root, Prometheus};
 
 const UP: Duration = Duration::from_secs(20);
 
@@ -474,8 +474,23 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
         std::thread::sleep(Duration::from_millis(250));
     }
 
-    // Wrong method, unknown path.
+    // Unknown path; gzip for a client that asks (as Prometheus does), plain text otherwise.
     assert_eq!(get(first, "/").0, 404);
+    let gz = isthmus_tests::http_get_gzip(&ns, first, "/metrics", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        gz.header("content-encoding"),
+        Some("gzip"),
+        "{:?}",
+        gz.headers
+    );
+    let plain = http_get_response(&ns, first, "/metrics", Duration::from_secs(5)).unwrap();
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(
+        gz.body_bytes * 3 < plain.body_bytes,
+        "gzip {} bytes, plain {}",
+        gz.body_bytes,
+        plain.body_bytes
+    );
 
     // Names from requests never become labels, and no key material shows.
     let out = isthmus_tests::netctl(

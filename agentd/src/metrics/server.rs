@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -132,11 +132,30 @@ async fn handle(
     match req.uri().path() {
         "/metrics" => match ask(commands, |reply| Command::Metrics { reply }).await {
             Some(body) => {
+                let gzip = accepts_gzip(&req) && body.len() >= GZIP_ABOVE;
+                // Off the event loop's thread: compressing a large scrape takes milliseconds.
+                let body = if gzip {
+                    tokio::task::spawn_blocking(move || compress(body.as_bytes()))
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    Some(body.into_bytes())
+                };
+                let Some(body) = body else {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot compress\n");
+                };
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
+                r.headers_mut()
+                    .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+                if gzip {
+                    r.headers_mut()
+                        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
                 r
             }
             None => text(
@@ -178,6 +197,34 @@ async fn handle(
     }
 }
 
+/// Smaller scrapes go as they are: compressing them saves nothing worth the time.
+const GZIP_ABOVE: usize = 4096;
+
+/// Whether the client lists gzip in Accept-Encoding (without `q=0`).
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(data).ok()?;
+    enc.finish().ok()
+}
+
 async fn ask<T>(
     commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -201,4 +248,49 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(accept: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/metrics");
+        if let Some(a) = accept {
+            b = b.header(ACCEPT_ENCODING, a);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn gzip_only_when_the_client_asks_for_it() {
+        // What Prometheus sends.
+        assert!(accepts_gzip(&request(Some("gzip"))));
+        assert!(accepts_gzip(&request(Some("deflate, GZIP;q=0.5"))));
+        assert!(accepts_gzip(&request(Some("*"))));
+        assert!(!accepts_gzip(&request(None)));
+        assert!(!accepts_gzip(&request(Some("identity"))));
+        assert!(!accepts_gzip(&request(Some("gzip;q=0"))));
+        assert!(!accepts_gzip(&request(Some("gzip; q=0, identity"))));
+    }
+
+    #[test]
+    fn compressed_scrapes_decompress_to_the_same_text() {
+        use std::io::Read as _;
+        let text: String = (0..1000)
+            .map(|i| format!("isthmus_target_up{{target=\"target-{i:04}\"}} 1\n"))
+            .collect();
+        let packed = compress(text.as_bytes()).expect("compresses");
+        assert!(
+            packed.len() * 5 < text.len(),
+            "{} -> {}",
+            text.len(),
+            packed.len()
+        );
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_string(&mut back)
+            .expect("valid gzip");
+        assert_eq!(back, text);
+    }
 }
