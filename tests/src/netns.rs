@@ -45,6 +45,20 @@ impl Netns {
         }
     }
 
+    /// Run `f` on a thread of its own inside the namespace (`setns` moves only the calling
+    /// thread), for sockets that a test opens itself. Panics in `f` reach the caller.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = std::path::Path::new("/run/netns").join(&self.name);
+        let thread = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("opening the namespace");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
     /// A command that runs inside the namespace (`ip netns exec` execs it: same PID).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

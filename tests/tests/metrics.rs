@@ -492,6 +492,40 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
         plain.body_bytes
     );
 
+    // Garbage and idle clients: a 400 for what is not HTTP, a 503 beyond the connection cap,
+    // idle connections closed after the header timeout, and the scrape answers all along.
+    let garbage = ns.run_in(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(first).unwrap();
+        s.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    });
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let idle = ns.run_in(move || {
+        (0..8)
+            .map(|_| std::net::TcpStream::connect(first).unwrap())
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(get(first, "/metrics").0, 503, "a ninth client past the cap");
+    let closed_at = Instant::now();
+    loop {
+        if get(first, "/metrics").0 == 200 {
+            break;
+        }
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(10),
+            "idle connections still hold every slot"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!("idle clients released after {:?}", closed_at.elapsed());
+    drop(idle);
+
     // Names from requests never become labels, and no key material shows.
     let out = isthmus_tests::netctl(
         &fx.socket(),
