@@ -22,6 +22,7 @@ use crate::failover::{self, Failover};
 use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
+use crate::probe::job::{jobs, JobKey};
 use crate::probe::peer::ProbeIn;
 use crate::probe::target::{Outcome, ProbeResult, TargetProbes};
 use crate::reload::{self, Running};
@@ -50,9 +51,10 @@ pub struct State {
     pub routes: RouteManager,
     pub failover: Failover,
     pub events: EventLog,
-    /// Target checks (`[[probe]]`) and their latest results.
+    /// Target checks (`[[probe]]`, per link where route groups check them) and their latest
+    /// results.
     targets: TargetProbes,
-    pub target_results: BTreeMap<String, TargetState>,
+    pub target_results: BTreeMap<JobKey, TargetState>,
     /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
     route_tables: Vec<u32>,
     pub host_warnings: Vec<String>,
@@ -133,7 +135,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     );
 
     let (target_tx, mut target_results) = mpsc::channel::<ProbeResult>(256);
-    let targets = TargetProbes::start(&running.config.probes, target_tx);
+    let targets = TargetProbes::start(&jobs(&running.config), target_tx);
 
     let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
@@ -326,10 +328,15 @@ impl State {
     }
 
     /// A target check finished: keep the result, log a change of state.
-    fn on_target(&mut self, name: String, outcome: Outcome, at: Instant) {
-        self.metrics
-            .observe_target(&name, outcome.ok, outcome.reason.as_str(), outcome.duration);
-        let before = self.target_results.get(&name).map(|t| t.last.ok);
+    fn on_target(&mut self, key: JobKey, outcome: Outcome, at: Instant) {
+        self.metrics.observe_target(
+            &key.probe,
+            key.link.as_deref().unwrap_or(""),
+            outcome.ok,
+            outcome.reason.as_str(),
+            outcome.duration,
+        );
+        let before = self.target_results.get(&key).map(|t| t.last.ok);
         if before != Some(outcome.ok) {
             let word = |ok: bool| if ok { "ok" } else { "failing" }.to_owned();
             let mut rec = events::record(
@@ -340,13 +347,14 @@ impl State {
                     outcome.duration.as_secs_f64() * 1e3
                 ),
             );
-            rec.group = Some(format!("probe {name}"));
+            rec.group = Some(format!("probe {key}"));
+            rec.link = key.link.clone();
             rec.from = before.map(word);
             rec.to = Some(word(outcome.ok));
-            tracing::info!(probe = %name, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
+            tracing::info!(probe = %key, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
             self.events.push(rec, std::time::SystemTime::now());
         }
-        let entry = self.target_results.entry(name).or_insert(TargetState {
+        let entry = self.target_results.entry(key).or_insert(TargetState {
             last: outcome,
             at,
             successes: 0,
@@ -628,15 +636,10 @@ impl State {
         // Traffic so far is priced at the old price.
         self.accumulate_egress();
         self.running = new;
-        self.targets.replace(&self.running.config.probes);
-        let names: std::collections::BTreeSet<String> = self
-            .running
-            .config
-            .probes
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
-        self.target_results.retain(|n, _| names.contains(n));
+        let jobs = jobs(&self.running.config);
+        self.targets.replace(&jobs);
+        let keys: std::collections::BTreeSet<JobKey> = jobs.iter().map(|j| j.key()).collect();
+        self.target_results.retain(|k, _| keys.contains(k));
         self.metrics.follow_config(&self.running.config);
         self.metrics_listen.send_if_modified(|addr| {
             let new = self.running.config.metrics.listen;

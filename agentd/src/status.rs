@@ -44,15 +44,14 @@ pub fn build(state: &State, caller_access: Access) -> Status {
 
 /// `GET /v1/probes`.
 pub fn probes(state: &State) -> Vec<isthmus_api::ProbeStatus> {
-    state
-        .running
-        .config
-        .probes
-        .iter()
-        .map(|p| {
-            let r = state.target_results.get(&p.name);
+    crate::probe::job::jobs(&state.running.config)
+        .into_iter()
+        .map(|job| {
+            let r = state.target_results.get(&job.key());
+            let p = &job.probe;
             isthmus_api::ProbeStatus {
                 name: p.name.clone(),
+                link: job.via.map(|v| v.link),
                 kind: p.kind.as_str().to_owned(),
                 target: p.target.clone(),
                 state: match r {

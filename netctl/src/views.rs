@@ -298,6 +298,7 @@ pub fn probes(list: &[ProbeStatus]) -> String {
     }
     let mut t = Table::new(&[
         "PROBE",
+        "VIA",
         "KIND",
         "TARGET",
         "STATE",
@@ -309,6 +310,8 @@ pub fn probes(list: &[ProbeStatus]) -> String {
     for p in list {
         t.row(vec![
             p.name.clone(),
+            // Bound to a link's tunnel, or along the routes (the active link).
+            p.link.clone().unwrap_or_else(|| "routes".into()),
             p.kind.clone(),
             p.target.clone(),
             p.state.to_uppercase(),

@@ -302,3 +302,78 @@ fn target_probes_check_services_behind_the_tunnel_and_report_changes() {
         .iter()
         .any(|e| e["kind"] == "probe_changed"));
 }
+
+/// A probe that a route group checks runs over each link of the group, bound to the link's
+/// tunnel: `netctl probes` shows a row per link. When the OCI side drops the check's packets
+/// arriving over the internet tunnel only (a security list that admits just the interconnect),
+/// that row alone turns failing, with an event; the peer probes still choose the link.
+#[test]
+fn a_checked_probe_runs_over_each_link_and_shows_a_path_that_cannot_reach_the_service() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let clouds = TwoClouds::new("fk").with_apps();
+    clouds
+        .aws
+        .fx
+        .set_probes(&[("db-ping", "icmp", VPCS[1].2)], "200ms", "150ms");
+    let mut doc: toml::Table = std::fs::read_to_string(clouds.aws.fx.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc["route_group"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap()
+        .insert("checks".into(), toml::Value::Array(vec!["db-ping".into()]));
+    clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    let (_aws, _oci) = clouds.start_agents();
+
+    let rows = || -> Vec<(String, String)> {
+        netctl(&clouds.aws.fx.socket(), &["--json", "probes"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["link"].as_str().unwrap_or("routes").to_owned(),
+                    p["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let wait_rows = |want: [(&str, &str); 2]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = rows();
+            if got
+                .iter()
+                .map(|(l, s)| (l.as_str(), s.as_str()))
+                .eq(want.iter().copied())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "probes {got:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_rows([("interconnect", "ok"), ("internet", "ok")]);
+
+    let internet_tunnel = clouds.interface(1);
+    clouds.oci.nft(&format!(
+        "table inet chk {{\n  chain forward_icmp {{\n    type filter hook forward priority 0;\n    \
+         iifname \"{internet_tunnel}\" meta l4proto icmp drop\n  }}\n}}\n"
+    ));
+    wait_rows([("interconnect", "ok"), ("internet", "failing")]);
+    let events = clouds.aws.events();
+    assert!(
+        events.iter().any(|e| e["kind"] == "probe_changed"
+            && e["link"] == "internet"
+            && e["to"] == "failing"),
+        "{events:#?}"
+    );
+    let table = netctl(&clouds.aws.fx.socket(), &["probes"]).stdout;
+    assert!(table.contains("VIA"), "{table}");
+    // Reported, not acted on: the interconnect still carries the group.
+    clouds
+        .aws
+        .wait_active("remote", "interconnect", Duration::from_secs(1));
+}

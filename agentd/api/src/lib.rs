@@ -398,6 +398,10 @@ pub struct Figures {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeStatus {
     pub name: String,
+    /// The link the check runs over (bound to its tunnel interface) when a route group checks
+    /// this probe; absent: along the routes, over the active link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     pub kind: String,
     pub target: String,
     /// `ok`, `failing`, or `unknown` (not run yet).

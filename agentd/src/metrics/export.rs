@@ -314,8 +314,12 @@ fn targets(state: &State) -> Vec<MetricFamily> {
         "isthmus_target_up",
         "1 if the target's last check passed, 0 if it failed.",
     );
-    for (name, t) in &state.target_results {
-        up.add(&[("target", name)], f64::from(u8::from(t.last.ok)));
+    for (key, t) in &state.target_results {
+        let link = key.link.as_deref().unwrap_or("");
+        up.add(
+            &[("target", &key.probe), ("link", link)],
+            f64::from(u8::from(t.last.ok)),
+        );
     }
     up.build().into_iter().collect()
 }

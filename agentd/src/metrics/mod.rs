@@ -64,7 +64,8 @@ pub struct Metrics {
 #[derive(Default)]
 struct Seen {
     links: BTreeSet<String>,
-    targets: BTreeSet<String>,
+    /// (target, link or "").
+    targets: BTreeSet<(String, String)>,
     groups: BTreeSet<String>,
 }
 
@@ -109,7 +110,7 @@ impl Metrics {
                 "Duration of target checks, passed or failed.",
             )
             .buckets(TARGET_BUCKETS.to_vec()),
-            &["target"],
+            &["target", "link"],
         )
         .expect("valid histogram");
         let target_failures = IntCounterVec::new(
@@ -117,7 +118,7 @@ impl Metrics {
                 "isthmus_target_probe_failures_total",
                 "Failed target checks by reason.",
             ),
-            &["target", "reason"],
+            &["target", "link", "reason"],
         )
         .expect("valid counter");
         let failovers = IntCounterVec::new(
@@ -171,17 +172,25 @@ impl Metrics {
             .observe(rtt.as_secs_f64());
     }
 
-    /// A finished target check.
-    pub fn observe_target(&mut self, target: &str, ok: bool, reason: &'static str, took: Duration) {
-        if !self.seen.targets.contains(target) {
-            self.seen.targets.insert(target.to_owned());
+    /// A finished target check; `link` is empty for a check along the routes.
+    pub fn observe_target(
+        &mut self,
+        target: &str,
+        link: &str,
+        ok: bool,
+        reason: &'static str,
+        took: Duration,
+    ) {
+        let key = (target.to_owned(), link.to_owned());
+        if !self.seen.targets.contains(&key) {
+            self.seen.targets.insert(key);
         }
         self.target_duration
-            .with_label_values(&[target])
+            .with_label_values(&[target, link])
             .observe(took.as_secs_f64());
         if !ok {
             self.target_failures
-                .with_label_values(&[target, reason])
+                .with_label_values(&[target, link, reason])
                 .inc();
         }
     }
@@ -210,17 +219,25 @@ impl Metrics {
     /// failover of each reason too.
     pub fn follow_config(&mut self, config: &isthmus_config::Config) {
         let links: BTreeSet<String> = config.links.iter().map(|l| l.name.clone()).collect();
-        let targets: BTreeSet<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        let targets: BTreeSet<(String, String)> = crate::probe::job::jobs(config)
+            .iter()
+            .map(|j| {
+                let k = j.key();
+                (k.probe, k.link.unwrap_or_default())
+            })
+            .collect();
         let groups: BTreeSet<String> = config.route_groups.iter().map(|g| g.name.clone()).collect();
         for gone in self.seen.links.difference(&links) {
             let _ = self.rtt.remove_label_values(&[gone]);
         }
-        for gone in self.seen.targets.difference(&targets) {
-            let _ = self.target_duration.remove_label_values(&[gone]);
+        for (target, link) in self.seen.targets.difference(&targets) {
+            let _ = self.target_duration.remove_label_values(&[target, link]);
             for reason in crate::probe::target::Reason::LABELS {
-                let _ = self
-                    .target_failures
-                    .remove_label_values(&[gone.as_str(), reason]);
+                let _ = self.target_failures.remove_label_values(&[
+                    target.as_str(),
+                    link.as_str(),
+                    reason,
+                ]);
             }
         }
         for gone in self.seen.groups.difference(&groups) {

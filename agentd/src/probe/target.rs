@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use isthmus_config::{Probe, ProbeKind, DEFAULT_EXPECT_STATUS};
+
+use super::job::{Job, JobKey};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -129,15 +131,31 @@ impl Reason {
     }
 }
 
-/// Run one probe once, bounded by `probe.timeout`. Never panics on any input.
+/// Run one probe once along the routes, bounded by `probe.timeout`. Never panics on any input.
+#[cfg(test)]
 pub async fn run_once(probe: &Probe) -> Outcome {
-    run_with(probe, None).await
+    run_with(probe, None, None).await
 }
 
-/// `tls`: the client config for https, or `None` for the system's trusted roots.
-async fn run_with(probe: &Probe, tls: Option<&Arc<ClientConfig>>) -> Outcome {
+/// Run a job once: its probe, over its link if it has one.
+pub async fn run_job(job: &Job) -> Outcome {
+    run_with(
+        &job.probe,
+        job.via.as_ref().map(|v| v.device.as_str()),
+        None,
+    )
+    .await
+}
+
+/// `device`: the interface the sockets are bound to (SO_BINDTODEVICE), if any. `tls`: the
+/// client config for https, or `None` for the system's trusted roots.
+async fn run_with(probe: &Probe, device: Option<&str>, tls: Option<&Arc<ClientConfig>>) -> Outcome {
     let started = Instant::now();
-    let result = tokio::time::timeout(probe.timeout, check(probe, tls)).await;
+    let from = Origin {
+        source: probe.source,
+        device,
+    };
+    let result = tokio::time::timeout(probe.timeout, check(probe, from, tls)).await;
     let reason = match result {
         Ok(Ok(())) => Reason::Ok,
         Ok(Err(reason)) => reason,
@@ -154,23 +172,34 @@ async fn run_with(probe: &Probe, tls: Option<&Arc<ClientConfig>>) -> Outcome {
     outcome
 }
 
-async fn check(probe: &Probe, tls: Option<&Arc<ClientConfig>>) -> Result<(), Reason> {
+/// Where a check's packets leave from: a source address, an interface, both or neither.
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin<'a> {
+    source: Option<IpAddr>,
+    device: Option<&'a str>,
+}
+
+async fn check(
+    probe: &Probe,
+    from: Origin<'_>,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(), Reason> {
     match probe.kind {
         ProbeKind::Tcp => {
             let addrs = resolve(probe.target.as_str(), probe.source).await?;
-            connect(&addrs, probe.source).await.map(drop)
+            connect(&addrs, from).await.map(drop)
         }
-        ProbeKind::Http => http(probe, None).await,
+        ProbeKind::Http => http(probe, from, None).await,
         ProbeKind::Https => {
             let config = match tls {
                 Some(config) => Arc::clone(config),
                 None => system_tls()?,
             };
-            http(probe, Some(config)).await
+            http(probe, from, Some(config)).await
         }
         ProbeKind::Icmp => {
             let peer = resolve_host(&probe.target, probe.source).await?;
-            ping(peer, probe.source, &[IcmpSocket::Datagram, IcmpSocket::Raw])
+            ping(peer, from, &[IcmpSocket::Datagram, IcmpSocket::Raw])
                 .await
                 .map(drop)
         }
@@ -241,10 +270,10 @@ async fn resolve_host(host: &str, source: Option<IpAddr>) -> Result<IpAddr, Reas
 
 /// Connects to the addresses in order; the first that accepts wins. No happy eyeballs: the
 /// timeout bounds the whole run, so a black-holed first address fails the run.
-async fn connect(addrs: &[SocketAddr], source: Option<IpAddr>) -> Result<TcpStream, Reason> {
+async fn connect(addrs: &[SocketAddr], from: Origin<'_>) -> Result<TcpStream, Reason> {
     let mut reason = Reason::Resolve;
     for &addr in addrs {
-        match connect_one(addr, source).await {
+        match connect_one(addr, from).await {
             Ok(stream) => return Ok(stream),
             Err(e) => {
                 trace!(%addr, error = %e, "probe connect failed");
@@ -255,13 +284,16 @@ async fn connect(addrs: &[SocketAddr], source: Option<IpAddr>) -> Result<TcpStre
     Err(reason)
 }
 
-async fn connect_one(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+async fn connect_one(addr: SocketAddr, from: Origin<'_>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if let Some(ip) = source {
+    if let Some(device) = from.device {
+        socket.bind_device(Some(device.as_bytes()))?;
+    }
+    if let Some(ip) = from.source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     socket.connect(addr).await
@@ -345,13 +377,17 @@ impl<'a> HttpTarget<'a> {
 }
 
 /// `tls`: `Some` for https.
-async fn http(probe: &Probe, tls: Option<Arc<ClientConfig>>) -> Result<(), Reason> {
+async fn http(
+    probe: &Probe,
+    from: Origin<'_>,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<(), Reason> {
     let Some(url) = HttpTarget::parse(&probe.target, tls.is_some()) else {
         trace!(probe = %probe.name, "probe URL does not parse");
         return Err(Reason::Resolve);
     };
     let addrs = resolve((url.host, url.port), probe.source).await?;
-    let mut tcp = connect(&addrs, probe.source).await?;
+    let mut tcp = connect(&addrs, from).await?;
     let request = url.request();
     let status = match tls {
         None => exchange(&mut tcp, &request).await?,
@@ -530,12 +566,8 @@ static ECHO_NONCE: AtomicU64 = AtomicU64::new(1);
 
 /// Sends one echo request to `peer` and waits (unbounded: the caller's timeout bounds it) for its
 /// reply. `kinds`: the sockets to try, in order. Returns the socket kind that was used.
-async fn ping(
-    peer: IpAddr,
-    source: Option<IpAddr>,
-    kinds: &[IcmpSocket],
-) -> Result<IcmpSocket, Reason> {
-    let (socket, kind) = open_icmp(peer, source, kinds)?;
+async fn ping(peer: IpAddr, from: Origin<'_>, kinds: &[IcmpSocket]) -> Result<IcmpSocket, Reason> {
+    let (socket, kind) = open_icmp(peer, from, kinds)?;
     // SAFETY: the `Socket` owns its fd, which stays open and the same until the `AsyncFd` (which
     // owns the `Socket`) is dropped.
     let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| {
@@ -580,7 +612,7 @@ async fn ping(
 
 fn open_icmp(
     peer: IpAddr,
-    source: Option<IpAddr>,
+    from: Origin<'_>,
     kinds: &[IcmpSocket],
 ) -> Result<(Socket, IcmpSocket), Reason> {
     let (domain, protocol) = if peer.is_ipv4() {
@@ -595,7 +627,7 @@ fn open_icmp(
         };
         match Socket::new(domain, ty, Some(protocol)) {
             Ok(socket) => {
-                prepare_icmp(&socket, peer, source).map_err(|e| {
+                prepare_icmp(&socket, peer, from).map_err(|e| {
                     trace!(%peer, error = %e, "icmp socket set-up failed");
                     io_reason(&e)
                 })?;
@@ -609,9 +641,12 @@ fn open_icmp(
 
 /// Binds the source and connects to the peer: connected, the socket only receives from the peer,
 /// and hard ICMP errors (unreachable) come back as socket errors.
-fn prepare_icmp(socket: &Socket, peer: IpAddr, source: Option<IpAddr>) -> io::Result<()> {
+fn prepare_icmp(socket: &Socket, peer: IpAddr, from: Origin<'_>) -> io::Result<()> {
     socket.set_nonblocking(true)?;
-    if let Some(ip) = source {
+    if let Some(device) = from.device {
+        socket.bind_device(Some(device.as_bytes()))?;
+    }
+    if let Some(ip) = from.source {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     socket.connect(&SocketAddr::new(peer, 0).into())
@@ -689,24 +724,24 @@ fn internet_checksum(data: &[u8]) -> u16 {
 
 /// What the scheduler sends per run: the probe's name, the outcome, and when the run finished
 /// (tokio's clock, so that paused-time tests see it; `into_std()` converts).
-pub type ProbeResult = (String, Outcome, Instant);
+pub type ProbeResult = (JobKey, Outcome, Instant);
 
 type RunFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
-/// Runs one check: [`run_once`] in the daemon, something instant in the scheduler's tests.
-type Runner = Arc<dyn Fn(Arc<Probe>) -> RunFuture + Send + Sync>;
+/// Runs one check: [`run_job`] in the daemon, something instant in the scheduler's tests.
+type Runner = Arc<dyn Fn(Arc<Job>) -> RunFuture + Send + Sync>;
 
-/// Runs every configured probe at its interval and sends each outcome on `results`.
+/// Runs every job at its probe's interval and sends each outcome on `results`.
 /// Dropping it stops every probe task.
 pub struct TargetProbes {
-    scheduled: BTreeMap<String, Scheduled>,
+    scheduled: BTreeMap<JobKey, Scheduled>,
     results: mpsc::Sender<ProbeResult>,
     permits: Arc<Semaphore>,
     runner: Runner,
 }
 
-/// A probe and the task that runs it; dropping it aborts the task.
+/// A job and the task that runs it; dropping it aborts the task.
 struct Scheduled {
-    probe: Probe,
+    job: Job,
     task: JoinHandle<()>,
 }
 
@@ -717,16 +752,15 @@ impl Drop for Scheduled {
 }
 
 impl TargetProbes {
-    /// Starts a task per probe on the current runtime. If `results` closes, the tasks end.
-    pub fn start(probes: &[Probe], results: mpsc::Sender<ProbeResult>) -> Self {
-        let runner: Runner = Arc::new(|probe: Arc<Probe>| -> RunFuture {
-            Box::pin(async move { run_once(&probe).await })
-        });
-        Self::start_with(probes, results, MAX_IN_FLIGHT, runner)
+    /// Starts a task per job on the current runtime. If `results` closes, the tasks end.
+    pub fn start(jobs: &[Job], results: mpsc::Sender<ProbeResult>) -> Self {
+        let runner: Runner =
+            Arc::new(|job: Arc<Job>| -> RunFuture { Box::pin(async move { run_job(&job).await }) });
+        Self::start_with(jobs, results, MAX_IN_FLIGHT, runner)
     }
 
     fn start_with(
-        probes: &[Probe],
+        jobs: &[Job],
         results: mpsc::Sender<ProbeResult>,
         max_in_flight: usize,
         runner: Runner,
@@ -737,40 +771,38 @@ impl TargetProbes {
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             runner,
         };
-        this.replace(probes);
+        this.replace(jobs);
         this
     }
 
     /// Runs `probes` from now on (config reload). A probe whose name and settings are unchanged
     /// keeps its task and its grid; a changed one starts over; a removed one stops. The system's
     /// trusted CAs are read again at the next https check.
-    pub fn replace(&mut self, probes: &[Probe]) {
+    pub fn replace(&mut self, jobs: &[Job]) {
         forget_trust();
         let mut next = BTreeMap::new();
-        for probe in probes {
-            let kept = self
-                .scheduled
-                .remove(&probe.name)
-                .filter(|s| s.probe == *probe);
-            let scheduled = kept.unwrap_or_else(|| self.spawn(probe));
+        for job in jobs {
+            let key = job.key();
+            let kept = self.scheduled.remove(&key).filter(|s| s.job == *job);
+            let scheduled = kept.unwrap_or_else(|| self.spawn(job));
             // A repeated name (the config refuses them) replaces the earlier one, which stops.
-            next.insert(probe.name.clone(), scheduled);
+            next.insert(key, scheduled);
         }
         // Whatever is left was removed or changed: dropping aborts it.
         self.scheduled = next;
     }
 
-    /// The names of the probes being run.
+    /// The jobs being run.
     #[cfg(test)]
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.scheduled.keys().map(String::as_str)
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.scheduled.keys().map(JobKey::to_string)
     }
 
-    fn spawn(&self, probe: &Probe) -> Scheduled {
-        let interval = probe.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
-        let first = Instant::now() + first_offset(&probe.name, interval);
+    fn spawn(&self, job: &Job) -> Scheduled {
+        let interval = job.probe.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let first = Instant::now() + first_offset(&job.key().to_string(), interval);
         let task = tokio::spawn(schedule(
-            Arc::new(probe.clone()),
+            Arc::new(job.clone()),
             first,
             interval,
             Arc::clone(&self.permits),
@@ -778,7 +810,7 @@ impl TargetProbes {
             Arc::clone(&self.runner),
         ));
         Scheduled {
-            probe: probe.clone(),
+            job: job.clone(),
             task,
         }
     }
@@ -787,7 +819,7 @@ impl TargetProbes {
 /// One probe's life: run at `first`, then every `interval`; a run that is late (waiting for a
 /// permit, or a slow consumer) skips the ticks it missed rather than firing them in a burst.
 async fn schedule(
-    probe: Arc<Probe>,
+    job: Arc<Job>,
     first: Instant,
     interval: Duration,
     permits: Arc<Semaphore>,
@@ -801,14 +833,14 @@ async fn schedule(
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return; // never closed; nothing to run without permits anyway
         };
-        let outcome = runner(Arc::clone(&probe)).await;
+        let outcome = runner(Arc::clone(&job)).await;
         drop(permit);
         if results
-            .send((probe.name.clone(), outcome, Instant::now()))
+            .send((job.key(), outcome, Instant::now()))
             .await
             .is_err()
         {
-            trace!(probe = %probe.name, "probe results closed: stopping");
+            trace!(probe = %job.key(), "probe results closed: stopping");
             return;
         }
     }
@@ -1031,6 +1063,34 @@ mod tests {
         let (outcome, accepted) = tokio::join!(run_once(&p), listener.accept());
         assert_eq!(outcome.reason, Reason::Ok);
         assert_eq!(accepted.unwrap().1.ip(), p.source.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_job_over_a_link_binds_its_sockets_to_the_link_interface() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+        let via = |device: &str| Job {
+            probe: tcp(&target),
+            via: Some(crate::probe::job::Via {
+                link: "l".into(),
+                device: device.into(),
+            }),
+        };
+        // Bound to the interface the target is on: passes.
+        assert_eq!(run_job(&via("lo")).await.reason, Reason::Ok);
+        // Bound to an interface that does not exist: the socket refuses, nothing is sent.
+        assert_eq!(run_job(&via("isth-none0")).await.reason, Reason::Io);
+        let mut ping = icmp("127.0.0.1");
+        ping.name = "p".into();
+        let job = Job {
+            probe: ping,
+            via: Some(crate::probe::job::Via {
+                link: "l".into(),
+                device: "isth-none0".into(),
+            }),
+        };
+        assert_eq!(run_job(&job).await.reason, Reason::Io);
     }
 
     #[tokio::test]
@@ -1268,7 +1328,7 @@ mod tests {
         let (addr, roots) = https_server("127.0.0.1").await;
         let p = probe("app", ProbeKind::Https, &format!("https://{addr}/health"));
         let trusting = Arc::new(tls_client_config(roots).unwrap());
-        assert_eq!(run_with(&p, Some(&trusting)).await.reason, Reason::Ok);
+        assert_eq!(run_with(&p, None, Some(&trusting)).await.reason, Reason::Ok);
     }
 
     #[tokio::test]
@@ -1283,7 +1343,10 @@ mod tests {
         let (addr, roots) = https_server("127.0.0.9").await;
         let p = probe("app", ProbeKind::Https, &format!("https://{addr}/health"));
         let trusting = Arc::new(tls_client_config(roots).unwrap());
-        assert_eq!(run_with(&p, Some(&trusting)).await.reason, Reason::Tls);
+        assert_eq!(
+            run_with(&p, None, Some(&trusting)).await.reason,
+            Reason::Tls
+        );
     }
 
     // --- icmp -----------------------------------------------------------------------------------
@@ -1304,8 +1367,8 @@ mod tests {
         let kinds = [IcmpSocket::Datagram, IcmpSocket::Raw];
         let (v4, v6) = ns.block_on(|| async {
             (
-                ping("127.0.0.1".parse().unwrap(), None, &kinds).await,
-                ping("::1".parse().unwrap(), None, &kinds).await,
+                ping("127.0.0.1".parse().unwrap(), Origin::default(), &kinds).await,
+                ping("::1".parse().unwrap(), Origin::default(), &kinds).await,
             )
         });
         assert_eq!(v4, Ok(IcmpSocket::Datagram));
@@ -1319,8 +1382,8 @@ mod tests {
         let kinds = [IcmpSocket::Datagram, IcmpSocket::Raw];
         let (v4, v6) = ns.block_on(|| async {
             (
-                ping("127.0.0.1".parse().unwrap(), None, &kinds).await,
-                ping("::1".parse().unwrap(), None, &kinds).await,
+                ping("127.0.0.1".parse().unwrap(), Origin::default(), &kinds).await,
+                ping("::1".parse().unwrap(), Origin::default(), &kinds).await,
             )
         });
         assert_eq!(v4, Ok(IcmpSocket::Raw));
@@ -1406,12 +1469,12 @@ mod tests {
 
     // --- the scheduler --------------------------------------------------------------------------
 
-    fn every(name: &str, interval: Duration) -> Probe {
+    fn every(name: &str, interval: Duration) -> Job {
         let mut p = tcp("127.0.0.1:1");
         p.name = name.to_string();
         p.interval = interval;
         p.timeout = interval;
-        p
+        p.into()
     }
 
     /// A runner that passes at once and counts runs in flight (max seen in `peak`), taking `takes`.
@@ -1431,8 +1494,8 @@ mod tests {
 
     fn drain(rx: &mut mpsc::Receiver<ProbeResult>) -> Vec<(String, Instant)> {
         let mut got = Vec::new();
-        while let Ok((name, _, at)) = rx.try_recv() {
-            got.push((name, at));
+        while let Ok((key, _, at)) = rx.try_recv() {
+            got.push((key.to_string(), at));
         }
         got
     }
@@ -1530,7 +1593,7 @@ mod tests {
     async fn no_more_than_the_cap_run_at_once() {
         let (tx, mut rx) = mpsc::channel(1024);
         let peak = Arc::new(AtomicUsize::new(0));
-        let probes: Vec<Probe> = (0..5).map(|i| every(&format!("p{i}"), ms(50))).collect();
+        let probes: Vec<Job> = (0..5).map(|i| every(&format!("p{i}"), ms(50))).collect();
         let _running = TargetProbes::start_with(&probes, tx, 2, fake_runner(ms(30), peak.clone()));
         tokio::time::sleep(ms(500)).await;
         assert_eq!(peak.load(Ordering::SeqCst), 2);
@@ -1566,11 +1629,11 @@ mod tests {
                 drop(conn);
             }
         });
-        let probes: Vec<Probe> = ["a", "b", "c"]
+        let probes: Vec<Job> = ["a", "b", "c"]
             .iter()
             .map(|name| {
                 let mut p = every(name, ms(50));
-                p.target = target.clone();
+                p.probe.target = target.clone();
                 p
             })
             .collect();
@@ -1583,7 +1646,7 @@ mod tests {
             results.push(r);
         }
         for name in ["a", "b", "c"] {
-            let mine: Vec<_> = results.iter().filter(|(n, _, _)| n == name).collect();
+            let mine: Vec<_> = results.iter().filter(|(k, _, _)| k.probe == name).collect();
             // 10 on an idle machine; a loaded CI machine may skip a tick or two.
             assert!((6..=11).contains(&mine.len()), "{name}: {}", mine.len());
             assert!(mine.iter().all(|(_, o, _)| o.reason == Reason::Ok));
