@@ -30,6 +30,17 @@ pub fn render(metrics: &Metrics, state: &State) -> String {
     families.extend(routes(state));
     families.extend(targets(state));
     families.sort_by(|a, b| a.name().cmp(b.name()));
+    // An empty label is an absent one to Prometheus (the `link` of a check along the routes):
+    // leave it out rather than send `link=""` on thousands of lines.
+    for family in &mut families {
+        for metric in family.mut_metric() {
+            if metric.get_label().iter().any(|l| l.value().is_empty()) {
+                let mut labels = metric.take_label();
+                labels.retain(|l| !l.value().is_empty());
+                metric.set_label(labels);
+            }
+        }
+    }
     let mut out = String::with_capacity(64 * 1024);
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
         tracing::error!(error = %e, "cannot encode metrics");
