@@ -7,7 +7,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::TextEncoder;
 
 use super::family::Family;
-use super::Metrics;
+use super::{Metrics, TARGET_BUCKETS};
 use crate::daemon::State;
 use crate::tunnel::counters::DropReason;
 
@@ -28,19 +28,8 @@ pub fn render(metrics: &Metrics, state: &State) -> String {
     families.extend(links(metrics, state, now));
     families.extend(groups(metrics, state, now));
     families.extend(routes(state));
-    families.extend(targets(state));
+    families.extend(targets(metrics, state));
     families.sort_by(|a, b| a.name().cmp(b.name()));
-    // An empty label is an absent one to Prometheus (the `link` of a check along the routes):
-    // leave it out rather than send `link=""` on thousands of lines.
-    for family in &mut families {
-        for metric in family.mut_metric() {
-            if metric.get_label().iter().any(|l| l.value().is_empty()) {
-                let mut labels = metric.take_label();
-                labels.retain(|l| !l.value().is_empty());
-                metric.set_label(labels);
-            }
-        }
-    }
     let mut out = String::with_capacity(64 * 1024);
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
         tracing::error!(error = %e, "cannot encode metrics");
@@ -320,7 +309,7 @@ fn routes(state: &State) -> Vec<MetricFamily> {
         .collect()
 }
 
-fn targets(state: &State) -> Vec<MetricFamily> {
+fn targets(metrics: &Metrics, state: &State) -> Vec<MetricFamily> {
     let mut up = Family::gauge(
         "isthmus_target_up",
         "1 if the target's last check passed, 0 if it failed.",
@@ -332,5 +321,32 @@ fn targets(state: &State) -> Vec<MetricFamily> {
             f64::from(u8::from(t.last.ok)),
         );
     }
-    up.build().into_iter().collect()
+    let mut duration = Family::histogram(
+        "isthmus_target_probe_duration_seconds",
+        "Duration of target checks, passed or failed.",
+    );
+    let mut failures = Family::counter(
+        "isthmus_target_probe_failures_total",
+        "Failed target checks by reason.",
+    );
+    for ((target, link), stats) in &metrics.targets {
+        let labels = [("target", target.as_str()), ("link", link.as_str())];
+        duration.add_histogram(
+            &labels,
+            TARGET_BUCKETS,
+            &stats.cumulative(),
+            stats.count,
+            stats.sum,
+        );
+        for (reason, n) in &stats.failures {
+            failures.add(
+                &[("target", target), ("link", link), ("reason", reason)],
+                *n as f64,
+            );
+        }
+    }
+    [up, duration, failures]
+        .into_iter()
+        .filter_map(Family::build)
+        .collect()
 }

@@ -46,8 +46,9 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
 pub struct Metrics {
     registry: Registry,
     rtt: HistogramVec,
-    target_duration: HistogramVec,
-    target_failures: IntCounterVec,
+    /// Per (target, link or ""): kept here rather than in a registered vec, so that a scrape
+    /// of a thousand targets walks one sorted map instead of cloning and sorting 10,000 series.
+    targets: BTreeMap<(String, String), TargetStats>,
     failovers: IntCounterVec,
     /// Shared with the control server, which counts its requests.
     pub control_requests: IntCounterVec,
@@ -64,9 +65,39 @@ pub struct Metrics {
 #[derive(Default)]
 struct Seen {
     links: BTreeSet<String>,
-    /// (target, link or "").
-    targets: BTreeSet<(String, String)>,
     groups: BTreeSet<String>,
+}
+
+/// One target's check durations (a histogram over [`TARGET_BUCKETS`]) and failures by reason.
+#[derive(Debug, Default, Clone)]
+struct TargetStats {
+    /// Checks that took at most each bound (not cumulative; the scrape sums them).
+    buckets: [u64; TARGET_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    failures: BTreeMap<&'static str, u64>,
+}
+
+impl TargetStats {
+    fn observe(&mut self, seconds: f64, failure: Option<&'static str>) {
+        if let Some(i) = TARGET_BUCKETS.iter().position(|&b| seconds <= b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+        if let Some(reason) = failure {
+            *self.failures.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The cumulative bucket counts, as Prometheus histograms carry them.
+    fn cumulative(&self) -> [u64; TARGET_BUCKETS.len()] {
+        let mut out = self.buckets;
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,23 +135,6 @@ impl Metrics {
             &["link"],
         )
         .expect("valid histogram");
-        let target_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "isthmus_target_probe_duration_seconds",
-                "Duration of target checks, passed or failed.",
-            )
-            .buckets(TARGET_BUCKETS.to_vec()),
-            &["target", "link"],
-        )
-        .expect("valid histogram");
-        let target_failures = IntCounterVec::new(
-            Opts::new(
-                "isthmus_target_probe_failures_total",
-                "Failed target checks by reason.",
-            ),
-            &["target", "link", "reason"],
-        )
-        .expect("valid counter");
         let failovers = IntCounterVec::new(
             Opts::new(
                 "isthmus_group_failovers_total",
@@ -139,8 +153,6 @@ impl Metrics {
         .expect("valid counter");
         for c in [
             Box::new(rtt.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(target_duration.clone()),
-            Box::new(target_failures.clone()),
             Box::new(failovers.clone()),
             Box::new(control_requests.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -150,8 +162,7 @@ impl Metrics {
         Metrics {
             registry,
             rtt,
-            target_duration,
-            target_failures,
+            targets: BTreeMap::new(),
             failovers,
             control_requests,
             link_since: BTreeMap::new(),
@@ -181,18 +192,14 @@ impl Metrics {
         reason: &'static str,
         took: Duration,
     ) {
-        let key = (target.to_owned(), link.to_owned());
-        if !self.seen.targets.contains(&key) {
-            self.seen.targets.insert(key);
-        }
-        self.target_duration
-            .with_label_values(&[target, link])
-            .observe(took.as_secs_f64());
-        if !ok {
-            self.target_failures
-                .with_label_values(&[target, link, reason])
-                .inc();
-        }
+        let stats = match self.targets.get_mut(&(target.to_owned(), link.to_owned())) {
+            Some(s) => s,
+            None => self
+                .targets
+                .entry((target.to_owned(), link.to_owned()))
+                .or_default(),
+        };
+        stats.observe(took.as_secs_f64(), (!ok).then_some(reason));
     }
 
     /// An engine event: remember when states changed, count failovers.
@@ -230,23 +237,13 @@ impl Metrics {
         for gone in self.seen.links.difference(&links) {
             let _ = self.rtt.remove_label_values(&[gone]);
         }
-        for (target, link) in self.seen.targets.difference(&targets) {
-            let _ = self.target_duration.remove_label_values(&[target, link]);
-            for reason in crate::probe::target::Reason::LABELS {
-                let _ = self.target_failures.remove_label_values(&[
-                    target.as_str(),
-                    link.as_str(),
-                    reason,
-                ]);
-            }
-        }
         for gone in self.seen.groups.difference(&groups) {
             for reason in REASONS {
                 let _ = self.failovers.remove_label_values(&[gone.as_str(), reason]);
             }
         }
         self.seen.links.retain(|l| links.contains(l));
-        self.seen.targets.retain(|t| targets.contains(t));
+        self.targets.retain(|t, _| targets.contains(t));
         self.seen.groups = groups.clone();
         for group in &self.seen.groups {
             for reason in REASONS {
@@ -333,6 +330,20 @@ mod tests {
         e.advance(bytes, packets, UNDERLAY_OVERHEAD_V4, None);
         assert!((e.cost - 0.135).abs() < 1e-12, "{e:?}");
         assert_eq!(e.bytes, bytes);
+    }
+
+    #[test]
+    fn target_stats_bucket_each_check_and_count_failures_by_reason() {
+        let mut t = TargetStats::default();
+        t.observe(0.0005, None); // <= 1 ms
+        t.observe(0.02, Some("refused")); // <= 25 ms
+        t.observe(0.02, None);
+        t.observe(9.0, Some("timeout")); // beyond every bound: only +Inf (the count)
+        assert_eq!(t.cumulative(), [1, 1, 3, 3, 3, 3]);
+        assert_eq!(t.count, 4);
+        assert!((t.sum - 9.0405).abs() < 1e-9);
+        assert_eq!(t.failures.get("refused"), Some(&1));
+        assert_eq!(t.failures.get("timeout"), Some(&1));
     }
 
     #[test]
