@@ -1,11 +1,12 @@
 //! Prometheus metrics (the families are documented in docs/metrics.md).
 //!
-//! Two kinds of families. Those counted as things happen (probe RTTs, target check durations
-//! and failures, failovers, control requests) are registered `prometheus` metrics, updated by
-//! the event loop or the control server, never by the packet path. Everything else is read at
-//! scrape time from what agentd keeps anyway (the link workers' atomic counters, the engine's
-//! health and figures, the route manager's counts) by [`export`], so there is no second copy to
-//! keep in step. A scrape is a [`crate::control::Command::Metrics`] to the event loop: the text
+//! Families counted as things happen (probe RTTs, failovers, control requests) are registered
+//! `prometheus` metrics, updated by the event loop or the control server, never by the packet
+//! path. Target check durations and failures are counted by the event loop in [`Metrics`]'s own
+//! sorted map (a thousand targets would cost the registry a sort and a clone of 10,000 series
+//! per scrape). Everything else is read at scrape time from what agentd keeps anyway (the link
+//! workers' atomic counters, the engine's health and figures, the route manager's counts) by
+//! [`export`], so there is no second copy to keep in step. A scrape is a [`crate::control::Command::Metrics`] to the event loop: the text
 //! is rendered from the loop's own state, consistent with `netctl status` at that moment.
 
 mod export;
