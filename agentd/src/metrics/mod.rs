@@ -59,7 +59,8 @@ pub struct Metrics {
     started: Instant,
     /// Egress cost so far per link, and the counters it was computed up to.
     egress: BTreeMap<String, Egress>,
-    /// Label values in use, to remove series of links, targets and groups a reload removed.
+    /// The link and group names of the config last followed: a reload removes the series of
+    /// those that are gone (RTTs and failovers are only ever counted for configured names).
     seen: Seen,
 }
 
@@ -176,9 +177,6 @@ impl Metrics {
 
     /// An answered peer probe.
     pub fn observe_rtt(&mut self, link: &str, rtt: Duration) {
-        if !self.seen.links.contains(link) {
-            self.seen.links.insert(link.to_owned());
-        }
         self.rtt
             .with_label_values(&[link])
             .observe(rtt.as_secs_f64());
@@ -211,9 +209,6 @@ impl Metrics {
             }
             Event::ActiveLinkChanged { group, reason, .. } => {
                 self.group_since.insert(group.clone(), now);
-                if !self.seen.groups.contains(group) {
-                    self.seen.groups.insert(group.clone());
-                }
                 self.failovers
                     .with_label_values(&[group, switch_label(reason)])
                     .inc();
@@ -243,7 +238,7 @@ impl Metrics {
                 let _ = self.failovers.remove_label_values(&[gone.as_str(), reason]);
             }
         }
-        self.seen.links.retain(|l| links.contains(l));
+        self.seen.links = links.clone();
         self.targets.retain(|t, _| targets.contains(t));
         self.seen.groups = groups.clone();
         for group in &self.seen.groups {
