@@ -1,52 +1,50 @@
 //! The event log: every failover, health change and operator action with its reason, time and
-//! the figures behind it. Kept in memory (bounded) and appended to `<state_dir>/events.jsonl`,
-//! so that `netctl events` still shows what happened before a restart. The file is rewritten
-//! with the last entries when it grows past twice the bound.
+//! the figures behind it.
+//!
+//! Two halves. [`EventLog`] lives in the event loop: it numbers the entries, keeps the last
+//! [`KEEP`] in memory for `netctl events`, and hands each one to the writer without ever waiting.
+//! The writer ([`spawn_writer`]) is the adapter that owns `<state_dir>/events.jsonl`: a thread of
+//! its own that loads the history at start-up and appends every entry, rewriting the file with the
+//! last entries when it grows past twice the bound. A slow disk, a full filesystem or a file that
+//! blocks forever (a FIFO nobody reads) stalls only that thread: the loop's queue to it is bounded,
+//! and what does not fit is counted in [`EventLog::dropped`] and kept in memory.
 
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use isthmus_api::EventRecord;
+use isthmus_api::{EventKind, EventRecord};
+use tokio::sync::{mpsc, oneshot};
 
 /// Entries kept (in memory and, at least, on disk).
 pub const KEEP: usize = 1000;
+/// Entries queued for the writer before the loop starts dropping (and counting) them.
+pub const WRITER_QUEUE: usize = 256;
+/// How long start-up waits for the writer to load the history before going on without it.
+pub const HISTORY_WAIT: Duration = Duration::from_secs(1);
 
 pub struct EventLog {
     ring: VecDeque<EventRecord>,
     next_id: u64,
-    path: PathBuf,
-    lines_in_file: usize,
-    write_failed: bool,
+    writer: mpsc::Sender<EventRecord>,
+    dropped: u64,
 }
 
 impl EventLog {
-    /// Load the last entries from `<state_dir>/events.jsonl`; an unreadable file or bad lines
-    /// are skipped (the log is a record, not state agentd depends on).
-    pub fn open(state_dir: &Path) -> EventLog {
-        let path = state_dir.join("events.jsonl");
-        let mut ring = VecDeque::new();
-        let mut lines = 0;
-        if let Ok(text) = fs::read_to_string(&path) {
-            for line in text.lines() {
-                lines += 1;
-                if let Ok(rec) = serde_json::from_str::<EventRecord>(line) {
-                    ring.push_back(rec);
-                    if ring.len() > KEEP {
-                        ring.pop_front();
-                    }
-                }
-            }
+    /// Continue from `history` (oldest first), writing new entries to `writer`.
+    pub fn new(history: Vec<EventRecord>, writer: mpsc::Sender<EventRecord>) -> EventLog {
+        let mut ring: VecDeque<EventRecord> = history.into();
+        while ring.len() > KEEP {
+            ring.pop_front();
         }
         let next_id = ring.back().map_or(1, |r| r.id + 1);
         EventLog {
             ring,
             next_id,
-            path,
-            lines_in_file: lines,
-            write_failed: false,
+            writer,
+            dropped: 0,
         }
     }
 
@@ -60,12 +58,129 @@ impl EventLog {
             .as_millis() as u64;
         rec.unix_ms = ms;
         rec.time = rfc3339(ms);
+        match self.writer.try_send(rec.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.dropped == 0 {
+                    tracing::warn!(
+                        "the event log writer is stuck (slow or blocked disk): events are kept \
+                         in memory only until it catches up"
+                    );
+                }
+                self.dropped += 1;
+            }
+            // The writer gave up (it logged why): memory only.
+            Err(mpsc::error::TrySendError::Closed(_)) => self.dropped += 1,
+        }
         self.ring.push_back(rec);
         while self.ring.len() > KEEP {
             self.ring.pop_front();
         }
-        self.persist();
         self.ring.back().expect("just pushed")
+    }
+
+    /// Entries that never reached the writer.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Entries with an id above `since`, oldest first, at most `limit`.
+    pub fn since(&self, since: u64, limit: usize) -> Vec<EventRecord> {
+        let newer: Vec<&EventRecord> = self.ring.iter().filter(|r| r.id > since).collect();
+        let skip = newer.len().saturating_sub(limit);
+        newer.into_iter().skip(skip).cloned().collect()
+    }
+}
+
+/// A blank record of `kind` with `reason`, for the caller to fill in.
+pub fn record(kind: EventKind, reason: impl Into<String>) -> EventRecord {
+    EventRecord {
+        id: 0,
+        time: String::new(),
+        unix_ms: 0,
+        kind,
+        group: None,
+        link: None,
+        from: None,
+        to: None,
+        reason: reason.into(),
+        figures: None,
+    }
+}
+
+/// The writer adapter: a thread that loads `<state_dir>/events.jsonl` (the history arrives on
+/// the returned oneshot) and then appends every entry it is sent. `done` fires when the sender
+/// side is gone and everything queued was written (or failed).
+pub struct Writer {
+    pub entries: mpsc::Sender<EventRecord>,
+    pub history: oneshot::Receiver<Vec<EventRecord>>,
+    pub done: oneshot::Receiver<()>,
+}
+
+pub fn spawn_writer(state_dir: &Path) -> Writer {
+    let (entries, rx) = mpsc::channel(WRITER_QUEUE);
+    let (history_tx, history) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    let path = state_dir.join("events.jsonl");
+    let spawned = std::thread::Builder::new()
+        .name("event-log".into())
+        .spawn(move || {
+            let mut file = LogFile::open(path);
+            let _ = history_tx.send(file.ring.iter().cloned().collect());
+            file.run(rx);
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the event log writer; events are kept in memory only");
+    }
+    Writer {
+        entries,
+        history,
+        done,
+    }
+}
+
+/// The file side: what is on disk, for the rewrite.
+struct LogFile {
+    path: PathBuf,
+    ring: VecDeque<EventRecord>,
+    lines_in_file: usize,
+    write_failed: bool,
+}
+
+impl LogFile {
+    /// Load the last entries; an unreadable file or bad lines are skipped (the log is a record,
+    /// not state agentd depends on).
+    fn open(path: PathBuf) -> LogFile {
+        let mut ring = VecDeque::new();
+        let mut lines = 0;
+        if let Ok(text) = fs::read_to_string(&path) {
+            for line in text.lines() {
+                lines += 1;
+                if let Ok(rec) = serde_json::from_str::<EventRecord>(line) {
+                    ring.push_back(rec);
+                    if ring.len() > KEEP {
+                        ring.pop_front();
+                    }
+                }
+            }
+        }
+        LogFile {
+            path,
+            ring,
+            lines_in_file: lines,
+            write_failed: false,
+        }
+    }
+
+    fn run(&mut self, mut rx: mpsc::Receiver<EventRecord>) {
+        while let Some(rec) = rx.blocking_recv() {
+            self.ring.push_back(rec);
+            while self.ring.len() > KEEP {
+                self.ring.pop_front();
+            }
+            self.persist();
+        }
     }
 
     fn persist(&mut self) {
@@ -103,29 +218,6 @@ impl EventLog {
             Err(_) => {}
         }
     }
-
-    /// Entries with an id above `since`, oldest first, at most `limit`.
-    pub fn since(&self, since: u64, limit: usize) -> Vec<EventRecord> {
-        let newer: Vec<&EventRecord> = self.ring.iter().filter(|r| r.id > since).collect();
-        let skip = newer.len().saturating_sub(limit);
-        newer.into_iter().skip(skip).cloned().collect()
-    }
-}
-
-/// A blank record of `kind` with `reason`, for the caller to fill in.
-pub fn record(kind: &str, reason: impl Into<String>) -> EventRecord {
-    EventRecord {
-        id: 0,
-        time: String::new(),
-        unix_ms: 0,
-        kind: kind.to_owned(),
-        group: None,
-        link: None,
-        from: None,
-        to: None,
-        reason: reason.into(),
-        figures: None,
-    }
 }
 
 /// Milliseconds since the epoch as `2026-11-26T15:14:18.123Z`.
@@ -154,7 +246,6 @@ fn rfc3339(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn times_are_rfc3339_utc() {
@@ -163,30 +254,56 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
+    /// Start a writer, wait for its history, push `n` entries, close it and wait until written.
+    fn session(dir: &Path, n: usize, t: SystemTime) -> Vec<EventRecord> {
+        let w = spawn_writer(dir);
+        let history = w.history.blocking_recv().unwrap();
+        let mut log = EventLog::new(history, w.entries);
+        for i in 0..n {
+            // The writer keeps up as long as the test waits for it now and then.
+            while log.writer.capacity() == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            log.push(record(EventKind::HealthChanged, format!("n{i}")), t);
+        }
+        assert_eq!(log.dropped(), 0);
+        let all = log.since(0, usize::MAX);
+        drop(log);
+        w.done.blocking_recv().unwrap();
+        all
+    }
+
     #[test]
     fn events_survive_a_restart_and_stay_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut log = EventLog::open(dir.path());
-        for i in 0..(2 * KEEP + 10) {
-            log.push(record("health_changed", format!("n{i}")), t);
-        }
-        assert_eq!(log.since(0, usize::MAX).len(), KEEP);
-        let last = log.since(0, 1)[0].clone();
+        let first = session(dir.path(), 2 * KEEP + 10, t);
+        assert_eq!(first.len(), KEEP);
+        let last = first.last().unwrap().clone();
         assert_eq!(last.reason, format!("n{}", 2 * KEEP + 9));
 
-        let again = EventLog::open(dir.path());
-        let all = again.since(0, usize::MAX);
-        assert_eq!(all.len(), KEEP);
-        assert_eq!(all.last(), Some(&last));
         let lines = fs::read_to_string(dir.path().join("events.jsonl"))
             .unwrap()
             .lines()
             .count();
         assert!(lines <= 2 * KEEP, "{lines} lines on disk");
-        let mut again = again;
-        let next = again.push(record("pin", "x"), t).id;
-        assert_eq!(next, last.id + 1, "ids keep increasing across restarts");
-        assert_eq!(again.since(last.id, 10).len(), 1);
+        let again = session(dir.path(), 1, t);
+        assert_eq!(again.len(), KEEP);
+        assert_eq!(again[KEEP - 2], last);
+        assert_eq!(again[KEEP - 1].id, last.id + 1, "ids keep increasing across restarts");
+    }
+
+    #[test]
+    fn a_writer_that_never_returns_costs_the_loop_nothing() {
+        // Nobody drains the writer's queue (a disk that blocks forever): pushes never wait,
+        // the overflow is counted, and memory keeps everything for `netctl events`.
+        let (tx, _stuck) = mpsc::channel(WRITER_QUEUE);
+        let mut log = EventLog::new(Vec::new(), tx);
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..(WRITER_QUEUE + 10) {
+            log.push(record(EventKind::Drain, format!("n{i}")), t);
+        }
+        assert_eq!(log.dropped(), 10);
+        assert_eq!(log.since(0, usize::MAX).len(), WRITER_QUEUE + 10);
     }
 }

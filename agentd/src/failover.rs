@@ -1,23 +1,20 @@
-//! The shell around the decision core: builds the engine's config from agentd's, feeds it peer
-//! probes and timeouts, sends the probes it asks for, answers the peer's, and turns its events
-//! into log entries. Routes follow [`Failover::active`]; the daemon reconciles them whenever an
-//! active link changes.
+//! The failover engine in the shell: builds the engine's config from agentd's, feeds it peer
+//! probe datagrams and timeouts, hands out what it asks to transmit, and turns its events into
+//! log lines and event-log entries ([`to_record`], [`log_event`]). Routes follow
+//! [`Failover::active`]; the loop reconciles them whenever an active link changes.
 
-use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
 
-use isthmus_api::{EventRecord, Figures as ApiFigures};
-use isthmus_config::{Config, FailoverOn, Profile};
+use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
+use isthmus_config::{Config, FailoverOn, Link, Profile};
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
 use isthmus_core::policy::GroupPolicy;
 use isthmus_core::{Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, Timings};
-use tokio::sync::mpsc;
 
 use crate::events;
-use crate::probe::packet::{Kind, Reject};
-use crate::probe::peer::{PeerSockets, ProbeIn};
-
+use crate::probe::packet::{self, Key, Kind};
 pub fn engine_config(config: &Config) -> EngineConfig {
     let h = &config.health;
     EngineConfig {
@@ -61,9 +58,52 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
+/// A datagram that arrived on a link's probe socket.
+#[derive(Debug, Clone)]
+pub struct ProbeIn {
+    pub link: String,
+    pub bytes: Vec<u8>,
+    /// When the socket received it: RTTs are measured from this, not from when the loop
+    /// got round to it.
+    pub at: Instant,
+    /// Whether it came from the peer's tunnel address (anything else is a forgery attempt).
+    pub from_peer: bool,
+}
+
+/// Bytes for the transport to send on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub link: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What the engine says about one link, for status and metrics.
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    pub health: Health,
+    pub own: Health,
+    pub peer: Option<isthmus_core::PeerView>,
+    pub figures: Figures,
+    pub drained: bool,
+    pub probe_drops: BTreeMap<String, u64>,
+}
+
+/// A route group's pin, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinView {
+    pub link: String,
+    pub reason: String,
+    pub since: Instant,
+}
+
 pub struct Failover {
     engine: Engine,
-    sockets: PeerSockets,
+    /// The probe key of each link that has a probe socket.
+    keys: BTreeMap<String, Key>,
+    /// Replies waiting for [`Failover::poll_transmit`].
+    replies: VecDeque<Transmit>,
+    /// Origin of the `sent_us` timestamps.
+    epoch: Instant,
     /// Probe datagrams dropped, by link and reason.
     drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// When each current pin was set, for status.
@@ -71,10 +111,12 @@ pub struct Failover {
 }
 
 impl Failover {
-    pub fn new(config: &Config, tx: mpsc::Sender<ProbeIn>, now: Instant) -> Failover {
+    pub fn new(config: &Config, now: Instant) -> Failover {
         Failover {
             engine: Engine::new(engine_config(config), now),
-            sockets: PeerSockets::new(tx),
+            keys: BTreeMap::new(),
+            replies: VecDeque::new(),
+            epoch: now,
             drops: BTreeMap::new(),
             pinned_at: BTreeMap::new(),
         }
@@ -86,10 +128,17 @@ impl Failover {
             .retain(|g, _| self.engine.pin_of(g).is_some());
     }
 
-    /// Keep a probe socket on every running link.
-    pub fn sync_sockets(&mut self, config: &Config, running: impl Fn(&str) -> bool) {
-        self.sockets
-            .sync(&config.links, running, config.health.probe_port);
+    /// The links that have a probe socket now: they get a key, the others lose theirs (their
+    /// probes are still scheduled, and lost).
+    pub fn set_ready(&mut self, links: &[&Link]) {
+        self.keys
+            .retain(|name, _| links.iter().any(|l| &l.name == name));
+        for l in links {
+            self.keys.insert(
+                l.name.clone(),
+                Key::derive(l.private_key.expose(), &l.peer_public_key.0),
+            );
+        }
     }
 
     fn count(&mut self, link: &str, reason: &'static str) {
@@ -101,13 +150,24 @@ impl Failover {
             .or_default() += 1;
     }
 
-    /// Handle a peer probe; for an answered probe of ours, the link and the round-trip time.
-    pub fn on_probe(&mut self, p: ProbeIn) -> Option<(String, std::time::Duration)> {
-        let probe = match p.probe {
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Handle a probe datagram; for an answered probe of ours, its round-trip time.
+    pub fn handle_datagram(&mut self, p: &ProbeIn) -> Option<Duration> {
+        if !p.from_peer {
+            self.count(&p.link, "forged");
+            return None;
+        }
+        let Some(key) = self.keys.get(&p.link) else {
+            return None;
+        };
+        let probe = match packet::decode(key, &p.bytes) {
             Ok(probe) => probe,
             Err(reject) => {
                 tracing::trace!(link = %p.link, reason = reject.as_str(), "probe dropped");
-                self.count(&p.link, reject_label(reject));
+                self.count(&p.link, reject.as_str());
                 return None;
             }
         };
@@ -120,43 +180,52 @@ impl Failover {
                     self.count(&p.link, "replayed");
                     return None;
                 }
-                if let Some(view) = self.engine.own_view(&p.link) {
+                if let (Some(view), Some(key)) = (self.engine.own_view(&p.link), self.keys.get(&p.link)) {
                     // The reply echoes the request's seq and send time.
-                    self.sockets
-                        .send(&p.link, Kind::Reply, probe.seq, p.at, &view);
+                    let bytes = packet::encode(key, Kind::Reply, probe.seq, probe.sent_us, &view);
+                    self.replies.push_back(Transmit {
+                        link: p.link.clone(),
+                        bytes: bytes.to_vec(),
+                    });
                 }
                 None
             }
             Kind::Reply => {
-                match self
+                let rtt = self
                     .engine
-                    .handle_reply(&p.link, probe.seq, probe.view, p.at)
-                {
-                    Some(rtt) => Some((p.link, rtt)),
-                    None => {
-                        self.count(&p.link, "replayed");
-                        None
-                    }
+                    .handle_reply(&p.link, probe.seq, probe.view, p.at);
+                if rtt.is_none() {
+                    self.count(&p.link, "replayed");
                 }
+                rtt
             }
         }
     }
 
-    pub fn on_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.engine.handle_timeout(now);
     }
 
-    /// Send the probes that are due and return the engine's events.
-    pub fn flush(&mut self, now: Instant) -> Vec<Event> {
+    /// The next datagram to send: queued replies, then requests that are due. Call until
+    /// `None`. A link without a probe socket gets no datagram: its probe is lost.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.replies.pop_front() {
+            return Some(t);
+        }
         while let Some((link, seq, view)) = self.engine.poll_probe(now) {
-            // A link without a socket (not running yet) simply gets no answer: lost.
-            self.sockets.send(&link, Kind::Request, seq, now, &view);
+            if let Some(key) = self.keys.get(&link) {
+                let bytes = packet::encode(key, Kind::Request, seq, self.micros(now), &view);
+                return Some(Transmit {
+                    link,
+                    bytes: bytes.to_vec(),
+                });
+            }
         }
-        let mut out = Vec::new();
-        while let Some(e) = self.engine.poll_event() {
-            out.push(e);
-        }
-        out
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.engine.poll_event()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -180,41 +249,55 @@ impl Failover {
         self.engine.unpin(group, now)
     }
 
-    /// (link, reason, since) of a group's pin.
-    pub fn pin_of(&self, group: &str) -> Option<(String, String, Instant)> {
+    pub fn pin_of(&self, group: &str) -> Option<PinView> {
         let (link, reason) = self.engine.pin_of(group)?;
-        let at = self.pinned_at.get(group).copied()?;
-        Some((link.to_owned(), reason.to_owned(), at))
+        let since = self.pinned_at.get(group).copied()?;
+        Some(PinView {
+            link: link.to_owned(),
+            reason: reason.to_owned(),
+            since,
+        })
     }
 
     pub fn set_drain(&mut self, link: &str, on: bool, now: Instant) {
         self.engine.set_drain(link, on, now);
     }
 
-    pub fn drained(&self, link: &str) -> bool {
-        self.engine.drained().any(|l| l == link)
-    }
-
-    pub fn health(&self, link: &str) -> Option<Health> {
-        self.engine.health(link)
-    }
-
-    pub fn report(&self, link: &str) -> Option<(Health, Option<isthmus_core::PeerView>, Figures)> {
-        self.engine
-            .link_report(link)
-            .map(|(own, peer, figures, _)| (own, peer, figures))
-    }
-
-    pub fn probe_drops(&self, link: &str) -> BTreeMap<String, u64> {
-        self.drops
-            .get(link)
-            .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
-            .unwrap_or_default()
+    /// What the engine says about `link`.
+    pub fn link_view(&self, link: &str) -> Option<LinkView> {
+        let health = self.engine.health(link)?;
+        let (own, peer, figures, _) = self.engine.link_report(link)?;
+        let drained =
+            self.engine.drained().any(|l| l == link) || peer.is_some_and(|p| p.draining);
+        let mut probe_drops: BTreeMap<String, u64> = ["malformed", "version", "forged", "replayed"]
+            .iter()
+            .map(|r| ((*r).to_owned(), 0))
+            .collect();
+        if let Some(d) = self.drops.get(link) {
+            for (r, n) in d {
+                probe_drops.insert((*r).to_owned(), *n);
+            }
+        }
+        Some(LinkView {
+            health,
+            own,
+            peer,
+            figures,
+            drained,
+            probe_drops,
+        })
     }
 }
 
-fn reject_label(r: Reject) -> &'static str {
-    r.as_str()
+/// The API's health for the core's.
+pub fn api_health(h: Health) -> isthmus_api::Health {
+    match h {
+        Health::Up => isthmus_api::Health::Up,
+        Health::Degraded => isthmus_api::Health::Degraded,
+        Health::Down => isthmus_api::Health::Down,
+        Health::Suppressed => isthmus_api::Health::Suppressed,
+        Health::Unknown => isthmus_api::Health::Unknown,
+    }
 }
 
 pub fn api_figures(f: &Figures) -> ApiFigures {
@@ -230,9 +313,34 @@ pub fn api_figures(f: &Figures) -> ApiFigures {
     }
 }
 
-/// An engine event as a log entry, with its wall-clock time.
-pub fn to_record(e: &Event, now: Instant) -> (EventRecord, SystemTime) {
-    let wall = |at: &Instant| SystemTime::now() - now.saturating_duration_since(*at);
+/// Log an engine event once, at the level it deserves (fields as values, never `Some(..)`).
+pub fn log_event(e: &Event) {
+    match e {
+        Event::HealthChanged { link, from, to, .. } => {
+            tracing::info!(link = %link, from = %from.as_str(), to = %to.as_str(), "link health changed")
+        }
+        Event::ActiveLinkChanged {
+            group,
+            from,
+            to,
+            reason,
+            ..
+        } => tracing::warn!(
+            group = %group,
+            from = from.as_deref().unwrap_or("none"),
+            to = to.as_deref().unwrap_or("none"),
+            reason = %reason.describe(),
+            "active link changed"
+        ),
+        Event::RankingMismatch {
+            link, ours, theirs, ..
+        } => tracing::warn!(link = %link, ours, theirs, "link ranking differs from the peer's"),
+    }
+}
+
+/// An engine event as a log entry, with its wall-clock time (`wall` is the wall clock at `now`).
+pub fn to_record(e: &Event, now: Instant, wall: SystemTime) -> (EventRecord, SystemTime) {
+    let wall = |at: &Instant| wall - now.saturating_duration_since(*at);
     match e {
         Event::HealthChanged {
             link,
@@ -241,7 +349,7 @@ pub fn to_record(e: &Event, now: Instant) -> (EventRecord, SystemTime) {
             figures,
             at,
         } => {
-            let mut r = events::record("health_changed", health_reason(*to, figures));
+            let mut r = events::record(EventKind::HealthChanged, health_reason(*to, figures));
             r.link = Some(link.clone());
             r.from = Some(from.as_str().to_owned());
             r.to = Some(to.as_str().to_owned());
@@ -256,7 +364,7 @@ pub fn to_record(e: &Event, now: Instant) -> (EventRecord, SystemTime) {
             figures,
             at,
         } => {
-            let mut r = events::record("active_link_changed", reason.describe());
+            let mut r = events::record(EventKind::ActiveLinkChanged, reason.describe());
             r.group = Some(group.clone());
             r.from = from.clone();
             r.to = to.clone();
@@ -273,7 +381,7 @@ pub fn to_record(e: &Event, now: Instant) -> (EventRecord, SystemTime) {
             at,
         } => {
             let mut r = events::record(
-                "ranking_mismatch",
+                EventKind::RankingMismatch,
                 format!(
                     "the peer ranks this link {theirs}, this gateway {ours}: the two may choose \
                      different links; list the links in the same order on both gateways"

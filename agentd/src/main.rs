@@ -1,6 +1,7 @@
 //! agentd: arguments, logging, config load, runtime and exit codes. Nothing else lives here;
 //! the daemon itself is [`daemon::run`].
 
+mod clock;
 mod control;
 mod daemon;
 mod events;
@@ -11,10 +12,11 @@ mod metrics;
 mod netlink;
 mod notify;
 mod probe;
-mod reload;
+mod resolve;
 mod routes;
 mod status;
 mod tunnel;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,7 +73,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let running = match reload::load(&args.config, &opts) {
+    let running = match daemon::reload::load(&args.config, &opts) {
         Ok(running) => running,
         Err(report) => {
             // Logging is not set up yet (its level comes from the config): plain stderr.

@@ -1,53 +1,49 @@
-//! The status report (`GET /v1/status`), built from the event loop's state.
+//! The status and probes reports (`GET /v1/status`, `GET /v1/probes`), built from a [`View`].
 
 use isthmus_api::{Access, AgentStatus, ConfigStatus, RejectedReload, Status};
 
-use crate::daemon::State;
+use crate::view::View;
 
-pub fn build(state: &State, caller_access: Access) -> Status {
-    let config = &state.running.config;
+pub fn build(v: &View, caller_access: Access) -> Status {
+    let config = &v.config;
+    let ago = |at: std::time::Instant| v.now.saturating_duration_since(at).as_secs();
     Status {
         agent: AgentStatus {
             name: config.agent.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             api_version: isthmus_api::API_VERSION.to_owned(),
             pid: std::process::id(),
-            uptime_seconds: state.started_at.elapsed().as_secs(),
+            uptime_seconds: ago(v.started_at),
             caller_access,
-            metrics: Some(state.metrics_listener.borrow().clone()),
+            metrics: Some(v.metrics_listener.clone()),
+            loop_lag: v.loop_lag.clone(),
+            event_log_dropped: v.event_log_dropped,
         },
         config: ConfigStatus {
-            path: state.config_path.display().to_string(),
-            fingerprint: state.running.fingerprint.clone(),
-            loaded_seconds_ago: state.running.loaded_at.elapsed().as_secs(),
-            reloads_applied: state.reloads_applied,
-            reloads_rejected: state.reloads_rejected,
-            last_rejected: state
-                .last_rejected
-                .as_ref()
-                .map(|(at, error_count, first_error)| RejectedReload {
-                    seconds_ago: at.elapsed().as_secs(),
-                    error_count: *error_count,
-                    first_error: first_error.clone(),
-                }),
-            warnings: state.running.warnings.clone(),
+            path: v.config_path.display().to_string(),
+            fingerprint: v.fingerprint.clone(),
+            loaded_seconds_ago: ago(v.loaded_at),
+            reloads_applied: v.reloads_applied,
+            reloads_rejected: v.reloads_rejected,
+            last_rejected: v.last_rejected.as_ref().map(|r| RejectedReload {
+                seconds_ago: ago(r.at),
+                error_count: r.error_count,
+                first_error: r.first_error.clone(),
+            }),
+            warnings: v.config_warnings.clone(),
         },
-        links: state.link_statuses(),
-        route_groups: config
-            .route_groups
-            .iter()
-            .filter_map(|g| state.group_status(&g.name))
-            .collect(),
-        warnings: state.host_warnings.clone(),
+        links: v.links.clone(),
+        route_groups: v.groups.clone(),
+        warnings: v.host_warnings.clone(),
     }
 }
 
 /// `GET /v1/probes`.
-pub fn probes(state: &State) -> Vec<isthmus_api::ProbeStatus> {
-    crate::probe::job::jobs(&state.running.config)
+pub fn probes(v: &View) -> Vec<isthmus_api::ProbeStatus> {
+    crate::probe::job::jobs(&v.config)
         .into_iter()
         .map(|job| {
-            let r = state.target_results.get(&job.key());
+            let r = v.targets.get(&job.key());
             let p = &job.probe;
             isthmus_api::ProbeStatus {
                 name: p.name.clone(),
@@ -62,7 +58,7 @@ pub fn probes(state: &State) -> Vec<isthmus_api::ProbeStatus> {
                 .to_owned(),
                 last_reason: r.map(|t| t.last.reason.as_str().to_owned()),
                 last_duration_ms: r.map(|t| (t.last.duration.as_secs_f64() * 1e6).round() / 1e3),
-                last_run_seconds_ago: r.map(|t| t.at.elapsed().as_secs()),
+                last_run_seconds_ago: r.map(|t| v.now.saturating_duration_since(t.at).as_secs()),
                 successes: r.map_or(0, |t| t.successes),
                 failures: r.map_or(0, |t| t.failures),
             }

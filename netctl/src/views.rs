@@ -62,6 +62,20 @@ pub fn status(s: &Status) -> String {
         let at = w.line.map(|l| format!(":{l}")).unwrap_or_default();
         let _ = writeln!(out, "warning  {}{at}: {}", w.file, w.message);
     }
+    if let Some(lag) = a.loop_lag.as_ref().filter(|l| l.bad) {
+        let _ = writeln!(
+            out,
+            "!        event loop LAGGING: p99 {:.1} ms, max {:.1} ms (probes are late; is the host overloaded?)",
+            lag.p99_ms, lag.max_ms
+        );
+    }
+    if a.event_log_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "!        {} events not written to the event log file (kept in memory; check the state directory's disk)",
+            a.event_log_dropped
+        );
+    }
 
     out.push('\n');
     if s.links.is_empty() {
@@ -280,7 +294,7 @@ pub fn links(links: &[LinkStatus]) -> String {
 
 /// Agreed health, with the two views when they differ and a drain mark.
 fn health(l: &LinkStatus) -> String {
-    let mut h = l.health.clone();
+    let mut h = l.health.to_string();
     if let Some(peer) = &l.peer_health {
         if *peer != l.own_health {
             h = format!("{h} (here {}, peer {peer})", l.own_health);

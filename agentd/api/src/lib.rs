@@ -154,6 +154,24 @@ pub struct AgentStatus {
     /// The metrics listener (`/metrics`, `/healthz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsListener>,
+    /// How late the event loop served its timers recently (absent: no sample yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_lag: Option<LoopLag>,
+    /// Event-log entries that could not be written to disk (the writer was stuck or failing);
+    /// they are kept in memory.
+    #[serde(default)]
+    pub event_log_dropped: u64,
+}
+
+/// The event loop's lag: how late it served a due timer. Probes are sent and answered by the
+/// loop, so a lag near the probe interval makes links look lossy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopLag {
+    /// Over the last samples (about the last minute).
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Above the bound agentd aims for (5 ms at p99): `netctl status` warns.
+    pub bad: bool,
 }
 
 /// Where the metrics are served, or why they are not.
@@ -191,6 +209,111 @@ pub struct RejectedReload {
     pub error_count: usize,
     /// The first error, rendered on one line.
     pub first_error: String,
+}
+
+/// A link's health from the peer probes (docs/failover.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Probes answered within the thresholds.
+    Up,
+    /// Answered, but loss, RTT or jitter is past its threshold.
+    Degraded,
+    /// Too many consecutive probes lost (or the peer says so).
+    Down,
+    /// Flap damping holds the link back: it changed state too often.
+    Suppressed,
+    /// No probe answered yet.
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+            Health::Suppressed => "suppressed",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What an [`EventRecord`] records (docs/netctl.md lists them with their fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// agentd started (`reason` names the version).
+    Started,
+    /// agentd stopped cleanly.
+    Stopped,
+    /// A link's agreed health changed (`link`, `from`, `to`, `figures`).
+    HealthChanged,
+    /// A route group's active link changed (`group`, `from`, `to`, `figures` of the link left).
+    ActiveLinkChanged,
+    /// The peer ranks a link differently: the two gateways may choose different links.
+    RankingMismatch,
+    /// A target check turned ok or failing (`group` is `probe NAME`, `link` the link it runs over).
+    ProbeChanged,
+    /// An operator pinned a group to a link (`netctl failover`).
+    Pin,
+    /// The pin was released (`netctl failback`).
+    Unpin,
+    /// A link was drained or undrained (`netctl drain` / `undrain`).
+    Drain,
+    /// A config reload was applied (`to` is the new fingerprint).
+    Reload,
+    /// A route agentd does not own competes for a remote CIDR.
+    RouteConflict,
+    /// A kind this netctl does not know (written by a newer agentd).
+    #[serde(other)]
+    Unknown,
+}
+
+impl EventKind {
+    /// Every kind agentd writes.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Started,
+        EventKind::Stopped,
+        EventKind::HealthChanged,
+        EventKind::ActiveLinkChanged,
+        EventKind::RankingMismatch,
+        EventKind::ProbeChanged,
+        EventKind::Pin,
+        EventKind::Unpin,
+        EventKind::Drain,
+        EventKind::Reload,
+        EventKind::RouteConflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Stopped => "stopped",
+            EventKind::HealthChanged => "health_changed",
+            EventKind::ActiveLinkChanged => "active_link_changed",
+            EventKind::RankingMismatch => "ranking_mismatch",
+            EventKind::ProbeChanged => "probe_changed",
+            EventKind::Pin => "pin",
+            EventKind::Unpin => "unpin",
+            EventKind::Drain => "drain",
+            EventKind::Reload => "reload",
+            EventKind::RouteConflict => "route_conflict",
+            EventKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// State of a link's tunnel (not yet its health: that comes from probes).
@@ -250,13 +373,15 @@ pub struct LinkStatus {
     pub handshake_failures: u64,
     /// Dropped packets by reason (bad_mac, unknown_peer, no_route, too_big, ...).
     pub drops: std::collections::BTreeMap<String, u64>,
-    /// Health agreed by both ends from the peer probes: up, degraded, down, suppressed,
-    /// unknown (no probe answered yet).
-    pub health: String,
+    /// Health agreed by both ends from the peer probes (the worse of the two views).
+    pub health: Health,
     /// This end's own view and the peer's (from its latest probe).
-    pub own_health: String,
+    pub own_health: Health,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peer_health: Option<String>,
+    pub peer_health: Option<Health>,
+    /// The probe protocol version the peer speaks (absent until it has been heard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_protocol: Option<u8>,
     /// Drained by an operator (here or at the peer).
     #[serde(default)]
     pub drained: bool,
@@ -357,9 +482,7 @@ pub struct EventRecord {
     /// UTC, RFC 3339 with milliseconds.
     pub time: String,
     pub unix_ms: u64,
-    /// `active_link_changed`, `health_changed`, `ranking_mismatch`, `pin`, `drain`, `reload`,
-    /// `started`, `stopped`.
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,7 +37,7 @@ pub struct Context {
     pub requests: prometheus::IntCounterVec,
 }
 
-/// The endpoints of API v1.
+/// The endpoints of API v1, with the names they carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
     Status,
@@ -52,67 +52,87 @@ enum Endpoint {
     Probes,
 }
 
-impl Endpoint {
-    fn needs(&self) -> Access {
-        match self {
-            Endpoint::Status
-            | Endpoint::Links
-            | Endpoint::Routes
-            | Endpoint::Version
-            | Endpoint::Events
-            | Endpoint::Probes => Access::Read,
-            Endpoint::Reload
-            | Endpoint::Failover(_)
-            | Endpoint::Failback(_)
-            | Endpoint::Drain(..) => Access::Write,
+/// One row of the API: method, path pattern (`{name}` is one path segment), who may call it,
+/// and the endpoint it is. The pattern is also the metric label: names sent in requests never
+/// become labels.
+struct Route {
+    method: Method,
+    pattern: &'static str,
+    access: Access,
+    endpoint: fn(String) -> Endpoint,
+}
+
+/// The API, in one place: adding an endpoint is a row here, a variant of [`Endpoint`] and its
+/// arm in [`dispatch`] (and, if the loop must act, a [`Command`] and its handler in
+/// `daemon/commands.rs`).
+static ROUTES: [Route; 11] = [
+    row(Method::GET, paths::STATUS, Access::Read, |_| Endpoint::Status),
+    row(Method::GET, paths::LINKS, Access::Read, |_| Endpoint::Links),
+    row(Method::GET, paths::ROUTES, Access::Read, |_| Endpoint::Routes),
+    row(Method::GET, paths::EVENTS, Access::Read, |_| Endpoint::Events),
+    row(Method::GET, paths::PROBES, Access::Read, |_| Endpoint::Probes),
+    row(Method::GET, paths::VERSION, Access::Read, |_| Endpoint::Version),
+    row(Method::POST, paths::RELOAD, Access::Write, |_| Endpoint::Reload),
+    row(
+        Method::POST,
+        "/v1/groups/{group}/failover",
+        Access::Write,
+        Endpoint::Failover,
+    ),
+    row(
+        Method::POST,
+        "/v1/groups/{group}/failback",
+        Access::Write,
+        Endpoint::Failback,
+    ),
+    row(Method::POST, "/v1/links/{link}/drain", Access::Write, |l| {
+        Endpoint::Drain(l, true)
+    }),
+    row(Method::POST, "/v1/links/{link}/undrain", Access::Write, |l| {
+        Endpoint::Drain(l, false)
+    }),
+];
+
+const fn row(
+    method: Method,
+    pattern: &'static str,
+    access: Access,
+    endpoint: fn(String) -> Endpoint,
+) -> Route {
+    Route {
+        method,
+        pattern,
+        access,
+        endpoint,
+    }
+}
+
+/// Whether `path` fits `pattern`; the one `{name}` segment's value, if any.
+fn matches(pattern: &str, path: &str) -> Option<String> {
+    let (mut ps, mut xs) = (pattern.split('/'), path.split('/'));
+    let mut param = String::new();
+    loop {
+        match (ps.next(), xs.next()) {
+            (None, None) => return Some(param),
+            (Some(p), Some(x)) if p.starts_with('{') && p.ends_with('}') && !x.is_empty() => {
+                param = x.to_owned();
+            }
+            (Some(p), Some(x)) if p == x => {}
+            _ => return None,
         }
     }
 }
 
-fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
-    let (endpoint, allowed) = match path {
-        paths::STATUS => (Endpoint::Status, Method::GET),
-        paths::LINKS => (Endpoint::Links, Method::GET),
-        paths::ROUTES => (Endpoint::Routes, Method::GET),
-        paths::EVENTS => (Endpoint::Events, Method::GET),
-        paths::PROBES => (Endpoint::Probes, Method::GET),
-        _ if path.starts_with(paths::LINK_ACTIONS) => {
-            let rest = &path[paths::LINK_ACTIONS.len()..];
-            match rest.split_once('/') {
-                Some((link, "drain")) if !link.is_empty() => {
-                    (Endpoint::Drain(link.to_owned(), true), Method::POST)
-                }
-                Some((link, "undrain")) if !link.is_empty() => {
-                    (Endpoint::Drain(link.to_owned(), false), Method::POST)
-                }
-                _ => {
-                    return Err(ErrorBody::new(
-                        ErrorKind::NotFound,
-                        format!("no endpoint {path} (try /v1/links/LINK/drain)"),
-                    ))
-                }
-            }
-        }
-        _ if path.starts_with(paths::GROUPS) => {
-            let rest = &path[paths::GROUPS.len()..];
-            match rest.split_once('/') {
-                Some((group, "failover")) if !group.is_empty() => {
-                    (Endpoint::Failover(group.to_owned()), Method::POST)
-                }
-                Some((group, "failback")) if !group.is_empty() => {
-                    (Endpoint::Failback(group.to_owned()), Method::POST)
-                }
-                _ => {
-                    return Err(ErrorBody::new(
-                        ErrorKind::NotFound,
-                        format!("no endpoint {path} (try /v1/groups/GROUP/failover)"),
-                    ))
-                }
-            }
-        }
-        paths::VERSION => (Endpoint::Version, Method::GET),
-        paths::RELOAD => (Endpoint::Reload, Method::POST),
-        _ if !path.starts_with("/v1/") && path.starts_with("/v") => {
+/// The row for `path`, and its name parameter.
+fn find(path: &str) -> Option<(&'static Route, String)> {
+    ROUTES
+        .iter()
+        .find_map(|r| matches(r.pattern, path).map(|p| (r, p)))
+}
+
+fn route(method: &Method, path: &str) -> Result<(Endpoint, Access), ErrorBody> {
+    let Some((row, param)) = find(path) else {
+        if !path.starts_with("/v1/") && path.starts_with("/v") {
             return Err(ErrorBody::new(
                 ErrorKind::UnsupportedApiVersion,
                 format!(
@@ -120,48 +140,32 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ErrorBody> {
                     env!("CARGO_PKG_VERSION"),
                     isthmus_api::API_VERSION
                 ),
-            ))
+            ));
         }
-        _ => {
-            return Err(ErrorBody::new(
-                ErrorKind::NotFound,
-                format!("no endpoint {path}"),
-            ))
-        }
+        let hint = if path.starts_with(paths::GROUPS) {
+            " (try /v1/groups/GROUP/failover)"
+        } else if path.starts_with(paths::LINK_ACTIONS) {
+            " (try /v1/links/LINK/drain)"
+        } else {
+            ""
+        };
+        return Err(ErrorBody::new(
+            ErrorKind::NotFound,
+            format!("no endpoint {path}{hint}"),
+        ));
     };
-    if *method != allowed {
+    if *method != row.method {
         return Err(ErrorBody::new(
             ErrorKind::MethodNotAllowed,
-            format!("{path} takes {allowed}, not {method}"),
+            format!("{path} takes {}, not {method}", row.method),
         ));
     }
-    Ok(endpoint)
+    Ok(((row.endpoint)(param), row.access))
 }
 
 /// The route pattern of a path, for metrics: names from requests never become labels.
 fn endpoint_label(path: &str) -> &'static str {
-    match path {
-        paths::STATUS => paths::STATUS,
-        paths::LINKS => paths::LINKS,
-        paths::ROUTES => paths::ROUTES,
-        paths::EVENTS => paths::EVENTS,
-        paths::PROBES => paths::PROBES,
-        paths::VERSION => paths::VERSION,
-        paths::RELOAD => paths::RELOAD,
-        _ if path.starts_with(paths::GROUPS) && path.ends_with("/failover") => {
-            "/v1/groups/{group}/failover"
-        }
-        _ if path.starts_with(paths::GROUPS) && path.ends_with("/failback") => {
-            "/v1/groups/{group}/failback"
-        }
-        _ if path.starts_with(paths::LINK_ACTIONS) && path.ends_with("/undrain") => {
-            "/v1/links/{link}/undrain"
-        }
-        _ if path.starts_with(paths::LINK_ACTIONS) && path.ends_with("/drain") => {
-            "/v1/links/{link}/drain"
-        }
-        _ => "other",
-    }
+    find(path).map_or("other", |(r, _)| r.pattern)
 }
 
 pub async fn serve_connection(stream: UnixStream, peer: Peer, ctx: Arc<Context>) {
@@ -209,9 +213,8 @@ async fn dispatch(
     peer: &Peer,
     ctx: &Context,
 ) -> Result<Response<Full<Bytes>>, ErrorBody> {
-    let endpoint = route(req.method(), req.uri().path())?;
+    let (endpoint, needs) = route(req.method(), req.uri().path())?;
     let query = req.uri().query().unwrap_or("").to_owned();
-    let needs = endpoint.needs();
     let (access, group) = {
         let policy = ctx.policy.borrow();
         (policy.access_of(peer), policy.group_for(needs))
@@ -241,8 +244,8 @@ async fn dispatch(
             },
         )),
         Endpoint::Status => {
-            let status = ask(ctx, |reply| Command::Status { access, reply }).await?;
-            Ok(json_response(StatusCode::OK, &status))
+            let view = ask(ctx, |reply| Command::View { reply }).await?;
+            off_loop(move || crate::status::build(&view, access)).await
         }
         Endpoint::Routes => {
             let routes = ask(ctx, |reply| Command::Routes { reply }).await?;
@@ -269,8 +272,8 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &groups))
         }
         Endpoint::Probes => {
-            let probes = ask(ctx, |reply| Command::Probes { reply }).await?;
-            Ok(json_response(StatusCode::OK, &probes))
+            let view = ask(ctx, |reply| Command::View { reply }).await?;
+            off_loop(move || crate::status::probes(&view)).await
         }
         Endpoint::Events => {
             let (since, limit) = events_query(&query)?;
@@ -287,14 +290,24 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &status))
         }
         Endpoint::Links => {
-            let links = ask(ctx, |reply| Command::Links { reply }).await?;
-            Ok(json_response(StatusCode::OK, &links))
+            let view = ask(ctx, |reply| Command::View { reply }).await?;
+            off_loop(move || view.links.clone()).await
         }
         Endpoint::Reload => {
             let outcome = ask(ctx, |reply| Command::Reload { reply }).await??;
             Ok(json_response(StatusCode::OK, &outcome))
         }
     }
+}
+
+/// Build a response body on the blocking pool: JSON for a thousand probes takes milliseconds,
+/// and this runtime also serves the other clients.
+async fn off_loop<T: Serialize + Send + 'static>(
+    build: impl FnOnce() -> T + Send + 'static,
+) -> Result<Response<Full<Bytes>>, ErrorBody> {
+    tokio::task::spawn_blocking(move || json_response(StatusCode::OK, &build()))
+        .await
+        .map_err(|e| ErrorBody::new(ErrorKind::Internal, format!("building the response: {e}")))
 }
 
 /// `since=ID&limit=N` (both optional; limit at most 1000).
@@ -429,14 +442,29 @@ mod tests {
 
     #[test]
     fn routes_known_paths_and_types_the_rest() {
-        assert_eq!(route(&Method::GET, "/v1/status"), Ok(Endpoint::Status));
+        assert_eq!(
+            route(&Method::GET, "/v1/status"),
+            Ok((Endpoint::Status, Access::Read))
+        );
         assert_eq!(
             route(&Method::POST, "/v1/links/ic/drain"),
-            Ok(Endpoint::Drain("ic".into(), true))
+            Ok((Endpoint::Drain("ic".into(), true), Access::Write))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/links/ic/undrain"),
+            Ok((Endpoint::Drain("ic".into(), false), Access::Write))
         );
         assert_eq!(
             route(&Method::POST, "/v1/groups/db/failover"),
-            Ok(Endpoint::Failover("db".into()))
+            Ok((Endpoint::Failover("db".into()), Access::Write))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/groups//failover").unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/groups/db/failover/x").unwrap_err().kind,
+            ErrorKind::NotFound
         );
         assert_eq!(events_query("since=5&limit=20"), Ok((5, 20)));
         assert_eq!(events_query("limit=99999"), Ok((0, 1000)));
@@ -444,7 +472,10 @@ mod tests {
             events_query("since=x").unwrap_err().kind,
             ErrorKind::BadRequest
         );
-        assert_eq!(route(&Method::POST, "/v1/reload"), Ok(Endpoint::Reload));
+        assert_eq!(
+            route(&Method::POST, "/v1/reload"),
+            Ok((Endpoint::Reload, Access::Write))
+        );
         assert_eq!(
             route(&Method::GET, "/v1/reload").unwrap_err().kind,
             ErrorKind::MethodNotAllowed
@@ -463,9 +494,14 @@ mod tests {
     }
 
     #[test]
-    fn writes_need_more_than_reads() {
-        assert_eq!(Endpoint::Status.needs(), Access::Read);
-        assert_eq!(Endpoint::Reload.needs(), Access::Write);
+    fn metric_labels_are_the_route_patterns() {
+        assert_eq!(endpoint_label("/v1/status"), "/v1/status");
+        assert_eq!(
+            endpoint_label("/v1/groups/secret-name/failover"),
+            "/v1/groups/{group}/failover"
+        );
+        assert_eq!(endpoint_label("/v1/links/x/undrain"), "/v1/links/{link}/undrain");
+        assert_eq!(endpoint_label("/etc/passwd"), "other");
         assert!(Access::Write > Access::Read);
     }
 }

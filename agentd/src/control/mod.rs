@@ -4,7 +4,9 @@
 //! peer credentials read at accept ([`peer`]) decide what a connected client may do
 //! ([`Policy::access_of`]): read for root and the read group, write for root and the admin group.
 //! Handlers never touch daemon state: they send a [`Command`] to the event loop and wait for its
-//! reply, so the loop stays the only owner of state.
+//! reply, so the loop stays the only owner of state. Reads get a [`crate::view::View`] and build
+//! their JSON from it here, off the loop. The endpoints, their access and their metric labels
+//! are one table in [`http`]; the loop's side of each command is in `daemon/commands.rs`.
 //!
 //! Abuse limits: at most `max_clients` connections at once (the next one gets a 503 and is closed),
 //! one request per connection, `request_timeout` to send the headers and again to send the body,
@@ -17,14 +19,12 @@ pub mod socket;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_api::{
-    Access, ErrorBody, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus,
-    RoutesStatus, Status,
-};
+use isthmus_api::{Access, ErrorBody, EventRecord, ReloadOutcome, RouteGroupStatus, RoutesStatus};
 use isthmus_config::{Control, GroupRef};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use crate::view::View;
 use peer::Peer;
 
 /// Largest request body accepted.
@@ -33,16 +33,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// A request for the event loop.
 #[derive(Debug)]
 pub enum Command {
-    Status {
-        access: Access,
-        reply: oneshot::Sender<Status>,
+    /// A snapshot for the readers off the loop: status, links, probes, `/metrics`, `/healthz`.
+    View {
+        reply: oneshot::Sender<Arc<View>>,
     },
     Reload {
         reply: oneshot::Sender<Result<ReloadOutcome, ErrorBody>>,
     },
-    Links {
-        reply: oneshot::Sender<Vec<LinkStatus>>,
-    },
+    /// Desired routes against the kernel's (answered by the routes adapter).
     Routes {
         reply: oneshot::Sender<RoutesStatus>,
     },
@@ -68,15 +66,6 @@ pub enum Command {
         since: u64,
         limit: usize,
         reply: oneshot::Sender<Vec<EventRecord>>,
-    },
-    Probes {
-        reply: oneshot::Sender<Vec<ProbeStatus>>,
-    },
-    /// The `/metrics` text (from the metrics listener, not the control socket).
-    Metrics { reply: oneshot::Sender<String> },
-    /// Each link's data plane for `/healthz`: `None` when fine, or what is wrong.
-    Health {
-        reply: oneshot::Sender<Vec<(String, Option<String>)>>,
     },
 }
 

@@ -1,4 +1,5 @@
-//! The scrape: the registered families plus those read from the daemon's state now.
+//! The scrape: the registered families plus those read from a [`View`] of the loop's state.
+//! Runs off the event loop (the metrics server renders on the blocking pool).
 
 use std::time::Instant;
 
@@ -8,8 +9,8 @@ use prometheus::TextEncoder;
 
 use super::family::Family;
 use super::{Metrics, TARGET_BUCKETS};
-use crate::daemon::State;
 use crate::tunnel::counters::DropReason;
+use crate::view::View as State;
 
 /// Every health a link can have, as `isthmus_link_state{state}` lists them.
 const HEALTHS: [Health; 5] = [
@@ -21,8 +22,9 @@ const HEALTHS: [Health; 5] = [
 ];
 
 /// The whole `/metrics` text.
-pub fn render(metrics: &Metrics, state: &State) -> String {
-    let now = Instant::now();
+pub fn render(state: &State) -> String {
+    let metrics = &state.metrics;
+    let now = state.now;
     let mut families = metrics.registry.gather();
     families.extend(agent(state));
     families.extend(links(metrics, state, now));
@@ -38,7 +40,7 @@ pub fn render(metrics: &Metrics, state: &State) -> String {
 }
 
 fn agent(state: &State) -> Vec<MetricFamily> {
-    let config = &state.running.config;
+    let config = &state.config;
     let mut info = Family::gauge(
         "isthmus_build_info",
         "Always 1: agentd's version and the agent name from the config.",
@@ -137,10 +139,11 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         "isthmus_link_egress_cost_total",
         "Estimated egress cost of what the link sent, in the currency of egress_price_per_gb.",
     );
-    let wall = std::time::SystemTime::now();
-    for link in &state.running.config.links {
+    let wall = state.wall;
+    for link in &state.config.links {
         let l = [("link", link.name.as_str())];
-        let h = state.failover.health(&link.name).unwrap_or(Health::Unknown);
+        let report = state.engine.get(&link.name);
+        let h = report.map_or(Health::Unknown, |r| r.health);
         up.add(&l, f64::from(u8::from(h.carries())));
         for s in HEALTHS {
             health.add(
@@ -148,33 +151,23 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
                 f64::from(u8::from(s == h)),
             );
         }
-        let report = state.failover.report(&link.name);
-        let peer_draining = report
-            .as_ref()
-            .and_then(|(_, peer, _)| peer.map(|p| p.draining))
-            .unwrap_or(false);
-        drained.add(
-            &l,
-            f64::from(u8::from(
-                state.failover.drained(&link.name) || peer_draining,
-            )),
-        );
+        drained.add(&l, f64::from(u8::from(report.is_some_and(|r| r.drained))));
         since.add(&l, metrics.since(&metrics.link_since, &link.name, now));
-        if let Some((_, _, figures)) = &report {
-            loss.add(&l, figures.loss);
-            if let Some(j) = figures.jitter {
+        if let Some(r) = report {
+            loss.add(&l, r.figures.loss);
+            if let Some(j) = r.figures.jitter {
                 jitter.add(&l, j.as_secs_f64());
             }
-        }
-        for (reason, n) in state.failover.probe_drops(&link.name) {
-            probe_drops.add(&[("link", &link.name), ("reason", &reason)], n as f64);
+            for (reason, n) in &r.probe_drops {
+                probe_drops.add(&[("link", &link.name), ("reason", reason)], *n as f64);
+            }
         }
         if let Some(e) = metrics.egress.get(&link.name) {
             if link.egress_price_per_gb.is_some() {
                 cost.add(&l, e.cost);
             }
         }
-        let Some(c) = state.tunnels.counters(&link.name) else {
+        let Some(c) = state.counters.get(&link.name) else {
             continue;
         };
         let age = c.last_handshake().map_or(f64::INFINITY, |t| {
@@ -236,8 +229,8 @@ fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         "isthmus_group_state_seconds",
         "Seconds since the group's active link last changed.",
     );
-    for g in &state.running.config.route_groups {
-        let current = state.failover.active(&g.name);
+    for g in &state.groups {
+        let current = g.active_link.clone();
         let gl = [("group", g.name.as_str())];
         for link in &g.links {
             let is = current.as_deref() == Some(link.as_str());
@@ -251,14 +244,8 @@ fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
             .as_deref()
             .is_some_and(|c| g.links.first().map(String::as_str) != Some(c));
         backup.add(&gl, f64::from(u8::from(on_backup)));
-        let peer_pin = current.as_deref().is_some_and(|c| {
-            state
-                .failover
-                .report(c)
-                .and_then(|(_, peer, _)| peer)
-                .is_some_and(|p| p.pinned)
-        });
-        let is_pinned = state.failover.pin_of(&g.name).is_some() || peer_pin;
+        let peer_pin = state.peer_pinned.get(&g.name).copied().unwrap_or(false);
+        let is_pinned = g.pinned.is_some() || peer_pin;
         pinned.add(&gl, f64::from(u8::from(is_pinned)));
         since.add(&gl, metrics.since(&metrics.group_since, &g.name, now));
     }
@@ -277,11 +264,11 @@ fn routes(state: &State) -> Vec<MetricFamily> {
     actions
         .add(
             &[("action", "route"), ("result", "success")],
-            r.actions.0 as f64,
+            r.actions_ok as f64,
         )
         .add(
             &[("action", "route"), ("result", "failure")],
-            r.actions.1 as f64,
+            r.actions_failed as f64,
         );
     let mut runs = Family::counter("isthmus_route_reconciles_total", "Route reconcile runs.");
     runs.add(&[], r.runs as f64);
@@ -314,7 +301,7 @@ fn targets(metrics: &Metrics, state: &State) -> Vec<MetricFamily> {
         "isthmus_target_up",
         "1 if the target's last check passed, 0 if it failed.",
     );
-    for (key, t) in &state.target_results {
+    for (key, t) in &state.targets {
         let link = key.link.as_deref().unwrap_or("");
         up.add(
             &[("target", &key.probe), ("link", link)],

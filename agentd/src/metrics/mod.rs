@@ -6,8 +6,9 @@
 //! sorted map (a thousand targets would cost the registry a sort and a clone of 10,000 series
 //! per scrape). Everything else is read at scrape time from what agentd keeps anyway (the link
 //! workers' atomic counters, the engine's health and figures, the route manager's counts) by
-//! [`export`], so there is no second copy to keep in step. A scrape is a [`crate::control::Command::Metrics`] to the event loop: the text
-//! is rendered from the loop's own state, consistent with `netctl status` at that moment.
+//! [`export`], so there is no second copy to keep in step. A scrape asks the event loop for a
+//! [`crate::view::View`] (consistent with `netctl status` at that moment) and renders the text
+//! from it off the loop.
 
 mod export;
 mod family;
@@ -26,7 +27,8 @@ pub use export::render;
 const RTT_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-/// Target check buckets: few, since there may be a thousand targets (shared/notes/traps.md).
+/// Target check buckets: few, since there may be a thousand targets (16 buckets and 5 reasons
+/// each would make a 3 MB scrape).
 const TARGET_BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5];
 
 /// The label of each switch reason (`isthmus_group_failovers_total{reason}`).
@@ -44,9 +46,18 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
     }
 }
 
+/// Loop lag buckets, 0.1 ms to 1 s: a healthy loop sits in the first (tokio's timers have a
+/// millisecond's grain); 50 ms is a probe interval, where links start to look lossy.
+const LAG_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     rtt: HistogramVec,
+    /// `isthmus_event_loop_lag_seconds`.
+    pub loop_lag: prometheus::Histogram,
     /// Per (target, link or ""): kept here rather than in a registered vec, so that a scrape
     /// of a thousand targets walks one sorted map instead of cloning and sorting 10,000 series.
     targets: BTreeMap<(String, String), TargetStats>,
@@ -64,7 +75,7 @@ pub struct Metrics {
     seen: Seen,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Seen {
     links: BTreeSet<String>,
     groups: BTreeSet<String>,
@@ -145,6 +156,14 @@ impl Metrics {
             &["group", "reason"],
         )
         .expect("valid counter");
+        let loop_lag = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "isthmus_event_loop_lag_seconds",
+                "How late the event loop served a due timer (probes are sent from it).",
+            )
+            .buckets(LAG_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
         let control_requests = IntCounterVec::new(
             Opts::new(
                 "isthmus_control_requests_total",
@@ -156,6 +175,7 @@ impl Metrics {
         for c in [
             Box::new(rtt.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failovers.clone()),
+            Box::new(loop_lag.clone()),
             Box::new(control_requests.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -164,12 +184,13 @@ impl Metrics {
         Metrics {
             registry,
             rtt,
+            loop_lag,
             targets: BTreeMap::new(),
             failovers,
             control_requests,
             link_since: BTreeMap::new(),
             group_since: BTreeMap::new(),
-            started: Instant::now(),
+            started: crate::clock::now(),
             egress: BTreeMap::new(),
             seen: Seen::default(),
         }

@@ -1,7 +1,8 @@
 //! The metrics listener: `/metrics` and `/healthz` over HTTP/1.1 on `[metrics].listen`.
 //!
-//! Both are answered by the event loop ([`Command::Metrics`], [`Command::Health`]); this task
-//! only speaks HTTP. A listen address that cannot be bound (not configured on the host yet, or
+//! Both start from a [`crate::view::View`] the event loop hands over ([`Command::View`]); the
+//! text is rendered (and compressed) on the blocking pool, so a large scrape costs the loop only
+//! the snapshot. A listen address that cannot be bound (not configured on the host yet, or
 //! taken) is logged and retried, since metrics are no reason to keep tunnels down. A reload
 //! that changes the address moves the listener.
 
@@ -130,20 +131,24 @@ async fn handle(
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match req.uri().path() {
-        "/metrics" => match ask(commands, |reply| Command::Metrics { reply }).await {
-            Some(body) => {
-                let gzip = accepts_gzip(&req) && body.len() >= GZIP_ABOVE;
-                // Off the event loop's thread: compressing a large scrape takes milliseconds.
-                let body = if gzip {
-                    tokio::task::spawn_blocking(move || compress(body.as_bytes()))
-                        .await
-                        .ok()
-                        .flatten()
-                } else {
-                    Some(body.into_bytes())
-                };
-                let Some(body) = body else {
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot compress\n");
+        "/metrics" => match ask(commands, |reply| Command::View { reply }).await {
+            Some(view) => {
+                let wants_gzip = accepts_gzip(&req);
+                // Off the event loop's thread: rendering and compressing a large scrape take
+                // milliseconds.
+                let rendered = tokio::task::spawn_blocking(move || {
+                    let body = super::render(&view);
+                    if wants_gzip && body.len() >= GZIP_ABOVE {
+                        compress(body.as_bytes()).map(|b| (b, true))
+                    } else {
+                        Some((body.into_bytes(), false))
+                    }
+                })
+                .await
+                .ok()
+                .flatten();
+                let Some((body, gzip)) = rendered else {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot render\n");
                 };
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 r.headers_mut().insert(
@@ -164,12 +169,19 @@ async fn handle(
             ),
         },
         "/healthz" => {
-            let started = std::time::Instant::now();
-            let links = ask(commands, |reply| Command::Health { reply }).await;
+            let started = crate::clock::now();
+            let links = ask(commands, |reply| Command::View { reply })
+                .await
+                .map(|v| v.data_plane.clone());
             let health = match links {
                 Some(links) => Healthz {
                     healthy: links.iter().all(|(_, p)| p.is_none()),
-                    event_loop_ms: Some(started.elapsed().as_secs_f64() * 1e3),
+                    event_loop_ms: Some(
+                        crate::clock::now()
+                            .saturating_duration_since(started)
+                            .as_secs_f64()
+                            * 1e3,
+                    ),
                     links: links
                         .into_iter()
                         .map(|(l, p)| (l, p.unwrap_or_else(|| "ok".to_owned())))

@@ -1,7 +1,7 @@
 //! The netlink side of routing: dump routes and rules, apply changes, watch for changes.
 //!
 //! Conversions between the kernel's messages and [`KernelRoute`] live here and nowhere else.
-//! Traps handled (see shared/notes/traps.md): the route protocol is compared as a number; the
+//! Traps handled: the route protocol is compared as a number; the
 //! table comes from RTA_TABLE when present (the header holds at most 255); a dump returns every
 //! table, so the filtering is ours; link-down flushes of IPv4 routes produce no RTM_DELROUTE, so
 //! link events trigger a resync as route events do.
@@ -20,6 +20,7 @@ use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
 
 use super::plan::{Change, KernelRoute, Target};
+use super::{KernelApi, Rule};
 
 /// Route types as numbers (RTN_*), for [`Target::Other`].
 fn type_number(kind: RouteType) -> u8 {
@@ -119,9 +120,10 @@ impl Kernel {
         tokio::spawn(connection);
         Ok(Kernel { handle })
     }
+}
 
-    /// Every IPv4 and IPv6 route in `tables`.
-    pub async fn routes(&self, tables: &[u32]) -> anyhow::Result<Vec<KernelRoute>> {
+impl KernelApi for Kernel {
+    async fn routes(&self, tables: &[u32]) -> anyhow::Result<Vec<KernelRoute>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut req = RouteMessage::default();
@@ -138,7 +140,7 @@ impl Kernel {
         Ok(out)
     }
 
-    pub async fn apply(&self, change: &Change) -> anyhow::Result<()> {
+    async fn apply(&self, change: &Change) -> anyhow::Result<()> {
         match change {
             Change::Add(r) => self
                 .handle
@@ -165,8 +167,7 @@ impl Kernel {
         }
     }
 
-    /// agentd's policy rules (by protocol): (IPv6?, table, priority).
-    pub async fn rules(&self, protocol: u8) -> anyhow::Result<Vec<(bool, u32, u32, RuleMessage)>> {
+    async fn rules(&self, protocol: u8) -> anyhow::Result<Vec<Rule>> {
         let mut out = Vec::new();
         for v6 in [false, true] {
             let version = if v6 {
@@ -188,21 +189,25 @@ impl Kernel {
                     }
                 }
                 if ours {
-                    out.push((v6, table, priority, msg));
+                    out.push(Rule {
+                        v6,
+                        table,
+                        priority,
+                        protocol,
+                    });
                 }
             }
         }
         Ok(out)
     }
 
-    /// `from all lookup TABLE priority PRIORITY proto PROTOCOL`.
-    pub async fn add_rule(
-        &self,
-        v6: bool,
-        table: u32,
-        priority: u32,
-        protocol: u8,
-    ) -> anyhow::Result<()> {
+    async fn add_rule(&self, rule: Rule) -> anyhow::Result<()> {
+        let Rule {
+            v6,
+            table,
+            priority,
+            protocol,
+        } = rule;
         let base = self
             .handle
             .rule()
@@ -223,14 +228,31 @@ impl Kernel {
         result.with_context(|| format!("adding rule lookup {table}"))
     }
 
-    pub async fn delete_rule(&self, msg: RuleMessage) -> anyhow::Result<()> {
+    async fn delete_rule(&self, rule: Rule) -> anyhow::Result<()> {
         self.handle
             .rule()
-            .del(msg)
+            .del(rule_message(rule))
             .execute()
             .await
-            .context("deleting a rule")
+            .with_context(|| format!("deleting rule lookup {}", rule.table))
     }
+}
+
+/// The message that names one of our rules for a delete: family, table, priority, protocol.
+fn rule_message(rule: Rule) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = if rule.v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    msg.header.table = u8::try_from(rule.table).unwrap_or(252);
+    msg.header.action = RuleAction::ToTable;
+    msg.attributes.push(RuleAttribute::Table(rule.table));
+    msg.attributes.push(RuleAttribute::Priority(rule.priority));
+    msg.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::from(rule.protocol)));
+    msg
 }
 
 /// Watch the kernel's route, rule and link events; send a tick on `changed` for each batch.

@@ -2,7 +2,16 @@
 //!
 //! [`desired`] turns the config and each route group's active link into the complete set of
 //! routes agentd wants; [`RouteManager::reconcile`] makes the kernel match it through
-//! [`plan`] and [`kernel`], touching only routes that carry agentd's protocol number.
+//! [`plan`] and a [`KernelApi`] ([`kernel::Kernel`] is netlink, tests use an in-memory kernel),
+//! touching only routes that carry agentd's protocol number.
+//!
+//! **The routes adapter** ([`run`]) is the task that owns the manager. The event loop sends it
+//! desired state with a generation number ([`RoutesCmd::Apply`]) and never waits; the adapter
+//! applies one plan at a time, always the newest it has been sent, and answers
+//! [`RoutesReport::Applied`] with that generation, so that the loop can order steps that depend on
+//! each other (move routes off a link, then stop it). Kernel route events (our own writes among
+//! them) are debounced here and answered with a resync against the same desired state, and a
+//! full resync runs every [`RESYNC_EVERY`] in case an event was missed.
 //!
 //! **Fail closed.** Every destination of a route group gets two routes in its table:
 //! - `DEST dev <tunnel> metric M mtu <group min>`: the active link's tunnel;
@@ -23,32 +32,78 @@ pub mod kernel;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
 
 use isthmus_api::{RouteConflict, RouteStatus, RoutesStatus};
 use isthmus_config::Config;
+use tokio::sync::{mpsc, oneshot};
 
-use kernel::Kernel;
+use crate::daemon::input::Input;
 use plan::{Change, KernelRoute, Target};
+
+/// Kernel route events come in bursts (our own writes among them): wait this long and
+/// reconcile once.
+pub const EVENT_DEBOUNCE: Duration = Duration::from_millis(20);
+/// A full resync (and the host settings check) this often, whatever the events say.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(5);
+
+/// One of agentd's policy rules: `from all lookup TABLE priority PRIORITY proto PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    pub v6: bool,
+    pub table: u32,
+    pub priority: u32,
+    pub protocol: u8,
+}
+
+/// What the route manager needs of a kernel: netlink in agentd, memory in tests.
+pub trait KernelApi: Send + Sync + 'static {
+    /// Every IPv4 and IPv6 route in `tables`.
+    fn routes(&self, tables: &[u32]) -> impl Future<Output = anyhow::Result<Vec<KernelRoute>>> + Send;
+    fn apply(&self, change: &Change) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// The policy rules carrying `protocol`.
+    fn rules(&self, protocol: u8) -> impl Future<Output = anyhow::Result<Vec<Rule>>> + Send;
+    fn add_rule(&self, rule: Rule) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn delete_rule(&self, rule: Rule) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
 
 /// Metric of the fail-closed unreachable routes: the last resort for a destination.
 pub const FAIL_CLOSED_METRIC: u32 = 0xFFFF_FF00;
 /// Priority of the policy rule that sends lookups to a configured table (before `main`, 32766).
 pub const RULE_PRIORITY: u32 = 5273;
 
-/// What agentd wants in the kernel, and what each route is for.
-#[derive(Debug, Default, Clone)]
+/// One route agentd wants, and what it is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    pub route: KernelRoute,
+    pub group: String,
+    /// The link it sends traffic over; `None` for the fail-closed route.
+    pub link: Option<String>,
+}
+
+/// A table other than main that needs a policy rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleFor {
+    pub v6: bool,
+    pub table: u32,
+}
+
+/// What agentd wants in the kernel.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Desired {
-    pub routes: Vec<KernelRoute>,
-    /// Why each route exists: (group, link or None for fail-closed).
-    pub purpose: Vec<(String, Option<String>)>,
-    /// Tables other than main that need a policy rule: (IPv6?, table).
-    pub rules: BTreeSet<(bool, u32)>,
+    pub routes: Vec<Wanted>,
+    pub rules: BTreeSet<RuleFor>,
 }
 
 impl Desired {
     pub fn tables(&self) -> Vec<u32> {
-        let set: BTreeSet<u32> = self.routes.iter().map(|r| r.table).collect();
+        let set: BTreeSet<u32> = self.routes.iter().map(|r| r.route.table).collect();
         set.into_iter().collect()
+    }
+
+    pub fn kernel_routes(&self) -> Vec<KernelRoute> {
+        self.routes.iter().map(|w| w.route.clone()).collect()
     }
 }
 
@@ -73,30 +128,39 @@ pub fn desired(
         let index = link.and_then(|l| ifindex(l));
         for dst in &g.destinations {
             if let (Some(link), Some(ifindex)) = (link, index) {
-                out.routes.push(KernelRoute {
+                out.routes.push(Wanted {
+                    route: KernelRoute {
+                        table: g.table,
+                        dst: *dst,
+                        metric: g.metric,
+                        protocol,
+                        target: Target::Dev {
+                            ifindex,
+                            gateway: None,
+                        },
+                        mtu,
+                    },
+                    group: g.name.clone(),
+                    link: Some(link.clone()),
+                });
+            }
+            out.routes.push(Wanted {
+                route: KernelRoute {
                     table: g.table,
                     dst: *dst,
-                    metric: g.metric,
+                    metric: FAIL_CLOSED_METRIC,
                     protocol,
-                    target: Target::Dev {
-                        ifindex,
-                        gateway: None,
-                    },
-                    mtu,
-                });
-                out.purpose.push((g.name.clone(), Some(link.clone())));
-            }
-            out.routes.push(KernelRoute {
-                table: g.table,
-                dst: *dst,
-                metric: FAIL_CLOSED_METRIC,
-                protocol,
-                target: Target::Unreachable,
-                mtu: None,
+                    target: Target::Unreachable,
+                    mtu: None,
+                },
+                group: g.name.clone(),
+                link: None,
             });
-            out.purpose.push((g.name.clone(), None));
             if g.table != isthmus_config::MAIN_TABLE {
-                out.rules.insert((dst.is_ipv6(), g.table));
+                out.rules.insert(RuleFor {
+                    v6: dst.is_ipv6(),
+                    table: g.table,
+                });
             }
         }
     }
@@ -104,7 +168,7 @@ pub fn desired(
 }
 
 /// Successful netlink writes by kind.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ops {
     pub add: u64,
     pub replace: u64,
@@ -113,57 +177,69 @@ pub struct Ops {
     pub rule_delete: u64,
 }
 
-/// Reconciles the kernel with [`Desired`] and keeps the figures `netctl routes` shows.
-pub struct RouteManager {
-    kernel: Kernel,
-    protocol: u8,
+/// The route manager's figures, for `netctl routes` and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteStats {
+    pub protocol: u8,
     pub runs: u64,
     pub writes: u64,
     pub errors: u64,
-    /// Successful writes by kind, for metrics.
+    /// Successful writes by kind.
     pub ops: Ops,
-    /// Reconcile runs that had something to change: (all steps succeeded, some failed).
-    pub actions: (u64, u64),
+    /// Reconcile runs that had something to change and all steps succeeded.
+    pub actions_ok: u64,
+    /// Reconcile runs in which some step failed.
+    pub actions_failed: u64,
     pub last_error: Option<String>,
-    /// Conflicts already logged, so that each is logged once.
-    logged: BTreeSet<String>,
-    /// Conflicts seen for the first time, for the event log (drained by the daemon).
-    pub fresh_conflicts: Vec<String>,
 }
 
-impl RouteManager {
-    pub fn new(kernel: Kernel, protocol: u8) -> RouteManager {
+/// Reconciles the kernel with [`Desired`] and keeps the figures `netctl routes` shows.
+pub struct RouteManager<K> {
+    kernel: K,
+    protocol: u8,
+    pub stats: RouteStats,
+    /// Conflicts already logged, so that each is logged once.
+    logged: BTreeSet<String>,
+    /// Conflicts seen for the first time, for the event log.
+    pub fresh_conflicts: Vec<String>,
+    /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
+    tables: Vec<u32>,
+}
+
+impl<K: KernelApi> RouteManager<K> {
+    pub fn new(kernel: K, protocol: u8) -> RouteManager<K> {
         RouteManager {
             kernel,
             protocol,
-            runs: 0,
-            writes: 0,
-            errors: 0,
-            ops: Ops::default(),
-            actions: (0, 0),
-            last_error: None,
+            stats: RouteStats {
+                protocol,
+                ..RouteStats::default()
+            },
             logged: BTreeSet::new(),
             fresh_conflicts: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
     pub fn set_protocol(&mut self, protocol: u8) {
         self.protocol = protocol;
+        self.stats.protocol = protocol;
     }
 
     /// Make the kernel match `desired`. Errors are logged and counted; the next run retries.
-    pub async fn reconcile(&mut self, desired: &Desired, extra_tables: &[u32]) {
-        let (writes, errors) = (self.writes, self.errors);
-        self.run(desired, extra_tables).await;
-        if self.errors > errors {
-            self.actions.1 += 1;
-        } else if self.writes > writes {
-            self.actions.0 += 1;
+    pub async fn reconcile(&mut self, desired: &Desired) {
+        let extra = std::mem::replace(&mut self.tables, desired.tables());
+        let (writes, errors) = (self.stats.writes, self.stats.errors);
+        self.run(desired, &extra).await;
+        if self.stats.errors > errors {
+            self.stats.actions_failed += 1;
+        } else if self.stats.writes > writes {
+            self.stats.actions_ok += 1;
         }
     }
 
     async fn run(&mut self, desired: &Desired, extra_tables: &[u32]) {
-        self.runs += 1;
+        self.stats.runs += 1;
         let mut tables = desired.tables();
         tables.extend_from_slice(extra_tables);
         tables.push(isthmus_config::MAIN_TABLE);
@@ -173,7 +249,7 @@ impl RouteManager {
             Ok(c) => c,
             Err(e) => return self.fail(e),
         };
-        let plan = plan::plan(&desired.routes, &current, self.protocol);
+        let plan = plan::plan(&desired.kernel_routes(), &current, self.protocol);
         for c in &plan.conflicts {
             let key = format!("{} / {}", c.desired.dst, c.foreign);
             if self.logged.insert(key) {
@@ -201,11 +277,11 @@ impl RouteManager {
             tracing::debug!(?change, "route change");
             match self.kernel.apply(change).await {
                 Ok(()) => {
-                    self.writes += 1;
+                    self.stats.writes += 1;
                     match change {
-                        Change::Add(_) => self.ops.add += 1,
-                        Change::Replace(_) => self.ops.replace += 1,
-                        Change::Delete(_) => self.ops.delete += 1,
+                        Change::Add(_) => self.stats.ops.add += 1,
+                        Change::Replace(_) => self.stats.ops.replace += 1,
+                        Change::Delete(_) => self.stats.ops.delete += 1,
                     }
                 }
                 Err(e) => self.fail(e),
@@ -219,30 +295,36 @@ impl RouteManager {
             Ok(r) => r,
             Err(e) => return self.fail(e),
         };
-        for (v6, table, priority, msg) in present.iter().cloned() {
-            if priority != RULE_PRIORITY || !desired.rules.contains(&(v6, table)) {
-                match self.kernel.delete_rule(msg).await {
+        for rule in present.iter().copied() {
+            let wanted = RuleFor {
+                v6: rule.v6,
+                table: rule.table,
+            };
+            if rule.priority != RULE_PRIORITY || !desired.rules.contains(&wanted) {
+                match self.kernel.delete_rule(rule).await {
                     Ok(()) => {
-                        self.writes += 1;
-                        self.ops.rule_delete += 1;
+                        self.stats.writes += 1;
+                        self.stats.ops.rule_delete += 1;
                     }
                     Err(e) => self.fail(e),
                 }
             }
         }
-        for (v6, table) in &desired.rules {
-            let exists = present
-                .iter()
-                .any(|(pv6, pt, pp, _)| pv6 == v6 && pt == table && *pp == RULE_PRIORITY);
+        for want in &desired.rules {
+            let exists = present.iter().any(|p| {
+                p.v6 == want.v6 && p.table == want.table && p.priority == RULE_PRIORITY
+            });
             if !exists {
-                match self
-                    .kernel
-                    .add_rule(*v6, *table, RULE_PRIORITY, self.protocol)
-                    .await
-                {
+                let rule = Rule {
+                    v6: want.v6,
+                    table: want.table,
+                    priority: RULE_PRIORITY,
+                    protocol: self.protocol,
+                };
+                match self.kernel.add_rule(rule).await {
                     Ok(()) => {
-                        self.writes += 1;
-                        self.ops.rule_add += 1;
+                        self.stats.writes += 1;
+                        self.stats.ops.rule_add += 1;
                     }
                     Err(e) => self.fail(e),
                 }
@@ -253,17 +335,16 @@ impl RouteManager {
     fn fail(&mut self, e: anyhow::Error) {
         let msg = format!("{e:#}");
         tracing::warn!(error = %msg, "route reconcile step failed; retrying on the next run");
-        self.errors += 1;
-        self.last_error = Some(msg);
+        self.stats.errors += 1;
+        self.stats.last_error = Some(msg);
     }
 
     /// On a clean stop: remove the tunnel routes, keep the fail-closed ones and the rules.
     pub async fn release(&mut self, desired: &Desired) {
         let keep: Vec<KernelRoute> = desired
-            .routes
-            .iter()
+            .kernel_routes()
+            .into_iter()
             .filter(|r| r.target == Target::Unreachable)
-            .cloned()
             .collect();
         let current = match self.kernel.routes(&desired.tables()).await {
             Ok(c) => c,
@@ -280,9 +361,10 @@ impl RouteManager {
     pub async fn status(
         &self,
         desired: &Desired,
-        interface_of: impl Fn(u32) -> Option<String>,
+        interfaces: &BTreeMap<u32, String>,
         host_warnings: Vec<String>,
     ) -> RoutesStatus {
+        let interface_of = |i: u32| interfaces.get(&i).cloned();
         let mut tables = desired.tables();
         tables.push(isthmus_config::MAIN_TABLE);
         tables.dedup();
@@ -300,18 +382,18 @@ impl RouteManager {
             Target::Unreachable => "unreachable".to_owned(),
             Target::Other(kind) => format!("route type {kind}"),
         };
-        let plan = plan::plan(&desired.routes, &current, self.protocol);
+        let plan = plan::plan(&desired.kernel_routes(), &current, self.protocol);
         let routes = desired
             .routes
             .iter()
-            .zip(&desired.purpose)
-            .map(|(d, (group, link))| {
+            .map(|w| {
+                let d = &w.route;
                 let actual = current
                     .iter()
                     .find(|c| c.protocol == self.protocol && c.identity() == d.identity());
                 RouteStatus {
-                    group: group.clone(),
-                    link: link.clone(),
+                    group: w.group.clone(),
+                    link: w.link.clone(),
                     destination: d.dst.to_string(),
                     table: d.table,
                     metric: d.metric,
@@ -323,10 +405,10 @@ impl RouteManager {
             .collect();
         RoutesStatus {
             protocol: self.protocol,
-            reconciles: self.runs,
-            writes: self.writes,
-            errors: self.errors,
-            last_error: read_error.or_else(|| self.last_error.clone()),
+            reconciles: self.stats.runs,
+            writes: self.stats.writes,
+            errors: self.stats.errors,
+            last_error: read_error.or_else(|| self.stats.last_error.clone()),
             routes,
             stray: plan
                 .changes
@@ -352,6 +434,151 @@ impl RouteManager {
                 })
                 .collect(),
             host_warnings,
+        }
+    }
+}
+
+/// What the event loop asks of the routes adapter.
+#[derive(Debug)]
+pub enum RoutesCmd {
+    /// Make the kernel match `desired` from now on; answered with [`RoutesReport::Applied`].
+    Apply {
+        generation: u64,
+        desired: Desired,
+        protocol: u8,
+        /// The tunnel interfaces, and whether IPv6 is routed, for the host settings check.
+        host: HostCheck,
+    },
+    /// Desired against actual, for `netctl routes`; answered directly to the caller.
+    Status {
+        interfaces: BTreeMap<u32, String>,
+        reply: oneshot::Sender<RoutesStatus>,
+    },
+    /// Shutting down: remove the tunnel routes, keep the fail-closed ones and the rules;
+    /// answered with [`RoutesReport::Released`].
+    Release,
+}
+
+/// Inputs of the host settings check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCheck {
+    pub interfaces: Vec<String>,
+    pub v6: bool,
+}
+
+/// What the routes adapter tells the event loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoutesReport {
+    /// The kernel was reconciled with the desired state of `generation` (or a later one's
+    /// resync). `conflicts` are foreign routes seen for the first time.
+    Applied {
+        generation: u64,
+        stats: RouteStats,
+        conflicts: Vec<String>,
+        host_warnings: Vec<String>,
+    },
+    Released,
+}
+
+/// The host settings check the adapter runs with each full resync (`/proc/sys` in agentd).
+pub type HostChecker = Box<dyn Fn(&HostCheck) -> Vec<String> + Send>;
+
+/// The routes adapter: owns the manager, applies the newest desired state, answers with its
+/// generation; reconciles again after kernel route events (`kernel_events`, debounced) and every
+/// [`RESYNC_EVERY`].
+pub async fn run<K: KernelApi>(
+    mut manager: RouteManager<K>,
+    mut commands: mpsc::UnboundedReceiver<RoutesCmd>,
+    mut kernel_events: mpsc::Receiver<()>,
+    host_check: HostChecker,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut current: Option<(u64, Desired, HostCheck)> = None;
+    let mut host_warnings = Vec::new();
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_open = true;
+    loop {
+        let mut check_host = false;
+        let first = tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => Some(cmd),
+                None => return,
+            },
+            ev = kernel_events.recv(), if events_open => {
+                if ev.is_none() {
+                    events_open = false;
+                    continue;
+                }
+                tokio::time::sleep(EVENT_DEBOUNCE).await;
+                while kernel_events.try_recv().is_ok() {}
+                None
+            }
+            _ = resync.tick() => {
+                check_host = true;
+                None
+            }
+        };
+        // Take everything queued: the newest desired state wins, questions are answered.
+        let mut pending: Vec<RoutesCmd> = first.into_iter().collect();
+        while let Ok(cmd) = commands.try_recv() {
+            pending.push(cmd);
+        }
+        let mut release = false;
+        for cmd in pending {
+            match cmd {
+                RoutesCmd::Apply {
+                    generation,
+                    desired,
+                    protocol,
+                    host,
+                } => {
+                    manager.set_protocol(protocol);
+                    if current.as_ref().is_none_or(|(_, _, h)| *h != host) {
+                        check_host = true;
+                    }
+                    current = Some((generation, desired, host));
+                }
+                RoutesCmd::Status { interfaces, reply } => {
+                    let desired = current.as_ref().map(|c| c.1.clone()).unwrap_or_default();
+                    let _ = reply.send(
+                        manager
+                            .status(&desired, &interfaces, host_warnings.clone())
+                            .await,
+                    );
+                }
+                RoutesCmd::Release => release = true,
+            }
+        }
+        let Some((generation, desired, host)) = &current else {
+            if release {
+                let _ = inputs.send(Input::Routes(RoutesReport::Released)).await;
+            }
+            continue;
+        };
+        if release {
+            manager.release(desired).await;
+            let _ = inputs.send(Input::Routes(RoutesReport::Released)).await;
+            continue;
+        }
+        if check_host {
+            let warnings = host_check(host);
+            for w in &warnings {
+                if !host_warnings.contains(w) {
+                    tracing::warn!(warning = %w, "host setting breaks forwarding");
+                }
+            }
+            host_warnings = warnings;
+        }
+        manager.reconcile(desired).await;
+        let report = RoutesReport::Applied {
+            generation: *generation,
+            stats: manager.stats.clone(),
+            conflicts: std::mem::take(&mut manager.fresh_conflicts),
+            host_warnings: host_warnings.clone(),
+        };
+        if inputs.send(Input::Routes(report)).await.is_err() {
+            return;
         }
     }
 }

@@ -97,7 +97,16 @@ pub struct Counters {
 /// A process-wide monotonic origin for heartbeats.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    *EPOCH.get_or_init(crate::clock::now)
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("tx_packets", &self.tx_packets.load(Relaxed))
+            .field("rx_packets", &self.rx_packets.load(Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Counters {

@@ -1,15 +1,21 @@
 //! Encrypted links: one WireGuard tunnel per configured link, in userspace.
 //!
-//! [`Tunnels`] reconciles the running links with the config: it starts links that are new,
-//! stops links that are gone, and changes the rest in place without dropping their session when
-//! only keys, allowed IPs or the endpoint changed. Each running link is a [`worker`] thread that
-//! owns its TUN device, UDP socket and boringtun `Tunn`; the daemon talks to it through a
-//! command queue plus an eventfd, and reads its [`counters::Counters`] without locks.
+//! [`Tunnels`] is the links adapter, a task of its own: it reconciles the running links with the
+//! config it is sent ([`LinkCmd::Apply`]): it starts links that are new, stops links that are
+//! gone, and changes the rest in place without dropping their session when only keys, allowed
+//! IPs or the endpoint changed. Each running link is a [`worker`] thread that owns its TUN device,
+//! UDP socket and boringtun `Tunn` (the tunnel loop); the adapter talks to it through a command
+//! queue plus an eventfd. What happens to a link goes back to the event loop as a [`LinkReport`];
+//! the loop keeps its own [`table::LinkTable`] from those reports and reads the workers'
+//! [`counters::Counters`] without locks.
 //!
 //! A link that cannot be set up (interface name taken, underlay address missing) is reported as
-//! `failed` with the reason and retried by [`Tunnels::maintain`]; the other links run on.
+//! failed with the reason and retried every [`RETRY_EVERY`]; the other links run on. Hostname
+//! endpoints are resolved by the resolver adapter, never here: the loop sends the address with
+//! [`LinkCmd::SetEndpoint`].
 
 pub mod counters;
+pub mod table;
 mod tun;
 pub mod uapi;
 mod udp;
@@ -22,23 +28,45 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use isthmus_api::{LinkState, LinkStatus};
 use isthmus_config::{Endpoint, Link};
+use tokio::sync::mpsc as tokio_mpsc;
 
+use crate::daemon::input::Input;
 use crate::netlink::Netlink;
-use counters::{Counters, DropReason};
+use counters::Counters;
 use worker::{Command, Keys, Waker, Worker};
 
-/// WireGuard's REJECT_AFTER_TIME: a session older than this carries no traffic.
-const SESSION_LIFETIME: Duration = Duration::from_secs(180);
-/// A worker that has not gone round its loop (at least every tick, 100 ms) for this long is
-/// stuck.
-const WORKER_STALL: Duration = Duration::from_secs(2);
-/// How long to wait for a hostname endpoint to resolve.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a link that failed to start (or whose worker ended) is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(10);
+
+/// What the event loop asks of the links adapter.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// Make the running links match these (with the counters the loop reads for each).
+    /// Answered with [`LinkReport::Applied`] after the reports of what it started and stopped.
+    Apply(Vec<(Link, Arc<Counters>)>),
+    /// The peer's address for a link with a hostname endpoint (from the resolver).
+    SetEndpoint { link: String, addr: SocketAddr },
+    /// Retry links that failed and notice workers that ended.
+    Maintain,
+    /// Stop every link and remove its interface; answered with [`LinkReport::AllStopped`].
+    StopAll,
+}
+
+/// What the links adapter tells the event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkReport {
+    /// The link runs on a new TUN interface.
+    Started { link: String, ifindex: u32 },
+    /// The link does not run (it was stopped, or could not start: `error` says why).
+    Stopped { link: String, error: Option<String> },
+    /// An [`LinkCmd::Apply`] is done; one line per change.
+    Applied { changes: Vec<String> },
+    AllStopped,
+}
 
 struct Running {
     /// The TUN interface's index, for routes.
@@ -63,6 +91,7 @@ pub struct Tunnels {
     netlink: Netlink,
     uapi_dir: PathBuf,
     links: BTreeMap<String, LinkEntry>,
+    reports: tokio_mpsc::Sender<Input>,
 }
 
 fn keys_of(link: &Link) -> Keys {
@@ -85,18 +114,51 @@ fn needs_restart(old: &Link, new: &Link) -> bool {
 }
 
 impl Tunnels {
-    pub fn new(netlink: Netlink, uapi_dir: PathBuf) -> Tunnels {
+    pub fn new(netlink: Netlink, uapi_dir: PathBuf, reports: tokio_mpsc::Sender<Input>) -> Tunnels {
         Tunnels {
             netlink,
             uapi_dir,
             links: BTreeMap::new(),
+            reports,
         }
     }
 
+    /// The adapter: carry out commands one at a time until the loop goes away.
+    pub async fn run(mut self, mut commands: tokio_mpsc::UnboundedReceiver<LinkCmd>) {
+        while let Some(cmd) = commands.recv().await {
+            match cmd {
+                LinkCmd::Apply(links) => {
+                    let changes = self.apply(links).await;
+                    self.report(LinkReport::Applied { changes }).await;
+                }
+                LinkCmd::SetEndpoint { link, addr } => {
+                    if let Some(running) = self.links.get(&link).and_then(|e| e.running.as_ref()) {
+                        send(running, Command::SetEndpoint(addr));
+                    }
+                }
+                LinkCmd::Maintain => self.maintain().await,
+                LinkCmd::StopAll => {
+                    self.stop_all().await;
+                    self.report(LinkReport::AllStopped).await;
+                }
+            }
+        }
+        self.stop_all().await;
+    }
+
+    async fn report(&self, r: LinkReport) {
+        let _ = self.reports.send(Input::Link(r)).await;
+    }
+
     /// Make the running links match `links`. Returns one line per change.
-    pub async fn apply(&mut self, links: &[Link]) -> Vec<String> {
+    async fn apply(&mut self, links: Vec<(Link, Arc<Counters>)>) -> Vec<String> {
         let mut changes = Vec::new();
-        let wanted: BTreeMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+        let counters: BTreeMap<String, Arc<Counters>> = links
+            .iter()
+            .map(|(l, c)| (l.name.clone(), c.clone()))
+            .collect();
+        let wanted: BTreeMap<&str, &Link> =
+            links.iter().map(|(l, _)| (l.name.as_str(), l)).collect();
         let gone: Vec<String> = self
             .links
             .keys()
@@ -106,7 +168,12 @@ impl Tunnels {
         for name in gone {
             if let Some(mut entry) = self.links.remove(&name) {
                 entry.uapi = None;
-                stop(entry.running.take());
+                stop(entry.running.take()).await;
+                self.report(LinkReport::Stopped {
+                    link: name.clone(),
+                    error: None,
+                })
+                .await;
                 changes.push(format!(
                     "link {name}: stopped, interface {} removed",
                     entry.config.interface
@@ -119,8 +186,15 @@ impl Tunnels {
             if let Some(entry) = self.links.get_mut(*name) {
                 if needs_restart(&entry.config, new) {
                     entry.uapi = None;
-                    stop(entry.running.take());
+                    stop(entry.running.take()).await;
                     entry.config = (*new).clone();
+                    let _ = self
+                        .reports
+                        .send(Input::Link(LinkReport::Stopped {
+                            link: (*name).to_owned(),
+                            error: None,
+                        }))
+                        .await;
                     changes.push(format!(
                         "link {name}: restarted (interface, address, port or MTU changed)"
                     ));
@@ -135,7 +209,7 @@ impl Tunnels {
                         LinkEntry {
                             config: new.clone(),
                             shared: Arc::new(Mutex::new(new.clone())),
-                            counters: Arc::new(Counters::default()),
+                            counters: counters.get(name).cloned().unwrap_or_default(),
                             running: None,
                             uapi: None,
                             error: None,
@@ -156,7 +230,8 @@ impl Tunnels {
                             changes.push(format!("link {name}: allowed IPs changed"));
                         }
                         if old.peer_endpoint != new.peer_endpoint {
-                            if let Some(addr) = resolve(&new.peer_endpoint).await {
+                            // A hostname is looked up by the loop's resolver and sent later.
+                            if let Endpoint::Addr(addr) = new.peer_endpoint {
                                 send(running, Command::SetEndpoint(addr));
                             }
                             changes.push(format!("link {name}: endpoint changed"));
@@ -174,29 +249,35 @@ impl Tunnels {
         changes
     }
 
-    /// Retry links that failed to start, and re-resolve hostname endpoints of links that have
-    /// no answer from their peer.
-    pub async fn maintain(&mut self) {
+    /// Retry links that failed to start, and notice workers that ended on their own.
+    async fn maintain(&mut self) {
         let names: Vec<String> = self.links.keys().cloned().collect();
         for name in names {
-            let Some(entry) = self.links.get(&name) else {
+            let Some(entry) = self.links.get_mut(&name) else {
                 continue;
             };
-            if entry.running.is_none() {
-                if entry.last_attempt.elapsed() >= Duration::from_secs(10) {
-                    self.start_if_stopped(&name).await;
-                }
+            if entry
+                .running
+                .as_ref()
+                .is_some_and(|r| r.thread.is_finished())
+            {
+                entry.uapi = None;
+                stop(entry.running.take()).await;
+                let error = "the link's worker thread ended; restarting it".to_owned();
+                tracing::error!(link = %name, "{error}");
+                entry.error = Some(error.clone());
+                entry.last_attempt = crate::clock::now();
+                self.report(LinkReport::Stopped {
+                    link: name.clone(),
+                    error: Some(error),
+                })
+                .await;
                 continue;
             }
-            // A hostname endpoint may have moved: while the link has no session, look it up
-            // again (the worker ignores an unchanged address).
-            let host_endpoint = matches!(entry.config.peer_endpoint, Endpoint::Host { .. });
-            if host_endpoint && state_of(entry) != LinkState::Up {
-                if let Some(addr) = resolve(&entry.config.peer_endpoint).await {
-                    if let Some(running) = &entry.running {
-                        send(running, Command::SetEndpoint(addr));
-                    }
-                }
+            if entry.running.is_none()
+                && crate::clock::now().saturating_duration_since(entry.last_attempt) >= RETRY_EVERY
+            {
+                self.start_if_stopped(&name).await;
             }
         }
     }
@@ -208,12 +289,23 @@ impl Tunnels {
         if entry.running.is_some() {
             return;
         }
-        entry.last_attempt = Instant::now();
+        entry.last_attempt = crate::clock::now();
         match start(&self.netlink, &entry.config, entry.counters.clone()).await {
             Ok(running) => {
                 tracing::info!(link = name, interface = %entry.config.interface, "link started");
+                let ifindex = running.ifindex;
                 entry.running = Some(running);
                 entry.error = None;
+                let _ = self
+                    .reports
+                    .send(Input::Link(LinkReport::Started {
+                        link: name.to_owned(),
+                        ifindex,
+                    }))
+                    .await;
+                let Some(entry) = self.links.get_mut(name) else {
+                    return;
+                };
                 let snapshot = uapi_snapshot(entry.shared.clone(), entry.counters.clone());
                 match uapi::serve(&self.uapi_dir, &entry.config.interface, snapshot) {
                     Ok(handle) => entry.uapi = Some(handle),
@@ -229,79 +321,36 @@ impl Tunnels {
                 if entry.error.as_deref() != Some(&msg) {
                     tracing::error!(link = name, error = %msg, "link cannot start; retrying every 10 s");
                 }
-                entry.error = Some(msg);
+                entry.error = Some(msg.clone());
+                let _ = self
+                    .reports
+                    .send(Input::Link(LinkReport::Stopped {
+                        link: name.to_owned(),
+                        error: Some(msg),
+                    }))
+                    .await;
             }
         }
     }
 
     /// Stop every link and remove its interface.
-    pub fn stop_all(&mut self) {
+    async fn stop_all(&mut self) {
         for (_, mut entry) in std::mem::take(&mut self.links) {
             entry.uapi = None;
-            stop(entry.running.take());
+            stop(entry.running.take()).await;
         }
-    }
-
-    /// The tunnel interface index of a running link.
-    /// The traffic counters of a link (present while the link is configured).
-    pub fn counters(&self, link: &str) -> Option<&Counters> {
-        self.links.get(link).map(|e| &*e.counters)
-    }
-
-    /// Each link's data plane: `None` if its worker is running and turning, or what is wrong.
-    pub fn data_plane(&self, now: Instant) -> Vec<(String, Option<String>)> {
-        self.links
-            .iter()
-            .map(|(name, e)| {
-                let problem = match &e.running {
-                    None => Some(format!(
-                        "not running: {}",
-                        e.error.as_deref().unwrap_or("not started yet")
-                    )),
-                    Some(r) if r.thread.is_finished() => Some("worker thread ended".to_owned()),
-                    Some(_) => {
-                        let idle = e.counters.since_beat(now);
-                        (idle > WORKER_STALL)
-                            .then(|| format!("worker stuck for {:.1} s", idle.as_secs_f64()))
-                    }
-                };
-                (name.clone(), problem)
-            })
-            .collect()
-    }
-
-    pub fn ifindex(&self, link: &str) -> Option<u32> {
-        self.links.get(link)?.running.as_ref().map(|r| r.ifindex)
-    }
-
-    /// The interface name behind an index, if it is one of ours.
-    pub fn interface_of(&self, ifindex: u32) -> Option<String> {
-        self.links
-            .values()
-            .find(|e| e.running.as_ref().is_some_and(|r| r.ifindex == ifindex))
-            .map(|e| e.config.interface.clone())
-    }
-
-    /// Interfaces of the running links.
-    pub fn interfaces(&self) -> Vec<String> {
-        self.links
-            .values()
-            .filter(|e| e.running.is_some())
-            .map(|e| e.config.interface.clone())
-            .collect()
-    }
-
-    pub fn status(&self) -> Vec<LinkStatus> {
-        self.links
-            .iter()
-            .map(|(name, e)| link_status(name, e))
-            .collect()
     }
 }
 
 impl Drop for Tunnels {
     fn drop(&mut self) {
-        self.stop_all();
+        for (_, mut entry) in std::mem::take(&mut self.links) {
+            entry.uapi = None;
+            if let Some(running) = entry.running.take() {
+                send(&running, Command::Stop);
+                let _ = running.thread.join();
+            }
+        }
     }
 }
 
@@ -327,7 +376,11 @@ async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyho
     };
     let udp = udp::UdpSocket::bind(link.listen, device.as_deref())
         .with_context(|| format!("binding UDP {}", link.listen))?;
-    let endpoint = resolve(&link.peer_endpoint).await;
+    // A hostname endpoint arrives later from the resolver (LinkCmd::SetEndpoint).
+    let endpoint = match link.peer_endpoint {
+        Endpoint::Addr(addr) => Some(addr),
+        Endpoint::Host { .. } => None,
+    };
     let worker = Worker::new(
         tun,
         udp,
@@ -382,84 +435,15 @@ fn send(running: &Running, cmd: Command) {
     }
 }
 
-fn stop(running: Option<Running>) {
+async fn stop(running: Option<Running>) {
     if let Some(running) = running {
         send(&running, Command::Stop);
         // The worker answers within one poll wake-up; dropping its TUN fd removes the interface.
-        if running.thread.join().is_err() {
+        // The join blocks, so it waits on the blocking pool, not on the runtime's thread.
+        let joined = tokio::task::spawn_blocking(move || running.thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("a link worker panicked");
         }
     }
 }
 
-async fn resolve(endpoint: &Endpoint) -> Option<SocketAddr> {
-    match endpoint {
-        Endpoint::Addr(addr) => Some(*addr),
-        Endpoint::Host { host, port } => {
-            let lookup = tokio::net::lookup_host((host.as_str(), *port));
-            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                Ok(Ok(mut addrs)) => addrs.next(),
-                Ok(Err(e)) => {
-                    tracing::warn!(%host, error = %e, "cannot resolve peer endpoint");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(%host, "resolving peer endpoint timed out");
-                    None
-                }
-            }
-        }
-    }
-}
-
-fn handshake_age(c: &Counters) -> Option<Duration> {
-    c.last_handshake()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-}
-
-fn state_of(e: &LinkEntry) -> LinkState {
-    if e.running.is_none() {
-        LinkState::Failed
-    } else if e.counters.expired.load(Relaxed) == 1 {
-        LinkState::Unreachable
-    } else if handshake_age(&e.counters).is_some_and(|a| a < SESSION_LIFETIME) {
-        LinkState::Up
-    } else {
-        LinkState::Handshaking
-    }
-}
-
-fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
-    let c = &e.counters;
-    let age = handshake_age(c);
-    let state = state_of(e);
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-    LinkStatus {
-        name: name.to_owned(),
-        interface: e.config.interface.clone(),
-        state,
-        error: e.error.clone(),
-        listen: e.config.listen.to_string(),
-        peer_endpoint: e.config.peer_endpoint.to_string(),
-        endpoint: c.endpoint().map(|a| a.to_string()),
-        allowed_ips: e.config.allowed_ips.iter().map(|n| n.to_string()).collect(),
-        last_handshake_seconds_ago: age.map(|a| a.as_secs()),
-        tx_bytes: load(&c.tx_bytes),
-        tx_packets: load(&c.tx_packets),
-        rx_bytes: load(&c.rx_bytes),
-        rx_packets: load(&c.rx_packets),
-        handshake_attempts: load(&c.handshake_attempts),
-        handshake_failures: load(&c.handshake_failures),
-        drops: DropReason::ALL
-            .iter()
-            .map(|r| (r.as_str().to_owned(), c.drops(*r)))
-            .collect(),
-        // Filled in from the failover engine by the daemon.
-        health: "unknown".into(),
-        own_health: "unknown".into(),
-        peer_health: None,
-        drained: false,
-        figures: None,
-        probe_drops: Default::default(),
-    }
-}

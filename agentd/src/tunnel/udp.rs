@@ -352,10 +352,10 @@ mod tests {
 
     fn recv_all(sock: &UdpSocket, batch: &mut RecvBatch, want: usize) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = crate::clock::now() + std::time::Duration::from_secs(5);
         while got.len() < want {
             assert!(
-                std::time::Instant::now() < deadline,
+                crate::clock::now() < deadline,
                 "received {} of {want}",
                 got.len()
             );

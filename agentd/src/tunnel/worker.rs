@@ -149,7 +149,7 @@ impl Worker {
             endpoint,
             max_data: usize::from(mtu) + DATA_OVERHEAD,
             counters,
-            last_expired_retry: Instant::now(),
+            last_expired_retry: crate::clock::now(),
             last_handshake_age: None,
         }
     }
@@ -158,9 +158,9 @@ impl Worker {
     pub fn run(mut self, commands: Receiver<Command>, waker: Arc<Waker>) {
         let mut bufs = Buffers::new();
         self.initiate(&mut bufs.scratch);
-        let mut next_tick = Instant::now() + TICK;
+        let mut next_tick = crate::clock::now() + TICK;
         loop {
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.counters.beat(now);
             let wait = next_tick.saturating_duration_since(now);
             let mut fds = [
@@ -191,9 +191,9 @@ impl Worker {
             if fds[0].revents != 0 {
                 self.encrypt_from_tun(&mut bufs);
             }
-            if Instant::now() >= next_tick {
+            if crate::clock::now() >= next_tick {
                 self.tick(&mut bufs.scratch);
-                next_tick = Instant::now() + TICK;
+                next_tick = crate::clock::now() + TICK;
             }
         }
     }
@@ -240,7 +240,7 @@ impl Worker {
                     );
                 }
                 if self.last_expired_retry.elapsed() >= EXPIRED_RETRY {
-                    self.last_expired_retry = Instant::now();
+                    self.last_expired_retry = crate::clock::now();
                     self.initiate(scratch);
                 }
             }

@@ -1,0 +1,34 @@
+//! What reaches the event loop from the adapters, besides peer-probe datagrams (their own
+//! channel, served first) and control commands.
+
+use isthmus_api::{ErrorBody, ReloadOutcome};
+use isthmus_config::Report;
+use tokio::sync::oneshot;
+
+use super::reload::Running;
+use crate::probe::target::ProbeResult;
+use crate::resolve::Resolved;
+use crate::routes::RoutesReport;
+use crate::tunnel::LinkReport;
+
+/// A signal, forwarded by a task in the wiring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: release the routes, stop the links, exit.
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+pub enum Input {
+    Signal(Signal),
+    Link(LinkReport),
+    Routes(RoutesReport),
+    Resolved(Resolved),
+    Target(ProbeResult),
+    /// The config file was read and checked off the loop (a reload).
+    ConfigLoaded {
+        result: Result<Running, Report>,
+        reply: Option<oneshot::Sender<Result<ReloadOutcome, ErrorBody>>>,
+    },
+}

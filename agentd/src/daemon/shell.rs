@@ -1,0 +1,741 @@
+//! The event loop and the state it owns.
+//!
+//! One task owns all state and feeds the failover engine. Its only awaits are channel receives
+//! and one timer: peer-probe datagrams (served first), adapter reports ([`Input`]), control
+//! commands, and the earliest deadline (the engine's, maintenance, the watchdog). Every turn
+//! reads the clock once and handles its input to completion with that `now`. Whatever touches
+//! the world is a message to an adapter, sent without waiting ([`Adapters`]); steps that must
+//! happen in order wait for the adapter's answer as state here (`after_routes`: move routes off
+//! a link, then stop it; start a link, then route via its interface; release the routes, then
+//! stop the links and exit).
+//!
+//! An error while handling one input is logged once and the loop goes on. The watchdog is pinged
+//! from inside the loop, so a stuck loop stops the pings and systemd restarts agentd.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use isthmus_api::{EventKind, EventRecord, LoopLag, MetricsListener, ReloadOutcome};
+use isthmus_api::{ErrorBody, RouteGroupStatus};
+use isthmus_config::{Config, Endpoint, Link, Report};
+use tokio::sync::{mpsc, watch};
+
+use super::input::{Input, Signal};
+use super::reload::Running;
+use crate::control::Command;
+use crate::events::{self, EventLog};
+use crate::failover::{self, Failover, ProbeIn};
+use crate::metrics::Metrics;
+use crate::probe::job::{Job, JobKey};
+use crate::probe::peer::ProbeTransport;
+use crate::probe::target::Outcome;
+use crate::resolve::{Lookup, Resolved};
+use crate::routes::{self, HostCheck, RouteStats, RoutesCmd, RoutesReport};
+use crate::tunnel::counters::Counters;
+use crate::tunnel::table::LinkTable;
+use crate::tunnel::{LinkCmd, LinkReport};
+use crate::view::{Rejected, TargetState, View};
+
+/// How often failed links are retried, silent hostname endpoints looked up again and probe
+/// sockets re-synced.
+pub const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for each adapter's answer before going on without it.
+pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
+/// Loop lag samples kept for `netctl status` (a sample per timer: about a minute).
+const LAG_SAMPLES: usize = 2048;
+/// A loop that serves timers later than this at p99 is reported as lagging.
+pub const LAG_BAD: Duration = Duration::from_millis(5);
+
+/// Loads the config file for a reload (on the blocking pool).
+pub type Loader = Arc<dyn Fn() -> Result<Running, Report> + Send + Sync>;
+/// Side effects of a new config outside the loop's state (socket mode, access policy, log level,
+/// metrics listener): `(old, new)`.
+pub type OnConfig = Box<dyn FnMut(&Config, &Config) + Send>;
+
+/// The loop's handles to the world. Each is a channel to an adapter task (or, for probe
+/// datagrams, a non-blocking send): nothing here ever waits.
+pub struct Adapters {
+    pub links: mpsc::UnboundedSender<LinkCmd>,
+    pub routes: mpsc::UnboundedSender<RoutesCmd>,
+    pub resolver: mpsc::UnboundedSender<Lookup>,
+    pub targets: mpsc::UnboundedSender<Vec<Job>>,
+    pub transport: Box<dyn ProbeTransport>,
+    pub loader: Loader,
+    pub on_config: OnConfig,
+    /// Whether the metrics listener listens (shown in status).
+    pub metrics_listener: watch::Receiver<MetricsListener>,
+    /// Called when agentd is ready (sd_notify READY=1 in agentd).
+    pub on_ready: Box<dyn FnMut() + Send>,
+    /// The watchdog ping interval, if systemd asked for one.
+    pub watchdog: Option<Duration>,
+}
+
+impl Adapters {
+    pub fn send_targets(&self, jobs: Vec<Job>) {
+        let _ = self.targets.send(jobs);
+    }
+}
+
+/// A step that waits for the routes adapter.
+#[derive(Debug)]
+pub enum Step {
+    /// Reconcile the links (after their routes moved away).
+    ApplyLinks(Vec<(Link, Arc<Counters>)>),
+}
+
+/// A reload waiting for the links adapter before its caller gets the outcome.
+pub struct PendingReload {
+    pub outcome: ReloadOutcome,
+    pub reply: Option<tokio::sync::oneshot::Sender<Result<ReloadOutcome, ErrorBody>>>,
+}
+
+/// Where the loop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first links and routes before READY.
+    Starting,
+    Running,
+    /// Stopping: waiting for the routes adapter to release the routes.
+    Releasing { until: Instant },
+    /// Stopping: waiting for the links adapter to stop every link.
+    StoppingLinks { until: Instant },
+    Done,
+}
+
+/// How late the loop served its timers.
+#[derive(Default)]
+struct LagWindow {
+    samples: VecDeque<f64>,
+}
+
+impl LagWindow {
+    fn push(&mut self, seconds: f64) {
+        if self.samples.len() == LAG_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(seconds);
+    }
+
+    fn summary(&self) -> Option<LoopLag> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut s: Vec<f64> = self.samples.iter().copied().collect();
+        s.sort_by(f64::total_cmp);
+        let p99 = s[(s.len() * 99 / 100).min(s.len() - 1)];
+        let max = s[s.len() - 1];
+        Some(LoopLag {
+            p99_ms: (p99 * 1e6).round() / 1e3,
+            max_ms: (max * 1e6).round() / 1e3,
+            bad: p99 > LAG_BAD.as_secs_f64(),
+        })
+    }
+}
+
+pub struct Shell {
+    pub(super) running: Running,
+    pub(super) links: LinkTable,
+    pub(super) failover: Failover,
+    events: EventLog,
+    pub(super) targets: BTreeMap<JobKey, TargetState>,
+    pub(super) metrics: Metrics,
+    route_stats: RouteStats,
+    host_warnings: Vec<String>,
+    /// The generation of the last desired routes sent, and of the last the adapter applied.
+    sent: u64,
+    applied: u64,
+    last_desired: Option<routes::Desired>,
+    /// Steps waiting for the routes of a generation to be applied, oldest first.
+    waiting: VecDeque<(u64, Step)>,
+    /// Link applies in flight, in order: `None` for the start-up one.
+    pub(super) pending_reloads: VecDeque<Option<PendingReload>>,
+    started_at: Instant,
+    pub(super) reloads_applied: u64,
+    pub(super) reloads_rejected: u64,
+    pub(super) last_rejected: Option<Rejected>,
+    lag: LagWindow,
+    next_maintain: Instant,
+    next_watchdog: Option<Instant>,
+    phase: Phase,
+    /// Whether the links adapter finished the start-up apply (READY waits for it).
+    links_started: bool,
+    pub(super) adapters: Adapters,
+    /// For adapters started from the loop (config loads on the blocking pool).
+    pub(super) inputs: mpsc::Sender<Input>,
+}
+
+/// The channels the loop serves.
+pub struct Receivers {
+    pub probes: mpsc::Receiver<ProbeIn>,
+    pub inputs: mpsc::Receiver<Input>,
+    pub commands: mpsc::Receiver<Command>,
+}
+
+impl Shell {
+    /// A shell for `running`, continuing the event log from `history`.
+    pub fn new(
+        running: Running,
+        mut metrics: Metrics,
+        history: Vec<EventRecord>,
+        event_writer: mpsc::Sender<EventRecord>,
+        adapters: Adapters,
+        inputs: mpsc::Sender<Input>,
+        now: Instant,
+    ) -> Shell {
+        let config = running.config.clone();
+        metrics.follow_config(&config);
+        Shell {
+            failover: Failover::new(&config, now),
+            events: EventLog::new(history, event_writer),
+            links: LinkTable::default(),
+            targets: BTreeMap::new(),
+            metrics,
+            route_stats: RouteStats::default(),
+            host_warnings: Vec::new(),
+            sent: 0,
+            applied: 0,
+            last_desired: None,
+            waiting: VecDeque::new(),
+            pending_reloads: VecDeque::new(),
+            started_at: now,
+            reloads_applied: 0,
+            reloads_rejected: 0,
+            last_rejected: None,
+            lag: LagWindow::default(),
+            next_maintain: now + MAINTAIN_EVERY,
+            next_watchdog: adapters.watchdog.map(|d| now + d),
+            phase: Phase::Starting,
+            links_started: false,
+            running,
+            adapters,
+            inputs,
+        }
+    }
+
+    /// Serve until stopped; the routes are released and the links stopped on the way out.
+    pub async fn run(mut self, mut rx: Receivers) {
+        let now = crate::clock::now();
+        self.start(now);
+        let mut last = now;
+        while self.phase != Phase::Done {
+            // Never spin: at least a millisecond between timer runs.
+            let deadline = self.deadline().max(last + Duration::from_millis(1));
+            tokio::select! {
+                biased;
+                Some(p) = rx.probes.recv() => {
+                    let now = crate::clock::now();
+                    last = now;
+                    self.on_probe(&p);
+                    // Take what else arrived, then act once.
+                    while let Ok(p) = rx.probes.try_recv() {
+                        self.on_probe(&p);
+                    }
+                    self.after_engine(now);
+                }
+                Some(input) = rx.inputs.recv() => {
+                    let now = crate::clock::now();
+                    last = now;
+                    self.on_input(input, now);
+                }
+                Some(command) = rx.commands.recv() => {
+                    let now = crate::clock::now();
+                    last = now;
+                    self.on_command(command, now);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = crate::clock::now();
+                    last = now;
+                    let late = now.saturating_duration_since(deadline);
+                    self.lag.push(late.as_secs_f64());
+                    self.metrics.loop_lag.observe(late.as_secs_f64());
+                    self.on_timers(now);
+                }
+                else => break,
+            }
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        let config = self.running.config.clone();
+        self.push_event(
+            events::record(
+                EventKind::Started,
+                format!("agentd {} started", env!("CARGO_PKG_VERSION")),
+            ),
+            now,
+        );
+        for w in &self.running.warnings {
+            tracing::warn!(warning = %w.message, line = w.line.unwrap_or(0), "config warning");
+        }
+        let links = self.links.follow(&config.links);
+        self.pending_reloads.push_back(None);
+        let _ = self.adapters.links.send(LinkCmd::Apply(links));
+        self.adapters
+            .send_targets(crate::probe::job::jobs(&config));
+        // The fail-closed routes go in at once, before any link runs.
+        self.reconcile_routes();
+    }
+
+    /// The earliest moment something is due (never in the past by more than a millisecond's
+    /// floor, so the loop cannot spin).
+    fn deadline(&self) -> Instant {
+        let mut d = self.next_maintain;
+        if let Some(e) = self.failover.deadline() {
+            d = d.min(e);
+        }
+        if let Some(w) = self.next_watchdog {
+            d = d.min(w);
+        }
+        match self.phase {
+            Phase::Releasing { until } | Phase::StoppingLinks { until } => d = d.min(until),
+            _ => {}
+        }
+        d
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Releasing { until } if now >= until => {
+                tracing::warn!("the routes adapter did not release the routes in time; stopping the links anyway");
+                self.stop_links(now);
+            }
+            Phase::StoppingLinks { until } if now >= until => {
+                tracing::warn!("the links adapter did not stop the links in time; exiting");
+                self.phase = Phase::Done;
+            }
+            _ => {}
+        }
+        if self.next_watchdog.is_some_and(|w| now >= w) {
+            crate::notify::watchdog();
+            self.next_watchdog = self.adapters.watchdog.map(|d| now + d);
+        }
+        if now >= self.next_maintain {
+            self.next_maintain = now + MAINTAIN_EVERY;
+            self.maintain();
+        }
+        self.failover.handle_timeout(now);
+        self.after_engine(now);
+    }
+
+    /// Every [`MAINTAIN_EVERY`]: retries and lookups that wait on nobody.
+    fn maintain(&mut self) {
+        let _ = self.adapters.links.send(LinkCmd::Maintain);
+        self.sync_transport();
+        self.resolve_silent_endpoints();
+        self.accumulate_egress();
+    }
+
+    /// Ask the resolver again for hostname endpoints of running links without a session (the
+    /// peer may have moved), one lookup per link at a time.
+    fn resolve_silent_endpoints(&mut self) {
+        let names: Vec<String> = self.links.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            let up = self.links.state(&name) == Some(isthmus_api::LinkState::Up);
+            let Some(e) = self.links.get_mut(&name) else {
+                continue;
+            };
+            let Endpoint::Host { host, port } = &e.config.peer_endpoint else {
+                continue;
+            };
+            if e.ifindex.is_none() || e.resolving || up {
+                continue;
+            }
+            e.resolving = true;
+            let _ = self.adapters.resolver.send(Lookup {
+                link: name.clone(),
+                host: host.clone(),
+                port: *port,
+            });
+        }
+    }
+
+    fn on_probe(&mut self, p: &ProbeIn) {
+        if let Some(rtt) = self.failover.handle_datagram(p) {
+            self.metrics.observe_rtt(&p.link, rtt);
+        }
+    }
+
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Signal(Signal::Stop) => {
+                tracing::info!("stop requested: releasing routes, then stopping the links");
+                self.begin_shutdown(now);
+            }
+            Input::Signal(Signal::Reload) => {
+                tracing::info!("SIGHUP: reloading the config");
+                self.start_reload(None);
+            }
+            Input::Link(report) => self.on_link(report, now),
+            Input::Routes(report) => self.on_routes(report, now),
+            Input::Resolved(r) => self.on_resolved(r),
+            Input::Target((key, outcome, at)) => self.on_target(key, outcome, at.into_std(), now),
+            Input::ConfigLoaded { result, reply } => self.finish_reload(result, reply, now),
+        }
+    }
+
+    fn on_link(&mut self, report: LinkReport, now: Instant) {
+        let changed = self.links.handle_report(&report);
+        match report {
+            LinkReport::Started { link, .. } => {
+                // A hostname endpoint: look it up now that the link can use it.
+                if let Some(e) = self.links.get_mut(&link) {
+                    e.resolving = false;
+                }
+                self.resolve_silent_endpoints();
+            }
+            LinkReport::Stopped { .. } => {}
+            LinkReport::Applied { changes } => {
+                self.reload_done(changes);
+                if !self.links_started {
+                    self.links_started = true;
+                }
+            }
+            LinkReport::AllStopped => {
+                if matches!(self.phase, Phase::StoppingLinks { .. }) {
+                    self.phase = Phase::Done;
+                }
+                return;
+            }
+        }
+        if changed {
+            self.sync_transport();
+        }
+        if changed || (self.phase == Phase::Starting && self.links_started) {
+            self.reconcile_routes();
+        }
+        let _ = now;
+    }
+
+    fn on_routes(&mut self, report: RoutesReport, now: Instant) {
+        match report {
+            RoutesReport::Applied {
+                generation,
+                stats,
+                conflicts,
+                host_warnings,
+            } => {
+                self.applied = self.applied.max(generation);
+                self.route_stats = stats;
+                self.host_warnings = host_warnings;
+                for c in conflicts {
+                    self.push_event(events::record(EventKind::RouteConflict, c), now);
+                }
+                while self
+                    .waiting
+                    .front()
+                    .is_some_and(|(g, _)| *g <= self.applied)
+                {
+                    if let Some((_, step)) = self.waiting.pop_front() {
+                        self.run_step(step);
+                    }
+                }
+                if self.phase == Phase::Starting && self.links_started && self.applied >= self.sent
+                {
+                    self.phase = Phase::Running;
+                    (self.adapters.on_ready)();
+                    tracing::info!(
+                        agent = %self.running.config.agent.name,
+                        config = %self.running.config.path.display(),
+                        fingerprint = %self.running.fingerprint,
+                        links = self.running.config.links.len(),
+                        "agentd ready"
+                    );
+                }
+            }
+            RoutesReport::Released => {
+                if matches!(self.phase, Phase::Releasing { .. }) {
+                    self.stop_links(now);
+                }
+            }
+        }
+    }
+
+    fn on_resolved(&mut self, r: Resolved) {
+        let Some(e) = self.links.get_mut(&r.link) else {
+            return;
+        };
+        e.resolving = false;
+        match r.result {
+            Ok(addr) => {
+                e.resolve_error = None;
+                let _ = self.adapters.links.send(LinkCmd::SetEndpoint {
+                    link: r.link,
+                    addr,
+                });
+            }
+            Err(error) => {
+                if e.resolve_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(link = %r.link, host = %r.host, %error, "cannot resolve the peer endpoint; retrying every 5 s");
+                }
+                e.resolve_error = Some(error);
+            }
+        }
+    }
+
+    /// A target check finished: keep the result, log a change of state.
+    fn on_target(&mut self, key: JobKey, outcome: Outcome, at: Instant, now: Instant) {
+        self.metrics.observe_target(
+            &key.probe,
+            key.link.as_deref().unwrap_or(""),
+            outcome.ok,
+            outcome.reason.as_str(),
+            outcome.duration,
+        );
+        let before = self.targets.get(&key).map(|t| t.last.ok);
+        if before != Some(outcome.ok) {
+            let word = |ok: bool| if ok { "ok" } else { "failing" }.to_owned();
+            let mut rec = events::record(
+                EventKind::ProbeChanged,
+                format!(
+                    "{} after {:.1} ms",
+                    outcome.reason.as_str(),
+                    outcome.duration.as_secs_f64() * 1e3
+                ),
+            );
+            rec.group = Some(format!("probe {key}"));
+            rec.link = key.link.clone();
+            rec.from = before.map(word);
+            rec.to = Some(word(outcome.ok));
+            tracing::info!(probe = %key, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
+            self.push_event(rec, now);
+        }
+        let entry = self.targets.entry(key).or_insert(TargetState {
+            last: outcome,
+            at,
+            successes: 0,
+            failures: 0,
+        });
+        if outcome.ok {
+            entry.successes += 1;
+        } else {
+            entry.failures += 1;
+        }
+        entry.last = outcome;
+        entry.at = at;
+    }
+
+    /// Send what the engine asks to transmit, log its events, and move routes if an active link
+    /// changed.
+    pub(super) fn after_engine(&mut self, now: Instant) {
+        while let Some(t) = self.failover.poll_transmit(now) {
+            // A link whose socket is gone simply gets no answer: lost.
+            self.adapters.transport.send(&t.link, &t.bytes);
+        }
+        let mut moved = false;
+        let wall = SystemTime::now();
+        while let Some(e) = self.failover.poll_event() {
+            self.metrics.on_event(&e, now);
+            failover::log_event(&e);
+            if matches!(e, isthmus_core::Event::ActiveLinkChanged { .. }) {
+                moved = true;
+            }
+            let (rec, at) = failover::to_record(&e, now, wall);
+            self.events.push(rec, at);
+        }
+        if moved {
+            self.reconcile_routes();
+        }
+    }
+
+    /// Each route group's active link, as the failover engine chose it (none: fail closed).
+    fn active_links(&self) -> BTreeMap<String, String> {
+        self.running
+            .config
+            .route_groups
+            .iter()
+            .filter_map(|g| self.failover.active(&g.name).map(|l| (g.name.clone(), l)))
+            .collect()
+    }
+
+    /// Send the desired routes if they changed; the generation that covers them.
+    pub(super) fn reconcile_routes(&mut self) -> u64 {
+        let config = &self.running.config;
+        let desired = routes::desired(config, &self.active_links(), |l| self.links.ifindex(l));
+        if self.last_desired.as_ref() == Some(&desired) && self.sent > 0 {
+            return self.sent;
+        }
+        self.sent += 1;
+        let host = HostCheck {
+            interfaces: self.links.interfaces(),
+            v6: config
+                .route_groups
+                .iter()
+                .any(|g| g.destinations.iter().any(|d| d.is_ipv6())),
+        };
+        let _ = self.adapters.routes.send(RoutesCmd::Apply {
+            generation: self.sent,
+            desired: desired.clone(),
+            protocol: config.routes.protocol,
+            host,
+        });
+        self.last_desired = Some(desired);
+        self.sent
+    }
+
+    /// Run `step` once the routes of `generation` are applied.
+    pub(super) fn after_routes(&mut self, generation: u64, step: Step) {
+        if generation <= self.applied && self.waiting.is_empty() {
+            self.run_step(step);
+        } else {
+            self.waiting.push_back((generation, step));
+        }
+    }
+
+    pub(super) fn run_step(&mut self, step: Step) {
+        match step {
+            Step::ApplyLinks(links) => {
+                let _ = self.adapters.links.send(LinkCmd::Apply(links));
+            }
+        }
+    }
+
+    /// Keep a probe socket on every running link; the engine gets the keys of those that have
+    /// one.
+    pub(super) fn sync_transport(&mut self) {
+        let config = self.running.config.clone();
+        let links = &self.links;
+        let ready = self.adapters.transport.sync(
+            &config.links,
+            &|l| links.ifindex(l).is_some(),
+            config.health.probe_port,
+        );
+        let ready: Vec<&Link> = config
+            .links
+            .iter()
+            .filter(|l| ready.contains(&l.name))
+            .collect();
+        self.failover.set_ready(&ready);
+    }
+
+    /// Price what the links sent since the last call (`isthmus_link_egress_cost_total`).
+    pub(super) fn accumulate_egress(&mut self) {
+        let links = &self.links;
+        self.metrics
+            .accumulate_egress(&self.running.config, |l| {
+                links.counters(l).map(|c| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    (c.tx_bytes.load(Relaxed), c.tx_packets.load(Relaxed))
+                })
+            });
+    }
+
+    pub(super) fn push_event(&mut self, rec: EventRecord, now: Instant) {
+        let _ = now;
+        self.events.push(rec, SystemTime::now());
+    }
+
+    pub(super) fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if matches!(
+            self.phase,
+            Phase::Releasing { .. } | Phase::StoppingLinks { .. } | Phase::Done
+        ) {
+            return;
+        }
+        crate::notify::stopping();
+        self.push_event(events::record(EventKind::Stopped, "agentd stopped"), now);
+        self.phase = Phase::Releasing {
+            until: now + SHUTDOWN_STEP,
+        };
+        let _ = self.adapters.routes.send(RoutesCmd::Release);
+    }
+
+    fn stop_links(&mut self, now: Instant) {
+        self.phase = Phase::StoppingLinks {
+            until: now + SHUTDOWN_STEP,
+        };
+        let _ = self.adapters.links.send(LinkCmd::StopAll);
+    }
+
+    /// One route group's status.
+    pub(super) fn group_status(&self, name: &str, now: Instant) -> Option<RouteGroupStatus> {
+        let g = self.running.config.route_group(name)?;
+        Some(RouteGroupStatus {
+            name: g.name.clone(),
+            destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
+            links: g.links.clone(),
+            active_link: self.failover.active(name),
+            pinned: self.failover.pin_of(name).map(|p| isthmus_api::Pin {
+                link: p.link,
+                reason: p.reason,
+                seconds_ago: now.saturating_duration_since(p.since).as_secs(),
+            }),
+        })
+    }
+
+    /// A snapshot for the readers off the loop.
+    pub(super) fn view(&mut self, now: Instant) -> Arc<View> {
+        self.accumulate_egress();
+        let config = self.running.config.clone();
+        let mut links = self.links.status();
+        let mut engine = BTreeMap::new();
+        for l in &mut links {
+            if let Some(v) = self.failover.link_view(&l.name) {
+                l.health = failover::api_health(v.health);
+                l.own_health = failover::api_health(v.own);
+                l.peer_health = v.peer.map(|p| failover::api_health(p.health));
+                l.drained = v.drained;
+                if v.figures.samples > 0 {
+                    l.figures = Some(failover::api_figures(&v.figures));
+                }
+                l.probe_drops = v.probe_drops.clone();
+                engine.insert(l.name.clone(), v);
+            }
+        }
+        let groups: Vec<RouteGroupStatus> = config
+            .route_groups
+            .iter()
+            .filter_map(|g| self.group_status(&g.name, now))
+            .collect();
+        let peer_pinned = groups
+            .iter()
+            .map(|g| {
+                let pinned = g
+                    .active_link
+                    .as_ref()
+                    .and_then(|l| engine.get(l))
+                    .and_then(|v: &failover::LinkView| v.peer)
+                    .is_some_and(|p| p.pinned);
+                (g.name.clone(), pinned)
+            })
+            .collect();
+        Arc::new(View {
+            now,
+            wall: SystemTime::now(),
+            config: config.clone(),
+            config_path: config.path.clone(),
+            fingerprint: self.running.fingerprint.clone(),
+            loaded_at: self.running.loaded_at,
+            config_warnings: self.running.warnings.clone(),
+            started_at: self.started_at,
+            reloads_applied: self.reloads_applied,
+            reloads_rejected: self.reloads_rejected,
+            last_rejected: self.last_rejected.clone(),
+            metrics_listener: self.adapters.metrics_listener.borrow().clone(),
+            loop_lag: self.lag.summary(),
+            event_log_dropped: self.events.dropped(),
+            links,
+            engine,
+            counters: self
+                .links
+                .iter()
+                .map(|(n, e)| (n.clone(), e.counters.clone()))
+                .collect(),
+            groups,
+            peer_pinned,
+            routes: self.route_stats.clone(),
+            host_warnings: self.host_warnings.clone(),
+            targets: self.targets.clone(),
+            data_plane: self.links.data_plane(now),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    fn on_command(&mut self, command: Command, now: Instant) {
+        super::commands::handle(self, command, now);
+    }
+}
