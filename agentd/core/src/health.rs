@@ -85,19 +85,20 @@ pub struct Damping {
     pub max_suppress: Duration,
 }
 
-/// What the peer said about this link in its latest probe.
+/// One side's view of a link, as every probe (request or reply) carries it: ours in what we
+/// send, the peer's in what we receive (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerView {
+pub struct View {
     pub health: Health,
-    /// The peer pinned a route group to this link.
+    /// The sender pinned a route group to this link.
     pub pinned: bool,
-    /// The peer drains this link.
+    /// The sender drains this link.
     pub draining: bool,
-    /// The peer's rank of this link (255: in no group).
+    /// The sender's rank of this link (255: in no group).
     pub priority: u8,
-    /// The peer's link-ranking fingerprint.
+    /// The sender's link-ranking fingerprint.
     pub fingerprint: u32,
-    /// The peer's loss of our requests, in ppm (`None`: not known yet).
+    /// The sender's loss of the other side's requests, in ppm (`None`: not known yet).
     pub rx_loss_ppm: Option<u32>,
 }
 
@@ -198,7 +199,7 @@ pub struct LinkHealth {
     penalty: f64,
     penalty_at: Instant,
     suppressed_since: Option<Instant>,
-    peer: Option<PeerView>,
+    peer: Option<View>,
     rx: RxTracker,
 }
 
@@ -252,7 +253,7 @@ impl LinkHealth {
         }
     }
 
-    pub fn peer(&self) -> Option<PeerView> {
+    pub fn peer(&self) -> Option<View> {
         self.peer
     }
 
@@ -298,6 +299,15 @@ impl LinkHealth {
         Some(seq)
     }
 
+    /// When the outstanding probe `seq` was sent (`None`: not outstanding), so that a reply's
+    /// echoed send time can be checked before it is accepted.
+    pub fn sent_at(&self, seq: u32) -> Option<Instant> {
+        self.outstanding
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, at)| *at)
+    }
+
     /// A reply to our probe `seq` arrived: its round-trip time, or `None` for a reply that
     /// matches no outstanding probe (late, duplicated or forged).
     pub fn handle_reply(&mut self, seq: u32, now: Instant) -> Option<Duration> {
@@ -333,7 +343,7 @@ impl LinkHealth {
     }
 
     /// A request from the peer with its view of this link. Returns false for a replay.
-    pub fn handle_request(&mut self, seq: u32, view: PeerView) -> bool {
+    pub fn handle_request(&mut self, seq: u32, view: View) -> bool {
         if !self.rx.accept(seq, self.timings.window) {
             return false;
         }
@@ -342,7 +352,7 @@ impl LinkHealth {
     }
 
     /// The peer's view from a reply (replies carry it too).
-    pub fn handle_peer_view(&mut self, view: PeerView) {
+    pub fn handle_peer_view(&mut self, view: View) {
         self.peer = Some(view);
     }
 
@@ -565,7 +575,7 @@ mod tests {
 
     #[test]
     fn requests_are_accepted_once_and_not_when_too_old() {
-        let view = PeerView {
+        let view = View {
             health: Health::Up,
             pinned: false,
             draining: false,
