@@ -1,6 +1,6 @@
-//! The shell around the decision core: builds the engine's config from agentd's, feeds it peer
-//! probes and timeouts, sends the probes it asks for, answers the peer's, and turns its events
-//! into log entries. Routes follow [`Failover::active`]; the daemon reconciles them whenever an
+//! The shell around the decision core: builds the engine's config from agentd's, gives it each
+//! link's probe key, feeds it peer probe datagrams and timeouts, sends the datagrams it asks
+//! for (its requests and its replies to the peer's), and turns its events into log entries. Routes follow [`Failover::active`]; the daemon reconciles them whenever an
 //! active link changes.
 
 use std::collections::BTreeMap;
@@ -11,12 +11,13 @@ use isthmus_config::{Config, FailoverOn, Profile};
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
 use isthmus_core::policy::GroupPolicy;
-use isthmus_core::{Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, Timings};
+use isthmus_core::{
+    Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, Received, Timings, View,
+};
 use tokio::sync::mpsc;
 
 use crate::events;
-use crate::probe::packet::{Kind, Reject};
-use crate::probe::peer::{PeerSockets, ProbeIn};
+use crate::probe::peer::{PeerSockets, ProbeIn, SocketChange};
 
 pub fn engine_config(config: &Config) -> EngineConfig {
     let h = &config.health;
@@ -64,8 +65,6 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 pub struct Failover {
     engine: Engine,
     sockets: PeerSockets,
-    /// Probe datagrams dropped, by link and reason.
-    drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// When each current pin was set, for status.
     pinned_at: BTreeMap<String, Instant>,
 }
@@ -75,7 +74,6 @@ impl Failover {
         Failover {
             engine: Engine::new(engine_config(config), now),
             sockets: PeerSockets::new(tx),
-            drops: BTreeMap::new(),
             pinned_at: BTreeMap::new(),
         }
     }
@@ -86,58 +84,36 @@ impl Failover {
             .retain(|g, _| self.engine.pin_of(g).is_some());
     }
 
-    /// Keep a probe socket on every running link.
+    /// Keep a probe socket on every running link; the engine gets the key of each.
     pub fn sync_sockets(&mut self, config: &Config, running: impl Fn(&str) -> bool) {
-        self.sockets
+        let changes = self
+            .sockets
             .sync(&config.links, running, config.health.probe_port);
-    }
-
-    fn count(&mut self, link: &str, reason: &'static str) {
-        *self
-            .drops
-            .entry(link.to_owned())
-            .or_default()
-            .entry(reason)
-            .or_default() += 1;
-    }
-
-    /// Handle a peer probe; for an answered probe of ours, the link and the round-trip time.
-    pub fn on_probe(&mut self, p: ProbeIn) -> Option<(String, std::time::Duration)> {
-        let probe = match p.probe {
-            Ok(probe) => probe,
-            Err(reject) => {
-                tracing::trace!(link = %p.link, reason = reject.as_str(), "probe dropped");
-                self.count(&p.link, reject_label(reject));
-                return None;
+        for change in changes {
+            match change {
+                SocketChange::Opened(link, key) => self.engine.set_key(&link, Some(Box::new(key))),
+                SocketChange::Closed(link) => self.engine.set_key(&link, None),
             }
-        };
-        match probe.kind {
-            Kind::Request => {
-                if !self
-                    .engine
-                    .handle_request(&p.link, probe.seq, probe.view, p.at)
-                {
-                    self.count(&p.link, "replayed");
-                    return None;
-                }
-                if let Some(view) = self.engine.own_view(&p.link) {
-                    // The reply echoes the request's seq and send time.
-                    self.sockets
-                        .send(&p.link, Kind::Reply, probe.seq, p.at, &view);
-                }
+        }
+    }
+
+    /// Handle a peer probe datagram; for an answered probe of ours, the link and the
+    /// round-trip time. The reply to a request leaves at once.
+    pub fn on_probe(&mut self, p: ProbeIn) -> Option<(String, std::time::Duration)> {
+        if !p.from_peer {
+            tracing::trace!(link = %p.link, reason = "forged", "probe dropped");
+            self.engine.handle_forged(&p.link);
+            return None;
+        }
+        match self.engine.handle_datagram(&p.link, &p.bytes, p.at) {
+            Received::Request => {
+                self.transmit(p.at);
                 None
             }
-            Kind::Reply => {
-                match self
-                    .engine
-                    .handle_reply(&p.link, probe.seq, probe.view, p.at)
-                {
-                    Some(rtt) => Some((p.link, rtt)),
-                    None => {
-                        self.count(&p.link, "replayed");
-                        None
-                    }
-                }
+            Received::Reply { rtt } => Some((p.link, rtt)),
+            Received::Dropped(reason) => {
+                tracing::trace!(link = %p.link, reason = reason.as_str(), "probe dropped");
+                None
             }
         }
     }
@@ -146,12 +122,17 @@ impl Failover {
         self.engine.handle_timeout(now);
     }
 
+    /// Send what the engine has to send. A link without a socket (not running yet) has no key
+    /// in the engine, which sends nothing on it: its requests go unanswered, lost.
+    fn transmit(&mut self, now: Instant) {
+        while let Some(t) = self.engine.poll_transmit(now) {
+            self.sockets.send(&t.link, &t.bytes);
+        }
+    }
+
     /// Send the probes that are due and return the engine's events.
     pub fn flush(&mut self, now: Instant) -> Vec<Event> {
-        while let Some((link, seq, view)) = self.engine.poll_probe(now) {
-            // A link without a socket (not running yet) simply gets no answer: lost.
-            self.sockets.send(&link, Kind::Request, seq, now, &view);
-        }
+        self.transmit(now);
         let mut out = Vec::new();
         while let Some(e) = self.engine.poll_event() {
             out.push(e);
@@ -199,22 +180,21 @@ impl Failover {
         self.engine.health(link)
     }
 
-    pub fn report(&self, link: &str) -> Option<(Health, Option<isthmus_core::PeerView>, Figures)> {
+    pub fn report(&self, link: &str) -> Option<(Health, Option<View>, Figures)> {
         self.engine
             .link_report(link)
-            .map(|(own, peer, figures, _)| (own, peer, figures))
+            .map(|r| (r.own, r.peer, r.figures))
     }
 
+    /// Probe datagrams dropped on a link, by reason (only reasons that happened, as before).
     pub fn probe_drops(&self, link: &str) -> BTreeMap<String, u64> {
-        self.drops
-            .get(link)
-            .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
-            .unwrap_or_default()
+        self.engine
+            .probe_drops(link)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| (reason.as_str().to_owned(), n))
+            .collect()
     }
-}
-
-fn reject_label(r: Reject) -> &'static str {
-    r.as_str()
 }
 
 pub fn api_figures(f: &Figures) -> ApiFigures {

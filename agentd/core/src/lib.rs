@@ -24,5 +24,5 @@ pub use engine::{
     Transmit,
 };
 pub use health::{Figures, Health, View};
-pub use wire::{Authenticator, ProbeDrop};
 pub use profile::Timings;
+pub use wire::{Authenticator, ProbeDrop};

@@ -1,8 +1,9 @@
 //! Peer probe sockets: one UDP socket per running link, bound to the link's inner address,
 //! `[health].probe_port` and the link's TUN interface, so that probes leave and arrive only
-//! through that link's tunnel (docs/protocol.md). A task per socket receives, authenticates
-//! and timestamps datagrams and hands them to the event loop, which feeds the engine and
-//! answers requests.
+//! through that link's tunnel (docs/protocol.md). A task per socket receives and timestamps
+//! datagrams and hands the raw bytes to the event loop, which feeds them to the engine; the
+//! engine decodes, authenticates and answers (the protocol is the core's). Each socket's key
+//! goes to the engine when the socket opens.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,24 +11,34 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use isthmus_config::Link;
-use isthmus_core::engine::OwnView;
+use isthmus_core::wire::MAX_LEN;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::packet::{self, Key, Kind, Probe, Reject};
+use super::key::Key;
 
 /// A datagram that arrived on a link's probe socket.
 pub struct ProbeIn {
     pub link: String,
-    pub probe: Result<Probe, Reject>,
+    pub bytes: Vec<u8>,
+    /// When it arrived, as early as the task could tell: the end of a round trip.
     pub at: Instant,
+    /// It came from the peer's tunnel address (anything else is a forgery attempt).
+    pub from_peer: bool,
+}
+
+/// A change of a link's probe socket, for the engine's keys.
+pub enum SocketChange {
+    /// A socket opened (or reopened with other settings): the key of its probes.
+    Opened(String, Key),
+    /// The link's socket closed.
+    Closed(String),
 }
 
 struct LinkSocket {
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
-    key: Arc<Key>,
     /// What the socket was built from, to notice changes on reload.
     built_from: (IpAddr, IpAddr, u16, String, [u8; 32], [u8; 32]),
     task: JoinHandle<()>,
@@ -43,8 +54,6 @@ pub struct PeerSockets {
     sockets: BTreeMap<String, LinkSocket>,
     errors: BTreeMap<String, String>,
     tx: mpsc::Sender<ProbeIn>,
-    /// Origin of the `sent_us` timestamps.
-    epoch: Instant,
 }
 
 impl PeerSockets {
@@ -53,15 +62,26 @@ impl PeerSockets {
             sockets: BTreeMap::new(),
             errors: BTreeMap::new(),
             tx,
-            epoch: Instant::now(),
         }
     }
 
     /// Open sockets for running links that have none (or whose settings changed), close those
-    /// of links that are gone or stopped. Cheap when nothing changed.
-    pub fn sync(&mut self, links: &[Link], running: impl Fn(&str) -> bool, port: u16) {
-        self.sockets
-            .retain(|name, _| links.iter().any(|l| &l.name == name) && running(name));
+    /// of links that are gone or stopped. Cheap when nothing changed. Returns what changed, for
+    /// the engine's keys.
+    pub fn sync(
+        &mut self,
+        links: &[Link],
+        running: impl Fn(&str) -> bool,
+        port: u16,
+    ) -> Vec<SocketChange> {
+        let mut changes = Vec::new();
+        self.sockets.retain(|name, _| {
+            let keep = links.iter().any(|l| &l.name == name) && running(name);
+            if !keep {
+                changes.push(SocketChange::Closed(name.clone()));
+            }
+            keep
+        });
         for link in links {
             if !running(&link.name) {
                 continue;
@@ -84,11 +104,15 @@ impl PeerSockets {
             {
                 continue;
             }
-            self.sockets.remove(&link.name);
+            if self.sockets.remove(&link.name).is_some() {
+                changes.push(SocketChange::Closed(link.name.clone()));
+            }
             match self.open(link, local, port, built_from) {
                 Ok(s) => {
                     self.errors.remove(&link.name);
                     self.sockets.insert(link.name.clone(), s);
+                    let key = Key::derive(link.private_key.expose(), &link.peer_public_key.0);
+                    changes.push(SocketChange::Opened(link.name.clone(), key));
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -99,6 +123,7 @@ impl PeerSockets {
                 }
             }
         }
+        changes
     }
 
     fn open(
@@ -120,50 +145,34 @@ impl PeerSockets {
         s.bind(&addr.into())
             .with_context(|| format!("binding the probe socket to {addr}"))?;
         let socket = Arc::new(UdpSocket::from_std(s.into())?);
-        let key = Arc::new(Key::derive(
-            link.private_key.expose(),
-            &link.peer_public_key.0,
-        ));
         let peer = SocketAddr::new(link.peer_address, port);
         let task = tokio::spawn(receive(
             link.name.clone(),
             socket.clone(),
-            key.clone(),
             peer.ip(),
             self.tx.clone(),
         ));
         Ok(LinkSocket {
             socket,
             peer,
-            key,
             built_from,
             task,
         })
     }
 
-    /// Microseconds since this process's probe epoch, for `sent_us`.
-    pub fn micros(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_micros() as u64
-    }
-
-    /// Send a probe on `link`. False if the link has no socket or the kernel refused it.
-    pub fn send(&self, link: &str, kind: Kind, seq: u32, at: Instant, view: &OwnView) -> bool {
+    /// Send a datagram to the peer on `link`. False if the link has no socket or the kernel
+    /// refused it (a probe that is not sent is a probe lost, which is what the engine assumes).
+    pub fn send(&self, link: &str, bytes: &[u8]) -> bool {
         let Some(s) = self.sockets.get(link) else {
             return false;
         };
-        let bytes = packet::encode(&s.key, kind, seq, self.micros(at), view);
-        s.socket.try_send_to(&bytes, s.peer).is_ok()
+        s.socket.try_send_to(bytes, s.peer).is_ok()
     }
 }
 
-async fn receive(
-    link: String,
-    socket: Arc<UdpSocket>,
-    key: Arc<Key>,
-    peer: IpAddr,
-    tx: mpsc::Sender<ProbeIn>,
-) {
-    let mut buf = [0u8; 256];
+async fn receive(link: String, socket: Arc<UdpSocket>, peer: IpAddr, tx: mpsc::Sender<ProbeIn>) {
+    // Large enough for any datagram, padded path-MTU probes (9000 bytes and more) included.
+    let mut buf = vec![0u8; MAX_LEN];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -174,17 +183,20 @@ async fn receive(
             }
         };
         let at = Instant::now();
-        // Only the peer's tunnel address may speak here; anything else is a forgery attempt.
-        let probe = if from.ip() != peer {
-            Err(Reject::Forged)
+        // Only the peer's tunnel address may speak here; the engine counts anything else as
+        // forged without reading it.
+        let from_peer = from.ip() == peer;
+        let bytes = if from_peer {
+            buf[..n].to_vec()
         } else {
-            packet::decode(&key, &buf[..n])
+            Vec::new()
         };
         if tx
             .send(ProbeIn {
                 link: link.clone(),
-                probe,
+                bytes,
                 at,
+                from_peer,
             })
             .await
             .is_err()
