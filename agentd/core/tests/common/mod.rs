@@ -133,6 +133,8 @@ pub struct Net {
     pub answered: [[std::collections::BTreeSet<u32>; 2]; 2],
     /// Called after every processed input, with the net (for invariants).
     pub check: Option<Check>,
+    /// Every datagram sent: (time since t0, side, version, kind).
+    pub traffic: Vec<(Duration, usize, u8, Kind)>,
 }
 
 impl Net {
@@ -151,6 +153,7 @@ impl Net {
             sent: Default::default(),
             answered: Default::default(),
             check: None,
+            traffic: Vec::new(),
         }
     }
 
@@ -195,6 +198,8 @@ impl Net {
                 let li = Self::link_index(&t.link);
                 // The harness reads its own traffic to know which probes were lost.
                 if let Ok(p) = wire::decode(&KEY, &t.bytes) {
+                    let at = self.now.saturating_duration_since(self.t0);
+                    self.traffic.push((at, side, p.version, p.kind));
                     if p.kind == Kind::Request {
                         self.sent[side][li].push((self.now, p.seq));
                     }
