@@ -199,13 +199,16 @@ impl OldPeer {
     }
 }
 
+/// A datagram in flight: (arrival, order, to side, link, bytes).
+type InFlight = Reverse<(Instant, u64, usize, usize, Vec<u8>)>;
+
 /// A new engine (side 0) and an old peer (side 1) on a simulated clock, 2 ms apart.
 struct Mixed {
     t0: Instant,
     now: Instant,
     new: Engine,
     old: OldPeer,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize, usize, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     n: u64,
     cut: [bool; 2],
     /// Versions of what the new engine sent.
