@@ -3,7 +3,7 @@
 //! log lines and event-log entries ([`to_record`], [`log_event`]). Routes follow
 //! [`Failover::active`]; the loop reconciles them whenever an active link changes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
@@ -11,10 +11,13 @@ use isthmus_config::{Config, FailoverOn, Link, Profile};
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
 use isthmus_core::policy::GroupPolicy;
-use isthmus_core::{Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, Timings};
+pub use isthmus_core::Transmit;
+use isthmus_core::{
+    Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, ProbeDrop, Received, Timings,
+};
 
 use crate::events;
-use crate::probe::packet::{self, Key, Kind};
+use crate::probe::key::Key;
 pub fn engine_config(config: &Config) -> EngineConfig {
     let h = &config.health;
     EngineConfig {
@@ -70,19 +73,14 @@ pub struct ProbeIn {
     pub from_peer: bool,
 }
 
-/// Bytes for the transport to send on a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub link: String,
-    pub bytes: Vec<u8>,
-}
-
 /// What the engine says about one link, for status and metrics.
 #[derive(Debug, Clone)]
 pub struct LinkView {
     pub health: Health,
     pub own: Health,
-    pub peer: Option<isthmus_core::PeerView>,
+    pub peer: Option<isthmus_core::View>,
+    /// The probe protocol version the peer speaks (0: not heard yet).
+    pub peer_version: u8,
     pub figures: Figures,
     pub drained: bool,
     pub probe_drops: BTreeMap<String, u64>,
@@ -98,26 +96,19 @@ pub struct PinView {
 
 pub struct Failover {
     engine: Engine,
-    /// The probe key of each link that has a probe socket.
-    keys: BTreeMap<String, Key>,
-    /// Replies waiting for [`Failover::poll_transmit`].
-    replies: VecDeque<Transmit>,
-    /// Origin of the `sent_us` timestamps.
-    epoch: Instant,
-    /// Probe datagrams dropped, by link and reason.
-    drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// What each link's key was derived from, to give the engine a new key only on change.
+    keyed: BTreeMap<String, ([u8; 32], [u8; 32])>,
     /// When each current pin was set, for status.
     pinned_at: BTreeMap<String, Instant>,
 }
 
 impl Failover {
-    pub fn new(config: &Config, now: Instant) -> Failover {
+    pub fn new(config: &Config, now: Instant, wall: SystemTime) -> Failover {
+        let mut engine = Engine::new(engine_config(config), now);
+        engine.start_seqs_at(first_seq(wall));
         Failover {
-            engine: Engine::new(engine_config(config), now),
-            keys: BTreeMap::new(),
-            replies: VecDeque::new(),
-            epoch: now,
-            drops: BTreeMap::new(),
+            engine,
+            keyed: BTreeMap::new(),
             pinned_at: BTreeMap::new(),
         }
     }
@@ -131,73 +122,39 @@ impl Failover {
     /// The links that have a probe socket now: they get a key, the others lose theirs (their
     /// probes are still scheduled, and lost).
     pub fn set_ready(&mut self, links: &[&Link]) {
-        self.keys
-            .retain(|name, _| links.iter().any(|l| &l.name == name));
-        for l in links {
-            self.keys.insert(
-                l.name.clone(),
-                Key::derive(l.private_key.expose(), &l.peer_public_key.0),
-            );
+        let gone: Vec<String> = self
+            .keyed
+            .keys()
+            .filter(|name| !links.iter().any(|l| &l.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.keyed.remove(&name);
+            self.engine.set_key(&name, None);
         }
-    }
-
-    fn count(&mut self, link: &str, reason: &'static str) {
-        *self
-            .drops
-            .entry(link.to_owned())
-            .or_default()
-            .entry(reason)
-            .or_default() += 1;
-    }
-
-    fn micros(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_micros() as u64
+        for l in links {
+            let from = (*l.private_key.expose(), l.peer_public_key.0);
+            if self.keyed.get(&l.name) == Some(&from) {
+                continue;
+            }
+            let key = Key::derive(&from.0, &from.1);
+            self.engine.set_key(&l.name, Some(Box::new(key)));
+            self.keyed.insert(l.name.clone(), from);
+        }
     }
 
     /// Handle a probe datagram; for an answered probe of ours, its round-trip time.
     pub fn handle_datagram(&mut self, p: &ProbeIn) -> Option<Duration> {
         if !p.from_peer {
-            self.count(&p.link, "forged");
+            self.engine.handle_forged(&p.link);
             return None;
         }
-        let Some(key) = self.keys.get(&p.link) else {
-            return None;
-        };
-        let probe = match packet::decode(key, &p.bytes) {
-            Ok(probe) => probe,
-            Err(reject) => {
-                tracing::trace!(link = %p.link, reason = reject.as_str(), "probe dropped");
-                self.count(&p.link, reject.as_str());
-                return None;
-            }
-        };
-        match probe.kind {
-            Kind::Request => {
-                if !self
-                    .engine
-                    .handle_request(&p.link, probe.seq, probe.view, p.at)
-                {
-                    self.count(&p.link, "replayed");
-                    return None;
-                }
-                if let (Some(view), Some(key)) = (self.engine.own_view(&p.link), self.keys.get(&p.link)) {
-                    // The reply echoes the request's seq and send time.
-                    let bytes = packet::encode(key, Kind::Reply, probe.seq, probe.sent_us, &view);
-                    self.replies.push_back(Transmit {
-                        link: p.link.clone(),
-                        bytes: bytes.to_vec(),
-                    });
-                }
+        match self.engine.handle_datagram(&p.link, &p.bytes, p.at) {
+            Received::Reply { rtt } => Some(rtt),
+            Received::Request => None,
+            Received::Dropped(reason) => {
+                tracing::trace!(link = %p.link, reason = reason.as_str(), "probe dropped");
                 None
-            }
-            Kind::Reply => {
-                let rtt = self
-                    .engine
-                    .handle_reply(&p.link, probe.seq, probe.view, p.at);
-                if rtt.is_none() {
-                    self.count(&p.link, "replayed");
-                }
-                rtt
             }
         }
     }
@@ -206,22 +163,9 @@ impl Failover {
         self.engine.handle_timeout(now);
     }
 
-    /// The next datagram to send: queued replies, then requests that are due. Call until
-    /// `None`. A link without a probe socket gets no datagram: its probe is lost.
+    /// The next datagram to send: replies, then requests that are due. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if let Some(t) = self.replies.pop_front() {
-            return Some(t);
-        }
-        while let Some((link, seq, view)) = self.engine.poll_probe(now) {
-            if let Some(key) = self.keys.get(&link) {
-                let bytes = packet::encode(key, Kind::Request, seq, self.micros(now), &view);
-                return Some(Transmit {
-                    link,
-                    bytes: bytes.to_vec(),
-                });
-            }
-        }
-        None
+        self.engine.poll_transmit(now)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -266,27 +210,39 @@ impl Failover {
     /// What the engine says about `link`.
     pub fn link_view(&self, link: &str) -> Option<LinkView> {
         let health = self.engine.health(link)?;
-        let (own, peer, figures, _) = self.engine.link_report(link)?;
+        let r = self.engine.link_report(link)?;
         let drained =
-            self.engine.drained().any(|l| l == link) || peer.is_some_and(|p| p.draining);
-        let mut probe_drops: BTreeMap<String, u64> = ["malformed", "version", "forged", "replayed"]
-            .iter()
-            .map(|r| ((*r).to_owned(), 0))
+            self.engine.drained().any(|l| l == link) || r.peer.is_some_and(|p| p.draining);
+        // Every reason from 0, so that `increase()` sees the first drop too.
+        let probe_drops = self
+            .engine
+            .probe_drops(link)
+            .into_iter()
+            .map(|(reason, n): (ProbeDrop, u64)| (reason.as_str().to_owned(), n))
             .collect();
-        if let Some(d) = self.drops.get(link) {
-            for (r, n) in d {
-                probe_drops.insert((*r).to_owned(), *n);
-            }
-        }
         Some(LinkView {
             health,
-            own,
-            peer,
-            figures,
+            own: r.own,
+            peer: r.peer,
+            peer_version: r.peer_version,
+            figures: r.figures,
             drained,
             probe_drops,
         })
     }
+}
+
+/// Where a start numbers its probes: hundredths of a second of wall-clock time, modulo 2^32.
+/// Probes go out at most every 25 ms, so the numbers of one run never catch up with the clock,
+/// and a restarted gateway starts above what its peer last saw (the peer drops requests below
+/// that as replays). They wrap every 497 days, which the serial-number comparison takes.
+fn first_seq(wall: SystemTime) -> u32 {
+    let centis = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        / 10;
+    centis as u32
 }
 
 /// The API's health for the core's.

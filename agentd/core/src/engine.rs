@@ -1,15 +1,63 @@
 //! The engine: every link's health and every route group's active link, with pins and drains
-//! (local and the peer's). Inputs are `handle_*` with `now`; outputs are probes to send
-//! ([`Engine::poll_probe`]), events ([`Engine::poll_event`]), the next deadline
-//! ([`Engine::poll_timeout`]) and the active links ([`Engine::active`]). Decision code iterates
-//! `BTreeMap`s, so equal inputs give equal outputs.
+//! (local and the peer's), and the whole peer probe protocol on each link (docs/protocol.md).
+//! Inputs are `handle_*` with `now` (datagrams with their arrival time); outputs are datagrams
+//! to send ([`Engine::poll_transmit`]: due requests and replies to the peer's), events
+//! ([`Engine::poll_event`]), the next deadline ([`Engine::poll_timeout`]) and the active links
+//! ([`Engine::active`]). The shell only moves bytes and owns the keys ([`Authenticator`]).
+//! Decision code iterates `BTreeMap`s, so equal inputs give equal outputs.
+//!
+//! Version negotiation: requests go out in version 1, with the capability bit, until the peer
+//! is known to speak version 2 (a version-2 packet or the bit); then in version 2. A version-1
+//! packet without the bit (a peer rolled back to an older agentd) returns to version 1. Every
+//! request is answered in its own version, so an older peer always understands the reply.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::health::{Damping, Figures, Health, LinkHealth, PeerView, Thresholds};
+use crate::health::{Damping, Figures, Health, LinkHealth, Thresholds, View};
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
 use crate::profile::Timings;
+use crate::wire::{self, Authenticator, Kind, Packet, ProbeDrop, Tail};
+
+/// A datagram to send to the peer on a link's probe socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub link: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What a received datagram was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A request of the peer's, accepted; its reply is queued for [`Engine::poll_transmit`].
+    Request,
+    /// A reply to one of our requests, with its round-trip time.
+    Reply { rtt: Duration },
+    /// Dropped, and counted in [`Engine::probe_drops`].
+    Dropped(ProbeDrop),
+}
+
+/// Everything known about one link, for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkReport {
+    /// This side's own view of the link's health.
+    pub own: Health,
+    /// The peer's latest view, once a probe of its arrived.
+    pub peer: Option<View>,
+    pub figures: Figures,
+    /// The flap-damping penalty.
+    pub penalty: f64,
+    /// The highest probe version the peer is known to speak (0: nothing heard yet).
+    pub peer_version: u8,
+}
+
+/// The protocol state of a link: its key, what the peer speaks, what was dropped.
+#[derive(Default)]
+struct Wire {
+    key: Option<Box<dyn Authenticator>>,
+    peer_version: u8,
+    drops: BTreeMap<ProbeDrop, u64>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkConfig {
@@ -92,17 +140,6 @@ pub enum Event {
     },
 }
 
-/// What our probes on a link say about it (the fields of docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OwnView {
-    pub health: Health,
-    pub pinned: bool,
-    pub draining: bool,
-    pub priority: u8,
-    pub fingerprint: u32,
-    pub rx_loss_ppm: Option<u32>,
-}
-
 struct Pin {
     link: String,
     reason: String,
@@ -121,6 +158,13 @@ pub struct Engine {
     fingerprint: u32,
     /// How long a group settles after start-up or a first usable link (see `GroupState`).
     settle: std::time::Duration,
+    /// Origin of the `sent_us` timestamps: the engine's creation.
+    epoch: Instant,
+    wires: BTreeMap<String, Wire>,
+    /// Replies waiting for [`Engine::poll_transmit`].
+    replies: VecDeque<Transmit>,
+    /// The first sequence number of new links' probes.
+    first_seq: u32,
 }
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
@@ -152,9 +196,24 @@ impl Engine {
             events: VecDeque::new(),
             fingerprint: 0,
             settle: config.timings.detection_bound() + config.timings.interval * 2,
+            epoch: now,
+            wires: BTreeMap::new(),
+            replies: VecDeque::new(),
+            first_seq: 1,
         };
         e.update_config(config, now);
         e
+    }
+
+    /// Number probes from `seq` on, on every link. The peer drops a request whose number is not
+    /// above the last it saw (replay protection), so a restarted gateway must not start again
+    /// from 1: the shell passes a number that grows with wall-clock time faster than probes are
+    /// sent (see `docs/protocol.md`).
+    pub fn start_seqs_at(&mut self, seq: u32) {
+        self.first_seq = seq.max(1);
+        for l in self.links.values_mut() {
+            l.start_seq_at(self.first_seq);
+        }
     }
 
     /// Apply a new config; links and groups that stay keep their state.
@@ -162,12 +221,19 @@ impl Engine {
         let names: BTreeSet<&str> = config.links.iter().map(|l| l.name.as_str()).collect();
         self.links.retain(|n, _| names.contains(n.as_str()));
         self.reported.retain(|n, _| names.contains(n.as_str()));
+        self.wires.retain(|n, _| names.contains(n.as_str()));
+        self.replies.retain(|t| names.contains(t.link.as_str()));
         for l in &config.links {
+            self.wires.entry(l.name.clone()).or_default();
             let (t, th, d) = (config.timings, config.thresholds, config.damping);
             self.links
                 .entry(l.name.clone())
                 .and_modify(|h| h.set_parameters(t, th, d))
-                .or_insert_with(|| LinkHealth::new(t, th, d, now));
+                .or_insert_with(|| {
+                    let mut h = LinkHealth::new(t, th, d, now);
+                    h.start_seq_at(self.first_seq);
+                    h
+                });
         }
         let groups: BTreeSet<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
         self.groups.retain(|n, _| groups.contains(n.as_str()));
@@ -187,20 +253,58 @@ impl Engine {
         self.decide(now);
     }
 
-    /// The next probe to send, if one is due: (link, seq, what to say). Call until `None`.
-    pub fn poll_probe(&mut self, now: Instant) -> Option<(String, u32, OwnView)> {
-        let due = self
-            .links
-            .iter_mut()
-            .find_map(|(name, l)| l.poll_probe(now).map(|seq| (name.clone(), seq)))?;
-        let view = self.own_view(&due.0)?;
-        Some((due.0, due.1, view))
+    /// The key of a link's probes; `None` while it has no socket: requests are still
+    /// scheduled (and count as lost, unanswered) but nothing is transmitted. A new key is a new
+    /// peer as far as versions go: negotiation starts again. Ignored for a link not in the
+    /// config (set keys after [`Engine::update_config`]).
+    pub fn set_key(&mut self, link: &str, key: Option<Box<dyn Authenticator>>) {
+        if let Some(w) = self.wires.get_mut(link) {
+            if key.is_some() {
+                w.peer_version = 0;
+            }
+            w.key = key;
+        }
+    }
+
+    /// The next datagram to send: queued replies first, then due requests. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.replies.pop_front() {
+            return Some(t);
+        }
+        loop {
+            // Each turn takes one due probe, so this ends.
+            let (link, seq) = self
+                .links
+                .iter_mut()
+                .find_map(|(name, l)| l.poll_probe(now).map(|seq| (name.clone(), seq)))?;
+            let (Some(view), Some(w)) = (self.own_view(&link), self.wires.get(&link)) else {
+                continue;
+            };
+            let Some(key) = w.key.as_deref() else {
+                continue;
+            };
+            let packet = Packet {
+                version: if w.peer_version >= wire::V2 {
+                    wire::V2
+                } else {
+                    wire::V1
+                },
+                kind: Kind::Request,
+                seq,
+                sent_us: micros(self.epoch, now),
+                view,
+                speaks_v2: true,
+                tail: Tail::default(),
+            };
+            let bytes = wire::encode(key, &packet);
+            return Some(Transmit { link, bytes });
+        }
     }
 
     /// What our probes (requests and replies) on `link` carry.
-    pub fn own_view(&self, link: &str) -> Option<OwnView> {
+    fn own_view(&self, link: &str) -> Option<View> {
         let l = self.links.get(link)?;
-        Some(OwnView {
+        Some(View {
             health: l.own(),
             pinned: self.pins.values().any(|p| p.link == link),
             draining: self.drains.contains(link),
@@ -218,37 +322,119 @@ impl Engine {
             .map_or(255, |p| p.min(254) as u8)
     }
 
-    /// A reply to our probe: its round-trip time, or `None` if it matches no outstanding probe
-    /// (dropped).
-    pub fn handle_reply(
-        &mut self,
-        link: &str,
-        seq: u32,
-        view: PeerView,
-        now: Instant,
-    ) -> Option<Duration> {
-        let l = self.links.get_mut(link)?;
-        let rtt = l.handle_reply(seq, now)?;
-        l.handle_peer_view(view);
-        self.check_ranking(link, view, now);
-        self.decide(now);
-        Some(rtt)
-    }
-
-    /// A request from the peer. Returns false if it is a replay (dropped, not answered).
-    pub fn handle_request(&mut self, link: &str, seq: u32, view: PeerView, now: Instant) -> bool {
-        let Some(l) = self.links.get_mut(link) else {
-            return false;
+    /// A datagram from the peer's address on `link`'s probe socket, with its arrival time
+    /// (the end of a round trip: the shell timestamps it as early as it can). A request is
+    /// answered through [`Engine::poll_transmit`]. A datagram on a link not in the config is
+    /// dropped uncounted.
+    pub fn handle_datagram(&mut self, link: &str, bytes: &[u8], at: Instant) -> Received {
+        let Some(w) = self.wires.get_mut(link) else {
+            return Received::Dropped(ProbeDrop::Malformed);
         };
-        if !l.handle_request(seq, view) {
-            return false;
+        let decoded = match w.key.as_deref() {
+            Some(key) => wire::decode(key, bytes),
+            // No key, no way to tell the peer from anybody else.
+            None => Err(ProbeDrop::Forged),
+        };
+        let p = match decoded {
+            Ok(p) => p,
+            Err(drop) => return self.dropped(link, drop),
+        };
+        let Some(l) = self.links.get_mut(link) else {
+            return Received::Dropped(ProbeDrop::Malformed);
+        };
+        let received = match p.kind {
+            Kind::Request => {
+                if !l.handle_request(p.seq, p.view) {
+                    return self.dropped(link, ProbeDrop::Replayed);
+                }
+                Received::Request
+            }
+            Kind::Reply => {
+                // A version-2 reply echoes our send time, so it must match too. Version-1
+                // peers of agentd 0.1.0 put their own arrival time there: seq only.
+                let sent = l.sent_at(p.seq);
+                let matches = sent.is_some_and(|sent| {
+                    p.version < wire::V2 || p.sent_us == micros(self.epoch, sent)
+                });
+                let rtt = if matches {
+                    l.handle_reply(p.seq, at)
+                } else {
+                    None
+                };
+                let Some(rtt) = rtt else {
+                    return self.dropped(link, ProbeDrop::Replayed);
+                };
+                l.handle_peer_view(p.view);
+                Received::Reply { rtt }
+            }
+        };
+        // Only accepted packets teach what the peer speaks: a replayed old one must not.
+        if let Some(w) = self.wires.get_mut(link) {
+            w.peer_version = if p.speaks_v2 { wire::V2 } else { wire::V1 };
         }
-        self.check_ranking(link, view, now);
-        self.decide(now);
-        true
+        self.check_ranking(link, p.view, at);
+        self.decide(at);
+        if p.kind == Kind::Request {
+            self.queue_reply(link, &p, bytes.len());
+        }
+        received
     }
 
-    fn check_ranking(&mut self, link: &str, view: PeerView, now: Instant) {
+    /// The reply to an accepted request, in the request's version, with the view as it is
+    /// after the request, echoing its seq and send time.
+    fn queue_reply(&mut self, link: &str, request: &Packet, size: usize) {
+        let (Some(view), Some(key)) = (
+            self.own_view(link),
+            self.wires.get(link).and_then(|w| w.key.as_deref()),
+        ) else {
+            return;
+        };
+        let reply = Packet {
+            version: request.version,
+            kind: Kind::Reply,
+            seq: request.seq,
+            sent_us: request.sent_us,
+            view,
+            speaks_v2: true,
+            tail: Tail {
+                // A padded request is a path-MTU probe: say which size arrived.
+                confirms_size: request
+                    .tail
+                    .pad_to
+                    .map(|_| u16::try_from(size).unwrap_or(u16::MAX)),
+                ..Tail::default()
+            },
+        };
+        let bytes = wire::encode(key, &reply);
+        self.replies.push_back(Transmit {
+            link: link.to_owned(),
+            bytes,
+        });
+    }
+
+    /// The shell saw a datagram on `link`'s probe socket from an address other than the
+    /// peer's: counted as forged, not decoded.
+    pub fn handle_forged(&mut self, link: &str) {
+        self.dropped(link, ProbeDrop::Forged);
+    }
+
+    fn dropped(&mut self, link: &str, drop: ProbeDrop) -> Received {
+        if let Some(w) = self.wires.get_mut(link) {
+            *w.drops.entry(drop).or_default() += 1;
+        }
+        Received::Dropped(drop)
+    }
+
+    /// Datagrams dropped on `link`, by reason, every reason present (from 0).
+    pub fn probe_drops(&self, link: &str) -> BTreeMap<ProbeDrop, u64> {
+        let drops = self.wires.get(link).map(|w| &w.drops);
+        ProbeDrop::ALL
+            .iter()
+            .map(|d| (*d, drops.and_then(|m| m.get(d)).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn check_ranking(&mut self, link: &str, view: View, now: Instant) {
         let ours = self.priority(link);
         if view.priority != ours || view.fingerprint != self.fingerprint {
             if self.mismatches.insert(link.to_owned()) {
@@ -438,9 +624,20 @@ impl Engine {
         self.links.get(link).map(|l| self.effective(l))
     }
 
-    /// (own view, peer's view, figures, damping penalty) of a link.
-    pub fn link_report(&self, link: &str) -> Option<(Health, Option<PeerView>, Figures, f64)> {
+    /// Own view, the peer's view and version, figures and damping penalty of a link.
+    pub fn link_report(&self, link: &str) -> Option<LinkReport> {
         let l = self.links.get(link)?;
-        Some((l.own(), l.peer(), l.figures(), l.penalty()))
+        Some(LinkReport {
+            own: l.own(),
+            peer: l.peer(),
+            figures: l.figures(),
+            penalty: l.penalty(),
+            peer_version: self.wires.get(link).map_or(0, |w| w.peer_version),
+        })
     }
+}
+
+/// Microseconds from `epoch` to `at`, for `sent_us`.
+fn micros(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
 }

@@ -85,19 +85,20 @@ pub struct Damping {
     pub max_suppress: Duration,
 }
 
-/// What the peer said about this link in its latest probe.
+/// One side's view of a link, as every probe (request or reply) carries it: ours in what we
+/// send, the peer's in what we receive (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerView {
+pub struct View {
     pub health: Health,
-    /// The peer pinned a route group to this link.
+    /// The sender pinned a route group to this link.
     pub pinned: bool,
-    /// The peer drains this link.
+    /// The sender drains this link.
     pub draining: bool,
-    /// The peer's rank of this link (255: in no group).
+    /// The sender's rank of this link (255: in no group).
     pub priority: u8,
-    /// The peer's link-ranking fingerprint.
+    /// The sender's link-ranking fingerprint.
     pub fingerprint: u32,
-    /// The peer's loss of our requests, in ppm (`None`: not known yet).
+    /// The sender's loss of the other side's requests, in ppm (`None`: not known yet).
     pub rx_loss_ppm: Option<u32>,
 }
 
@@ -137,21 +138,22 @@ struct RxTracker {
 }
 
 impl RxTracker {
-    /// Accept `seq` unless it is a replay or older than the 64 last.
+    /// Accept `seq` unless it is a replay or older than the 64 last. Sequence numbers compare
+    /// in serial-number arithmetic (RFC 1982), so the wrap at 2^32 is just the next number.
     fn accept(&mut self, seq: u32, window: usize) -> bool {
         match self.highest {
             None => {
                 self.highest = Some(seq);
                 self.bitmap = 1;
             }
-            Some(h) if seq > h => {
-                let shift = seq - h;
+            Some(h) if (seq.wrapping_sub(h) as i32) > 0 => {
+                let shift = seq.wrapping_sub(h);
                 self.bitmap = if shift >= 64 { 0 } else { self.bitmap << shift };
                 self.bitmap |= 1;
                 self.highest = Some(seq);
             }
             Some(h) => {
-                let back = h - seq;
+                let back = h.wrapping_sub(seq);
                 if back >= 64 || self.bitmap & (1 << back) != 0 {
                     return false;
                 }
@@ -167,8 +169,9 @@ impl RxTracker {
 
     /// Loss of the peer's requests over the window, once a few have arrived.
     fn loss(&self) -> Option<f64> {
-        let (h, oldest) = (self.highest?, *self.seen.iter().min()?);
-        let expected = f64::from(h - oldest + 1);
+        let h = self.highest?;
+        let span = self.seen.iter().map(|s| h.wrapping_sub(*s)).max()?;
+        let expected = f64::from(span) + 1.0;
         if self.seen.len() < 10 {
             return None;
         }
@@ -198,7 +201,7 @@ pub struct LinkHealth {
     penalty: f64,
     penalty_at: Instant,
     suppressed_since: Option<Instant>,
-    peer: Option<PeerView>,
+    peer: Option<View>,
     rx: RxTracker,
 }
 
@@ -224,6 +227,11 @@ impl LinkHealth {
             peer: None,
             rx: RxTracker::default(),
         }
+    }
+
+    /// Number this link's probes from `seq` on (see [`crate::Engine::start_seqs_at`]).
+    pub fn start_seq_at(&mut self, seq: u32) {
+        self.next_seq = seq.max(1);
     }
 
     pub fn set_parameters(&mut self, timings: Timings, thresholds: Thresholds, damping: Damping) {
@@ -252,7 +260,7 @@ impl LinkHealth {
         }
     }
 
-    pub fn peer(&self) -> Option<PeerView> {
+    pub fn peer(&self) -> Option<View> {
         self.peer
     }
 
@@ -298,6 +306,15 @@ impl LinkHealth {
         Some(seq)
     }
 
+    /// When the outstanding probe `seq` was sent (`None`: not outstanding), so that a reply's
+    /// echoed send time can be checked before it is accepted.
+    pub fn sent_at(&self, seq: u32) -> Option<Instant> {
+        self.outstanding
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, at)| *at)
+    }
+
     /// A reply to our probe `seq` arrived: its round-trip time, or `None` for a reply that
     /// matches no outstanding probe (late, duplicated or forged).
     pub fn handle_reply(&mut self, seq: u32, now: Instant) -> Option<Duration> {
@@ -333,7 +350,7 @@ impl LinkHealth {
     }
 
     /// A request from the peer with its view of this link. Returns false for a replay.
-    pub fn handle_request(&mut self, seq: u32, view: PeerView) -> bool {
+    pub fn handle_request(&mut self, seq: u32, view: View) -> bool {
         if !self.rx.accept(seq, self.timings.window) {
             return false;
         }
@@ -342,7 +359,7 @@ impl LinkHealth {
     }
 
     /// The peer's view from a reply (replies carry it too).
-    pub fn handle_peer_view(&mut self, view: PeerView) {
+    pub fn handle_peer_view(&mut self, view: View) {
         self.peer = Some(view);
     }
 
@@ -565,7 +582,7 @@ mod tests {
 
     #[test]
     fn requests_are_accepted_once_and_not_when_too_old() {
-        let view = PeerView {
+        let view = View {
             health: Health::Up,
             pinned: false,
             draining: false,

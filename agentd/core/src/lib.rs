@@ -1,20 +1,28 @@
 //! The decision core of agentd: it turns peer-probe results into link health and link health
 //! into each route group's active link. It never reads a clock, never sleeps and does no I/O:
 //! the shell feeds it timestamped inputs (`handle_*`, with `now`) and carries out what it asks
-//! for (`poll_probe`, `poll_event`, `poll_timeout`, `active`). That is what makes the failover
-//! logic testable with a simulated clock through millions of probes.
+//! for (`poll_transmit`, `poll_event`, `poll_timeout`, `active`). It owns the whole peer probe
+//! protocol, wire format included; the shell moves datagrams and holds the keys. That is what
+//! makes the failover logic testable with a simulated clock through millions of probes, and
+//! the protocol testable against older versions of itself.
 //!
 //! - [`profile`]: probe timings and why they meet the detection budget and the false-failover
 //!   rate;
 //! - [`health`]: one link's probe schedule, loss/RTT/jitter windows, health state and damping;
 //! - [`policy`]: one route group's choice of active link;
-//! - [`engine`]: both together, with pins, drains and the peer's views.
+//! - [`wire`]: the probe packets of every protocol version, authenticated by the shell's key;
+//! - [`engine`]: all of it together, with pins, drains, the peer's views and versions.
 
 pub mod engine;
 pub mod health;
 pub mod policy;
 pub mod profile;
+pub mod wire;
 
-pub use engine::{Engine, EngineConfig, Event, GroupConfig, LinkConfig, SwitchReason};
-pub use health::{Figures, Health, PeerView};
+pub use engine::{
+    Engine, EngineConfig, Event, GroupConfig, LinkConfig, LinkReport, Received, SwitchReason,
+    Transmit,
+};
+pub use health::{Figures, Health, View};
 pub use profile::Timings;
+pub use wire::{Authenticator, ProbeDrop};

@@ -59,7 +59,7 @@ proptest! {
             for side in 0..2 {
                 let e = &net.sides[side];
                 let Some(active) = e.active("g") else { continue };
-                if p.borrow()[side] || LINKS.iter().any(|l| e.link_report(l).and_then(|r| r.1).is_some_and(|pv| pv.pinned)) {
+                if p.borrow()[side] || LINKS.iter().any(|l| e.link_report(l).and_then(|r| r.peer).is_some_and(|pv| pv.pinned)) {
                     continue;
                 }
                 let active_ok = usable(e.health(active));

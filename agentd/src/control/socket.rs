@@ -131,10 +131,6 @@ fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
 }
 
 impl BoundSocket {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Apply mode and group (group `None`: leave it as created).
     pub fn set_access(&mut self, mode: u32, gid: Option<u32>) -> Result<(), SocketError> {
         let err = |source| SocketError::Permissions {

@@ -186,7 +186,7 @@ impl Shell {
         let config = running.config.clone();
         metrics.follow_config(&config);
         Shell {
-            failover: Failover::new(&config, now),
+            failover: Failover::new(&config, now, SystemTime::now()),
             events: EventLog::new(history, event_writer),
             links: LinkTable::default(),
             targets: BTreeMap::new(),
@@ -678,6 +678,7 @@ impl Shell {
                 l.health = failover::api_health(v.health);
                 l.own_health = failover::api_health(v.own);
                 l.peer_health = v.peer.map(|p| failover::api_health(p.health));
+                l.peer_protocol = (v.peer_version > 0).then_some(v.peer_version);
                 l.drained = v.drained;
                 if v.figures.samples > 0 {
                     l.figures = Some(failover::api_figures(&v.figures));

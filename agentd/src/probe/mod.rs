@@ -1,8 +1,8 @@
-//! Probes: peer probes through each link's tunnel ([`peer`], wire format in [`packet`]) feed
-//! the failover engine; target checks of services behind the tunnels ([`target`]) run on a
-//! schedule.
+//! Probes: peer probes through each link's tunnel ([`peer`]; their key in [`key`], their wire
+//! format and protocol in the core) feed the failover engine; target checks of services behind
+//! the tunnels ([`target`]) run on a schedule.
 
 pub mod job;
-pub mod packet;
+pub mod key;
 pub mod peer;
 pub mod target;

@@ -1,0 +1,272 @@
+//! The peer probe wire format (docs/protocol.md), every version of it: bytes in, [`Packet`]
+//! out, and back. The core stays free of dependencies, so the cryptography is the shell's: it
+//! hands in an [`Authenticator`] (HMAC-SHA256 keyed by the two gateways' WireGuard keys in
+//! agentd) and this module decides what the tag covers and compares tags in constant time.
+//!
+//! - **Version 1** is the 64-byte packet of agentd 0.1.0: a 32-byte header, 16 reserved
+//!   bytes, a 16-byte tag over bytes 0..48. Version-1 receivers ignore bytes 25..28 and 32..48
+//!   (the tag covers them), so byte 25 carries capability bits a released agentd never looks
+//!   at: bit 0 says "I also speak version 2".
+//! - **Version 2** keeps the same 32-byte header and follows it with an extensible tail of
+//!   TLVs (type: 1 byte, length: 2 bytes, value) and the 16-byte tag over everything before
+//!   it. Unknown types are skipped, so coming features travel without a new version; the
+//!   smallest packet is 48 bytes. A padding TLV makes a datagram as large as a path-MTU probe
+//!   needs, and a reply says which size it confirms.
+//!
+//! The version byte is inside what the tag covers, so one key serves every version: a packet
+//! cannot be replayed as another version without breaking its tag.
+
+use crate::health::{Health, View};
+
+/// The first four bytes of every probe.
+pub const MAGIC: [u8; 4] = *b"ISTH";
+/// Versions this module reads and writes.
+pub const V1: u8 = 1;
+pub const V2: u8 = 2;
+/// The size of every version-1 packet.
+pub const V1_LEN: usize = 64;
+/// The header both versions share.
+pub const HEADER_LEN: usize = 32;
+/// The truncated tag at the end of every packet.
+pub const TAG_LEN: usize = 16;
+/// The smallest version-2 packet: a header, no TLV, a tag.
+pub const V2_MIN_LEN: usize = HEADER_LEN + TAG_LEN;
+/// The largest datagram (the UDP length field); the largest padded probe.
+pub const MAX_LEN: usize = 65_535;
+/// Capability bit (byte 25): the sender speaks version 2.
+pub const CAP_V2: u8 = 1;
+/// A TLV's type and length.
+const TLV_HEADER: usize = 3;
+
+/// Version-2 TLV type codes (the registry of docs/protocol.md). Codes not listed here are
+/// skipped on receipt; 0x80..=0xFE are free for experiments, never assigned.
+pub mod tlv {
+    /// Padding: a value of any length, ignored, that makes the datagram as large as a path-MTU
+    /// probe needs. A request that carries it asks for [`CONFIRMS_SIZE`] in the reply.
+    pub const PAD: u8 = 0x01;
+    /// In a reply: the size in bytes of the request datagram it answers (2 bytes, big-endian),
+    /// so that the requester knows which probe size crossed the path.
+    pub const CONFIRMS_SIZE: u8 = 0x02;
+    /// Reserved: per-link results of service checks.
+    pub const SERVICE_CHECKS: u8 = 0x03;
+    /// Reserved: a failover drill in progress.
+    pub const DRILL: u8 = 0x04;
+    /// Reserved: the sender's HA role and the revision of its lease.
+    pub const HA_ROLE: u8 = 0x05;
+    /// Reserved, never sent (a zeroed tail must not look like a meaningful TLV).
+    pub const RESERVED_ZERO: u8 = 0x00;
+    /// Reserved for a future extended-type scheme.
+    pub const RESERVED_FF: u8 = 0xFF;
+}
+
+/// Computes the tag of a packet; the shell implements it with its key. The core compares the
+/// result in constant time.
+pub trait Authenticator: Send {
+    /// The tag of `data`: HMAC-SHA256 truncated to 16 bytes in agentd.
+    fn tag(&self, data: &[u8]) -> [u8; 16];
+}
+
+/// Why a datagram on the probe port was dropped (a counter label each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeDrop {
+    /// Wrong size, magic, kind or TLV layout.
+    Malformed,
+    /// A version this side does not speak.
+    Version,
+    /// A tag that does not verify, or a datagram from another address than the peer's.
+    Forged,
+    /// A request already seen (or older than the last 64), or a reply to no outstanding request.
+    Replayed,
+}
+
+impl ProbeDrop {
+    pub const ALL: [ProbeDrop; 4] = [
+        ProbeDrop::Malformed,
+        ProbeDrop::Version,
+        ProbeDrop::Forged,
+        ProbeDrop::Replayed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeDrop::Malformed => "malformed",
+            ProbeDrop::Version => "version",
+            ProbeDrop::Forged => "forged",
+            ProbeDrop::Replayed => "replayed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request = 1,
+    Reply = 2,
+}
+
+/// A TLV this module has no field for: skipped on receipt, but kept so that callers (and
+/// tests) can see and send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlv {
+    pub code: u8,
+    pub value: Vec<u8>,
+}
+
+/// The version-2 tail. Empty by default, which keeps datagrams at 48 bytes; version 1 has no
+/// tail (encoding ignores it, decoding leaves it empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// Sending: pad the datagram to this many bytes (nothing if it is already as large).
+    /// Received: the datagram's size, when it carried padding.
+    pub pad_to: Option<u16>,
+    /// The size of the request datagram a reply confirms ([`tlv::CONFIRMS_SIZE`]).
+    pub confirms_size: Option<u16>,
+    /// Other TLVs, in order (unknown ones on receipt).
+    pub other: Vec<Tlv>,
+}
+
+/// One probe, decoded or to encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub version: u8,
+    pub kind: Kind,
+    /// Request: the sender's sequence number; reply: the request's.
+    pub seq: u32,
+    /// Request: the sender's send time in µs; reply: the request's, echoed.
+    pub sent_us: u64,
+    /// The sender's view of the link.
+    pub view: View,
+    /// The sender speaks version 2 (a version-2 packet always does).
+    pub speaks_v2: bool,
+    pub tail: Tail,
+}
+
+/// The bytes of `p` in its version (`V1` unless `p.version` is `V2`), tag included. TLVs that
+/// would push the datagram past [`MAX_LEN`] are left out.
+pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
+    let v2 = p.version >= V2;
+    let mut b = Vec::with_capacity(if v2 { V2_MIN_LEN } else { V1_LEN });
+    b.extend_from_slice(&MAGIC);
+    b.push(if v2 { V2 } else { V1 });
+    b.push(p.kind as u8);
+    b.push(u8::from(p.view.pinned) | (u8::from(p.view.draining) << 1));
+    b.push(p.view.health.code());
+    b.extend_from_slice(&p.seq.to_be_bytes());
+    b.extend_from_slice(&p.sent_us.to_be_bytes());
+    b.extend_from_slice(&p.view.rx_loss_ppm.unwrap_or(u32::MAX).to_be_bytes());
+    b.push(p.view.priority);
+    b.push(if v2 || p.speaks_v2 { CAP_V2 } else { 0 });
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&p.view.fingerprint.to_be_bytes());
+    if v2 {
+        let put = |b: &mut Vec<u8>, code: u8, value: &[u8]| {
+            if b.len() + TLV_HEADER + value.len() + TAG_LEN <= MAX_LEN {
+                b.push(code);
+                // Fits: the whole datagram is at most MAX_LEN bytes.
+                b.extend_from_slice(&(value.len() as u16).to_be_bytes());
+                b.extend_from_slice(value);
+            }
+        };
+        if let Some(size) = p.tail.confirms_size {
+            put(&mut b, tlv::CONFIRMS_SIZE, &size.to_be_bytes());
+        }
+        for t in &p.tail.other {
+            put(&mut b, t.code, &t.value);
+        }
+        // Padding last: it fills up to the requested size whatever came before.
+        if let Some(target) = p.tail.pad_to {
+            let without = b.len() + TLV_HEADER + TAG_LEN;
+            if usize::from(target) >= without {
+                put(&mut b, tlv::PAD, &vec![0; usize::from(target) - without]);
+            }
+        }
+    } else {
+        b.resize(V1_LEN - TAG_LEN, 0);
+    }
+    let tag = auth.tag(&b);
+    b.extend_from_slice(&tag);
+    b
+}
+
+/// A received datagram, checked in this order: size and magic, version, tag, then contents
+/// (nothing is parsed before the tag verifies).
+pub fn decode(auth: &dyn Authenticator, b: &[u8]) -> Result<Packet, ProbeDrop> {
+    if b.len() < 5 || b.len() > MAX_LEN || b[0..4] != MAGIC {
+        return Err(ProbeDrop::Malformed);
+    }
+    let version = b[4];
+    match version {
+        V1 if b.len() != V1_LEN => return Err(ProbeDrop::Malformed),
+        V2 if b.len() < V2_MIN_LEN => return Err(ProbeDrop::Malformed),
+        V1 | V2 => {}
+        _ => return Err(ProbeDrop::Version),
+    }
+    let (covered, tag) = b.split_at(b.len() - TAG_LEN);
+    let expected = auth.tag(covered);
+    let diff = expected
+        .iter()
+        .zip(tag)
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    if diff != 0 {
+        return Err(ProbeDrop::Forged);
+    }
+    let kind = match b[5] {
+        1 => Kind::Request,
+        2 => Kind::Reply,
+        _ => return Err(ProbeDrop::Malformed),
+    };
+    let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&b[12..20]);
+    let ppm = word(20);
+    let tail = if version == V2 {
+        parse_tail(&covered[HEADER_LEN..], b.len())?
+    } else {
+        Tail::default()
+    };
+    Ok(Packet {
+        version,
+        kind,
+        seq: word(8),
+        sent_us: u64::from_be_bytes(sent),
+        view: View {
+            health: Health::from_code(b[7]),
+            pinned: b[6] & 1 != 0,
+            draining: b[6] & 2 != 0,
+            priority: b[24],
+            fingerprint: word(28),
+            rx_loss_ppm: (ppm != u32::MAX).then_some(ppm),
+        },
+        speaks_v2: version == V2 || b[25] & CAP_V2 != 0,
+        tail,
+    })
+}
+
+/// The TLVs between the header and the tag. A TLV that overruns the tail, or a known one too
+/// short for its fields, is malformed; a known one longer than its fields is read and the rest
+/// ignored, so that a field can grow without a new code.
+fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
+    let mut tail = Tail::default();
+    while !rest.is_empty() {
+        let [code, hi, lo, ..] = *rest else {
+            return Err(ProbeDrop::Malformed);
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        let value = rest
+            .get(TLV_HEADER..TLV_HEADER + len)
+            .ok_or(ProbeDrop::Malformed)?;
+        rest = &rest[TLV_HEADER + len..];
+        match code {
+            // At most MAX_LEN, checked by the caller.
+            tlv::PAD => tail.pad_to = Some(datagram as u16),
+            tlv::CONFIRMS_SIZE => match *value {
+                [hi, lo, ..] => tail.confirms_size = Some(u16::from_be_bytes([hi, lo])),
+                _ => return Err(ProbeDrop::Malformed),
+            },
+            _ => tail.other.push(Tlv {
+                code,
+                value: value.to_vec(),
+            }),
+        }
+    }
+    Ok(tail)
+}

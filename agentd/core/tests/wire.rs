@@ -1,0 +1,359 @@
+//! The probe wire format on its own and through an engine: layouts and sizes, the tag over
+//! every byte, the extensible version-2 tail (unknown TLVs skipped, padding, size
+//! confirmation), the echo of `sent_us`, and decoding that never panics on anything.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{config, ms, TestAuth, KEY, LINKS};
+use isthmus_core::wire::{self, tlv, Kind, Packet, Tail, Tlv};
+use isthmus_core::{Engine, Health, ProbeDrop, Received, Timings, View};
+use proptest::prelude::*;
+
+fn view() -> View {
+    View {
+        health: Health::Up,
+        pinned: false,
+        draining: true,
+        priority: 3,
+        fingerprint: 0x0bad_f00d,
+        rx_loss_ppm: None,
+    }
+}
+
+fn packet(version: u8, kind: Kind) -> Packet {
+    Packet {
+        version,
+        kind,
+        seq: 7,
+        sent_us: 1_000_042,
+        view: view(),
+        speaks_v2: true,
+        tail: Tail::default(),
+    }
+}
+
+/// A version-2 packet with every kind of TLV, tag computed over whatever `tail` holds.
+fn raw_v2(auth: &TestAuth, kind: u8, tail: &[u8]) -> Vec<u8> {
+    let mut b = wire::encode(auth, &packet(wire::V2, Kind::Request));
+    b.truncate(wire::HEADER_LEN);
+    b[5] = kind;
+    b.extend_from_slice(tail);
+    let tag = isthmus_core::Authenticator::tag(auth, &b);
+    b.extend_from_slice(&tag);
+    b
+}
+
+fn engines() -> (Engine, Engine, Instant) {
+    let t0 = Instant::now();
+    let c = config(Timings::DEFAULT, &LINKS, common::secs(30));
+    (
+        common::keyed(Engine::new(c.clone(), t0)),
+        common::keyed(Engine::new(c, t0)),
+        t0,
+    )
+}
+
+#[test]
+fn a_default_packet_is_64_bytes_in_v1_and_48_in_v2_and_round_trips() {
+    for (version, len) in [(wire::V1, 64), (wire::V2, 48)] {
+        for kind in [Kind::Request, Kind::Reply] {
+            let bytes = wire::encode(&KEY, &packet(version, kind));
+            assert_eq!(bytes.len(), len);
+            assert_eq!(wire::decode(&KEY, &bytes), Ok(packet(version, kind)));
+        }
+    }
+}
+
+#[test]
+fn v1_packets_carry_the_v2_capability_where_agentd_0_1_0_does_not_look() {
+    let mut p = packet(wire::V1, Kind::Request);
+    let with = wire::encode(&KEY, &p);
+    p.speaks_v2 = false;
+    let without = wire::encode(&KEY, &p);
+    let differ: Vec<usize> = (0..64).filter(|&i| with[i] != without[i]).collect();
+    // Byte 25 and the tag, nothing a version-1 decoder reads.
+    assert_eq!(differ[0], 25);
+    assert!(differ[1..].iter().all(|&i| i >= 48), "{differ:?}");
+    assert_eq!(wire::decode(&KEY, &without), Ok(p));
+}
+
+#[test]
+fn every_flipped_bit_of_a_v2_packet_is_rejected() {
+    let mut p = packet(wire::V2, Kind::Reply);
+    p.tail = Tail {
+        pad_to: Some(120),
+        confirms_size: Some(9000),
+        other: vec![Tlv {
+            code: 0x42,
+            value: vec![1, 2, 3],
+        }],
+    };
+    let bytes = wire::encode(&KEY, &p);
+    assert_eq!(bytes.len(), 120);
+    assert_eq!(wire::decode(&KEY, &bytes), Ok(p));
+    for i in 0..bytes.len() * 8 {
+        let mut m = bytes.clone();
+        m[i / 8] ^= 1 << (i % 8);
+        assert!(wire::decode(&KEY, &m).is_err(), "bit {i} accepted");
+    }
+}
+
+#[test]
+fn another_key_is_forged_and_an_unknown_version_is_counted_as_such() {
+    let bytes = wire::encode(&KEY, &packet(wire::V2, Kind::Request));
+    assert_eq!(wire::decode(&TestAuth(1), &bytes), Err(ProbeDrop::Forged));
+    let mut v3 = bytes.clone();
+    v3[4] = 3;
+    assert_eq!(wire::decode(&KEY, &v3), Err(ProbeDrop::Version));
+    let v1 = wire::encode(&KEY, &packet(wire::V1, Kind::Request));
+    assert_eq!(wire::decode(&KEY, &v1[..63]), Err(ProbeDrop::Malformed));
+    assert_eq!(wire::decode(&KEY, &bytes[..47]), Err(ProbeDrop::Malformed));
+    assert_eq!(wire::decode(&KEY, b"ISTX\x02"), Err(ProbeDrop::Malformed));
+}
+
+#[test]
+fn unknown_tlvs_are_skipped_and_known_ones_still_read() {
+    let tail = [
+        0x42,
+        0,
+        2,
+        0xAA,
+        0xBB, // unknown
+        tlv::HA_ROLE,
+        0,
+        0, // reserved, not read yet
+        tlv::CONFIRMS_SIZE,
+        0,
+        3,
+        0x23,
+        0x28,
+        0xFF, // grown by a byte: the rest is ignored
+        0x90,
+        0,
+        0, // experimental, empty
+    ];
+    let p = wire::decode(&KEY, &raw_v2(&KEY, 1, &tail)).expect("accepted");
+    assert_eq!(p.tail.confirms_size, Some(9000));
+    let codes: Vec<u8> = p.tail.other.iter().map(|t| t.code).collect();
+    assert_eq!(codes, [0x42, tlv::HA_ROLE, 0x90]);
+    assert_eq!(p.view, view());
+
+    // A TLV that overruns the tail, or a known one too short, is malformed.
+    for bad in [
+        &[0x42, 0, 9, 1][..],
+        &[tlv::CONFIRMS_SIZE, 0, 1, 5],
+        &[0x42, 0],
+    ] {
+        assert_eq!(
+            wire::decode(&KEY, &raw_v2(&KEY, 1, bad)),
+            Err(ProbeDrop::Malformed),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn an_engine_answers_a_request_with_unknown_tlvs() {
+    let (_, mut b, t0) = engines();
+    let tail = [0x77, 0, 4, 1, 2, 3, 4];
+    let request = raw_v2(&KEY, 1, &tail);
+    assert_eq!(
+        b.handle_datagram("ic", &request, t0 + ms(1)),
+        Received::Request
+    );
+    let reply = b.poll_transmit(t0 + ms(1)).expect("a reply");
+    let p = wire::decode(&KEY, &reply.bytes).expect("valid");
+    assert_eq!((p.version, p.kind, p.seq), (wire::V2, Kind::Reply, 7));
+}
+
+#[test]
+fn a_padded_probe_of_9000_bytes_is_confirmed_by_a_small_reply() {
+    let (_, mut b, t0) = engines();
+    let mut p = packet(wire::V2, Kind::Request);
+    p.tail.pad_to = Some(9000);
+    let request = wire::encode(&KEY, &p);
+    assert_eq!(request.len(), 9000);
+    assert_eq!(
+        wire::decode(&KEY, &request).map(|p| p.tail.pad_to),
+        Ok(Some(9000))
+    );
+    assert_eq!(
+        b.handle_datagram("ic", &request, t0 + ms(1)),
+        Received::Request
+    );
+    let reply = b.poll_transmit(t0 + ms(1)).expect("a reply");
+    assert!(reply.bytes.len() < 64, "{} bytes", reply.bytes.len());
+    let r = wire::decode(&KEY, &reply.bytes).expect("valid");
+    assert_eq!(r.tail.confirms_size, Some(9000));
+    assert_eq!(r.tail.pad_to, None);
+}
+
+#[test]
+fn padding_stops_at_the_largest_datagram() {
+    let mut p = packet(wire::V2, Kind::Request);
+    p.tail.pad_to = Some(u16::MAX);
+    let bytes = wire::encode(&KEY, &p);
+    assert_eq!(bytes.len(), wire::MAX_LEN);
+    assert!(wire::decode(&KEY, &bytes).is_ok());
+}
+
+#[test]
+fn replies_echo_the_requests_sent_us_in_both_versions() {
+    for version in [wire::V1, wire::V2] {
+        let (_, mut b, t0) = engines();
+        let mut p = packet(version, Kind::Request);
+        p.sent_us = 123_456_789;
+        let request = wire::encode(&KEY, &p);
+        assert_eq!(
+            b.handle_datagram("inet", &request, t0 + ms(40)),
+            Received::Request
+        );
+        let reply = b.poll_transmit(t0 + ms(40)).expect("a reply");
+        assert_eq!(reply.link, "inet");
+        let r = wire::decode(&KEY, &reply.bytes).expect("valid");
+        assert_eq!(r.version, version, "answered in the request's version");
+        assert_eq!((r.kind, r.seq, r.sent_us), (Kind::Reply, 7, 123_456_789));
+        assert!(r.speaks_v2);
+    }
+}
+
+#[test]
+fn a_v2_reply_must_echo_the_send_time_of_its_request() {
+    let (mut a, mut b, t0) = engines();
+    // Make `a` know that `b` speaks v2, then take its next request on `ic`.
+    for t in [t0, t0 + ms(1)] {
+        while let Some(x) = a.poll_transmit(t) {
+            b.handle_datagram(&x.link, &x.bytes, t);
+        }
+        while let Some(x) = b.poll_transmit(t) {
+            a.handle_datagram(&x.link, &x.bytes, t);
+        }
+    }
+    assert_eq!(a.link_report("ic").map(|r| r.peer_version), Some(2));
+    let t = t0 + ms(200);
+    let request = std::iter::from_fn(|| a.poll_transmit(t))
+        .find(|x| x.link == "ic")
+        .expect("a request on ic");
+    let req = wire::decode(&KEY, &request.bytes).expect("valid");
+    assert_eq!(req.version, wire::V2);
+    let mut reply = packet(wire::V2, Kind::Reply);
+    reply.seq = req.seq;
+    reply.sent_us = req.sent_us + 1;
+    let before = a.probe_drops("ic")[&ProbeDrop::Replayed];
+    let got = a.handle_datagram("ic", &wire::encode(&KEY, &reply), t + ms(2));
+    assert_eq!(got, Received::Dropped(ProbeDrop::Replayed));
+    assert_eq!(a.probe_drops("ic")[&ProbeDrop::Replayed], before + 1);
+    reply.sent_us = req.sent_us;
+    let got = a.handle_datagram("ic", &wire::encode(&KEY, &reply), t + ms(2));
+    assert_eq!(got, Received::Reply { rtt: ms(2) });
+}
+
+#[test]
+fn drops_are_counted_by_reason_every_reason_present() {
+    let (_, mut b, t0) = engines();
+    assert_eq!(
+        b.probe_drops("ic").keys().copied().collect::<Vec<_>>(),
+        ProbeDrop::ALL
+    );
+    let request = wire::encode(&KEY, &packet(wire::V2, Kind::Request));
+    b.handle_datagram("ic", &request, t0);
+    b.handle_datagram("ic", &request, t0);
+    b.handle_datagram("ic", b"garbage", t0);
+    b.handle_datagram(
+        "ic",
+        &wire::encode(&TestAuth(5), &packet(2, Kind::Request)),
+        t0,
+    );
+    b.handle_forged("ic");
+    let drops = b.probe_drops("ic");
+    let counts: Vec<(&str, u64)> = drops.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+    assert_eq!(
+        counts,
+        [
+            ("malformed", 1),
+            ("version", 0),
+            ("forged", 2),
+            ("replayed", 1)
+        ]
+    );
+    // Without a key nothing can be told from a forgery.
+    b.set_key("inet", None);
+    assert_eq!(
+        b.handle_datagram("inet", &request, t0),
+        Received::Dropped(ProbeDrop::Forged)
+    );
+    assert!(
+        std::iter::from_fn(|| b.poll_transmit(t0)).all(|t| t.link != "inet"),
+        "nothing is sent on a link without a key"
+    );
+}
+
+#[test]
+fn a_link_without_a_key_schedules_requests_but_sends_nothing() {
+    let (mut a, _, t0) = engines();
+    a.set_key("inet", None);
+    let sent: Vec<String> = std::iter::from_fn(|| a.poll_transmit(t0))
+        .map(|t| t.link)
+        .collect();
+    assert_eq!(sent, ["ic"]);
+    // The unsent request is outstanding and expires as lost.
+    for step in 1..=30 {
+        let t = t0 + ms(100 * step);
+        a.handle_timeout(t);
+        while a.poll_transmit(t).is_some() {}
+    }
+    assert!(matches!(
+        a.health("inet"),
+        Some(Health::Unknown | Health::Down)
+    ));
+    assert!(
+        a.link_report("inet")
+            .expect("a link")
+            .figures
+            .consecutive_lost
+            > 0
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn garbage_never_panics_and_is_never_accepted(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        prop_assert!(wire::decode(&KEY, &bytes).is_err());
+    }
+
+    #[test]
+    fn truncated_or_mutated_packets_never_panic(cut in 0usize..200, at in 0usize..200, xor in 1u8..=255, version in 1u8..=2) {
+        let mut p = packet(version, Kind::Request);
+        p.tail.pad_to = Some(100);
+        p.tail.other.push(Tlv { code: 9, value: vec![0; 5] });
+        let bytes = wire::encode(&KEY, &p);
+        let cut = cut.min(bytes.len());
+        if cut < bytes.len() {
+            prop_assert!(wire::decode(&KEY, &bytes[..cut]).is_err());
+        }
+        let mut m = bytes.clone();
+        let at = at % m.len();
+        m[at] ^= xor;
+        prop_assert!(wire::decode(&KEY, &m).is_err());
+    }
+
+    #[test]
+    fn any_authenticated_tail_is_read_or_malformed_never_a_panic(kind in 0u8..4, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+        match wire::decode(&KEY, &raw_v2(&KEY, kind, &tail)) {
+            Ok(p) => prop_assert!(matches!(p.kind, Kind::Request | Kind::Reply)),
+            Err(e) => prop_assert_eq!(e, ProbeDrop::Malformed),
+        }
+    }
+
+    #[test]
+    fn an_engine_survives_any_datagram(bytes in proptest::collection::vec(any::<u8>(), 0..120), valid in any::<bool>()) {
+        let (_, mut b, t0) = engines();
+        let bytes = if valid { raw_v2(&KEY, 1, &bytes) } else { bytes };
+        let _ = b.handle_datagram("ic", &bytes, t0);
+        while b.poll_transmit(t0).is_some() {}
+    }
+}
