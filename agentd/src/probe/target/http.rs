@@ -1,4 +1,11 @@
-//! HTTP.
+//! HTTP and HTTPS checks: one `GET`, judged by the status of the final response.
+//!
+//! The probe URL is split by hand into host, port, `Host` authority and request path (whatever
+//! would break the request line is percent-encoded; userinfo and fragment are never sent). The
+//! request asks for `Connection: close`; the answer is read only up to the status line of its
+//! first final response (interim 1xx skipped, at most 16 KiB of head), and the body never. A
+//! status other than `expect_status` is `bad_status`; anything that is not HTTP/1.x is
+//! `bad_response`. For `https` the TCP stream is wrapped by [`tls`](super::tls) first.
 
 use std::sync::Arc;
 

@@ -1,4 +1,11 @@
-//! ICMP.
+//! ICMP echo checks: one echo request, passed by its own reply.
+//!
+//! The echo goes out over an unprivileged datagram socket (`SOCK_DGRAM`/`IPPROTO_ICMP`) when
+//! `net.ipv4.ping_group_range` allows it, and over a raw socket (`CAP_NET_RAW`) otherwise. The
+//! socket is connected to the peer, so that it receives only from the peer and a hard ICMP error
+//! comes back as a socket error (`unreachable`). Each request carries a magic and a nonce in its
+//! payload, and only a reply with the same identifier (raw sockets; the kernel matches it on
+//! datagram ones), sequence and payload passes: a stray or late reply is ignored.
 
 use std::io::{self, Read as _};
 use std::net::{IpAddr, SocketAddr};

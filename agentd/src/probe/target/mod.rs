@@ -1,19 +1,15 @@
 //! Target probes: checks of the services behind the tunnels (a database listener, a health URL, a
 //! host that answers ping), as `[[probe]]` configures them.
 //!
-//! [`run_once`] runs one check and always comes back within the probe's timeout with an
-//! [`Outcome`]: pass or fail, how long it took, and a [`Reason`] from a small fixed set (it becomes
-//! a metrics label). Every failure, however odd the input, is a `Reason`, never a panic or an error
-//! to handle. `tcp` connects; `http`/`https` send one `GET` and compare the status line with
-//! `expect_status`; `icmp` sends one echo request, over an unprivileged ICMP datagram socket when
-//! `net.ipv4.ping_group_range` allows it and a raw socket (`CAP_NET_RAW`) otherwise. A `source`
-//! address is bound before anything is sent, so a probe can be pinned to one link's address.
-//!
-//! [`TargetProbes`] runs every probe on its own grid (`first run + k × interval`, missed ticks
-//! skipped, never bunched), with the first runs spread over the first interval by a hash of the
-//! name so that a thousand probes do not fire together, and at most [`MAX_IN_FLIGHT`] checks at
-//! once. It only measures: deciding what a failed check means is the core's business. `replace`
-//! (config reload) leaves an unchanged probe's task and grid alone; dropping the handle stops all.
+//! [`run_job`] (and `run_once`, its test form) runs one check and always comes back within the
+//! probe's timeout with an [`Outcome`]: pass or fail, how long it took, and a [`Reason`] from a
+//! small fixed set (it becomes a metrics label). Every failure, however odd the input, is a `Reason`, never a
+//! panic or an error to handle. Each kind of check lives in its own module: [`tcp`] connects,
+//! [`http`] sends one `GET` (over [`tls`] for `https`) and compares the status line with
+//! `expect_status`, [`icmp`] sends one echo request. A `source` address is bound, and a link's
+//! interface bound to (SO_BINDTODEVICE), before anything is sent, so a check can be pinned to
+//! one link. [`schedule`] runs every probe on its own grid ([`TargetProbes`]); it only measures:
+//! deciding what a failed check means is the core's business.
 
 mod http;
 mod icmp;

@@ -1,4 +1,12 @@
-//! Scheduler.
+//! The scheduler: every target probe on its own grid, a bounded number at once.
+//!
+//! [`TargetProbes`] runs each job in its own task at `first run + k × interval`; a run that is
+//! late (waiting for a permit, or a slow consumer) skips the ticks it missed rather than firing
+//! them in a burst. First runs are spread over the first interval by a hash of the job's name,
+//! so that a thousand probes do not fire together and a probe keeps its phase across restarts.
+//! At most [`MAX_IN_FLIGHT`] checks run at once. `replace` (config reload) leaves an unchanged
+//! job's task and grid alone, restarts a changed one and stops a removed one; dropping the
+//! handle stops all. Each outcome goes out on the results channel as a [`ProbeResult`].
 
 use std::collections::BTreeMap;
 use std::future::Future;

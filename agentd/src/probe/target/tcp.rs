@@ -1,4 +1,11 @@
-//! TCP.
+//! TCP checks, and the name resolution and connecting that HTTP checks share.
+//!
+//! A `tcp` probe passes when a connection is accepted: the three-way handshake is the whole
+//! check, nothing is sent. Targets resolve in resolver order, keeping only the `source`'s
+//! family when a source is set, and are tried one after the other (no happy eyeballs: the
+//! probe's timeout bounds the whole run, so a black-holed first address fails it). Socket errors
+//! map to reasons through [`io_reason`]: a reset is `refused`, a missing route
+//! or an ICMP unreachable is `unreachable`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

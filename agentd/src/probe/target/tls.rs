@@ -1,4 +1,10 @@
-//! TLS.
+//! The TLS client side of `https` checks, and its cache of the system's trusted roots.
+//!
+//! Certificates are verified as any TLS client would (chain to a trusted CA, name matches the URL's
+//! host), with rustls on the `ring` provider. The roots come from the system store
+//! (`rustls-native-certs`), read once and cached; a config reload ([`forget_trust`], called by
+//! the scheduler's `replace`) drops the cache, so a CA installed with `update-ca-certificates`
+//! counts from the next check on, without a restart. Any handshake failure is reason `tls`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
