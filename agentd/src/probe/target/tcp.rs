@@ -156,31 +156,4 @@ mod tests {
         p.source = Some("::1".parse().unwrap());
         assert_eq!(run_once(&p).await.reason, Reason::Resolve);
     }
-
-    #[test]
-    fn tcp_into_a_black_hole_times_out_at_the_probe_timeout() {
-        let ns = Netns::with_black_hole();
-        let mut p = tcp("192.0.2.1:1522");
-        p.timeout = ms(200);
-        let outcome = ns.block_on(|| async { run_once(&p).await });
-        assert_eq!(outcome.reason, Reason::Timeout);
-        assert!(outcome.duration >= ms(200) && outcome.duration < ms(1000));
-    }
-
-    #[test]
-    fn tcp_without_a_route_is_unreachable() {
-        let ns = Netns::with_black_hole();
-        let outcome = ns.block_on(|| async { run_once(&tcp("198.51.100.1:1522")).await });
-        assert_eq!(outcome.reason, Reason::Unreachable);
-    }
-
-    #[test]
-    fn tcp_to_an_unknown_name_fails_to_resolve() {
-        // In an empty namespace the resolver's queries cannot leave it.
-        let ns = Netns::new();
-        let mut p = tcp("no-such-host.invalid:1522");
-        p.timeout = ms(3000);
-        let outcome = ns.block_on(|| async { run_once(&p).await });
-        assert_eq!(outcome.reason, Reason::Resolve);
-    }
 }

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::io;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use isthmus_config::{Probe, ProbeKind, DEFAULT_EXPECT_STATUS};
@@ -34,110 +33,55 @@ pub(super) fn icmp(target: &str) -> Probe {
     probe("ping", ProbeKind::Icmp, target)
 }
 
-/// A network namespace owned by one test: `ip netns del` on drop, panics included.
-pub(super) struct Netns {
-    name: String,
-}
-
-impl Netns {
-    pub(super) fn new() -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test needs root: it creates a network namespace"
-        );
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "isth-probe-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+/// Runs `make()`'s future in a network namespace of its own: a new one, with nothing but its
+/// loopback (up) and the `sysctls` given (`("net/ipv4/ping_group_range", "0 0")`), entered by
+/// a thread of its own with `unshare`. The future runs on a runtime of that thread, so its
+/// sockets, and those of its blocking pool (the resolver), live in the namespace, which goes
+/// away with the thread. Nothing leaves it: a resolver's queries cannot either.
+///
+/// Creating a namespace needs root (CAP_SYS_ADMIN): without it, prints that `test` is skipped
+/// and returns `None`. The tests that need a routed network run end to end instead
+/// (`tests/tests/targets.rs`).
+pub(super) fn in_own_netns<F: Future>(
+    test: &str,
+    sysctls: &[(&str, &str)],
+    make: impl FnOnce() -> F + Send,
+) -> Option<F::Output>
+where
+    F::Output: Send,
+{
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped {test}: not root, and it needs a network namespace of its own");
+        return None;
     }
-
-    /// Also routes 192.0.2.0/24 into a black hole (a veth neighbour that does not exist, with a
-    /// fixed MAC so that not even ARP answers: packets leave and vanish) and makes
-    /// 198.51.100.0/24 unreachable.
-    pub(super) fn with_black_hole() -> Self {
-        let ns = Netns::new();
-        ns.ip(&["link", "add", "bh0", "type", "veth", "peer", "name", "bh1"]);
-        ns.ip(&["link", "set", "bh0", "up"]);
-        ns.ip(&["link", "set", "bh1", "up"]);
-        ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "bh0"]);
-        ns.ip(&[
-            "neigh",
-            "add",
-            "10.99.0.2",
-            "lladdr",
-            "02:00:00:00:00:02",
-            "dev",
-            "bh0",
-            "nud",
-            "permanent",
-        ]);
-        ns.ip(&["route", "add", "192.0.2.0/24", "via", "10.99.0.2"]);
-        ns.ip(&["route", "add", "unreachable", "198.51.100.0/24"]);
-        ns
-    }
-
-    pub(super) fn ip(&self, args: &[&str]) {
-        ip(&[&["-n", self.name.as_str()], args].concat());
-    }
-
-    pub(super) fn sysctl(&self, setting: &str) {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sysctl", "-qw", setting])
-            .status()
-            .expect("running sysctl");
-        assert!(status.success(), "sysctl {setting}");
-    }
-
-    /// Runs `make()`'s future on a thread that has entered the namespace, on a runtime of
-    /// that thread (its sockets, and those of its blocking pool, live in the namespace).
-    pub(super) fn block_on<F: Future>(&self, make: impl FnOnce() -> F + Send) -> F::Output
-    where
-        F::Output: Send,
-    {
-        std::thread::scope(|scope| {
-            let thread = scope.spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{}", self.name))
-                    .expect("opening the namespace");
-                // SAFETY: setns on a valid namespace fd affects only this thread.
-                let rc = unsafe {
-                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
-                };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(make())
-            });
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            // A child forked from this thread starts in its namespace.
+            let out = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .output()
+                .expect("running ip");
+            assert!(out.status.success(), "ip link set lo up: {out:?}");
+            for (key, value) in sysctls {
+                // /proc/sys/net shows the namespace of the thread that opens it.
+                std::fs::write(format!("/proc/sys/net/{key}"), value)
+                    .unwrap_or_else(|e| panic!("sysctl {key}={value}: {e}"));
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(make())
+        });
+        Some(
             thread
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-pub(super) fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    })
 }
 
 pub(super) async fn read_head<S: AsyncRead + Unpin>(conn: &mut S) -> String {
