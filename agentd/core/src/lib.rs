@@ -8,9 +8,11 @@
 //!   rate;
 //! - [`health`]: one link's probe schedule, loss/RTT/jitter windows, health state and damping;
 //! - [`policy`]: one route group's choice of active link;
-//! - [`engine`]: both together, with pins, drains and the peer's views.
+//! - [`engine`]: both together, with pins, drains and the peer's views;
+//! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too).
 
 pub mod engine;
+pub mod fnv;
 pub mod health;
 pub mod policy;
 pub mod profile;

@@ -157,9 +157,7 @@ async fn schedule(
 /// Where in its first interval a probe first runs: a hash of the name scaled to the interval.
 /// Spreads many probes evenly, and a probe keeps its phase across restarts.
 fn first_offset(name: &str, interval: Duration) -> Duration {
-    let fnv = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let fnv = isthmus_core::fnv::fnv1a_64(name.as_bytes());
     // FNV-1a alone leaves the high bits of names that differ only at the end ("db-1", "db-2")
     // close together, and the scaling below uses the high bits: mix them (MurmurHash3's fmix64).
     let mut hash = fnv;
