@@ -11,6 +11,7 @@ use std::io::{self, Read as _};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use isthmus_offload::internet_checksum;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -180,22 +181,6 @@ fn strip_ipv4_header(packet: &[u8]) -> Option<&[u8]> {
         return None;
     }
     packet.get(ihl..)
-}
-
-/// RFC 1071.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| match pair {
-            [a, b] => u32::from(u16::from_be_bytes([*a, *b])),
-            [a] => u32::from(*a) << 8,
-            _ => 0,
-        })
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
