@@ -13,6 +13,7 @@ mod notify;
 mod probe;
 mod reload;
 mod routes;
+mod sockfile;
 mod status;
 mod tunnel;
 
