@@ -1,6 +1,7 @@
 //! agentd: arguments, logging, config load, runtime and exit codes. Nothing else lives here;
 //! the daemon itself is [`daemon::run`].
 
+mod accept;
 mod control;
 mod daemon;
 mod events;
