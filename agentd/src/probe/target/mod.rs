@@ -75,8 +75,8 @@ pub enum Reason {
     /// target is malformed, which a validated config never is.
     Resolve,
     /// The TLS handshake failed: untrusted, expired or mismatched certificate, no common protocol.
-    /// Not in the original brief: a certificate that expires is the commonest https failure and
-    /// deserves its own label rather than `io`.
+    /// A certificate that expires is the commonest https failure: it gets its own label rather
+    /// than `io`.
     Tls,
     /// Any other socket error: no permission for an ICMP socket, `source` not a local address,
     /// connection reset mid-exchange.
