@@ -5,63 +5,44 @@
 //! [`Fnv1a32`] and [`Fnv1a64`] hash a stream written in pieces; [`fnv1a_32`] and [`fnv1a_64`]
 //! hash one slice.
 
-/// FNV-1a with a 32-bit state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fnv1a32(u32);
+macro_rules! fnv1a {
+    ($name:ident, $int:ty, $offset:expr, $prime:expr, $bits:literal) => {
+        #[doc = concat!("FNV-1a with a ", $bits, "-bit state.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name($int);
 
-impl Fnv1a32 {
-    const OFFSET: u32 = 0x811c_9dc5;
-    const PRIME: u32 = 0x0100_0193;
+        impl $name {
+            pub const fn new() -> Self {
+                $name($offset)
+            }
 
-    pub const fn new() -> Self {
-        Fnv1a32(Self::OFFSET)
-    }
+            pub fn write(&mut self, bytes: &[u8]) {
+                for &b in bytes {
+                    self.0 = (self.0 ^ <$int>::from(b)).wrapping_mul($prime);
+                }
+            }
 
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u32::from(b)).wrapping_mul(Self::PRIME);
+            pub const fn finish(&self) -> $int {
+                self.0
+            }
         }
-    }
 
-    pub const fn finish(&self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for Fnv1a32 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// FNV-1a with a 64-bit state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fnv1a64(u64);
-
-impl Fnv1a64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    pub const fn new() -> Self {
-        Fnv1a64(Self::OFFSET)
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
         }
-    }
-
-    pub const fn finish(&self) -> u64 {
-        self.0
-    }
+    };
 }
 
-impl Default for Fnv1a64 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+fnv1a!(Fnv1a32, u32, 0x811c_9dc5, 0x0100_0193, "32");
+fnv1a!(
+    Fnv1a64,
+    u64,
+    0xcbf2_9ce4_8422_2325,
+    0x0000_0100_0000_01b3,
+    "64"
+);
 
 /// FNV-1a 32 of `bytes`.
 pub fn fnv1a_32(bytes: &[u8]) -> u32 {

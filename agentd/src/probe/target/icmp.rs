@@ -189,44 +189,35 @@ mod tests {
     use super::super::*;
     use super::*;
 
+    /// The sockets that echoes to 127.0.0.1 and ::1 went out on, in a namespace whose
+    /// `ping_group_range` is `range`; `None` when not root (`test` is then reported skipped).
+    fn sockets_used(
+        test: &str,
+        range: &str,
+    ) -> Option<(Result<IcmpSocket, Reason>, Result<IcmpSocket, Reason>)> {
+        let kinds = [IcmpSocket::Datagram, IcmpSocket::Raw];
+        in_own_netns(test, &[("ipv4/ping_group_range", range)], || async {
+            (
+                ping("127.0.0.1".parse().unwrap(), Origin::default(), &kinds).await,
+                ping("::1".parse().unwrap(), Origin::default(), &kinds).await,
+            )
+        })
+    }
+
     #[test]
     fn icmp_uses_a_datagram_socket_where_ping_group_range_allows_it() {
-        let kinds = [IcmpSocket::Datagram, IcmpSocket::Raw];
-        let sysctl = [("ipv4/ping_group_range", "0 2147483647")];
-        let Some((v4, v6)) = in_own_netns(
-            "icmp_uses_a_datagram_socket_where_ping_group_range_allows_it",
-            &sysctl,
-            || async {
-                (
-                    ping("127.0.0.1".parse().unwrap(), Origin::default(), &kinds).await,
-                    ping("::1".parse().unwrap(), Origin::default(), &kinds).await,
-                )
-            },
-        ) else {
-            return;
-        };
-        assert_eq!(v4, Ok(IcmpSocket::Datagram));
-        assert_eq!(v6, Ok(IcmpSocket::Datagram));
+        let test = "icmp_uses_a_datagram_socket_where_ping_group_range_allows_it";
+        if let Some(used) = sockets_used(test, "0 2147483647") {
+            assert_eq!(used, (Ok(IcmpSocket::Datagram), Ok(IcmpSocket::Datagram)));
+        }
     }
 
     #[test]
     fn icmp_falls_back_to_a_raw_socket_where_datagram_ones_are_not_allowed() {
-        let kinds = [IcmpSocket::Datagram, IcmpSocket::Raw];
-        let sysctl = [("ipv4/ping_group_range", "1 0")];
-        let Some((v4, v6)) = in_own_netns(
-            "icmp_falls_back_to_a_raw_socket_where_datagram_ones_are_not_allowed",
-            &sysctl,
-            || async {
-                (
-                    ping("127.0.0.1".parse().unwrap(), Origin::default(), &kinds).await,
-                    ping("::1".parse().unwrap(), Origin::default(), &kinds).await,
-                )
-            },
-        ) else {
-            return;
-        };
-        assert_eq!(v4, Ok(IcmpSocket::Raw));
-        assert_eq!(v6, Ok(IcmpSocket::Raw));
+        let test = "icmp_falls_back_to_a_raw_socket_where_datagram_ones_are_not_allowed";
+        if let Some(used) = sockets_used(test, "1 0") {
+            assert_eq!(used, (Ok(IcmpSocket::Raw), Ok(IcmpSocket::Raw)));
+        }
     }
 
     #[test]
