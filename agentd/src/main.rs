@@ -1,6 +1,7 @@
 //! agentd: arguments, logging, config load, runtime and exit codes. Nothing else lives here;
 //! the daemon itself is [`daemon::run`].
 
+mod accept;
 mod clock;
 mod control;
 mod daemon;
@@ -14,6 +15,7 @@ mod notify;
 mod probe;
 mod resolve;
 mod routes;
+mod sockfile;
 mod status;
 mod tunnel;
 mod view;

@@ -127,7 +127,7 @@ fn example_diagnostic() -> Diagnostic {
         severity: Severity::Error,
         file: "/etc/isthmus/agentd.toml".into(),
         line: Some(31),
-        // The brief's sample says 31:22, but its carets (and the text) put "backup" at 21.
+        // "backup" starts at column 21 of line 31 (the carets and the message point there).
         column: Some(21),
         width: 8,
         message: "route_group \"databases\": link \"backup\" is not defined".into(),

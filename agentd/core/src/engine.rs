@@ -169,18 +169,15 @@ pub struct Engine {
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
 fn fingerprint(groups: &[GroupConfig]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
+    let mut h = crate::fnv::Fnv1a32::new();
     for g in groups {
         for l in &g.policy.links {
-            for b in l.bytes().chain(std::iter::once(b'\n')) {
-                h ^= u32::from(b);
-                h = h.wrapping_mul(0x0100_0193);
-            }
+            h.write(l.as_bytes());
+            h.write(b"\n");
         }
-        h ^= u32::from(b'|');
-        h = h.wrapping_mul(0x0100_0193);
+        h.write(b"|");
     }
-    h
+    h.finish()
 }
 
 impl Engine {

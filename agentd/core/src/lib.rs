@@ -12,8 +12,10 @@
 //! - [`policy`]: one route group's choice of active link;
 //! - [`wire`]: the probe packets of every protocol version, authenticated by the shell's key;
 //! - [`engine`]: all of it together, with pins, drains, the peer's views and versions.
+//! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too).
 
 pub mod engine;
+pub mod fnv;
 pub mod health;
 pub mod policy;
 pub mod profile;

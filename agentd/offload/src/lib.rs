@@ -62,6 +62,7 @@ mod packet;
 mod split;
 mod vnet;
 
+pub use checksum::internet_checksum;
 pub use coalesce::{Coalescer, Stats, SLOT_LEN};
 pub use error::OffloadError;
 pub use split::split;

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use isthmus_api::{Access, ErrorBody, EventRecord, ReloadOutcome, RouteGroupStatus, RoutesStatus};
 use isthmus_config::{Control, GroupRef};
-use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::accept::Connections;
 use crate::view::View;
 use peer::Peer;
 
@@ -149,58 +150,37 @@ pub async fn serve(
     requests: prometheus::IntCounterVec,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_clients));
     let ctx = Arc::new(http::Context {
         policy,
         commands,
         request_timeout: limits.request_timeout,
         requests,
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        // Reap finished connection tasks so the set does not grow.
-        while tasks.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max_clients = limits.max_clients,
-                "control client refused: too many clients"
-            );
-            ctx.requests.with_label_values(&["other", "503"]).inc();
-            tasks.spawn(http::refuse_busy(stream));
-            continue;
-        };
+    let mut connections = Connections::new(limits.max_clients, "control");
+    let stop = async {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    let serve = |stream: UnixStream, permit| {
         let peer = match peer::peer_of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read control client credentials; closing");
-                continue;
+                return None;
             }
         };
         let ctx = ctx.clone();
-        tasks.spawn(async move {
+        Some(async move {
             http::serve_connection(stream, peer, ctx).await;
             drop(permit);
-        });
-    }
+        })
+    };
+    let refuse = |stream| {
+        ctx.requests.with_label_values(&["other", "503"]).inc();
+        http::refuse_busy(stream)
+    };
+    connections
+        .accept_until(&listener, stop, serve, refuse)
+        .await;
     drop(listener);
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.request_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("control connections still open at shutdown; closing them");
-    }
+    connections.drain(limits.request_timeout).await;
 }

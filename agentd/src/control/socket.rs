@@ -8,11 +8,13 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
+
+use crate::sockfile::{self, Identity, StaleError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -43,13 +45,6 @@ pub enum SocketError {
 pub struct BoundSocket {
     path: PathBuf,
     identity: Identity,
-}
-
-/// Device, inode and change time: an inode number alone is reused at once on tmpfs.
-type Identity = (u64, u64, i64, i64);
-
-fn identity(meta: &fs::Metadata) -> Identity {
-    (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
 }
 
 pub fn bind(
@@ -83,7 +78,7 @@ pub fn bind(
     })?;
     let mut bound = BoundSocket {
         path: path.to_owned(),
-        identity: identity(&meta),
+        identity: Identity::of(&meta),
     };
     bound.set_access(mode, gid)?;
     std_listener
@@ -97,37 +92,14 @@ pub fn bind(
 }
 
 fn remove_if_stale(path: &Path) -> Result<(), SocketError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(SocketError::Probe {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(SocketError::NotASocket(path.to_owned()));
-    }
-    match StdStream::connect(path) {
-        Ok(_) => Err(SocketError::InUse(path.to_owned())),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "replacing a stale control socket");
-            match fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(SocketError::Probe {
-                    path: path.to_owned(),
-                    source,
-                }),
-            }
-        }
-        Err(source) => Err(SocketError::Probe {
+    sockfile::remove_if_stale(path, "control").map_err(|e| match e {
+        StaleError::NotASocket => SocketError::NotASocket(path.to_owned()),
+        StaleError::InUse => SocketError::InUse(path.to_owned()),
+        StaleError::Io { source, .. } => SocketError::Probe {
             path: path.to_owned(),
             source,
-        }),
-    }
+        },
+    })
 }
 
 impl BoundSocket {
@@ -150,23 +122,13 @@ impl BoundSocket {
         }
         fs::set_permissions(&self.path, fs::Permissions::from_mode(mode)).map_err(err)?;
         // chmod and chown change the ctime that identifies our file.
-        self.identity = identity(&fs::symlink_metadata(&self.path).map_err(err)?);
+        self.identity = Identity::of(&fs::symlink_metadata(&self.path).map_err(err)?);
         Ok(())
     }
 
     /// Remove the socket file if it is still the one we bound.
     pub fn remove(&self) {
-        match fs::symlink_metadata(&self.path) {
-            Ok(meta) if identity(&meta) == self.identity => {
-                if let Err(e) = fs::remove_file(&self.path) {
-                    tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove the control socket");
-                }
-            }
-            Ok(_) => {
-                tracing::warn!(socket = %self.path.display(), "control socket was replaced by someone else; leaving it")
-            }
-            Err(_) => {}
-        }
+        sockfile::remove_if_ours(&self.path, self.identity, "control");
     }
 }
 

@@ -208,11 +208,7 @@ impl Shell {
 /// FNV-1a, 64 bits, as 12 hex digits: stable across builds and platforms (unlike std's hasher),
 /// enough to tell config versions apart; not a security property.
 pub fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = isthmus_core::fnv::fnv1a_64(text.as_bytes());
     format!("{:012x}", hash >> 16)
 }
 

@@ -27,8 +27,8 @@ pub use export::render;
 const RTT_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-/// Target check buckets: few, since there may be a thousand targets (16 buckets and 5 reasons
-/// each would make a 3 MB scrape).
+/// Target check buckets: few, since per-target histograms multiply fast: a thousand targets × 16
+/// buckets would cost megabytes per scrape.
 const TARGET_BUCKETS: &[f64] = &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5];
 
 /// The label of each switch reason (`isthmus_group_failovers_total{reason}`).

@@ -19,7 +19,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+
+use crate::accept::Connections;
 
 use crate::control::Command;
 use isthmus_api::MetricsListener;
@@ -30,6 +32,8 @@ const LOOP_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_CONNECTIONS: usize = 8;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_BIND: Duration = Duration::from_secs(5);
+/// At shutdown, how long a scrape in flight may take to finish (the event loop answers in ms).
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// What `/healthz` reports.
 #[derive(Debug, Serialize)]
@@ -49,8 +53,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let commands = Arc::new(commands);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
+    let mut connections = Connections::new(MAX_CONNECTIONS, "metrics");
+    'serving: loop {
         let addr = *listen.borrow_and_update();
         let listener = loop {
             match TcpListener::bind(addr).await {
@@ -65,7 +69,7 @@ pub async fn serve(
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_BIND) => {}
                         _ = listen.changed() => break None,
-                        _ = shutdown.wait_for(|s| *s) => return,
+                        _ = shutdown.wait_for(|s| *s) => break 'serving,
                     }
                 }
             }
@@ -77,23 +81,17 @@ pub async fn serve(
             listening: true,
             error: None,
         });
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = listen.changed() => break,
-                _ = shutdown.wait_for(|s| *s) => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let permit = slots.clone().try_acquire_owned().ok();
+        let mut stopping = false;
+        let stop = async {
+            tokio::select! {
+                _ = listen.changed() => {}
+                _ = shutdown.wait_for(|s| *s) => stopping = true,
+            }
+        };
+        // A connection beyond the cap is answered too: with a 503, and closed.
+        let connection = |stream, permit: Option<OwnedSemaphorePermit>| {
             let commands = commands.clone();
-            tokio::spawn(async move {
+            async move {
                 let busy = permit.is_none();
                 let service = hyper::service::service_fn(move |req| {
                     let commands = commands.clone();
@@ -110,10 +108,23 @@ pub async fn serve(
                     tracing::debug!(error = %e, "metrics connection ended with an error");
                 }
                 drop(permit);
-            });
+            }
+        };
+        connections
+            .accept_until(
+                &listener,
+                stop,
+                |stream, permit| Some(connection(stream, Some(permit))),
+                |stream| connection(stream, None),
+            )
+            .await;
+        if stopping {
+            break;
         }
         tracing::info!("metrics listen address changed");
     }
+    // A scrape in flight is answered; idle keep-alive connections are closed.
+    connections.drain(DRAIN_TIMEOUT).await;
 }
 
 async fn handle(

@@ -1,7 +1,7 @@
 //! The netlink side of routing: dump routes and rules, apply changes, watch for changes.
 //!
 //! Conversions between the kernel's messages and [`KernelRoute`] live here and nowhere else.
-//! Traps handled: the route protocol is compared as a number; the
+//! Kernel behaviours handled here: the route protocol is compared as a number; the
 //! table comes from RTA_TABLE when present (the header holds at most 255); a dump returns every
 //! table, so the filtering is ours; link-down flushes of IPv4 routes produce no RTM_DELROUTE, so
 //! link events trigger a resync as route events do.

@@ -213,7 +213,7 @@ impl Tunnels {
                             running: None,
                             uapi: None,
                             error: None,
-                            last_attempt: Instant::now(),
+                            last_attempt: crate::clock::now(),
                         },
                     );
                     changes.push(format!("link {name}: added"));
