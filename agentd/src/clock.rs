@@ -11,3 +11,12 @@ use std::time::Instant;
 pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
+
+/// The wall clock as it moves with [`now`]: the system time at the first call, plus the time
+/// [`now`] has advanced since. It never steps back with NTP, and paused-time tests move it.
+pub fn wall() -> std::time::SystemTime {
+    use std::sync::OnceLock;
+    static ANCHOR: OnceLock<(Instant, std::time::SystemTime)> = OnceLock::new();
+    let (at, wall) = *ANCHOR.get_or_init(|| (now(), std::time::SystemTime::now()));
+    wall + now().saturating_duration_since(at)
+}

@@ -290,7 +290,11 @@ mod tests {
         let again = session(dir.path(), 1, t);
         assert_eq!(again.len(), KEEP);
         assert_eq!(again[KEEP - 2], last);
-        assert_eq!(again[KEEP - 1].id, last.id + 1, "ids keep increasing across restarts");
+        assert_eq!(
+            again[KEEP - 1].id,
+            last.id + 1,
+            "ids keep increasing across restarts"
+        );
     }
 
     #[test]

@@ -531,6 +531,7 @@ impl LinkHealth {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a real instant as the simulated clock's origin
 mod tests {
     use super::*;
 

@@ -66,13 +66,25 @@ struct Route {
 /// arm in [`dispatch`] (and, if the loop must act, a [`Command`] and its handler in
 /// `daemon/commands.rs`).
 static ROUTES: [Route; 11] = [
-    row(Method::GET, paths::STATUS, Access::Read, |_| Endpoint::Status),
+    row(Method::GET, paths::STATUS, Access::Read, |_| {
+        Endpoint::Status
+    }),
     row(Method::GET, paths::LINKS, Access::Read, |_| Endpoint::Links),
-    row(Method::GET, paths::ROUTES, Access::Read, |_| Endpoint::Routes),
-    row(Method::GET, paths::EVENTS, Access::Read, |_| Endpoint::Events),
-    row(Method::GET, paths::PROBES, Access::Read, |_| Endpoint::Probes),
-    row(Method::GET, paths::VERSION, Access::Read, |_| Endpoint::Version),
-    row(Method::POST, paths::RELOAD, Access::Write, |_| Endpoint::Reload),
+    row(Method::GET, paths::ROUTES, Access::Read, |_| {
+        Endpoint::Routes
+    }),
+    row(Method::GET, paths::EVENTS, Access::Read, |_| {
+        Endpoint::Events
+    }),
+    row(Method::GET, paths::PROBES, Access::Read, |_| {
+        Endpoint::Probes
+    }),
+    row(Method::GET, paths::VERSION, Access::Read, |_| {
+        Endpoint::Version
+    }),
+    row(Method::POST, paths::RELOAD, Access::Write, |_| {
+        Endpoint::Reload
+    }),
     row(
         Method::POST,
         "/v1/groups/{group}/failover",
@@ -88,9 +100,12 @@ static ROUTES: [Route; 11] = [
     row(Method::POST, "/v1/links/{link}/drain", Access::Write, |l| {
         Endpoint::Drain(l, true)
     }),
-    row(Method::POST, "/v1/links/{link}/undrain", Access::Write, |l| {
-        Endpoint::Drain(l, false)
-    }),
+    row(
+        Method::POST,
+        "/v1/links/{link}/undrain",
+        Access::Write,
+        |l| Endpoint::Drain(l, false),
+    ),
 ];
 
 const fn row(
@@ -459,11 +474,15 @@ mod tests {
             Ok((Endpoint::Failover("db".into()), Access::Write))
         );
         assert_eq!(
-            route(&Method::POST, "/v1/groups//failover").unwrap_err().kind,
+            route(&Method::POST, "/v1/groups//failover")
+                .unwrap_err()
+                .kind,
             ErrorKind::NotFound
         );
         assert_eq!(
-            route(&Method::POST, "/v1/groups/db/failover/x").unwrap_err().kind,
+            route(&Method::POST, "/v1/groups/db/failover/x")
+                .unwrap_err()
+                .kind,
             ErrorKind::NotFound
         );
         assert_eq!(events_query("since=5&limit=20"), Ok((5, 20)));
@@ -500,7 +519,10 @@ mod tests {
             endpoint_label("/v1/groups/secret-name/failover"),
             "/v1/groups/{group}/failover"
         );
-        assert_eq!(endpoint_label("/v1/links/x/undrain"), "/v1/links/{link}/undrain");
+        assert_eq!(
+            endpoint_label("/v1/links/x/undrain"),
+            "/v1/links/{link}/undrain"
+        );
         assert_eq!(endpoint_label("/etc/passwd"), "other");
         assert!(Access::Write > Access::Read);
     }

@@ -35,9 +35,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Command {
     /// A snapshot for the readers off the loop: status, links, probes, `/metrics`, `/healthz`.
-    View {
-        reply: oneshot::Sender<Arc<View>>,
-    },
+    View { reply: oneshot::Sender<Arc<View>> },
     Reload {
         reply: oneshot::Sender<Result<ReloadOutcome, ErrorBody>>,
     },

@@ -11,7 +11,11 @@
 pub mod commands;
 pub mod input;
 pub mod reload;
+#[cfg(test)]
+mod scenarios;
 pub mod shell;
+#[cfg(test)]
+mod testbed;
 
 use std::sync::Arc;
 
@@ -97,9 +101,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             RouteManager::new(kernel, config.routes.protocol),
             routes_rx,
             kernel_events,
-            Box::new(|h: &routes::HostCheck| {
-                crate::host::forwarding_warnings(&h.interfaces, h.v6)
-            }),
+            Box::new(|h: &routes::HostCheck| crate::host::forwarding_warnings(&h.interfaces, h.v6)),
             inputs_tx.clone(),
         ));
         io.spawn(resolve::run(resolver_rx, inputs_tx.clone()));
@@ -138,7 +140,9 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             }
             policy_tx.send_replace(Policy::from_config(cn));
             log.set_level(new.agent.log_level);
-            metrics_listen.send_if_modified(|addr| std::mem::replace(addr, new.metrics.listen) != new.metrics.listen);
+            metrics_listen.send_if_modified(|addr| {
+                std::mem::replace(addr, new.metrics.listen) != new.metrics.listen
+            });
         }),
         metrics_listener,
         on_ready: Box::new(crate::notify::ready),

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use isthmus_api::{EventKind, EventRecord, LoopLag, MetricsListener, ReloadOutcome};
 use isthmus_api::{ErrorBody, RouteGroupStatus};
+use isthmus_api::{EventKind, EventRecord, LoopLag, MetricsListener, ReloadOutcome};
 use isthmus_config::{Config, Endpoint, Link, Report};
 use tokio::sync::{mpsc, watch};
 
@@ -97,9 +97,13 @@ enum Phase {
     Starting,
     Running,
     /// Stopping: waiting for the routes adapter to release the routes.
-    Releasing { until: Instant },
+    Releasing {
+        until: Instant,
+    },
     /// Stopping: waiting for the links adapter to stop every link.
-    StoppingLinks { until: Instant },
+    StoppingLinks {
+        until: Instant,
+    },
     Done,
 }
 
@@ -186,7 +190,7 @@ impl Shell {
         let config = running.config.clone();
         metrics.follow_config(&config);
         Shell {
-            failover: Failover::new(&config, now, SystemTime::now()),
+            failover: Failover::new(&config, now, crate::clock::wall()),
             events: EventLog::new(history, event_writer),
             links: LinkTable::default(),
             targets: BTreeMap::new(),
@@ -271,8 +275,7 @@ impl Shell {
         let links = self.links.follow(&config.links);
         self.pending_reloads.push_back(None);
         let _ = self.adapters.links.send(LinkCmd::Apply(links));
-        self.adapters
-            .send_targets(crate::probe::job::jobs(&config));
+        self.adapters.send_targets(crate::probe::job::jobs(&config));
         // The fail-closed routes go in at once, before any link runs.
         self.reconcile_routes();
     }
@@ -459,10 +462,10 @@ impl Shell {
         match r.result {
             Ok(addr) => {
                 e.resolve_error = None;
-                let _ = self.adapters.links.send(LinkCmd::SetEndpoint {
-                    link: r.link,
-                    addr,
-                });
+                let _ = self
+                    .adapters
+                    .links
+                    .send(LinkCmd::SetEndpoint { link: r.link, addr });
             }
             Err(error) => {
                 if e.resolve_error.as_deref() != Some(error.as_str()) {
@@ -611,13 +614,12 @@ impl Shell {
     /// Price what the links sent since the last call (`isthmus_link_egress_cost_total`).
     pub(super) fn accumulate_egress(&mut self) {
         let links = &self.links;
-        self.metrics
-            .accumulate_egress(&self.running.config, |l| {
-                links.counters(l).map(|c| {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    (c.tx_bytes.load(Relaxed), c.tx_packets.load(Relaxed))
-                })
-            });
+        self.metrics.accumulate_egress(&self.running.config, |l| {
+            links.counters(l).map(|c| {
+                use std::sync::atomic::Ordering::Relaxed;
+                (c.tx_bytes.load(Relaxed), c.tx_packets.load(Relaxed))
+            })
+        });
     }
 
     pub(super) fn push_event(&mut self, rec: EventRecord, now: Instant) {

@@ -145,12 +145,7 @@ impl ProbeTransport for PeerSockets {
     }
 }
 
-async fn receive(
-    link: String,
-    socket: Arc<UdpSocket>,
-    peer: IpAddr,
-    tx: mpsc::Sender<ProbeIn>,
-) {
+async fn receive(link: String, socket: Arc<UdpSocket>, peer: IpAddr, tx: mpsc::Sender<ProbeIn>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {

@@ -60,7 +60,10 @@ pub struct Rule {
 /// What the route manager needs of a kernel: netlink in agentd, memory in tests.
 pub trait KernelApi: Send + Sync + 'static {
     /// Every IPv4 and IPv6 route in `tables`.
-    fn routes(&self, tables: &[u32]) -> impl Future<Output = anyhow::Result<Vec<KernelRoute>>> + Send;
+    fn routes(
+        &self,
+        tables: &[u32],
+    ) -> impl Future<Output = anyhow::Result<Vec<KernelRoute>>> + Send;
     fn apply(&self, change: &Change) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// The policy rules carrying `protocol`.
     fn rules(&self, protocol: u8) -> impl Future<Output = anyhow::Result<Vec<Rule>>> + Send;
@@ -311,9 +314,9 @@ impl<K: KernelApi> RouteManager<K> {
             }
         }
         for want in &desired.rules {
-            let exists = present.iter().any(|p| {
-                p.v6 == want.v6 && p.table == want.table && p.priority == RULE_PRIORITY
-            });
+            let exists = present
+                .iter()
+                .any(|p| p.v6 == want.v6 && p.table == want.table && p.priority == RULE_PRIORITY);
             if !exists {
                 let rule = Rule {
                     v6: want.v6,

@@ -60,11 +60,19 @@ pub enum LinkCmd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkReport {
     /// The link runs on a new TUN interface.
-    Started { link: String, ifindex: u32 },
+    Started {
+        link: String,
+        ifindex: u32,
+    },
     /// The link does not run (it was stopped, or could not start: `error` says why).
-    Stopped { link: String, error: Option<String> },
+    Stopped {
+        link: String,
+        error: Option<String>,
+    },
     /// An [`LinkCmd::Apply`] is done; one line per change.
-    Applied { changes: Vec<String> },
+    Applied {
+        changes: Vec<String>,
+    },
     AllStopped,
 }
 
@@ -446,4 +454,3 @@ async fn stop(running: Option<Running>) {
         }
     }
 }
-

@@ -102,7 +102,6 @@ impl LinkTable {
             .collect()
     }
 
-
     pub fn get_mut(&mut self, link: &str) -> Option<&mut LinkEntry> {
         self.links.get_mut(link)
     }

@@ -2,6 +2,8 @@
 //! datagrams from `poll_transmit` travel with a fixed latency, are lost per link and direction
 //! as the test says, and arrive through `handle_datagram`, the same path as in agentd. A test
 //! [`Authenticator`] stands in for agentd's HMAC.
+// The simulated clock starts at a real instant; nothing here reads the clock after that.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::cmp::Reverse;

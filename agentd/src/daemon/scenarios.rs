@@ -1,0 +1,214 @@
+//! The shell's life stories on tokio's paused time: two gateways' real event loops, failover
+//! engines and routes adapters, with the kernel, the links, the probe network, the resolver and
+//! the event-log disk faked in memory ([`super::testbed`]). No root, no socket: time jumps
+//! straight to the next timer, so a minute of probing takes milliseconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use isthmus_api::{EventKind, Health};
+
+use super::testbed::{configs, FakeKernel, Gateway, Net};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn pair(inet_endpoint: &str) -> (tempfile::TempDir, Arc<Net>, [Gateway; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = configs(dir.path(), inet_endpoint);
+    let net = Arc::new(Net::default());
+    let gw0 = Gateway::start(0, a, net.clone(), Arc::new(FakeKernel::default())).await;
+    let gw1 = Gateway::start(1, b, net.clone(), Arc::new(FakeKernel::default())).await;
+    (dir, net, [gw0, gw1])
+}
+
+/// The route the kernel has for `dst` through a tunnel, as `ip route` names its device.
+fn route_dev(k: &FakeKernel, dst: &str) -> Option<String> {
+    k.ip_route()
+        .lines()
+        .find(|l| l.starts_with(&format!("{dst} dev ")))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+}
+
+async fn health(gw: &Gateway, link: &str) -> Health {
+    gw.view()
+        .await
+        .links
+        .iter()
+        .find(|l| l.name == link)
+        .map(|l| l.health)
+        .expect("link in status")
+}
+
+async fn switches(gw: &Gateway) -> usize {
+    gw.events()
+        .await
+        .iter()
+        .filter(|e| e.kind == EventKind::ActiveLinkChanged)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hard_cut_moves_the_routes_on_both_gateways_and_failback_brings_them_home() {
+    let (_dir, net, [aws, oci]) = pair("203.0.113.1:51821").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(*aws.ready.borrow() && *oci.ready.borrow(), "both ready");
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-ic")
+    );
+    assert_eq!(
+        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
+        Some("fk1-ic")
+    );
+    assert!(
+        aws.kernel
+            .ip_route()
+            .contains("unreachable 10.2.0.0/16 proto 73 metric 4294967040"),
+        "fail-closed route:\n{}",
+        aws.kernel.ip_route()
+    );
+
+    net.cut("ic");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-inet")
+    );
+    assert_eq!(
+        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
+        Some("fk1-inet")
+    );
+    assert_eq!(health(&aws, "ic").await, Health::Down);
+
+    net.restore("ic");
+    // failback_after is 3 s in the test config.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-ic")
+    );
+    assert_eq!(
+        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
+        Some("fk1-ic")
+    );
+    let text = aws.kernel.ip_route();
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "one tunnel route and one fail-closed:\n{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_link_is_damped_and_traffic_stays_on_the_steady_one() {
+    let (_dir, net, [aws, _oci]) = pair("203.0.113.1:51821").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut suppressed = false;
+    for _ in 0..8 {
+        net.cut("ic");
+        tokio::time::sleep(ms(1500)).await;
+        net.restore("ic");
+        tokio::time::sleep(ms(1500)).await;
+        if health(&aws, "ic").await == Health::Suppressed {
+            suppressed = true;
+            break;
+        }
+    }
+    assert!(suppressed, "the flapping interconnect was never suppressed");
+    // While suppressed, answered probes do not bring traffic back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(health(&aws, "ic").await, Health::Suppressed);
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-inet")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_a_crash_adopts_the_routes_and_duplicates_none() {
+    let (dir, net, [aws, oci]) = pair("203.0.113.1:51821").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-ic")
+    );
+
+    // kill -9: nothing released; the TUNs vanish and the kernel flushes their routes, the
+    // fail-closed route stays and keeps the VPC's traffic from leaking.
+    let kernel = aws.crash();
+    assert_eq!(
+        kernel.ip_route(),
+        "unreachable 10.2.0.0/16 proto 73 metric 4294967040"
+    );
+    kernel.writes.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let [a, _] = configs(dir.path(), "203.0.113.1:51821");
+    let aws = Gateway::start(0, a, net.clone(), kernel).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = aws.kernel.ip_route();
+    assert_eq!(
+        text,
+        "10.2.0.0/16 dev fk0-ic proto 73 metric 100 mtu 1420\n\
+         unreachable 10.2.0.0/16 proto 73 metric 4294967040",
+        "adopted, not duplicated"
+    );
+    // The fail-closed route is adopted: never written again. (The tunnel route may come and go
+    // once while the peer still reports the links down from the time of the crash.)
+    let writes = aws.kernel.writes.lock().unwrap().clone();
+    assert!(!writes.is_empty());
+    assert!(
+        writes.iter().all(|w| !matches!(
+            w,
+            crate::routes::plan::Change::Add(r) | crate::routes::plan::Change::Replace(r) | crate::routes::plan::Change::Delete(r)
+                if r.target == crate::routes::plan::Target::Unreachable
+        )),
+        "the fail-closed route was rewritten: {writes:?}"
+    );
+    // The peer takes the restarted gateway's probes (numbered on from the clock, not from 1).
+    assert_eq!(health(&aws, "ic").await, Health::Up);
+    assert_eq!(health(&oci, "ic").await, Health::Up);
+    aws.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolver_that_never_answers_costs_the_other_link_nothing() {
+    // The backup link's peer is a hostname; its resolver never answers, and its path is down.
+    let (_dir, net, [aws, oci]) = pair("inet.peer.example:51821").await;
+    net.cut("inet");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = (switches(&aws).await, switches(&oci).await);
+    for _ in 0..240 {
+        tokio::time::sleep(ms(250)).await;
+        assert_eq!(
+            health(&aws, "ic").await,
+            Health::Up,
+            "aws sees the interconnect"
+        );
+        assert_eq!(
+            health(&oci, "ic").await,
+            Health::Up,
+            "oci sees the interconnect"
+        );
+    }
+    assert_eq!(
+        (switches(&aws).await, switches(&oci).await),
+        before,
+        "no failover"
+    );
+    let lookups = aws.lookups.lock().unwrap().len();
+    assert!(lookups >= 1, "the resolver was asked");
+    assert!(
+        lookups <= 2,
+        "one lookup per link at a time, not one per tick: {lookups}"
+    );
+    assert!(aws.endpoints.lock().unwrap().is_empty());
+    let figures = aws.view().await.engine["ic"].figures.clone();
+    assert_eq!(figures.loss, 0.0, "no probe lost: {figures:?}");
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
+        Some("fk0-ic")
+    );
+}
