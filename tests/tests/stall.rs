@@ -20,6 +20,14 @@
 //!   at least 80% of the expected answered probes (one per 100 ms), p99 under `rtt_degraded`;
 //! - the silent resolver was asked during the watch (the stall condition was in force).
 //!
+//! The event log scenarios add, on the AWS gateway: a FIFO at `<state_dir>/events.jsonl`, made
+//! before agentd starts and never opened by anyone else (opening it, to read or to write,
+//! blocks; it lives in the fixture's temporary directory and goes with it); or a state
+//! directory on a 64 KiB tmpfs filled with a file until ENOSPC, mounted in a private mount
+//! namespace of that agentd alone ([`Agentd::start_in_private_mounts`]: nothing is mounted in
+//! the host's namespace, and the mount goes away with the process, even after a `kill -9` of
+//! the test); the test checks through `/proc/<pid>/root` that it is full, before and after.
+//!
 //! A start-up that does not settle (the interconnect never carries the group, or its probe
 //! windows keep losses) is a failure too, reported with what the watch saw after it.
 //!
