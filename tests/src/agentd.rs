@@ -28,13 +28,44 @@ impl Agentd {
 
     /// Start agentd without waiting; `env` adds environment variables (e.g. WATCHDOG_USEC).
     pub fn spawn(fx: &Fixture, ns: &Netns, env: &[(&str, String)]) -> Agentd {
+        let mut cmd = ns.command(bin("agentd"));
+        cmd.arg("--config").arg(fx.config_path());
+        Agentd::spawn_command(fx, cmd, env)
+    }
+
+    /// Start agentd in a private mount namespace of its own (`unshare --mount`) after running
+    /// the shell commands `setup` there (`$STATE` is the fixture's state directory), and wait
+    /// for READY=1. What `setup` mounts exists only in that namespace: it goes away with the
+    /// process, whatever happens to the test. The chain `unshare` → `sh` → `ip netns exec` →
+    /// agentd execs all the way, so the PID is agentd's. A failing `setup` fails the start.
+    pub fn start_in_private_mounts(fx: &Fixture, ns: &Netns, setup: &str) -> Agentd {
+        let state = fx.dir().join("state");
+        let script = format!(
+            "set -e\n{setup}\nexec ip netns exec \"$ISTHMUS_TEST_NS\" \"$ISTHMUS_TEST_AGENTD\" --config \"$ISTHMUS_TEST_CONFIG\"\n"
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("STATE", &state)
+        .env("ISTHMUS_TEST_NS", ns.name())
+        .env("ISTHMUS_TEST_AGENTD", bin("agentd"))
+        .env("ISTHMUS_TEST_CONFIG", fx.config_path());
+        Agentd::spawn_command(fx, cmd, &[]).wait_ready()
+    }
+
+    /// Run `cmd` (which execs agentd) with the fixture's notify socket and log.
+    fn spawn_command(fx: &Fixture, mut cmd: Command, env: &[(&str, String)]) -> Agentd {
         let log = fx.dir().join(format!("agentd-{}.log", crate::unique("")));
         let notify_path = fx.dir().join(format!("notify-{}.sock", crate::unique("")));
         let notify = NotifySocket::bind(&notify_path);
-        let mut cmd = ns.command(bin("agentd"));
-        cmd.arg("--config")
-            .arg(fx.config_path())
-            .env("NOTIFY_SOCKET", &notify_path)
+        cmd.env("NOTIFY_SOCKET", &notify_path)
             .env_remove("RUST_LOG")
             .env_remove("CREDENTIALS_DIRECTORY")
             .stdin(Stdio::null())

@@ -8,9 +8,11 @@
 
 pub mod agentd;
 pub mod fixture;
+pub mod histogram;
 pub mod netns;
 pub mod notify;
 pub mod prometheus;
+pub mod resolver;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
@@ -21,6 +23,7 @@ pub use prometheus::{
     http_get, http_get_gzip, http_get_response, promtool_check_metrics, url_encode, Prometheus,
     Response,
 };
+pub use resolver::SilentResolver;
 
 use std::path::PathBuf;
 

@@ -30,6 +30,15 @@ impl Netns {
         std::fs::write(dir.join("hosts"), text).expect("writing the namespace's hosts file");
     }
 
+    /// Give processes started with `ip netns exec` in this namespace their own
+    /// `/etc/resolv.conf` (bind-mounted from `/etc/netns/<name>/resolv.conf`, removed on drop
+    /// with the namespace's other files), e.g. to point glibc at a resolver inside it.
+    pub fn set_resolv_conf(&self, text: &str) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("creating /etc/netns/<ns>");
+        std::fs::write(dir.join("resolv.conf"), text).expect("writing the namespace's resolv.conf");
+    }
+
     /// Give the namespace these addresses (`"192.0.2.1/24"`) on an interface of its own, up
     /// (a veth pair with both ends inside: there is no dummy module on these machines), so that
     /// sockets can bind them. No packet leaves the namespace.
@@ -72,7 +81,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
-        // The per-namespace files of `set_hosts`, if any.
+        // The per-namespace files of `set_hosts` and `set_resolv_conf`, if any.
         let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
     }
 }

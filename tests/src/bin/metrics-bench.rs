@@ -9,17 +9,25 @@
 //! sudo target/release/metrics-bench
 //! ```
 //!
-//! Knobs: `TARGETS` (default 1000), `SCRAPES` (default 50). Each run: the example AWS gateway
+//! Knobs: `TARGETS` (default 1000), `SCRAPES` (default 50), `LAG_SECONDS` (default 60),
+//! `ONLY=lag` (only the loop-lag scenario, below). Each run: the example AWS gateway
 //! config in a fresh namespace whose underlay addresses exist (so both links run), plus
 //! `TARGETS` target checks every 5 s against the namespace's loopback, half ICMP (passing), half
 //! TCP to a closed port (failing: refused), so that every per-target family has series. After
 //! every target has been checked at least twice, `SCRAPES` scrapes one after the other; the
 //! scrape time is from connect to the last byte, as Prometheus sees it. Goals (design.md): under
 //! 20 ms and under 20 MB of RSS growth for 1000 targets.
+//!
+//! Then the loop lag: the same agentd with `TARGETS` targets, `/metrics` scraped and
+//! `netctl status` called once per second for `LAG_SECONDS`; from the difference of
+//! `isthmus_event_loop_lag_seconds` between the first and the last scrape, the p50 and p99
+//! (interpolated within the bucket, with the bucket's bound) and the highest bucket reached,
+//! and PASS/FAIL of the p99 against 5 ms. An agentd without the histogram is said so.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use isthmus_tests::histogram::buckets;
 use isthmus_tests::{http_get_gzip, http_get_response, Agentd, Fixture, Netns, Prometheus};
 
 const METRICS: &str = "127.0.0.1:9477";
@@ -139,7 +147,8 @@ fn cpu_seconds(pid: nix::unistd::Pid) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-fn agentd_run(targets: usize, scrapes: usize) -> Run {
+/// agentd with the example AWS config and `targets` target checks, in a fresh namespace.
+fn agentd_with_targets(targets: usize) -> (Netns, Fixture, Agentd) {
     let ns = Netns::new("mb");
     ns.add_addresses(&["192.0.2.1/24", "198.51.100.1/24"]);
     let fx = Fixture::example("aws-gateway.toml");
@@ -174,6 +183,11 @@ fn agentd_run(targets: usize, scrapes: usize) -> Run {
     doc.remove("dns_provider");
     fx.write_config(&toml::to_string(&doc).unwrap());
     let agentd = Agentd::start(&fx, &ns);
+    (ns, fx, agentd)
+}
+
+fn agentd_run(targets: usize, scrapes: usize) -> Run {
+    let (ns, _fx, agentd) = agentd_with_targets(targets);
     // Every target checked at least twice; idle CPU measured over the same time.
     let cpu = cpu_seconds(agentd.pid());
     let idle = Duration::from_secs(if targets > 0 { 12 } else { 10 });
@@ -207,6 +221,11 @@ fn main() {
     isthmus_tests::require_root();
     let targets = env_usize("TARGETS", 1000);
     let scrapes = env_usize("SCRAPES", 50);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    if only == "lag" {
+        loop_lag(targets, env_usize("LAG_SECONDS", 60));
+        return;
+    }
     println!("metrics benchmark: {targets} probe targets, {scrapes} scrapes per run\n");
     let base = agentd_run(0, scrapes);
     base.print("agentd, no targets");
@@ -241,4 +260,100 @@ fn main() {
             full.per_1000_series() / peer.per_1000_series()
         );
     }
+    if only.is_empty() {
+        println!();
+        loop_lag(targets, env_usize("LAG_SECONDS", 60));
+    }
+}
+
+/// The event loop lag histogram agentd exports (how late the loop serves a due timer).
+const LAG: &str = "isthmus_event_loop_lag_seconds";
+/// The goal for the loop lag p99 with 1000 targets under scrapes and status calls.
+const LAG_GOAL: Duration = Duration::from_millis(5);
+
+/// Loop lag: agentd with `targets` targets, scraped once per second for `seconds` while
+/// `netctl status` is also called each second; the lag quantiles over that window come from the
+/// difference of the histogram between the first and the last scrape.
+fn loop_lag(targets: usize, seconds: usize) {
+    println!(
+        "loop lag: agentd with {targets} targets, /metrics and netctl status once per second for {seconds} s"
+    );
+    let (ns, fx, _agentd) = agentd_with_targets(targets);
+    let addr: SocketAddr = METRICS.parse().unwrap();
+    // Every target checked at least twice before the window opens.
+    std::thread::sleep(Duration::from_secs(12));
+    let get = || {
+        http_get_response(&ns, addr, "/metrics", Duration::from_secs(10))
+            .expect("scrape")
+            .body
+    };
+    let first = get();
+    let Some(before) = buckets(&first, LAG, &[]) else {
+        println!(
+            "{LAG}: ABSENT from /metrics (this agentd does not export it): no loop lag figures"
+        );
+        return;
+    };
+    let started = Instant::now();
+    let mut status_failures = 0;
+    let mut slowest_status = Duration::ZERO;
+    let mut slowest_scrape = Duration::ZERO;
+    let mut last = first;
+    for i in 1..=seconds {
+        let t = Instant::now();
+        let status = isthmus_tests::netctl(&fx.socket(), &["--json", "status"]);
+        slowest_status = slowest_status.max(t.elapsed());
+        if status.code != 0 {
+            status_failures += 1;
+        }
+        let t = Instant::now();
+        last = get();
+        slowest_scrape = slowest_scrape.max(t.elapsed());
+        let next = started + Duration::from_secs(i as u64);
+        if let Some(rest) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let elapsed = started.elapsed();
+    let Some(after) = buckets(&last, LAG, &[]) else {
+        println!("{LAG}: vanished from /metrics during the run");
+        return;
+    };
+    let delta = after.since(Some(&before));
+    let ms = |s: f64| s * 1e3;
+    let bound = |b: f64| {
+        if b.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            format!("{} ms", ms(b))
+        }
+    };
+    println!(
+        "  {} timers served in {elapsed:.1?}; slowest netctl status {:.2} ms ({status_failures} failed), slowest scrape {:.2} ms",
+        delta.count(),
+        ms(slowest_status.as_secs_f64()),
+        ms(slowest_scrape.as_secs_f64())
+    );
+    let (Some(p50), Some(p99)) = (delta.quantile(0.5), delta.quantile(0.99)) else {
+        println!("  {LAG}: no observations in the window: no figures (FAIL)");
+        return;
+    };
+    println!(
+        "  loop lag p50 {:.3} ms (bucket ≤ {}), p99 {:.3} ms (bucket ≤ {}), max in bucket ≤ {}",
+        ms(p50.value),
+        bound(p50.bucket),
+        ms(p99.value),
+        bound(p99.bucket),
+        delta.max_bucket().map_or("-".into(), bound)
+    );
+    println!(
+        "loop lag p99 {:.3} ms (goal < {} ms): {}",
+        ms(p99.value),
+        LAG_GOAL.as_millis(),
+        if p99.value < LAG_GOAL.as_secs_f64() {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
 }
