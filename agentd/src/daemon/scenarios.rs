@@ -205,7 +205,7 @@ async fn a_resolver_that_never_answers_costs_the_other_link_nothing() {
         "one lookup per link at a time, not one per tick: {lookups}"
     );
     assert!(aws.endpoints.lock().unwrap().is_empty());
-    let figures = aws.view().await.engine["ic"].figures.clone();
+    let figures = aws.view().await.engine["ic"].figures;
     assert_eq!(figures.loss, 0.0, "no probe lost: {figures:?}");
     assert_eq!(
         route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
