@@ -149,7 +149,8 @@ pub struct Shell {
     /// The generation of the last desired routes sent, and of the last the adapter applied.
     sent: u64,
     applied: u64,
-    last_desired: Option<routes::Desired>,
+    /// What was sent last, to send only changes.
+    last_desired: Option<(routes::Desired, HostCheck)>,
     /// Steps waiting for the routes of a generation to be applied, oldest first.
     waiting: VecDeque<(u64, Step)>,
     /// Link applies in flight, in order: `None` for the start-up one.
@@ -407,6 +408,7 @@ impl Shell {
         if changed || (self.phase == Phase::Starting && self.links_started) {
             self.reconcile_routes();
         }
+        self.maybe_ready();
         let _ = now;
     }
 
@@ -433,24 +435,29 @@ impl Shell {
                         self.run_step(step);
                     }
                 }
-                if self.phase == Phase::Starting && self.links_started && self.applied >= self.sent
-                {
-                    self.phase = Phase::Running;
-                    (self.adapters.on_ready)();
-                    tracing::info!(
-                        agent = %self.running.config.agent.name,
-                        config = %self.running.config.path.display(),
-                        fingerprint = %self.running.fingerprint,
-                        links = self.running.config.links.len(),
-                        "agentd ready"
-                    );
-                }
+                self.maybe_ready();
             }
             RoutesReport::Released => {
                 if matches!(self.phase, Phase::Releasing { .. }) {
                     self.stop_links(now);
                 }
             }
+        }
+    }
+
+    /// READY once the links adapter did the start-up apply and the routes that followed it are
+    /// in the kernel (so the host check has seen the tunnel interfaces too).
+    fn maybe_ready(&mut self) {
+        if self.phase == Phase::Starting && self.links_started && self.applied >= self.sent {
+            self.phase = Phase::Running;
+            (self.adapters.on_ready)();
+            tracing::info!(
+                agent = %self.running.config.agent.name,
+                config = %self.running.config.path.display(),
+                fingerprint = %self.running.fingerprint,
+                links = self.running.config.links.len(),
+                "agentd ready"
+            );
         }
     }
 
@@ -555,10 +562,6 @@ impl Shell {
     pub(super) fn reconcile_routes(&mut self) -> u64 {
         let config = &self.running.config;
         let desired = routes::desired(config, &self.active_links(), |l| self.links.ifindex(l));
-        if self.last_desired.as_ref() == Some(&desired) && self.sent > 0 {
-            return self.sent;
-        }
-        self.sent += 1;
         let host = HostCheck {
             interfaces: self.links.interfaces(),
             v6: config
@@ -566,13 +569,17 @@ impl Shell {
                 .iter()
                 .any(|g| g.destinations.iter().any(|d| d.is_ipv6())),
         };
+        if self.last_desired.as_ref() == Some(&(desired.clone(), host.clone())) && self.sent > 0 {
+            return self.sent;
+        }
+        self.sent += 1;
         let _ = self.adapters.routes.send(RoutesCmd::Apply {
             generation: self.sent,
             desired: desired.clone(),
             protocol: config.routes.protocol,
-            host,
+            host: host.clone(),
         });
-        self.last_desired = Some(desired);
+        self.last_desired = Some((desired, host));
         self.sent
     }
 
