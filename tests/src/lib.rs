@@ -54,7 +54,7 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "end-to-end tests need root (network namespaces): run `sudo tests/run`"
+        "end-to-end tests need root (network namespaces): run `tests/run` as root"
     );
 }
 

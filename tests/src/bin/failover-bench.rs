@@ -12,7 +12,7 @@
 //! ```text
 //! cargo build --release -p isthmus-agentd -p isthmus-netctl
 //! cargo build --release -p isthmus-tests --bin failover-bench
-//! sudo TRIALS=20 target/release/failover-bench
+//! (as root) TRIALS=20 target/release/failover-bench
 //! ```
 //!
 //! Knobs: `TRIALS` (default 20), `PROFILES` (default "default fast"). It runs agentd and netctl

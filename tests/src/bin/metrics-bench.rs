@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release -p isthmus-agentd -p isthmus-netctl
 //! cargo build --release -p isthmus-tests --bin metrics-bench
-//! sudo target/release/metrics-bench
+//! (as root) target/release/metrics-bench
 //! ```
 //!
 //! Knobs: `TARGETS` (default 1000), `SCRAPES` (default 50), `LAG_SECONDS` (default 60),
