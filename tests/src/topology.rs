@@ -295,7 +295,8 @@ pub fn config(prefix: &str, name: &str, index: usize, peer_public: &str) -> Stri
     text
 }
 
-fn ip(args: &[&str]) {
+/// Run `ip ARGS` (in the host's view of namespaces) and insist that it works.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
     assert!(
         out.status.success(),
@@ -338,27 +339,34 @@ impl Side {
         }
     }
 
+    /// The link carrying route group `group` (per `netctl --json status`); `None` also while
+    /// agentd does not answer.
+    pub fn active(&self, group: &str) -> Option<String> {
+        let out = netctl(&self.fx.socket(), &["--json", "status"]);
+        if out.code != 0 {
+            return None;
+        }
+        out.json()["route_groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["name"] == group)?["active_link"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// Wait until route group `group` is active on `link` (per `netctl --json status`).
     pub fn wait_active(&self, group: &str, link: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = netctl(&self.fx.socket(), &["--json", "status"]);
-            if out.code == 0 {
-                let json = out.json();
-                let active = json["route_groups"]
-                    .as_array()
-                    .and_then(|g| g.iter().find(|x| x["name"] == group))
-                    .and_then(|g| g["active_link"].as_str().map(str::to_owned));
-                if active.as_deref() == Some(link) {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{}: group {group} not active on {link} (it is on {active:?}): {:#}",
-                    self.name,
-                    json["route_groups"]
-                );
+            let active = self.active(group);
+            if active.as_deref() == Some(link) {
+                return;
             }
+            assert!(
+                Instant::now() < deadline,
+                "{}: group {group} not active on {link} (it is on {active:?})",
+                self.name,
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -38,12 +38,11 @@
 use std::io::Write as _;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::histogram::{buckets, Buckets};
-use isthmus_tests::topology::{now_ms, Side, TwoClouds, PATHS};
+use isthmus_tests::topology::{ip, now_ms, Side, TwoClouds, PATHS};
 use isthmus_tests::{http_get, netctl, Agentd, SilentResolver};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -104,16 +103,6 @@ fn set_link_key(side: &Side, link: &str, key: &str, value: toml::Value) {
         .unwrap();
     l.insert(key.into(), value);
     side.fx.write_config(&toml::to_string(&doc).unwrap());
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Whether writing to `dir` fails for lack of space (the tmpfs is full).
@@ -266,21 +255,6 @@ fn rtt(text: &str) -> Option<Buckets> {
     )
 }
 
-/// Which link carries route group `remote` on `side` (per `netctl --json status`).
-fn active(side: &Side) -> Option<String> {
-    let out = netctl(&side.fx.socket(), &["--json", "status"]);
-    if out.code != 0 {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-    json["route_groups"]
-        .as_array()?
-        .iter()
-        .find(|g| g["name"] == "remote")?["active_link"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// Wait until the interconnect carries the group on both gateways (30 s), then until its
 /// probe windows hold no loss (start-up losses, if any, age out within 30 s). What did not
 /// happen is returned, not raised: the watch that follows shows what the gateways do instead.
@@ -288,7 +262,8 @@ fn settle(bed: &Bed) -> Vec<String> {
     let sides = [&bed.clouds.aws, &bed.clouds.oci];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now: Vec<(&str, Option<String>)> = sides.iter().map(|s| (s.name, active(s))).collect();
+        let now: Vec<(&str, Option<String>)> =
+            sides.iter().map(|s| (s.name, s.active("remote"))).collect();
         if now
             .iter()
             .all(|(_, a)| a.as_deref() == Some("interconnect"))

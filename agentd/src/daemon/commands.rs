@@ -84,7 +84,7 @@ fn failover(
     let mut rec = events::record(EventKind::Pin, reason);
     rec.group = Some(group.to_owned());
     rec.to = Some(to.to_owned());
-    shell.push_event(rec, now);
+    shell.push_event(rec);
     shell.failover.pin(group, to, reason, now);
     shell.after_engine(now);
     shell
@@ -99,7 +99,7 @@ fn failback(shell: &mut Shell, group: &str, now: Instant) -> Result<RouteGroupSt
     if shell.failover.unpin(group, now) {
         let mut rec = events::record(EventKind::Unpin, "returned to automatic choice");
         rec.group = Some(group.to_owned());
-        shell.push_event(rec, now);
+        shell.push_event(rec);
     }
     shell.after_engine(now);
     shell
@@ -128,7 +128,7 @@ fn drain(
         },
     );
     rec.link = Some(link.to_owned());
-    shell.push_event(rec, now);
+    shell.push_event(rec);
     shell.failover.set_drain(link, on, now);
     shell.after_engine(now);
     let config = shell.running.config.clone();

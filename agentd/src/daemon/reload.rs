@@ -150,12 +150,10 @@ impl Shell {
         let links = self.links.follow(&config.links);
         self.failover.update_config(&config, now);
         self.sync_transport();
-        self.adapters.send_targets(crate::probe::job::jobs(&config));
-        let keys: std::collections::BTreeSet<_> = crate::probe::job::jobs(&config)
-            .iter()
-            .map(|j| j.key())
-            .collect();
+        let jobs = crate::probe::job::jobs(&config);
+        let keys: std::collections::BTreeSet<_> = jobs.iter().map(|j| j.key()).collect();
         self.targets.retain(|k, _| keys.contains(k));
+        self.adapters.send_targets(jobs);
         self.metrics.follow_config(&config);
 
         let outcome = ReloadOutcome {
@@ -170,7 +168,7 @@ impl Shell {
             format!("config {} applied", outcome.fingerprint),
         );
         rec.to = Some(outcome.fingerprint.clone());
-        self.push_event(rec, now);
+        self.push_event(rec);
         self.pending_reloads
             .push_back(Some(PendingReload { outcome, reply }));
         self.after_engine(now);

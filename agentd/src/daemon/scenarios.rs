@@ -31,6 +31,22 @@ fn route_dev(k: &FakeKernel, dst: &str) -> Option<String> {
         .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
 }
 
+/// Both gateways route the other side's VPC through `link`.
+fn assert_both_route_via(aws: &Gateway, oci: &Gateway, link: &str) {
+    assert_eq!(
+        route_dev(&aws.kernel, "10.2.0.0/16"),
+        Some(format!("fk0-{link}")),
+        "aws:\n{}",
+        aws.kernel.ip_route()
+    );
+    assert_eq!(
+        route_dev(&oci.kernel, "10.1.0.0/16"),
+        Some(format!("fk1-{link}")),
+        "oci:\n{}",
+        oci.kernel.ip_route()
+    );
+}
+
 async fn health(gw: &Gateway, link: &str) -> Health {
     gw.view()
         .await
@@ -54,14 +70,7 @@ async fn a_hard_cut_moves_the_routes_on_both_gateways_and_failback_brings_them_h
     let (_dir, net, [aws, oci]) = pair("203.0.113.1:51821").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(*aws.ready.borrow() && *oci.ready.borrow(), "both ready");
-    assert_eq!(
-        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
-        Some("fk0-ic")
-    );
-    assert_eq!(
-        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
-        Some("fk1-ic")
-    );
+    assert_both_route_via(&aws, &oci, "ic");
     assert!(
         aws.kernel
             .ip_route()
@@ -72,27 +81,13 @@ async fn a_hard_cut_moves_the_routes_on_both_gateways_and_failback_brings_them_h
 
     net.cut("ic");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
-        Some("fk0-inet")
-    );
-    assert_eq!(
-        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
-        Some("fk1-inet")
-    );
+    assert_both_route_via(&aws, &oci, "inet");
     assert_eq!(health(&aws, "ic").await, Health::Down);
 
     net.restore("ic");
     // failback_after is 3 s in the test config.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
-        Some("fk0-ic")
-    );
-    assert_eq!(
-        route_dev(&oci.kernel, "10.1.0.0/16").as_deref(),
-        Some("fk1-ic")
-    );
+    assert_both_route_via(&aws, &oci, "ic");
     let text = aws.kernel.ip_route();
     assert_eq!(
         text.lines().count(),

@@ -221,7 +221,7 @@ impl Shell {
     /// Serve until stopped; the routes are released and the links stopped on the way out.
     pub async fn run(mut self, mut rx: Receivers) {
         let now = crate::clock::now();
-        self.start(now);
+        self.start();
         let mut last = now;
         while self.phase != Phase::Done {
             // Never spin: at least a millisecond between timer runs.
@@ -261,15 +261,12 @@ impl Shell {
         }
     }
 
-    fn start(&mut self, now: Instant) {
+    fn start(&mut self) {
         let config = self.running.config.clone();
-        self.push_event(
-            events::record(
-                EventKind::Started,
-                format!("agentd {} started", env!("CARGO_PKG_VERSION")),
-            ),
-            now,
-        );
+        self.push_event(events::record(
+            EventKind::Started,
+            format!("agentd {} started", env!("CARGO_PKG_VERSION")),
+        ));
         for w in &self.running.warnings {
             tracing::warn!(warning = %w.message, line = w.line.unwrap_or(0), "config warning");
         }
@@ -370,15 +367,15 @@ impl Shell {
                 tracing::info!("SIGHUP: reloading the config");
                 self.start_reload(None);
             }
-            Input::Link(report) => self.on_link(report, now),
+            Input::Link(report) => self.on_link(report),
             Input::Routes(report) => self.on_routes(report, now),
             Input::Resolved(r) => self.on_resolved(r),
-            Input::Target((key, outcome, at)) => self.on_target(key, outcome, at.into_std(), now),
+            Input::Target((key, outcome, at)) => self.on_target(key, outcome, at.into_std()),
             Input::ConfigLoaded { result, reply } => self.finish_reload(result, reply, now),
         }
     }
 
-    fn on_link(&mut self, report: LinkReport, now: Instant) {
+    fn on_link(&mut self, report: LinkReport) {
         let changed = self.links.handle_report(&report);
         match report {
             LinkReport::Started { link, .. } => {
@@ -391,9 +388,7 @@ impl Shell {
             LinkReport::Stopped { .. } => {}
             LinkReport::Applied { changes } => {
                 self.reload_done(changes);
-                if !self.links_started {
-                    self.links_started = true;
-                }
+                self.links_started = true;
             }
             LinkReport::AllStopped => {
                 if matches!(self.phase, Phase::StoppingLinks { .. }) {
@@ -409,7 +404,6 @@ impl Shell {
             self.reconcile_routes();
         }
         self.maybe_ready();
-        let _ = now;
     }
 
     fn on_routes(&mut self, report: RoutesReport, now: Instant) {
@@ -424,7 +418,7 @@ impl Shell {
                 self.route_stats = stats;
                 self.host_warnings = host_warnings;
                 for c in conflicts {
-                    self.push_event(events::record(EventKind::RouteConflict, c), now);
+                    self.push_event(events::record(EventKind::RouteConflict, c));
                 }
                 while self
                     .waiting
@@ -484,7 +478,7 @@ impl Shell {
     }
 
     /// A target check finished: keep the result, log a change of state.
-    fn on_target(&mut self, key: JobKey, outcome: Outcome, at: Instant, now: Instant) {
+    fn on_target(&mut self, key: JobKey, outcome: Outcome, at: Instant) {
         self.metrics.observe_target(
             &key.probe,
             key.link.as_deref().unwrap_or(""),
@@ -508,7 +502,7 @@ impl Shell {
             rec.from = before.map(word);
             rec.to = Some(word(outcome.ok));
             tracing::info!(probe = %key, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
-            self.push_event(rec, now);
+            self.push_event(rec);
         }
         let entry = self.targets.entry(key).or_insert(TargetState {
             last: outcome,
@@ -629,8 +623,8 @@ impl Shell {
         });
     }
 
-    pub(super) fn push_event(&mut self, rec: EventRecord, now: Instant) {
-        let _ = now;
+    /// Record an operator's or the shell's own event, stamped with the wall clock.
+    pub(super) fn push_event(&mut self, rec: EventRecord) {
         self.events.push(rec, SystemTime::now());
     }
 
@@ -646,7 +640,7 @@ impl Shell {
             return;
         }
         crate::notify::stopping();
-        self.push_event(events::record(EventKind::Stopped, "agentd stopped"), now);
+        self.push_event(events::record(EventKind::Stopped, "agentd stopped"));
         self.phase = Phase::Releasing {
             until: now + SHUTDOWN_STEP,
         };

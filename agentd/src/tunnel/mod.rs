@@ -196,13 +196,11 @@ impl Tunnels {
                     entry.uapi = None;
                     stop(entry.running.take()).await;
                     entry.config = (*new).clone();
-                    let _ = self
-                        .reports
-                        .send(Input::Link(LinkReport::Stopped {
-                            link: (*name).to_owned(),
-                            error: None,
-                        }))
-                        .await;
+                    self.report(LinkReport::Stopped {
+                        link: (*name).to_owned(),
+                        error: None,
+                    })
+                    .await;
                     changes.push(format!(
                         "link {name}: restarted (interface, address, port or MTU changed)"
                     ));
@@ -304,16 +302,6 @@ impl Tunnels {
                 let ifindex = running.ifindex;
                 entry.running = Some(running);
                 entry.error = None;
-                let _ = self
-                    .reports
-                    .send(Input::Link(LinkReport::Started {
-                        link: name.to_owned(),
-                        ifindex,
-                    }))
-                    .await;
-                let Some(entry) = self.links.get_mut(name) else {
-                    return;
-                };
                 let snapshot = uapi_snapshot(entry.shared.clone(), entry.counters.clone());
                 match uapi::serve(&self.uapi_dir, &entry.config.interface, snapshot) {
                     Ok(handle) => entry.uapi = Some(handle),
@@ -323,6 +311,11 @@ impl Tunnels {
                         "cannot serve the WireGuard UAPI socket; `wg show` will not see this link")
                     }
                 }
+                self.report(LinkReport::Started {
+                    link: name.to_owned(),
+                    ifindex,
+                })
+                .await;
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -330,13 +323,11 @@ impl Tunnels {
                     tracing::error!(link = name, error = %msg, "link cannot start; retrying every 10 s");
                 }
                 entry.error = Some(msg.clone());
-                let _ = self
-                    .reports
-                    .send(Input::Link(LinkReport::Stopped {
-                        link: name.to_owned(),
-                        error: Some(msg),
-                    }))
-                    .await;
+                self.report(LinkReport::Stopped {
+                    link: name.to_owned(),
+                    error: Some(msg),
+                })
+                .await;
             }
         }
     }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use isthmus_tests::topology::{now_ms, switch_at, Side, TwoClouds, VPCS};
-use isthmus_tests::{bin, netctl, Agentd, Netns};
+use isthmus_tests::{bin, Agentd, Netns};
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -143,21 +143,6 @@ fn switches(events: &[serde_json::Value], from_ms: u64, to_ms: u64) -> usize {
         .count()
 }
 
-/// The route group's active link per `netctl --json status` (None also if agentd is gone).
-fn active(side: &Side) -> Option<String> {
-    let out = netctl(&side.fx.socket(), &["--json", "status"]);
-    if out.code != 0 {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-    json["route_groups"]
-        .as_array()?
-        .iter()
-        .find(|g| g["name"] == GROUP)?["active_link"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// Wait until both gateways have `link` active. Polls every 100 ms: the times measured come
 /// from agentd's events, so polling only has to be quick enough not to waste trial time, and
 /// slow enough not to load the 2 CPUs that agentd needs while it detects.
@@ -166,7 +151,7 @@ fn wait_both(clouds: &TwoClouds, link: &str, timeout: Duration) -> bool {
     loop {
         if [&clouds.aws, &clouds.oci]
             .iter()
-            .all(|s| active(s).as_deref() == Some(link))
+            .all(|s| s.active(GROUP).as_deref() == Some(link))
         {
             return true;
         }
