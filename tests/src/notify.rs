@@ -30,6 +30,18 @@ impl NotifySocket {
         &self.seen
     }
 
+    /// Read and keep (in `seen`) every datagram already queued, so that the next
+    /// [`Notify::wait_for`] only matches what is sent from now on.
+    pub fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        self.socket.set_nonblocking(true).unwrap();
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.seen
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.socket.set_nonblocking(false).unwrap();
+    }
+
     /// Wait until a datagram containing `line` (a whole line, e.g. "READY=1") arrives.
     pub fn wait_for(&mut self, line: &str, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;

@@ -150,10 +150,12 @@ fn agentd_runs_an_example_survives_a_broken_reload_and_stops_cleanly_on_sigterm(
     assert!(human.stdout.contains("REJECTED"), "{}", human.stdout);
 
     // SIGHUP with the broken file: same outcome, announced to systemd as RELOADING then READY.
+    // (The file is read off the event loop: READY is the moment the outcome is known.)
     agentd
         .notify
         .wait_for("READY=1", Duration::from_secs(5))
         .unwrap();
+    agentd.notify.drain();
     agentd.signal(Signal::SIGHUP);
     agentd
         .notify
