@@ -406,11 +406,17 @@ pub(crate) fn aws_id(text: &str, prefixes: &[&str], what: &str) -> Parsed<String
 /// An Oracle Cloud id, `ocid1.<type>.<realm>.[region][.future].<unique>`, of one of `types`
 /// (`routetable`, `privateip`, ...).
 pub(crate) fn ocid(text: &str, types: &[&str]) -> Parsed<String> {
-    let expected = types.join(", ");
-    let example = format!("\"ocid1.{}.oc1.iad.aaaa…\"", types[0]);
+    let expected = match types {
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => "any type".to_string(),
+    };
+    let example = format!(
+        "\"ocid1.{}.oc1.iad.aaaa…\"",
+        types.first().copied().unwrap_or("routetable")
+    );
     let hint = format!(
-        "copy the OCID of the {} from the OCI console or the oci CLI, e.g. {example}",
-        types.join(" or ")
+        "copy the OCID of the {expected} from the OCI console or the oci CLI, e.g. {example}"
     );
     let Some(rest) = text.strip_prefix("ocid1.") else {
         return Err(Invalid::new(
@@ -441,9 +447,8 @@ pub(crate) fn ocid(text: &str, types: &[&str]) -> Parsed<String> {
     if !types.contains(&parts[0]) {
         return Err(Invalid::new(
             format!(
-                "{text:?} is the OCID of a {}, not of a {}",
-                parts[0],
-                types.join(" or ")
+                "{text:?} is the OCID of a {}, not of a {expected}",
+                parts[0]
             ),
             format!("use an OCID of type {expected}, e.g. {example}"),
         ));
