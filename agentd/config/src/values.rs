@@ -488,9 +488,8 @@ pub(crate) fn env_name(text: &str) -> Parsed<()> {
     }
     if text.starts_with("ISTHMUS_") {
         return Err(Invalid::new(
-            format!("{text:?} starts with ISTHMUS_, which agentd sets itself for every hook"),
-            "choose another name; agentd passes the group, its state and the link in ISTHMUS_* \
-             variables",
+            format!("{text:?} starts with ISTHMUS_, which is reserved for agentd's own variables"),
+            "choose another name: agentd sets ISTHMUS_* variables for every hook itself",
         ));
     }
     Ok(())
