@@ -3,16 +3,19 @@
 //! A relative path is looked up in the systemd credentials directory when agentd runs with
 //! `LoadCredential=` (`$CREDENTIALS_DIRECTORY`), else next to the config file, so the same
 //! config works in both set-ups. A key file must be a regular file that grants nothing to group
-//! or others (innernet and `wg` warn about the same); a WireGuard key must be base64 of exactly
-//! 32 bytes. Messages name the file, never its content: not even a character of a rejected key
-//! may reach a log or the control socket.
+//! or others (innernet and `wg` warn about the same). Then its content is read by kind: a
+//! WireGuard key must be base64 of exactly 32 bytes; a TSIG key file is what `tsig-keygen`
+//! writes or a bare base64 secret (`tsig`); the OCI API key is an unencrypted RSA PEM (`pem`).
+//! Messages name the file (and a place in it), never its content: not even a character of a
+//! rejected key may reach a log or the control socket.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::model::{decode_key, Secret};
+use crate::model::{decode_key, OciKey, Secret};
+use crate::tsig::{self, FileKey};
 use crate::values::Invalid;
 
 /// What a key file holds; decides the check of its content and the hints.
@@ -22,8 +25,10 @@ pub(crate) enum KeyKind {
     Private,
     /// WireGuard preshared key (`wg genpsk`).
     Preshared,
-    /// TSIG secret for RFC 2136 updates; any non-empty text, not kept in memory.
+    /// TSIG key for RFC 2136 updates (`tsig-keygen`, or a bare base64 secret).
     Tsig,
+    /// OCI API signing key (RSA private key PEM).
+    OciApi,
 }
 
 impl KeyKind {
@@ -32,6 +37,7 @@ impl KeyKind {
             KeyKind::Private => "private key file",
             KeyKind::Preshared => "preshared key file",
             KeyKind::Tsig => "TSIG key file",
+            KeyKind::OciApi => "OCI API key file",
         }
     }
 
@@ -46,7 +52,13 @@ impl KeyKind {
                  or remove preshared_key_file"
             ),
             KeyKind::Tsig => format!(
-                "write the TSIG secret configured on the DNS server into {p}, then chmod 600 {p}"
+                "create it: (umask 077; tsig-keygen -a hmac-sha256 NAME > {p}) and configure the \
+                 same key on the DNS server, or write the server's secret for this key into {p} \
+                 and chmod 600 {p}"
+            ),
+            KeyKind::OciApi => format!(
+                "create it: (umask 077; openssl genrsa -out {p} 2048), then add its public half \
+                 (openssl rsa -pubout -in {p}) as an API key of the OCI user"
             ),
         }
     }
@@ -58,11 +70,10 @@ pub(crate) struct KeyFiles {
     credentials_dir: Option<PathBuf>,
 }
 
-/// A key file that passed every check.
-pub(crate) struct KeyFile {
+/// A key file that passed every check, and what it holds.
+pub(crate) struct KeyFile<K> {
     pub path: PathBuf,
-    /// The key, except for [`KeyKind::Tsig`].
-    pub secret: Option<Secret>,
+    pub key: K,
 }
 
 impl KeyFiles {
@@ -90,7 +101,61 @@ impl KeyFiles {
         (std::path::absolute(&joined).unwrap_or(joined), credential)
     }
 
-    pub(crate) fn load(&self, written: &str, kind: KeyKind) -> Result<KeyFile, Invalid> {
+    /// A WireGuard key ([`KeyKind::Private`] or [`KeyKind::Preshared`]).
+    pub(crate) fn load(&self, written: &str, kind: KeyKind) -> Result<KeyFile<Secret>, Invalid> {
+        let (path, bytes) = self.read(written, kind)?;
+        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+        let key = decode_key(text).ok_or_else(|| {
+            Invalid::new(
+                format!(
+                    "{} does not hold a WireGuard key (base64 of 32 bytes)",
+                    path.display()
+                ),
+                kind.create_hint(&path),
+            )
+        })?;
+        Ok(KeyFile {
+            path,
+            key: Secret::new(key),
+        })
+    }
+
+    /// The keys of a TSIG key file (at least one). A problem inside the file is reported with
+    /// the file's path, line and column.
+    pub(crate) fn tsig(&self, written: &str) -> Result<KeyFile<Vec<FileKey>>, Invalid> {
+        let (path, bytes) = self.read(written, KeyKind::Tsig)?;
+        let p = path.display();
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Err(Invalid::new(
+                format!("{p} is not text"),
+                KeyKind::Tsig.create_hint(&path),
+            ));
+        };
+        let keys = tsig::parse(text).map_err(|e| {
+            Invalid::new(
+                format!("{p}:{}:{}: {}", e.line, e.column, e.message),
+                e.hint,
+            )
+        })?;
+        Ok(KeyFile { path, key: keys })
+    }
+
+    /// The OCI API signing key.
+    pub(crate) fn oci(&self, written: &str) -> Result<KeyFile<OciKey>, Invalid> {
+        let (path, bytes) = self.read(written, KeyKind::OciApi)?;
+        let p = path.display().to_string();
+        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+        let key = crate::pem::oci_key(text, &p)
+            .map_err(|e| Invalid::new(format!("{p} {}", e.message), e.hint))?;
+        Ok(KeyFile { path, key })
+    }
+
+    /// Resolves `written`, checks that it is a private regular file and reads it.
+    fn read(
+        &self,
+        written: &str,
+        kind: KeyKind,
+    ) -> Result<(PathBuf, zeroize::Zeroizing<Vec<u8>>), Invalid> {
         let what = kind.what();
         if written.is_empty() {
             return Err(Invalid::new(
@@ -133,28 +198,7 @@ impl KeyFiles {
         }
         let bytes =
             zeroize::Zeroizing::new(fs::read(&path).map_err(|e| unreadable(what, &path, &e))?);
-        let text = std::str::from_utf8(&bytes).unwrap_or_default();
-        let secret = match kind {
-            KeyKind::Private | KeyKind::Preshared => {
-                let key = decode_key(text).ok_or_else(|| {
-                    Invalid::new(
-                        format!("{p} does not hold a WireGuard key (base64 of 32 bytes)"),
-                        kind.create_hint(&path),
-                    )
-                })?;
-                Some(Secret::new(key))
-            }
-            KeyKind::Tsig => {
-                if text.trim().is_empty() {
-                    return Err(Invalid::new(
-                        format!("{p} is empty or not text"),
-                        kind.create_hint(&path),
-                    ));
-                }
-                None
-            }
-        };
-        Ok(KeyFile { path, secret })
+        Ok((path, bytes))
     }
 }
 

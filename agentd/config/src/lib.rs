@@ -15,9 +15,11 @@ mod fields;
 mod keys;
 mod model;
 mod parse;
+mod pem;
 mod raw;
 mod relations;
 mod source;
+mod tsig;
 mod validate;
 mod values;
 

@@ -1,9 +1,11 @@
 //! The validated configuration that agentd runs with. Every value here has passed the checks in
 //! `validate` and `relations`: names are unique, references resolve, CIDRs are network addresses,
-//! durations are in range, key files were readable, private and only hold keys of the right size.
-//! Defaults are filled in; the `DEFAULT_*` constants say what they are and why. Code that uses a
-//! `Config` never needs to re-check it. Secrets are loaded into [`Secret`], which never prints.
+//! durations are in range, key files were readable, private and only hold keys of the right size
+//! and form. Defaults are filled in; the `DEFAULT_*` constants say what they are and why. Code
+//! that uses a `Config` never needs to re-check it. Secrets are loaded into [`Secret`] (WireGuard
+//! keys) and [`SecretBytes`] (TSIG secrets, the OCI API key), which never print.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -66,6 +68,29 @@ pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(5);
 /// Short, so resolvers follow a failover quickly.
 pub const DEFAULT_DNS_TTL: u32 = 30;
+/// At most one write per target (a DNS record, a cloud route table) per second: a flapping link
+/// must not become an API storm (Route 53 allows five requests per second per account).
+pub const DEFAULT_ACTION_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// One attempt (one API request, one verification query): long enough for a slow cloud API,
+/// short enough that a hung request is retried well within a failover.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// First back-off after a failed attempt; it doubles (with jitter) up to
+/// [`DEFAULT_RETRY_MAX`].
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(500);
+/// Longest back-off: a cloud API that is down for minutes is still tried twice a minute.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Every target is re-read and re-asserted this often, so a change made behind agentd's back (a
+/// console click, another tool) is corrected within a minute.
+pub const DEFAULT_REASSERT_EVERY: Duration = Duration::from_secs(60);
+/// How long a change may take to be served (Route 53 INSYNC, the DNS server answering the new
+/// value) before the write counts as failed; Route 53 usually syncs in well under a minute.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A hook that takes longer is killed: hooks notify, they must not hold up the next transition.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `[[hook]].timeout` accepted.
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most `[[hook]].retries` accepted: a hook that fails ten times will not pass the eleventh.
+pub const MAX_HOOK_RETRIES: u32 = 10;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +107,14 @@ pub struct Config {
     pub route_groups: Vec<RouteGroup>,
     pub dns_providers: Vec<DnsProvider>,
     pub dns_groups: Vec<DnsGroup>,
+    /// `[actions]`: pacing and retries of DNS and cloud route table writes.
+    pub actions: Actions,
+    /// `[aws]`, when given.
+    pub aws: Option<Aws>,
+    /// `[oci]`, when given.
+    pub oci: Option<Oci>,
+    /// `[[hook]]`s, in file order.
+    pub hooks: Vec<Hook>,
 }
 
 impl Config {
@@ -103,6 +136,10 @@ impl Config {
 
     pub fn dns_group(&self, name: &str) -> Option<&DnsGroup> {
         self.dns_groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn hook(&self, name: &str) -> Option<&Hook> {
+        self.hooks.iter().find(|h| h.name == name)
     }
 }
 
@@ -177,11 +214,15 @@ keywords! {
 }
 keywords! {
     /// `[[dns_provider]].kind`
-    DnsProviderKind { Rfc2136 = "rfc2136", Route53 = "route53" }
+    DnsProviderKind { Rfc2136 = "rfc2136", Route53 = "route53", Oci = "oci", Exec = "exec" }
 }
 keywords! {
-    /// `[[dns_provider]].tsig_algorithm`
-    TsigAlgorithm { HmacSha256 = "hmac-sha256", HmacSha512 = "hmac-sha512" }
+    /// `[[dns_provider]].tsig_algorithm`, and the `algorithm` of a `tsig-keygen` key file.
+    TsigAlgorithm {
+        HmacSha256 = "hmac-sha256",
+        HmacSha384 = "hmac-sha384",
+        HmacSha512 = "hmac-sha512",
+    }
 }
 keywords! {
     /// `[[dns_group]].type`
@@ -387,6 +428,33 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Key material of any length (a TSIG secret, the DER of the OCI API key). Never printed:
+/// `Debug` shows `SecretBytes(<redacted>)` and there is no `Display`; wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretBytes(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
 /// A WireGuard public key; displays (and debug-prints) as base64, as `wg` shows it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(pub [u8; 32]);
@@ -484,27 +552,165 @@ pub struct RouteGroup {
     pub preempt: bool,
     pub failback_after: Duration,
     pub hold_down: Duration,
+    /// AWS VPC route tables whose routes for `destinations` point at this gateway while the
+    /// group has a usable link (needs `[aws]`).
+    pub aws_route_tables: Vec<CloudRouteTable>,
+    /// OCI VCN route tables, likewise (needs `[oci]`).
+    pub oci_route_tables: Vec<CloudRouteTable>,
 }
 
-/// `[[dns_provider]]`: where DNS answers are published. The TSIG key content is not kept here:
-/// the DNS adapter reads `tsig_key_file` when it needs it.
+/// One cloud route table that a route group steers: each of the group's destinations is routed
+/// to `target` while the group has a usable link, and to `fallback` (or removed) when it has
+/// none. A (table, destination) pair belongs to one group only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudRouteTable {
+    /// AWS `rtb-…`; OCI a route table OCID.
+    pub id: String,
+    /// This gateway: AWS `eni-…` or `i-…`; OCI a private IP OCID.
+    pub target: String,
+    /// Where the routes point when the group fails closed; `None` removes them.
+    pub fallback: Option<String>,
+}
+
+/// `[[dns_provider]]`: where DNS answers are published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsProvider {
     pub name: String,
     pub kind: DnsProviderKind,
     /// rfc2136: the primary server.
     pub server: Option<SocketAddr>,
-    /// rfc2136: the zone to update.
+    /// rfc2136: the zone to update; oci: the zone name or OCID.
     pub zone: Option<String>,
-    /// rfc2136: resolved, absolute.
+    /// rfc2136: resolved, absolute; kept for messages (the key itself is in `tsig`).
     pub tsig_key_file: Option<PathBuf>,
+    /// rfc2136: the algorithm in use (from `tsig_algorithm` or the key file; `hmac-sha256`
+    /// when there is no key).
     pub tsig_algorithm: TsigAlgorithm,
+    /// rfc2136: the key that signs updates, loaded from `tsig_key_file`.
+    pub tsig: Option<TsigKey>,
     /// route53
     pub hosted_zone_id: Option<String>,
     /// route53: API endpoint override (tests point it at moto).
     pub endpoint: Option<String>,
     /// route53
     pub region: Option<String>,
+    /// oci: the private view of the zone (then requests use `scope=PRIVATE`).
+    pub view_id: Option<String>,
+    /// exec: the program (an absolute path) and its arguments; empty for other kinds.
+    pub command: Vec<String>,
+    /// exec: how long one run may take; `None` = `[actions].timeout`.
+    pub timeout: Option<Duration>,
+    /// Overrides `[actions].min_interval` for this provider's records.
+    pub min_interval: Option<Duration>,
+}
+
+/// A TSIG key: its name as the DNS server knows it, its algorithm and its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsigKey {
+    /// Absolute, lowercase, with the trailing dot: `failover-key.`.
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    /// The base64-decoded secret.
+    pub secret: SecretBytes,
+}
+
+/// `[actions]`: how agentd writes DNS records and cloud route tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actions {
+    /// At most one write per target per interval.
+    pub min_interval: Duration,
+    /// One attempt: one API request or one verification query.
+    pub timeout: Duration,
+    /// First back-off after a failure; doubles, with jitter, up to `retry_max`.
+    pub retry_initial: Duration,
+    /// At least `retry_initial`.
+    pub retry_max: Duration,
+    /// Every target is re-read and re-asserted this often.
+    pub reassert_every: Duration,
+    /// How long a change may take to be served before the write counts as failed.
+    pub verify_timeout: Duration,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            min_interval: DEFAULT_ACTION_MIN_INTERVAL,
+            timeout: DEFAULT_ACTION_TIMEOUT,
+            retry_initial: DEFAULT_RETRY_INITIAL,
+            retry_max: DEFAULT_RETRY_MAX,
+            reassert_every: DEFAULT_REASSERT_EVERY,
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+        }
+    }
+}
+
+/// `[aws]`: the gateway's AWS account settings, for `aws_route_tables` (EC2) and route53
+/// providers (which always sign for us-east-1, the region of the Route 53 API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aws {
+    /// The EC2 region of the gateway.
+    pub region: String,
+    /// Profile in the shared credentials file; `None`: `$AWS_PROFILE`, else `default`.
+    pub profile: Option<String>,
+    /// Absolute; `None`: `$AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
+    pub credentials_file: Option<PathBuf>,
+    /// EC2 API endpoint override (`http://` or `https://`; tests point it at moto).
+    pub ec2_endpoint: Option<String>,
+    /// Instance metadata service override.
+    pub imds_endpoint: Option<String>,
+}
+
+/// `[oci]`: the API signing identity, for oci providers and `oci_route_tables`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oci {
+    pub region: String,
+    /// Tenancy OCID.
+    pub tenancy: String,
+    /// User OCID.
+    pub user: String,
+    /// Fingerprint of the API key as OCI shows it: 16 lowercase hex pairs joined by `:`.
+    pub fingerprint: String,
+    /// The API private key, loaded from `key_file`.
+    pub key: OciKey,
+    /// Resolved, absolute; kept for messages.
+    pub key_file: PathBuf,
+    /// DNS API endpoint override (tests).
+    pub dns_endpoint: Option<String>,
+    /// Core services (VCN route tables) endpoint override (tests).
+    pub iaas_endpoint: Option<String>,
+}
+
+/// An unencrypted RSA private key, as DER.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciKey {
+    pub der: SecretBytes,
+    pub format: OciKeyFormat,
+}
+
+/// What `OciKey::der` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OciKeyFormat {
+    /// `-----BEGIN PRIVATE KEY-----`: a PKCS#8 `PrivateKeyInfo` of an RSA key.
+    Pkcs8,
+    /// `-----BEGIN RSA PRIVATE KEY-----`: a PKCS#1 `RSAPrivateKey`.
+    Pkcs1,
+}
+
+/// `[[hook]]`: a command run on every transition of the groups it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub name: String,
+    /// The program (an absolute path) and its arguments.
+    pub command: Vec<String>,
+    /// Added to the environment the hook gets; names match `[A-Z_][A-Z0-9_]*` and never start
+    /// with `ISTHMUS_` (agentd's own variables).
+    pub environment: BTreeMap<String, String>,
+    /// Route or DNS group names; empty = every group.
+    pub groups: Vec<String>,
+    /// The hook is killed at its timeout; at most [`MAX_HOOK_TIMEOUT`].
+    pub timeout: Duration,
+    /// Further attempts after a failure, 0..=[`MAX_HOOK_RETRIES`].
+    pub retries: u32,
 }
 
 /// `[[dns_group]]`: one record whose value follows the health of ordered answers.
@@ -517,6 +723,12 @@ pub struct DnsGroup {
     pub ttl: u32,
     /// Most preferred first.
     pub answers: Vec<DnsAnswer>,
+    /// Go back to a more preferred answer once its checks pass again.
+    pub preempt: bool,
+    /// How long a more preferred answer must stay healthy before it is published again.
+    pub failback_after: Duration,
+    /// At most one change of the record per hold-down.
+    pub hold_down: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,8 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::raw::{
-    self, RawAgent, RawControl, RawDamping, RawDnsGroup, RawDnsProvider, RawHealth, RawLink,
-    RawMetrics, RawProbe, RawRouteGroup, RawRoutes,
+    self, RawActions, RawAgent, RawAws, RawControl, RawDamping, RawDnsGroup, RawDnsProvider,
+    RawHealth, RawHook, RawLink, RawMetrics, RawOci, RawProbe, RawRouteGroup, RawRoutes,
 };
 use crate::source::{Sink, Span};
 use crate::values::closest;
@@ -48,6 +48,10 @@ pub(crate) struct RawConfig {
     pub route_groups: Vec<Entry<RawRouteGroup>>,
     pub dns_providers: Vec<Entry<RawDnsProvider>>,
     pub dns_groups: Vec<Entry<RawDnsGroup>>,
+    pub actions: Option<Entry<RawActions>>,
+    pub aws: Option<Entry<RawAws>>,
+    pub oci: Option<Entry<RawOci>>,
+    pub hooks: Vec<Entry<RawHook>>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -61,6 +65,10 @@ const SECTIONS: &[&str] = &[
     "route_group",
     "dns_provider",
     "dns_group",
+    "actions",
+    "aws",
+    "oci",
+    "hook",
 ];
 
 /// Parses the sink's source text; every problem goes to `sink`.
@@ -97,9 +105,14 @@ pub(crate) fn parse(sink: &mut Sink) -> RawConfig {
             "route_group" => raw.route_groups = list(sink, "route_group", &key, value),
             "dns_provider" => raw.dns_providers = list(sink, "dns_provider", &key, value),
             "dns_group" => raw.dns_groups = list(sink, "dns_group", &key, value),
+            "actions" => raw.actions = section(sink, "actions", &key, value),
+            "aws" => raw.aws = section(sink, "aws", &key, value),
+            "oci" => raw.oci = section(sink, "oci", &key, value),
+            "hook" => raw.hooks = list(sink, "hook", &key, value),
             other => {
                 let listed = "[agent], [control], [metrics], [routes], [health], [[link]], \
-                              [[probe]], [[route_group]], [[dns_provider]], [[dns_group]]";
+                              [[probe]], [[route_group]], [[dns_provider]], [[dns_group]], \
+                              [actions], [aws], [oci], [[hook]]";
                 let owners = raw::tables_with_key(other);
                 let hint = match closest(other, SECTIONS) {
                     Some(near) => format!("did you mean `{near}`? sections: {listed}"),

@@ -5,6 +5,7 @@
 //! problems, instead of stopping serde. `deny_unknown_fields` everywhere: a misspelt key is an
 //! error, never silently ignored.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -120,6 +121,19 @@ pub(crate) struct RawRouteGroup {
     pub preempt: Bool,
     pub failback_after: Dur,
     pub hold_down: Dur,
+    pub aws_route_tables: RouteTables,
+    pub oci_route_tables: RouteTables,
+}
+
+/// `aws_route_tables` or `oci_route_tables` of a route group: a list of inline tables.
+pub(crate) type RouteTables = Option<Spanned<Vec<Spanned<RawRouteTable>>>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteTable {
+    pub id: Text,
+    pub target: Text,
+    pub fallback: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,10 +144,15 @@ pub(crate) struct RawDnsProvider {
     pub server: Text,
     pub zone: Text,
     pub tsig_key_file: Text,
+    pub tsig_key_name: Text,
     pub tsig_algorithm: Text,
     pub hosted_zone_id: Text,
     pub endpoint: Text,
     pub region: Text,
+    pub view_id: Text,
+    pub command: Texts,
+    pub timeout: Dur,
+    pub min_interval: Dur,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +165,56 @@ pub(crate) struct RawDnsGroup {
     pub record_type: Text,
     pub ttl: Int,
     pub answers: Option<Spanned<Vec<Spanned<RawAnswer>>>>,
+    pub preempt: Bool,
+    pub failback_after: Dur,
+    pub hold_down: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawActions {
+    pub min_interval: Dur,
+    pub timeout: Dur,
+    pub retry_initial: Dur,
+    pub retry_max: Dur,
+    pub reassert_every: Dur,
+    pub verify_timeout: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAws {
+    pub region: Text,
+    pub profile: Text,
+    pub credentials_file: Text,
+    pub ec2_endpoint: Text,
+    pub imds_endpoint: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOci {
+    pub region: Text,
+    pub tenancy: Text,
+    pub user: Text,
+    pub fingerprint: Text,
+    pub key_file: Text,
+    pub dns_endpoint: Text,
+    pub iaas_endpoint: Text,
+}
+
+/// Environment variables of a hook, with the place of every name and value.
+pub(crate) type Environment = Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHook {
+    pub name: Text,
+    pub command: Texts,
+    pub environment: Environment,
+    pub groups: Texts,
+    pub timeout: Dur,
+    pub retries: Int,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,10 +289,13 @@ pub(crate) fn tables_with_key(key: &str) -> Vec<String> {
             continue;
         }
         let header = match *table {
-            "link" | "probe" | "route_group" | "dns_provider" | "dns_group" => {
+            "link" | "probe" | "route_group" | "dns_provider" | "dns_group" | "hook" => {
                 format!("[[{table}]]")
             }
             "answer" => "the answers of [[dns_group]]".to_string(),
+            "route_table" => {
+                "the aws_route_tables and oci_route_tables of [[route_group]]".to_string()
+            }
             _ => format!("[{table}]"),
         };
         if !out.contains(&header) {
@@ -319,6 +391,23 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("route_group", "preempt", "preempt = true"),
     ("route_group", "failback_after", r#"failback_after = "30s""#),
     ("route_group", "hold_down", r#"hold_down = "5s""#),
+    (
+        "route_group",
+        "aws_route_tables",
+        r#"aws_route_tables = [{ id = "rtb-0a1b2c3d", target = "eni-0123456789abcdef0", fallback = "none" }]"#,
+    ),
+    (
+        "route_group",
+        "oci_route_tables",
+        r#"oci_route_tables = [{ id = "ocid1.routetable.oc1.iad.aaaa…", target = "ocid1.privateip.oc1.iad.aaaa…", fallback = "none" }]"#,
+    ),
+    ("route_table", "id", r#"id = "rtb-0a1b2c3d""#),
+    (
+        "route_table",
+        "target",
+        r#"target = "eni-0123456789abcdef0""#,
+    ),
+    ("route_table", "fallback", r#"fallback = "none""#),
     ("dns_provider", "name", r#"name = "corp-dns""#),
     ("dns_provider", "kind", r#"kind = "rfc2136""#),
     ("dns_provider", "server", r#"server = "10.1.0.53:53""#),
@@ -344,6 +433,23 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         r#"endpoint = "https://route53.amazonaws.com""#,
     ),
     ("dns_provider", "region", r#"region = "us-east-1""#),
+    (
+        "dns_provider",
+        "tsig_key_name",
+        r#"tsig_key_name = "failover-key.""#,
+    ),
+    (
+        "dns_provider",
+        "view_id",
+        r#"view_id = "ocid1.dnsview.oc1.iad.aaaa…""#,
+    ),
+    (
+        "dns_provider",
+        "command",
+        r#"command = ["/usr/local/bin/publish-dns"]"#,
+    ),
+    ("dns_provider", "timeout", r#"timeout = "10s""#),
+    ("dns_provider", "min_interval", r#"min_interval = "1s""#),
     ("dns_group", "name", r#"name = "orders-db""#),
     ("dns_group", "provider", r#"provider = "corp-dns""#),
     (
@@ -358,6 +464,61 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "answers",
         r#"answers = [{ value = "10.2.1.10", checks = ["adb-listener"] }]"#,
     ),
+    ("dns_group", "preempt", "preempt = true"),
+    ("dns_group", "failback_after", r#"failback_after = "30s""#),
+    ("dns_group", "hold_down", r#"hold_down = "5s""#),
     ("answer", "value", r#"value = "10.2.1.10""#),
     ("answer", "checks", r#"checks = ["adb-listener"]"#),
+    ("actions", "min_interval", r#"min_interval = "1s""#),
+    ("actions", "timeout", r#"timeout = "10s""#),
+    ("actions", "retry_initial", r#"retry_initial = "500ms""#),
+    ("actions", "retry_max", r#"retry_max = "30s""#),
+    ("actions", "reassert_every", r#"reassert_every = "60s""#),
+    ("actions", "verify_timeout", r#"verify_timeout = "30s""#),
+    ("aws", "region", r#"region = "us-east-1""#),
+    ("aws", "profile", r#"profile = "default""#),
+    (
+        "aws",
+        "credentials_file",
+        r#"credentials_file = "/root/.aws/credentials""#,
+    ),
+    (
+        "aws",
+        "ec2_endpoint",
+        r#"ec2_endpoint = "https://ec2.us-east-1.amazonaws.com""#,
+    ),
+    (
+        "aws",
+        "imds_endpoint",
+        r#"imds_endpoint = "http://169.254.169.254""#,
+    ),
+    ("oci", "region", r#"region = "us-ashburn-1""#),
+    ("oci", "tenancy", r#"tenancy = "ocid1.tenancy.oc1..aaaa…""#),
+    ("oci", "user", r#"user = "ocid1.user.oc1..aaaa…""#),
+    (
+        "oci",
+        "fingerprint",
+        r#"fingerprint = "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34""#,
+    ),
+    ("oci", "key_file", r#"key_file = "oci_api_key.pem""#),
+    (
+        "oci",
+        "dns_endpoint",
+        r#"dns_endpoint = "https://dns.us-ashburn-1.oraclecloud.com""#,
+    ),
+    (
+        "oci",
+        "iaas_endpoint",
+        r#"iaas_endpoint = "https://iaas.us-ashburn-1.oraclecloud.com""#,
+    ),
+    ("hook", "name", r#"name = "page-oncall""#),
+    (
+        "hook",
+        "command",
+        r#"command = ["/usr/local/bin/notify", "--channel", "db"]"#,
+    ),
+    ("hook", "environment", r#"environment = { TEAM = "db" }"#),
+    ("hook", "groups", r#"groups = ["oci-vcn"]"#),
+    ("hook", "timeout", r#"timeout = "10s""#),
+    ("hook", "retries", "retries = 2"),
 ];

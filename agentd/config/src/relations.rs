@@ -1,7 +1,8 @@
 //! Rules across entries: unique names, interfaces and listen addresses; references that
 //! resolve; destinations that do not overlap within a routing table and that every link of
 //! their group carries; peer endpoints that would loop into a tunnel; DNS records inside their
-//! provider's zone.
+//! provider's zone; cloud route tables whose (table, destination) pairs belong to one group,
+//! and the `[aws]` / `[oci]` sections that cloud actions need.
 //!
 //! These rules read the raw entries and re-read the few values they need; a value that is
 //! itself invalid was reported by `validate` and is simply skipped here, so one mistake gives
@@ -15,7 +16,7 @@ use toml::Spanned;
 
 use crate::model::{DnsProviderKind, Endpoint, MAIN_TABLE};
 use crate::parse::{Entry, RawConfig};
-use crate::raw::{Text, Texts};
+use crate::raw::{RouteTables, Text, Texts};
 use crate::source::{Sink, Span};
 use crate::values::{self, closest};
 
@@ -25,6 +26,7 @@ pub(crate) fn check(raw: &RawConfig, default_table: u32, sink: &mut Sink) {
     unique_names(&raw.route_groups, "route_group", |r| &r.name, sink);
     unique_names(&raw.dns_providers, "dns_provider", |r| &r.name, sink);
     unique_names(&raw.dns_groups, "dns_group", |r| &r.name, sink);
+    unique_names(&raw.hooks, "hook", |r| &r.name, sink);
     unique_interfaces(raw, sink);
     unique_listen(raw, sink);
     references(raw, sink);
@@ -33,6 +35,8 @@ pub(crate) fn check(raw: &RawConfig, default_table: u32, sink: &mut Sink) {
     carried_destinations(raw, &destinations, sink);
     routing_loops(raw, &destinations, sink);
     records_in_zones(raw, sink);
+    cloud_sections(raw, sink);
+    route_table_claims(raw, &destinations, sink);
 }
 
 fn name_of(text: &Text) -> Option<&str> {
@@ -183,6 +187,31 @@ fn dangling(sink: &mut Sink, label: &str, name: &Spanned<String>, what: &str, de
     );
 }
 
+/// A hook's group that is neither a route group nor a DNS group.
+fn dangling_group(sink: &mut Sink, label: &str, name: &Spanned<String>, defined: &[&str]) {
+    let n = name.get_ref();
+    if defined.contains(&n.as_str()) {
+        return;
+    }
+    let listed = if defined.is_empty() {
+        "no [[route_group]] or [[dns_group]] is defined yet".to_string()
+    } else {
+        format!("defined groups: {}", defined.join(", "))
+    };
+    let hint = match closest(n, defined) {
+        Some(near) => format!("did you mean {near:?}? {listed}"),
+        None => format!(
+            "name a [[route_group]] or [[dns_group]], or remove it (no groups = every group); \
+             {listed}"
+        ),
+    };
+    sink.error(
+        name.span(),
+        format!("{label}: group {n:?} is not defined"),
+        hint,
+    );
+}
+
 fn each(list: &Texts) -> impl Iterator<Item = &Spanned<String>> {
     list.iter().flat_map(|l| l.get_ref().iter())
 }
@@ -197,6 +226,17 @@ fn references(raw: &RawConfig, sink: &mut Sink) {
         }
         for probe in each(&g.value.checks) {
             dangling(sink, &g.label, probe, "probe", &probes);
+        }
+    }
+    let mut groups = names(&raw.route_groups, |r| &r.name);
+    for g in names(&raw.dns_groups, |r| &r.name) {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for h in &raw.hooks {
+        for group in each(&h.value.groups) {
+            dangling_group(sink, &h.label, group, &groups);
         }
     }
     for g in &raw.dns_groups {
@@ -395,7 +435,9 @@ fn records_in_zones(raw: &RawConfig, sink: &mut Sink) {
         let (Some(name), Some(zone)) = (name_of(&p.value.name), name_of(&p.value.zone)) else {
             continue;
         };
-        if kind == Some(DnsProviderKind::Rfc2136.as_str()) && values::dns_name(zone).is_ok() {
+        let named_zone = kind == Some(DnsProviderKind::Rfc2136.as_str())
+            || (kind == Some(DnsProviderKind::Oci.as_str()) && !zone.starts_with("ocid1."));
+        if named_zone && values::dns_name(zone).is_ok() {
             zones.entry(name).or_insert(zone);
         }
     }
@@ -416,6 +458,108 @@ fn records_in_zones(raw: &RawConfig, sink: &mut Sink) {
                 ),
                 format!("use a name that ends in {zone}, or a provider for that zone"),
             );
+        }
+    }
+}
+
+fn listed(tables: &RouteTables) -> Option<Span> {
+    tables
+        .as_ref()
+        .filter(|t| !t.get_ref().is_empty())
+        .map(|t| t.span())
+}
+
+/// Cloud actions need their cloud's section: `aws_route_tables` `[aws]` (the EC2 region and
+/// credentials), `oci_route_tables` and oci providers `[oci]` (the signing identity). route53
+/// providers work without `[aws]` (default credentials, us-east-1).
+fn cloud_sections(raw: &RawConfig, sink: &mut Sink) {
+    if raw.aws.is_none() {
+        for g in &raw.route_groups {
+            if let Some(span) = listed(&g.value.aws_route_tables) {
+                sink.error(
+                    span,
+                    format!("{}: aws_route_tables needs an [aws] section", g.label),
+                    "add [aws] with region = \"us-east-1\" (this gateway's EC2 region); \
+                     credentials come from the instance role or the shared credentials file",
+                );
+            }
+        }
+    }
+    if raw.oci.is_none() {
+        let hint = "add [oci] with region, tenancy, user, fingerprint and key_file (the API \
+                    signing key of the OCI user agentd acts as)";
+        for g in &raw.route_groups {
+            if let Some(span) = listed(&g.value.oci_route_tables) {
+                sink.error(
+                    span,
+                    format!("{}: oci_route_tables needs an [oci] section", g.label),
+                    hint,
+                );
+            }
+        }
+        for p in &raw.dns_providers {
+            let Some(kind) = &p.value.kind else { continue };
+            if kind.get_ref() == DnsProviderKind::Oci.as_str() {
+                sink.error(
+                    kind.span(),
+                    format!("{}: an oci provider needs an [oci] section", p.label),
+                    hint,
+                );
+            }
+        }
+    }
+}
+
+/// The ids of a route table list (invalid ones were reported by `validate`).
+fn each_table(tables: &RouteTables) -> impl Iterator<Item = &Spanned<String>> {
+    tables
+        .iter()
+        .flat_map(|t| t.get_ref().iter())
+        .filter_map(|t| t.get_ref().id.as_ref())
+}
+
+/// A cloud route table holds one route per destination: two groups (or one group twice) must
+/// not both steer the same destination in the same table.
+fn route_table_claims(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
+    let mut claimed: BTreeMap<(&str, IpNetwork), (&str, Span)> = BTreeMap::new();
+    for (group, g) in raw.route_groups.iter().enumerate() {
+        let nets: Vec<IpNetwork> = destinations
+            .iter()
+            .filter(|d| d.group == group)
+            .map(|d| d.net)
+            .collect();
+        let aws = each_table(&g.value.aws_route_tables)
+            .filter(|id| values::aws_id(id.get_ref(), &["rtb"], "").is_ok());
+        let oci = each_table(&g.value.oci_route_tables)
+            .filter(|id| values::ocid(id.get_ref(), &["routetable"]).is_ok());
+        for id in aws.chain(oci) {
+            for net in &nets {
+                match claimed.get(&(id.get_ref().as_str(), *net)) {
+                    Some((owner, earlier)) => {
+                        let line = line_of(sink, earlier);
+                        let by = if *owner == g.label {
+                            "this group".to_string()
+                        } else {
+                            (*owner).to_string()
+                        };
+                        sink.error(
+                            id.span(),
+                            format!(
+                                "{}: route table {:?} is already steered for {net} by {by} \
+                                 (line {line})",
+                                g.label,
+                                id.get_ref()
+                            ),
+                            "a route table holds one route per destination: list the table in \
+                             one group only for these destinations, or remove the repeated entry",
+                        );
+                        break;
+                    }
+                    None => {
+                        claimed.insert((id.get_ref().as_str(), *net), (&g.label, id.span()));
+                    }
+                }
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! How single values are written: names, interface names, CIDRs, addresses, endpoints, host
-//! names, URLs, keywords, groups, routing tables and file modes. Each parser looks at one piece
+//! names, URLs, keywords, groups, routing tables, file modes, cloud regions, AWS resource ids,
+//! OCIDs, key fingerprints and environment variable names. Each parser looks at one piece
 //! of text and either returns the value or says what is wrong with it and how to write it
 //! ([`Invalid`]); where the value appears and what it is for is the caller's business
 //! (`validate`). Durations have their own module.
@@ -334,6 +335,166 @@ pub(crate) fn url(text: &str, scheme: &str) -> Parsed<()> {
     Ok(())
 }
 
+/// An API endpoint override: an `http://` or `https://` URL.
+pub(crate) fn endpoint_url(text: &str) -> Parsed<String> {
+    let scheme = if text.starts_with("http://") {
+        "http"
+    } else {
+        "https"
+    };
+    url(text, scheme).map_err(|e| {
+        Invalid::new(
+            e.message,
+            "write an http:// or https:// URL, e.g. \"http://127.0.0.1:5055\"",
+        )
+    })?;
+    Ok(text.to_string())
+}
+
+/// An AWS or OCI region name such as `us-east-1` or `us-ashburn-1`.
+pub(crate) fn region(text: &str, cloud: &str, example: &str) -> Parsed<String> {
+    let valid = !text.is_empty()
+        && text.contains('-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(Invalid::new(
+            format!("{text:?} is not an {cloud} region"),
+            format!("write a region such as \"{example}\""),
+        ))
+    }
+}
+
+/// An AWS resource id: one of `prefixes` (`rtb`, `eni`, ...), a dash and 8 or 17 lowercase hex
+/// digits (`rtb-0a1b2c3d`, `eni-0123456789abcdef0`).
+pub(crate) fn aws_id(text: &str, prefixes: &[&str], what: &str) -> Parsed<String> {
+    let kinds: Vec<String> = prefixes.iter().map(|p| format!("\"{p}-…\"")).collect();
+    let hint = format!(
+        "{what} is {}: the prefix, a dash and 8 or 17 lowercase hex digits, as the AWS console \
+         shows it (e.g. \"{}-0123456789abcdef0\")",
+        kinds.join(" or "),
+        prefixes[0]
+    );
+    let Some((prefix, hex)) = text.split_once('-') else {
+        return Err(Invalid::new(format!("{text:?} is not an AWS id"), hint));
+    };
+    if !prefixes.contains(&prefix) {
+        return Err(Invalid::new(
+            format!("{text:?} is not {}", kinds.join(" or ")),
+            hint,
+        ));
+    }
+    let digits = hex.len() == 8 || hex.len() == 17;
+    if !digits
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(Invalid::new(
+            format!("{text:?} is not a valid AWS id"),
+            hint,
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// An Oracle Cloud id, `ocid1.<type>.<realm>.[region][.future].<unique>`, of one of `types`
+/// (`routetable`, `privateip`, ...).
+pub(crate) fn ocid(text: &str, types: &[&str]) -> Parsed<String> {
+    let expected = match types {
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => "any type".to_string(),
+    };
+    let example = format!(
+        "\"ocid1.{}.oc1.iad.aaaa…\"",
+        types.first().copied().unwrap_or("routetable")
+    );
+    let hint = format!(
+        "copy the OCID of the {expected} from the OCI console or the oci CLI, e.g. {example}"
+    );
+    let Some(rest) = text.strip_prefix("ocid1.") else {
+        return Err(Invalid::new(
+            format!("{text:?} is not an OCID (OCIDs start with \"ocid1.\")"),
+            hint,
+        ));
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    let lower = |s: &str, extra: bool| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || (extra && b == b'-'))
+    };
+    let shape = (4..=5).contains(&parts.len())
+        && !parts[0].is_empty()
+        && lower(parts[0], true)
+        && !parts[1].is_empty()
+        && lower(parts[1], false)
+        && parts[2..parts.len() - 1].iter().all(|p| lower(p, true))
+        && parts
+            .last()
+            .is_some_and(|u| !u.is_empty() && lower(u, false));
+    if !shape {
+        return Err(Invalid::new(
+            format!("{text:?} is not a valid OCID"),
+            format!("{hint} (ocid1.<type>.<realm>.[region].<unique id>, lowercase)"),
+        ));
+    }
+    if !types.contains(&parts[0]) {
+        return Err(Invalid::new(
+            format!(
+                "{text:?} is the OCID of a {}, not of a {expected}",
+                parts[0]
+            ),
+            format!("use an OCID of type {expected}, e.g. {example}"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// An API key fingerprint as OCI shows it: 16 hex pairs joined by `:`. Returned in lowercase.
+pub(crate) fn fingerprint(text: &str) -> Parsed<String> {
+    let pairs: Vec<&str> = text.split(':').collect();
+    let valid = pairs.len() == 16
+        && pairs
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !valid {
+        return Err(Invalid::new(
+            format!("{text:?} is not a key fingerprint (16 hex pairs separated by ':')"),
+            "copy it from the API key's entry in the OCI console, or compute it: openssl rsa -pubout \
+             -outform DER -in oci_api_key.pem | openssl md5 -c",
+        ));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+/// An environment variable name a hook may be given: `[A-Z_][A-Z0-9_]*`, not `ISTHMUS_*`.
+pub(crate) fn env_name(text: &str) -> Parsed<()> {
+    let hint = "use upper-case letters, digits and '_', not starting with a digit, e.g. TEAM";
+    let mut chars = text.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err(Invalid::new(
+            format!("{text:?} is not a valid environment variable name"),
+            hint,
+        ));
+    }
+    if text.starts_with("ISTHMUS_") {
+        return Err(Invalid::new(
+            format!("{text:?} starts with ISTHMUS_, which is reserved for agentd's own variables"),
+            "choose another name: agentd sets ISTHMUS_* variables for every hook itself",
+        ));
+    }
+    Ok(())
+}
+
 /// One of the spellings of a keyword enum; `what` names it in the message ("log level").
 pub(crate) fn keyword<K: Keyword>(text: &str, what: &str) -> Parsed<K> {
     if let Some(k) = K::ALL.iter().find(|k| k.text() == text) {
@@ -561,6 +722,62 @@ mod tests {
         assert!(ifname("sixteen-chars-xx").is_err());
         for bad in ["", ".", "..", "a/b", "a:b", "a b"] {
             assert!(ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ocids_have_a_type_a_realm_and_a_unique_id() {
+        let t = &["routetable"];
+        assert!(ocid("ocid1.routetable.oc1.iad.aaaaaaaabc123", t).is_ok());
+        assert!(ocid("ocid1.routetable.oc1..aaaaaaaabc123", t).is_ok());
+        assert!(ocid("ocid1.routetable.oc1.iad.future.aaaa", t).is_ok());
+        assert!(ocid("ocid1.dns-zone.oc1..aaaa", &["dns-zone"]).is_ok());
+        let other = ocid("ocid1.vcn.oc1.iad.aaaa", t).unwrap_err();
+        assert!(other.message.contains("OCID of a vcn"), "{other:?}");
+        for bad in [
+            "rtb-0a1b2c3d",
+            "ocid1.routetable",
+            "ocid1.routetable.oc1.iad.",
+            "ocid1.routetable.oc1.iad.AAAA",
+            "ocid1.routetable.oc1.iad.a b",
+        ] {
+            assert!(ocid(bad, t).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn aws_ids_have_a_prefix_and_8_or_17_hex_digits() {
+        let p = &["eni", "i"];
+        assert!(aws_id("eni-0123456789abcdef0", p, "x").is_ok());
+        assert!(aws_id("i-0a1b2c3d", p, "x").is_ok());
+        for bad in [
+            "rtb-0a1b2c3d",
+            "eni-0a1b2c3",
+            "eni-0A1B2C3D",
+            "eni0a1b2c3d",
+            "i-xyzxyzxy",
+        ] {
+            assert!(aws_id(bad, p, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_16_hex_pairs() {
+        assert_eq!(
+            fingerprint("20:3B:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34").as_deref(),
+            Ok("20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34")
+        );
+        assert!(fingerprint("20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a").is_err());
+        assert!(fingerprint("203b9713551c5b0dd337d8504ec53a34").is_err());
+        assert!(fingerprint("20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:3g").is_err());
+    }
+
+    #[test]
+    fn hook_environment_names_are_shell_style_and_not_ours() {
+        assert!(env_name("TEAM").is_ok());
+        assert!(env_name("_X1").is_ok());
+        for bad in ["team", "1X", "", "A-B", "ISTHMUS_GROUP"] {
+            assert!(env_name(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -89,6 +89,53 @@ macro_rules! provider {
     };
 }
 
+/// 6 lines: a valid [oci] section with these values (tenancy line 3 col 11 after agent!, user
+/// col 8, fingerprint col 15, key_file col 12).
+macro_rules! oci {
+    ($tenancy:literal, $user:literal, $fingerprint:literal, $key_file:literal) => {
+        concat!(
+            "[oci]\nregion = \"us-ashburn-1\"\ntenancy = \"",
+            $tenancy,
+            "\"\nuser = \"",
+            $user,
+            "\"\nfingerprint = \"",
+            $fingerprint,
+            "\"\nkey_file = \"",
+            $key_file,
+            "\"\n"
+        )
+    };
+    () => {
+        oci!(
+            "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+            "ocid1.user.oc1..aaaaaaaauser0",
+            "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+            "oci.pem"
+        )
+    };
+}
+
+/// 2 lines: a valid [aws] section.
+macro_rules! aws {
+    () => {
+        "[aws]\nregion = \"us-east-1\"\n"
+    };
+}
+
+/// 4 lines: route group "a" over link "ic" for 10.2.0.0/16.
+macro_rules! group_a {
+    () => {
+        "[[route_group]]\nname = \"a\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\"]\n"
+    };
+}
+
+/// 3 lines: hook "page" with a valid command (line 5 after agent!).
+macro_rules! hook {
+    () => {
+        "[[hook]]\nname = \"page\"\ncommand = [\"/usr/local/bin/notify\"]\n"
+    };
+}
+
 const CASES: &[Case] = &[
     Case {
         name: "syntax error",
@@ -734,6 +781,313 @@ addresses = ["10.255.0.0/31"]
         line: 8,
         column: 18,
     },
+    Case {
+        name: "view_id on an rfc2136 provider",
+        toml: concat!(agent!(), provider!(), "view_id = \"ocid1.dnsview.oc1.iad.aaaa\"\n"),
+        message: "view_id applies only to oci providers",
+        line: 8,
+        column: 11,
+    },
+    Case {
+        name: "timeout on an rfc2136 provider",
+        toml: concat!(agent!(), provider!(), "timeout = \"5s\"\n"),
+        message: "timeout applies only to exec providers",
+        line: 8,
+        column: 11,
+    },
+    Case {
+        name: "bad OCID",
+        toml: concat!(
+            agent!(),
+            oci!(
+                "ocid1.tenancy.oc1",
+                "ocid1.user.oc1..aaaaaaaauser0",
+                "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+                "oci.pem"
+            )
+        ),
+        message: "[oci]: tenancy: \"ocid1.tenancy.oc1\" is not a valid OCID",
+        line: 5,
+        column: 11,
+    },
+    Case {
+        name: "OCID of the wrong type",
+        toml: concat!(
+            agent!(),
+            oci!(
+                "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+                "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+                "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+                "oci.pem"
+            )
+        ),
+        message: "[oci]: user: \"ocid1.tenancy.oc1..aaaaaaaatenancy0\" is the OCID of a tenancy, not of a user",
+        line: 6,
+        column: 8,
+    },
+    Case {
+        name: "bad fingerprint",
+        toml: concat!(
+            agent!(),
+            oci!(
+                "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+                "ocid1.user.oc1..aaaaaaaauser0",
+                "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a",
+                "oci.pem"
+            )
+        ),
+        message: "[oci]: fingerprint: \"20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a\" is not a key fingerprint",
+        line: 7,
+        column: 15,
+    },
+    Case {
+        name: "OCI API key readable by others",
+        toml: concat!(
+            agent!(),
+            oci!(
+                "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+                "ocid1.user.oc1..aaaaaaaauser0",
+                "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+                "open-oci.pem"
+            )
+        ),
+        message: "open-oci.pem is accessible to group or others (mode 0644)",
+        line: 8,
+        column: 12,
+    },
+    Case {
+        name: "encrypted OCI API key",
+        toml: concat!(
+            agent!(),
+            oci!(
+                "ocid1.tenancy.oc1..aaaaaaaatenancy0",
+                "ocid1.user.oc1..aaaaaaaauser0",
+                "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34",
+                "encrypted-oci.pem"
+            )
+        ),
+        message: "encrypted-oci.pem holds an encrypted private key",
+        line: 8,
+        column: 12,
+    },
+    Case {
+        name: "[aws] without region",
+        toml: concat!(agent!(), "[aws]\nprofile = \"default\"\n"),
+        message: "[aws]: missing required key `region`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "ec2_endpoint not a URL",
+        toml: concat!(agent!(), aws!(), "ec2_endpoint = \"localhost:5055\"\n"),
+        message: "[aws]: ec2_endpoint: \"localhost:5055\" does not start with https://",
+        line: 5,
+        column: 16,
+    },
+    Case {
+        name: "retry_max shorter than retry_initial",
+        toml: concat!(agent!(), "[actions]\nretry_initial = \"1m\"\nretry_max = \"30s\"\n"),
+        message: "[actions]: retry_max (30s) is shorter than retry_initial (1m)",
+        line: 5,
+        column: 13,
+    },
+    Case {
+        name: "exec command not absolute",
+        toml: concat!(
+            agent!(),
+            "[[dns_provider]]\nname = \"script\"\nkind = \"exec\"\ncommand = [\"publish-dns\", \"--zone\", \"x\"]\n"
+        ),
+        message: "dns_provider \"script\": command: the program \"publish-dns\" is not an absolute path",
+        line: 6,
+        column: 12,
+    },
+    Case {
+        name: "exec command empty",
+        toml: concat!(
+            agent!(),
+            "[[dns_provider]]\nname = \"script\"\nkind = \"exec\"\ncommand = []\n"
+        ),
+        message: "dns_provider \"script\": command is empty",
+        line: 6,
+        column: 11,
+    },
+    Case {
+        name: "oci provider without [oci]",
+        toml: concat!(
+            agent!(),
+            "[[dns_provider]]\nname = \"oci-dns\"\nkind = \"oci\"\nzone = \"example.internal\"\n"
+        ),
+        message: "dns_provider \"oci-dns\": an oci provider needs an [oci] section",
+        line: 5,
+        column: 8,
+    },
+    Case {
+        name: "tsig key file with a syntax error",
+        toml: concat!(agent!(), provider!(), "tsig_key_file = \"broken-tsig.key\"\n"),
+        message: "broken-tsig.key:3:2: expected `;` after the algorithm, found a word",
+        line: 8,
+        column: 17,
+    },
+    Case {
+        name: "tsig key name differs from the key file's",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "tsig_key_file = \"tsig.key\"\ntsig_key_name = \"other-key\"\n"
+        ),
+        message: "tsig_key_name \"other-key.\" is not the name of the key in",
+        line: 9,
+        column: 17,
+    },
+    Case {
+        name: "bare tsig secret without tsig_key_name",
+        toml: concat!(agent!(), provider!(), "tsig_key_file = \"bare-tsig.key\"\n"),
+        message: "bare-tsig.key holds a bare secret, which does not name the key",
+        line: 8,
+        column: 17,
+    },
+    Case {
+        name: "tsig algorithm differs from the key file's",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "tsig_key_file = \"tsig.key\"\ntsig_algorithm = \"hmac-sha512\"\n"
+        ),
+        message: "tsig_algorithm hmac-sha512 differs from the algorithm of the key in",
+        line: 9,
+        column: 18,
+    },
+    Case {
+        name: "tsig_key_name without a key file",
+        toml: concat!(agent!(), provider!(), "tsig_key_name = \"failover-key\"\n"),
+        message: "tsig_key_name without tsig_key_file",
+        line: 8,
+        column: 17,
+    },
+    Case {
+        name: "dns group hold_down without unit",
+        toml: concat!(
+            agent!(),
+            provider!(),
+            "[[dns_group]]\nname = \"orders\"\nprovider = \"corp\"\nrecord = \"orders.example.internal.\"\nanswers = [{ value = \"10.2.1.10\" }]\nhold_down = \"5\"\n"
+        ),
+        message: "dns_group \"orders\": hold_down: duration \"5\" has no unit",
+        line: 13,
+        column: 13,
+    },
+    Case {
+        name: "aws_route_tables without [aws]",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            group_a!(),
+            "aws_route_tables = [{ id = \"rtb-0a1b2c3d\", target = \"eni-0123456789abcdef0\", fallback = \"none\" }]\n"
+        ),
+        message: "route_group \"a\": aws_route_tables needs an [aws] section",
+        line: 16,
+        column: 20,
+    },
+    Case {
+        name: "oci_route_tables without [oci]",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            group_a!(),
+            "oci_route_tables = [{ id = \"ocid1.routetable.oc1.iad.aaaa\", target = \"ocid1.privateip.oc1.iad.aaaa\", fallback = \"none\" }]\n"
+        ),
+        message: "route_group \"a\": oci_route_tables needs an [oci] section",
+        line: 16,
+        column: 20,
+    },
+    Case {
+        name: "bad route table id",
+        toml: concat!(
+            agent!(),
+            aws!(),
+            link_ic!(),
+            group_a!(),
+            "aws_route_tables = [{ id = \"rtb-xyz\", target = \"eni-0123456789abcdef0\", fallback = \"none\" }]\n"
+        ),
+        message: "route_group \"a\": aws_route_tables #1 id: \"rtb-xyz\" is not a valid AWS id",
+        line: 18,
+        column: 28,
+    },
+    Case {
+        name: "route table without fallback",
+        toml: concat!(
+            agent!(),
+            aws!(),
+            link_ic!(),
+            group_a!(),
+            "aws_route_tables = [{ id = \"rtb-0a1b2c3d\", target = \"eni-0123456789abcdef0\" }]\n"
+        ),
+        message: "route_group \"a\": aws_route_tables #1 has no `fallback`",
+        line: 18,
+        column: 21,
+    },
+    Case {
+        name: "OCI route table fallback of the wrong type",
+        toml: concat!(
+            agent!(),
+            oci!(),
+            link_ic!(),
+            group_a!(),
+            "oci_route_tables = [{ id = \"ocid1.routetable.oc1.iad.aaaa\", target = \"ocid1.privateip.oc1.iad.aaaa\", fallback = \"ocid1.vcn.oc1.iad.aaaa\" }]\n"
+        ),
+        message: "oci_route_tables #1 fallback: \"ocid1.vcn.oc1.iad.aaaa\" is the OCID of a vcn",
+        line: 22,
+        column: 113,
+    },
+    Case {
+        name: "the same route table and destination in two groups",
+        toml: concat!(
+            agent!(),
+            aws!(),
+            link_ic!(),
+            group_a!(),
+            "aws_route_tables = [{ id = \"rtb-0a1b2c3d\", target = \"eni-0123456789abcdef0\", fallback = \"none\" }]\n",
+            "[[route_group]]\nname = \"b\"\ndestinations = [\"10.2.0.0/16\"]\nlinks = [\"ic\"]\ntable = 100\n",
+            "aws_route_tables = [{ id = \"rtb-0a1b2c3d\", target = \"i-0a1b2c3d\", fallback = \"none\" }]\n"
+        ),
+        message: "route_group \"b\": route table \"rtb-0a1b2c3d\" is already steered for 10.2.0.0/16 by route_group \"a\" (line 18)",
+        line: 24,
+        column: 28,
+    },
+    Case {
+        name: "hook without command",
+        toml: concat!(agent!(), "[[hook]]\nname = \"page\"\n"),
+        message: "hook \"page\": missing required key `command`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "unknown hook group",
+        toml: concat!(agent!(), hook!(), "groups = [\"orders-db\"]\n"),
+        message: "hook \"page\": group \"orders-db\" is not defined",
+        line: 6,
+        column: 11,
+    },
+    Case {
+        name: "hook environment in agentd's namespace",
+        toml: concat!(agent!(), hook!(), "environment = { ISTHMUS_GROUP = \"x\" }\n"),
+        message: "hook \"page\": environment: \"ISTHMUS_GROUP\" starts with ISTHMUS_",
+        line: 6,
+        column: 17,
+    },
+    Case {
+        name: "hook timeout too long",
+        toml: concat!(agent!(), hook!(), "timeout = \"11m\"\n"),
+        message: "hook \"page\": timeout 11m is too long",
+        line: 6,
+        column: 11,
+    },
+    Case {
+        name: "hook retries out of range",
+        toml: concat!(agent!(), hook!(), "retries = 11\n"),
+        message: "hook \"page\": retries 11 is out of range 0..=10",
+        line: 6,
+        column: 11,
+    },
 ];
 
 #[test]
@@ -786,6 +1140,34 @@ fn check(case: &Case, path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[test]
+fn tsig_key_file_errors_never_show_the_secret() {
+    let (dir, _) = common::key_dir();
+    let path = dir.path().join("agentd.toml");
+    let secret = common::tsig_secret();
+    for file in ["broken-tsig.key", "bare-tsig.key"] {
+        for extra in ["", "tsig_key_name = \"other-key\"\n"] {
+            let text = format!(
+                "[agent]\nname = \"gw\"\n[[dns_provider]]\nname = \"corp\"\nkind = \"rfc2136\"\n\
+                 server = \"10.1.0.53:53\"\nzone = \"example.internal.\"\n\
+                 tsig_key_file = \"{file}\"\ntsig_algorithm = \"hmac-sha512\"\n{extra}"
+            );
+            let Err(report) = parse_str(&text, &path, &LoadOptions::default()) else {
+                // A bare secret with a name and an algorithm is a valid key.
+                assert_eq!((file, extra.is_empty()), ("bare-tsig.key", false));
+                continue;
+            };
+            let rendered = report.render();
+            let json = serde_json::to_string(&report).unwrap();
+            for window in secret.as_bytes().windows(6) {
+                let piece = std::str::from_utf8(window).unwrap();
+                assert!(!rendered.contains(piece), "{piece:?} leaked:\n{rendered}");
+                assert!(!json.contains(piece), "{piece:?} leaked:\n{json}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The example configs in /config must always load. Their keys are never committed: each test
-//! generates fresh ones next to a copy of the file.
+//! generates fresh ones next to a copy of the file (the OCI API key is a throwaway test key
+//! from `tests/data`, copied with mode 0600).
 
 mod common;
 
@@ -8,7 +9,35 @@ use std::path::{Path, PathBuf};
 
 use isthmus_config::{load_file, Config, LoadOptions};
 
-const KEY_FILES: &[&str] = &["private.key", "interconnect.psk", "internet.psk"];
+const WIREGUARD_KEYS: &[&str] = &["private.key", "interconnect.psk", "internet.psk"];
+const TSIG_KEY: &str = "tsig.key";
+const OCI_KEY: &str = "oci_api_key.pem";
+/// Every key file an example may name.
+const KEY_FILES: &[&str] = &[
+    "private.key",
+    "interconnect.psk",
+    "internet.psk",
+    TSIG_KEY,
+    OCI_KEY,
+];
+
+/// Writes every key file into `dir` (mode 0600); returns their paths.
+fn write_keys(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = WIREGUARD_KEYS
+        .iter()
+        .map(|name| common::write_key(dir, name))
+        .collect();
+    let secret = common::base64(&common::random_bytes::<32>());
+    let tsig = common::tsig_keygen_text("isthmus-failover", "hmac-sha256", &secret);
+    paths.push(common::write_file(dir, TSIG_KEY, &tsig, 0o600));
+    paths.push(common::write_test_key(
+        dir,
+        OCI_KEY,
+        "TEST-ONLY-rsa-pkcs8.pem",
+        0o600,
+    ));
+    paths
+}
 
 fn example_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
@@ -32,9 +61,7 @@ fn copy_example(example: &Path, with_keys: bool) -> (tempfile::TempDir, PathBuf)
     let copy = dir.path().join(example.file_name().expect("a file name"));
     fs::copy(example, &copy).expect("copy the example");
     if with_keys {
-        for name in KEY_FILES {
-            common::write_key(dir.path(), name);
-        }
+        write_keys(dir.path());
     }
     (dir, copy)
 }
@@ -77,8 +104,12 @@ fn without_key_files_every_error_names_a_missing_file() {
         assert!(!errors.is_empty());
         for e in &errors {
             assert!(e.message.contains("does not exist"), "{e}");
+            // The hint names the tool that creates the file.
+            let tools = ["wg gen", "tsig-keygen", "openssl genrsa"];
             assert!(
-                e.hint.as_deref().is_some_and(|h| h.contains("wg gen")),
+                e.hint
+                    .as_deref()
+                    .is_some_and(|h| tools.iter().any(|t| h.contains(t))),
                 "{e}"
             );
         }
@@ -103,9 +134,7 @@ fn relative_key_paths_resolve_in_the_credentials_directory_when_set() {
     let example = &example_files()[0];
     let (_config_dir, copy) = copy_example(example, false);
     let credentials = tempfile::tempdir().unwrap();
-    for name in KEY_FILES {
-        common::write_key(credentials.path(), name);
-    }
+    write_keys(credentials.path());
     let opts = LoadOptions {
         credentials_dir: Some(credentials.path().to_path_buf()),
     };
@@ -126,12 +155,12 @@ fn credential_files_are_not_held_to_the_0600_rule_but_files_elsewhere_are() {
     let example = &example_files()[0];
     let (config_dir, copy) = copy_example(example, false);
     let credentials = tempfile::tempdir().unwrap();
-    for name in KEY_FILES {
-        let path = common::write_key(credentials.path(), name);
+    let written = write_keys(credentials.path())
+        .into_iter()
+        .chain(write_keys(config_dir.path()));
+    for path in written {
         // systemd >= 256 shows credentials as 0440 (with an ACL) in a private directory.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
-        let outside = common::write_key(config_dir.path(), name);
-        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o440)).unwrap();
     }
     let with_credentials = LoadOptions {
         credentials_dir: Some(credentials.path().to_path_buf()),
@@ -206,6 +235,24 @@ fn the_two_gateways_mirror_each_other() {
         "10.1.0.0/16"
     );
     assert_eq!(aws.route_groups[0].links, oci.route_groups[0].links);
+    // Each side steers its own cloud's route tables, with the credentials of its own cloud.
+    assert!(!aws.route_groups[0].aws_route_tables.is_empty());
+    assert!(!oci.route_groups[0].oci_route_tables.is_empty());
+    assert!(aws.aws.is_some() && oci.oci.is_some());
+    let rfc2136 = aws.dns_provider("corp-dns").expect("corp-dns");
+    assert_eq!(
+        rfc2136.tsig.as_ref().map(|k| k.name.as_str()),
+        Some("isthmus-failover.")
+    );
+    assert!(aws
+        .dns_providers
+        .iter()
+        .any(|p| p.kind == isthmus_config::DnsProviderKind::Route53));
+    assert!(oci
+        .dns_providers
+        .iter()
+        .any(|p| p.kind == isthmus_config::DnsProviderKind::Oci));
+    assert!(!aws.hooks.is_empty() && !oci.hooks.is_empty());
     // Both ends probe on the same port, and judge loss alike.
     assert_eq!(aws.health.probe_port, oci.health.probe_port);
     assert_eq!(aws.health.loss_degraded, oci.health.loss_degraded);

@@ -336,4 +336,7 @@ fn a_minimal_config_is_all_defaults() {
     assert_eq!(c.health, isthmus_config::Health::default());
     assert!(c.links.is_empty() && c.probes.is_empty() && c.route_groups.is_empty());
     assert!(c.dns_providers.is_empty() && c.dns_groups.is_empty());
+    assert_eq!(c.actions, isthmus_config::Actions::default());
+    assert_eq!((c.aws, c.oci), (None, None));
+    assert!(c.hooks.is_empty());
 }

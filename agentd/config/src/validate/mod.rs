@@ -6,6 +6,8 @@
 //! (unique names, references, overlapping destinations) are in `relations`. The config is built
 //! only when nothing was reported as an error, so a built config always satisfies every rule.
 
+mod actions;
+mod cloud;
 mod dns;
 mod routing;
 mod sections;
@@ -22,6 +24,8 @@ use crate::relations;
 use crate::source::{Sink, Span};
 use crate::values::{self, Invalid};
 
+use actions::{actions, hook};
+use cloud::{aws, oci};
 use dns::{dns_group, dns_provider};
 use routing::{link, probe, route_group};
 use sections::{agent, control, health, metrics, routes};
@@ -52,6 +56,10 @@ pub(crate) fn build(
         .map(|e| dns_provider(e, keys, sink))
         .collect();
     let dns_groups: Vec<_> = raw.dns_groups.iter().map(|e| dns_group(e, sink)).collect();
+    let actions = actions(raw.actions.as_ref(), sink);
+    let aws = aws(raw.aws.as_ref(), sink);
+    let oci = oci(raw.oci.as_ref(), keys, sink);
+    let hooks: Vec<_> = raw.hooks.iter().map(|e| hook(e, sink)).collect();
     relations::check(raw, default_table, sink);
     if sink.error_count() > 0 {
         return None;
@@ -68,7 +76,53 @@ pub(crate) fn build(
         route_groups: route_groups.into_iter().collect::<Option<_>>()?,
         dns_providers: dns_providers.into_iter().collect::<Option<_>>()?,
         dns_groups: dns_groups.into_iter().collect::<Option<_>>()?,
+        actions: actions?,
+        aws: aws?,
+        oci: oci?,
+        hooks: hooks.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// A command run directly (no shell, no `$PATH`): a non-empty list whose first element is the
+/// program's absolute path.
+pub(super) fn command(f: &mut Fields, field: &crate::raw::Texts, key: &str) -> Got<Vec<String>> {
+    let Some(list) = field else {
+        return Got::Absent;
+    };
+    let items = list.get_ref();
+    let Some(program) = items.first() else {
+        f.error(
+            list.span(),
+            format!("{key} is empty"),
+            "give the program's absolute path and its arguments, e.g. \
+             [\"/usr/local/bin/notify\", \"--channel\", \"db\"]",
+        );
+        return Got::Bad;
+    };
+    if !Path::new(program.get_ref()).is_absolute() {
+        f.error(
+            program.span(),
+            format!(
+                "{key}: the program {:?} is not an absolute path",
+                program.get_ref()
+            ),
+            "write the program's full path (e.g. \"/usr/local/bin/notify\"): agentd runs it \
+             directly, without a shell or $PATH",
+        );
+        return Got::Bad;
+    }
+    if let Some(bad) = items.iter().find(|a| a.get_ref().contains('\0')) {
+        f.error(
+            bad.span(),
+            format!("{key}: an argument contains a NUL character"),
+            "remove the \\u0000: no program can receive it",
+        );
+        return Got::Bad;
+    }
+    Got::Is(
+        items.iter().map(|a| a.get_ref().clone()).collect(),
+        list.span(),
+    )
 }
 
 pub(super) fn name(f: &mut Fields, field: &crate::raw::Text, max: usize) -> Option<String> {

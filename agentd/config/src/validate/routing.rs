@@ -1,5 +1,5 @@
 //! `[[link]]`, `[[probe]]` and `[[route_group]]`: the tunnels, the checks behind them and the
-//! destinations routed over them.
+//! destinations routed over them, in the kernel and in the clouds' route tables.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::fields::{Fields, Got};
 use crate::keys::{KeyFiles, KeyKind};
 use crate::model::*;
 use crate::parse::Entry;
-use crate::raw::{RawLink, RawProbe, RawRouteGroup};
+use crate::raw::{RawLink, RawProbe, RawRouteGroup, RawRouteTable, RouteTables};
 use crate::source::{Sink, Span};
 use crate::values::{self, Invalid};
 
@@ -111,13 +111,10 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
         name: name?,
         interface: interface?,
         private_key_file: private_key.path,
-        private_key: private_key.secret?,
+        private_key: private_key.key,
         listen: listen?,
         peer_public_key: peer_public_key?,
-        preshared_key: match &preshared {
-            Some(k) => Some(k.secret.clone()?),
-            None => None,
-        },
+        preshared_key: preshared.as_ref().map(|k| k.key.clone()),
         preshared_key_file: preshared.map(|k| k.path),
         peer_endpoint: peer_endpoint?,
         allowed_ips: allowed_ips?,
@@ -412,6 +409,8 @@ pub(super) fn route_group(
     let hold_down = f
         .duration(&r.hold_down, "hold_down", Duration::ZERO, None)
         .or(DEFAULT_HOLD_DOWN);
+    let aws_route_tables = route_tables(&mut f, &r.aws_route_tables, Cloud::Aws);
+    let oci_route_tables = route_tables(&mut f, &r.oci_route_tables, Cloud::Oci);
     Some(RouteGroup {
         name: name?,
         destinations: destinations?,
@@ -423,6 +422,129 @@ pub(super) fn route_group(
         preempt,
         failback_after: failback_after?,
         hold_down: hold_down?,
+        aws_route_tables: aws_route_tables?,
+        oci_route_tables: oci_route_tables?,
+    })
+}
+
+/// Which cloud a route table list is for: decides how ids, targets and fallbacks are written.
+#[derive(Clone, Copy)]
+enum Cloud {
+    Aws,
+    Oci,
+}
+
+/// What `fallback` may name on OCI: the network entities a route rule can point at.
+const OCI_FALLBACKS: &[&str] = &[
+    "drg",
+    "internetgateway",
+    "natgateway",
+    "privateip",
+    "servicegateway",
+    "localpeeringgateway",
+];
+
+impl Cloud {
+    fn key(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws_route_tables",
+            Cloud::Oci => "oci_route_tables",
+        }
+    }
+
+    fn example(self, field: &str) -> &'static str {
+        match (self, field) {
+            (Cloud::Aws, "id") => r#"id = "rtb-0a1b2c3d""#,
+            (Cloud::Aws, "target") => r#"target = "eni-0123456789abcdef0""#,
+            (Cloud::Oci, "id") => r#"id = "ocid1.routetable.oc1.iad.aaaa…""#,
+            (Cloud::Oci, "target") => r#"target = "ocid1.privateip.oc1.iad.aaaa…""#,
+            _ => r#"fallback = "none""#,
+        }
+    }
+
+    fn parse(self, field: &str, text: &str) -> Result<String, Invalid> {
+        match (self, field) {
+            (Cloud::Aws, "id") => values::aws_id(text, &["rtb"], "a route table id"),
+            (Cloud::Aws, "target") => values::aws_id(
+                text,
+                &["eni", "i"],
+                "the target (this gateway's network interface or instance)",
+            ),
+            (Cloud::Aws, _) => values::aws_id(
+                text,
+                &["vgw", "tgw", "igw", "eni", "i"],
+                "the fallback (or \"none\" to remove the routes)",
+            ),
+            (Cloud::Oci, "id") => values::ocid(text, &["routetable"]),
+            (Cloud::Oci, "target") => values::ocid(text, &["privateip"]),
+            (Cloud::Oci, _) => values::ocid(text, OCI_FALLBACKS),
+        }
+    }
+}
+
+/// `aws_route_tables` or `oci_route_tables`: each entry needs `id`, `target` and `fallback`
+/// (`"none"` written out: removing routes when the group fails closed is a decision, not a
+/// default). Whether a (table, destination) pair is claimed twice is `relations`' business.
+fn route_tables(f: &mut Fields, field: &RouteTables, cloud: Cloud) -> Option<Vec<CloudRouteTable>> {
+    let Some(list) = field else {
+        return Some(Vec::new());
+    };
+    let mut out = Some(Vec::new());
+    for (index, entry) in list.get_ref().iter().enumerate() {
+        let table = route_table(f, cloud, index, entry.get_ref(), entry.span());
+        match (table, &mut out) {
+            (Some(t), Some(all)) => all.push(t),
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn route_table(
+    f: &mut Fields,
+    cloud: Cloud,
+    index: usize,
+    raw: &RawRouteTable,
+    span: Span,
+) -> Option<CloudRouteTable> {
+    let label = format!("{} #{}", cloud.key(), index + 1);
+    let mut missing = Vec::new();
+    let mut get = |f: &mut Fields, value: &crate::raw::Text, field: &'static str| match value {
+        None => {
+            missing.push(field);
+            None
+        }
+        Some(v) if field == "fallback" && v.get_ref() == "none" => Some(None),
+        Some(v) => match cloud.parse(field, v.get_ref()) {
+            Ok(text) => Some(Some(text)),
+            Err(e) => {
+                f.report(v.span(), &format!("{label} {field}"), e);
+                None
+            }
+        },
+    };
+    let id = get(f, &raw.id, "id");
+    let target = get(f, &raw.target, "target");
+    let fallback = get(f, &raw.fallback, "fallback");
+    if !missing.is_empty() {
+        let keys: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
+        let examples: Vec<&str> = missing.iter().map(|k| cloud.example(k)).collect();
+        let fallback_note = if missing.contains(&"fallback") {
+            " (fallback: where the routes point when no link is usable, or \"none\" to remove them)"
+        } else {
+            ""
+        };
+        f.error(
+            span,
+            format!("{label} has no {}", keys.join(", ")),
+            format!("add: {}{fallback_note}", examples.join(", ")),
+        );
+        return None;
+    }
+    Some(CloudRouteTable {
+        id: id??,
+        target: target??,
+        fallback: fallback?,
     })
 }
 
