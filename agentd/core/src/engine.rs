@@ -894,7 +894,7 @@ impl Engine {
             g.no_answer_passes = none_passes;
             let from = g.active();
             let before = g.state.clone();
-            let to = match g.policy.choose(&mut g.state, &candidates, None, now) {
+            let (to, why) = match g.policy.choose(&mut g.state, &candidates, None, now) {
                 Choice::Stay => continue,
                 Choice::Switch { to: None, .. } => {
                     // Keep what is published: no answer is better than a failing one.
@@ -903,8 +903,8 @@ impl Engine {
                 }
                 Choice::Switch { to: Some(to), why } => (to, why),
             };
-            let (Ok(index), why) = (to.0.parse::<usize>(), to.1) else {
-                // Not an index: cannot happen, the policy's links are the indices.
+            // The policy's links are the answers' indices.
+            let Ok(index) = to.parse::<usize>() else {
                 continue;
             };
             if why == Why::FirstUsable {
