@@ -58,6 +58,8 @@ pub fn engine_config(config: &Config) -> EngineConfig {
                 },
             })
             .collect(),
+        // DNS groups are not configured by agentd yet.
+        dns_groups: Vec::new(),
     }
 }
 
@@ -291,6 +293,33 @@ pub fn log_event(e: &Event) {
         Event::RankingMismatch {
             link, ours, theirs, ..
         } => tracing::warn!(link = %link, ours, theirs, "link ranking differs from the peer's"),
+        Event::ChecksFailingEverywhere { group, .. } => tracing::warn!(
+            group = %group,
+            "service checks fail over every usable link: routes stay, ranked by health"
+        ),
+        Event::ChecksRecovered { group, .. } => {
+            tracing::info!(group = %group, "service checks pass over some link again")
+        }
+        Event::AnswerChanged {
+            group,
+            from,
+            to,
+            reason,
+            ..
+        } => match from {
+            Some(from) => {
+                tracing::warn!(group = %group, from, to, reason = %reason.describe_answer(), "dns answer changed")
+            }
+            None => {
+                tracing::warn!(group = %group, to, reason = %reason.describe_answer(), "dns answer changed")
+            }
+        },
+        Event::NoAnswerPasses { group, keeping, .. } => match keeping {
+            Some(keeping) => {
+                tracing::warn!(group = %group, keeping, "no dns answer passes its checks: keeping the published one")
+            }
+            None => tracing::warn!(group = %group, "no dns answer passes its checks"),
+        },
     }
 }
 
@@ -344,6 +373,46 @@ pub fn to_record(e: &Event, now: Instant, wall: SystemTime) -> (EventRecord, Sys
                 ),
             );
             r.link = Some(link.clone());
+            (r, wall(at))
+        }
+        // The event log has no kinds of their own for service checks and DNS groups yet:
+        // recorded as check changes and active changes of the group, the reason says which.
+        Event::ChecksFailingEverywhere { group, at } => {
+            let mut r = events::record(
+                EventKind::ProbeChanged,
+                "service checks fail over every usable link: routes stay, ranked by health",
+            );
+            r.group = Some(group.clone());
+            (r, wall(at))
+        }
+        Event::ChecksRecovered { group, at } => {
+            let mut r = events::record(
+                EventKind::ProbeChanged,
+                "service checks pass over some link again",
+            );
+            r.group = Some(group.clone());
+            (r, wall(at))
+        }
+        Event::AnswerChanged {
+            group,
+            from,
+            to,
+            reason,
+            at,
+        } => {
+            let mut r = events::record(EventKind::ActiveLinkChanged, reason.describe_answer());
+            r.group = Some(group.clone());
+            r.from = from.map(|i| format!("answer {i}"));
+            r.to = Some(format!("answer {to}"));
+            (r, wall(at))
+        }
+        Event::NoAnswerPasses { group, keeping, at } => {
+            let mut r = events::record(
+                EventKind::ProbeChanged,
+                "no answer passes its checks: keeping the published one",
+            );
+            r.group = Some(group.clone());
+            r.to = keeping.map(|i| format!("answer {i}"));
             (r, wall(at))
         }
     }

@@ -6,6 +6,16 @@
 //! ([`Engine::active`]). The shell only moves bytes and owns the keys ([`Authenticator`]).
 //! Decision code iterates `BTreeMap`s, so equal inputs give equal outputs.
 //!
+//! Service checks (docs/failover.md): the shell feeds its own verdicts, per route group and
+//! link ([`Engine::handle_checks`]) and per DNS-group answer ([`Engine::handle_answer_checks`]);
+//! every version-2 probe carries them to the peer (the `SERVICE_CHECKS` TLV) and brings the
+//! peer's. A route group ranks a link whose checks fail at either end like a degraded one
+//! (unless they fail over every usable link); a DNS group publishes one of its ordered answers,
+//! chosen by the same policy as a route group's link, from both gateways' verdicts
+//! ([`crate::checks::answer_health`]), and never publishes nothing. The peer's verdicts over a
+//! link are trusted only while this end sees the link carry traffic: when its own view is
+//! down (or not yet known) they are forgotten, as they may be old.
+//!
 //! Version negotiation: requests go out in version 1, with the capability bit, until the peer
 //! is known to speak version 2 (a version-2 packet or the bit); then in version 2. A version-1
 //! packet without the bit (a peer rolled back to an older agentd) returns to version 1. Every
@@ -14,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::checks::{answer_health, CheckState, PeerChecks};
 use crate::health::{Damping, Figures, Health, LinkHealth, Thresholds, View};
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
 use crate::profile::Timings;
@@ -49,6 +60,24 @@ pub struct LinkReport {
     pub penalty: f64,
     /// The highest probe version the peer is known to speak (0: nothing heard yet).
     pub peer_version: u8,
+    /// This side's verdict of the route-group service checks over the link, as sent to the
+    /// peer (`None`: no check state known for it).
+    pub checks: Option<CheckState>,
+    /// The peer's latest verdict over the link, while it is trusted (see the module doc).
+    pub peer_checks: Option<CheckState>,
+}
+
+/// A DNS group's state, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerReport {
+    /// The index of the answer published (`None`: none decided yet).
+    pub active: Option<usize>,
+    /// This side's check state of each answer.
+    pub own: Vec<CheckState>,
+    /// The peer's, when a fresh probe of its reported the group with as many answers.
+    pub peer: Option<Vec<CheckState>>,
+    /// No answer passes: the published one is kept (see [`Event::NoAnswerPasses`]).
+    pub no_answer_passes: bool,
 }
 
 /// The protocol state of a link: its key, what the peer speaks, what was dropped.
@@ -70,6 +99,35 @@ pub struct GroupConfig {
     pub policy: GroupPolicy,
 }
 
+/// A DNS record that publishes one of its ordered answers, chosen from the answers' service
+/// checks at both gateways, with the hysteresis of a route group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsGroupConfig {
+    pub name: String,
+    /// [`crate::dns_group_id`] of the record and its answers: the peer reports the group
+    /// under this id, so both gateways must compute it from the same record and answers.
+    pub id: u32,
+    /// The number of answers, in order of preference.
+    pub answers: usize,
+    pub preempt: bool,
+    pub failback_after: Duration,
+    pub hold_down: Duration,
+}
+
+impl DnsGroupConfig {
+    /// The route-group policy that chooses the answer: each answer a "link" named by its
+    /// index, leaving an answer that passes at one gateway only (degraded).
+    fn policy(&self) -> GroupPolicy {
+        GroupPolicy {
+            links: (0..self.answers).map(|i| i.to_string()).collect(),
+            failover_on_degraded: true,
+            preempt: self.preempt,
+            failback_after: self.failback_after,
+            hold_down: self.hold_down,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     pub timings: Timings,
@@ -77,6 +135,7 @@ pub struct EngineConfig {
     pub damping: Damping,
     pub links: Vec<LinkConfig>,
     pub groups: Vec<GroupConfig>,
+    pub dns_groups: Vec<DnsGroupConfig>,
 }
 
 /// Why an active link changed, for the event log.
@@ -95,6 +154,9 @@ pub enum SwitchReason {
     NoUsableLink,
     /// A reload changed the group.
     Config,
+    /// The service checks fail over the active link (or for the published answer), at this
+    /// gateway or at the peer, and pass over another.
+    ChecksFailing,
 }
 
 impl SwitchReason {
@@ -109,6 +171,17 @@ impl SwitchReason {
             SwitchReason::Released => "pin released".into(),
             SwitchReason::NoUsableLink => "no usable link: failing closed".into(),
             SwitchReason::Config => "configuration changed".into(),
+            SwitchReason::ChecksFailing => "service checks fail over the active link".into(),
+        }
+    }
+
+    /// The wording for a DNS group's answer ([`Event::AnswerChanged`]).
+    pub fn describe_answer(&self) -> String {
+        match self {
+            SwitchReason::FirstUsable => "first answer whose checks pass".into(),
+            SwitchReason::ChecksFailing => "service checks fail for the published answer".into(),
+            SwitchReason::Failback => "preferred answer passes again".into(),
+            other => other.describe(),
         }
     }
 }
@@ -138,11 +211,69 @@ pub enum Event {
         theirs: u8,
         at: Instant,
     },
+    /// The service checks fail over every usable link of a route group: the fault is behind
+    /// the tunnels, so the group ranks its links by health alone (its routes stay).
+    ChecksFailingEverywhere { group: String, at: Instant },
+    /// The end of [`Event::ChecksFailingEverywhere`].
+    ChecksRecovered { group: String, at: Instant },
+    /// A DNS group publishes another answer (indices into its answers).
+    AnswerChanged {
+        group: String,
+        from: Option<usize>,
+        to: usize,
+        reason: SwitchReason,
+        at: Instant,
+    },
+    /// No answer of a DNS group passes its checks: the published answer (if any) is kept, since
+    /// publishing nothing helps nobody. Once, until some answer is usable again.
+    NoAnswerPasses {
+        group: String,
+        keeping: Option<usize>,
+        at: Instant,
+    },
 }
 
 struct Pin {
     link: String,
     reason: String,
+}
+
+struct DnsGroup {
+    config: DnsGroupConfig,
+    policy: GroupPolicy,
+    state: GroupState,
+    /// This side's check state of each answer (`answers` long).
+    own: Vec<CheckState>,
+    no_answer_passes: bool,
+}
+
+impl DnsGroup {
+    fn new(config: &DnsGroupConfig, settle_until: Instant) -> DnsGroup {
+        let mut state = GroupState::default();
+        state.settle_until = Some(settle_until);
+        DnsGroup {
+            config: config.clone(),
+            policy: config.policy(),
+            state,
+            own: vec![CheckState::Unknown; config.answers],
+            no_answer_passes: false,
+        }
+    }
+
+    fn active(&self) -> Option<usize> {
+        self.state.active.as_deref().and_then(|a| a.parse().ok())
+    }
+}
+
+/// The newest trusted report of the peer's for DNS group `id` with `answers` answers.
+fn peer_answers(
+    peer: &BTreeMap<String, (Instant, PeerChecks)>,
+    id: u32,
+    answers: usize,
+) -> Option<Vec<CheckState>> {
+    let (_, newest) = peer.values().max_by_key(|(at, _)| *at)?;
+    let (_, states) = newest.dns.iter().find(|(i, _)| *i == id)?;
+    (states.len() == answers).then(|| states.clone())
 }
 
 pub struct Engine {
@@ -165,6 +296,11 @@ pub struct Engine {
     replies: VecDeque<Transmit>,
     /// The first sequence number of new links' probes.
     first_seq: u32,
+    /// This side's service-check verdicts: group → link → state.
+    checks: BTreeMap<String, BTreeMap<String, CheckState>>,
+    /// The peer's latest trusted verdicts per link, with their arrival time.
+    peer_checks: BTreeMap<String, (Instant, PeerChecks)>,
+    dns: BTreeMap<String, DnsGroup>,
 }
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
@@ -197,6 +333,9 @@ impl Engine {
             wires: BTreeMap::new(),
             replies: VecDeque::new(),
             first_seq: 1,
+            checks: BTreeMap::new(),
+            peer_checks: BTreeMap::new(),
+            dns: BTreeMap::new(),
         };
         e.update_config(config, now);
         e
@@ -220,6 +359,7 @@ impl Engine {
         self.reported.retain(|n, _| names.contains(n.as_str()));
         self.wires.retain(|n, _| names.contains(n.as_str()));
         self.replies.retain(|t| names.contains(t.link.as_str()));
+        self.peer_checks.retain(|n, _| names.contains(n.as_str()));
         for l in &config.links {
             self.wires.entry(l.name.clone()).or_default();
             let (t, th, d) = (config.timings, config.thresholds, config.damping);
@@ -244,10 +384,106 @@ impl Engine {
             });
             entry.0 = g.policy.clone();
         }
+        self.checks.retain(|g, _| groups.contains(g.as_str()));
+        for g in &config.groups {
+            if let Some(states) = self.checks.get_mut(&g.name) {
+                states.retain(|l, _| g.policy.links.contains(l));
+            }
+        }
+        self.update_dns_groups(&config.dns_groups, now);
         self.fingerprint = fingerprint(&config.groups);
         self.settle = config.timings.detection_bound() + config.timings.interval * 2;
         self.config = config;
         self.decide(now);
+    }
+
+    /// DNS groups that stay keep their state; one whose answers changed (another id or count)
+    /// keeps publishing the answer at the same index (or the last one) until its new checks
+    /// decide, with its check states starting over.
+    fn update_dns_groups(&mut self, groups: &[DnsGroupConfig], now: Instant) {
+        let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        self.dns.retain(|n, _| names.contains(n.as_str()));
+        let settle = now + self.settle;
+        for c in groups {
+            let Some(g) = self.dns.get_mut(&c.name) else {
+                self.dns.insert(c.name.clone(), DnsGroup::new(c, settle));
+                continue;
+            };
+            let answers_changed = g.config.id != c.id || g.config.answers != c.answers;
+            g.policy = c.policy();
+            g.config = c.clone();
+            if answers_changed {
+                let from = g.active();
+                let to = from.and_then(|i| c.answers.checked_sub(1).map(|last| i.min(last)));
+                let mut fresh = DnsGroup::new(c, settle);
+                fresh.state.active = to.map(|i| i.to_string());
+                *g = fresh;
+                if let (Some(to), true) = (to, to != from) {
+                    self.events.push_back(Event::AnswerChanged {
+                        group: c.name.clone(),
+                        from,
+                        to,
+                        reason: SwitchReason::Config,
+                        at: now,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The shell's combined verdict of route group `group`'s service checks over `link` (pass
+    /// when all pass, fail when any fails, unknown before every check has a result). Ignored
+    /// for a group or link not in the config.
+    pub fn handle_checks(&mut self, group: &str, link: &str, state: CheckState, now: Instant) {
+        let known = self
+            .groups
+            .get(group)
+            .is_some_and(|(p, _)| p.links.iter().any(|l| l == link));
+        if known {
+            self.checks
+                .entry(group.to_owned())
+                .or_default()
+                .insert(link.to_owned(), state);
+            self.decide(now);
+        }
+    }
+
+    /// This side's check state of each answer of DNS group `group`, in order (an answer
+    /// without checks passes; missing ones are unknown, extra ones ignored). Ignored for a
+    /// group not in the config.
+    pub fn handle_answer_checks(&mut self, group: &str, states: Vec<CheckState>, now: Instant) {
+        if let Some(g) = self.dns.get_mut(group) {
+            let mut states = states;
+            states.resize(g.config.answers, CheckState::Unknown);
+            g.own = states;
+            self.decide(now);
+        }
+    }
+
+    /// This side's verdict over `link` for the peer: the combination of every route group's.
+    fn own_link_checks(&self, link: &str) -> Option<CheckState> {
+        CheckState::combine(self.checks.values().filter_map(|m| m.get(link).copied()))
+    }
+
+    /// What our version-2 probes on `link` say about service checks: nothing until some check
+    /// state is known or a DNS group is configured.
+    fn own_checks(&self, link: &str) -> Option<PeerChecks> {
+        if self.dns.is_empty() && self.checks.values().all(BTreeMap::is_empty) {
+            return None;
+        }
+        Some(PeerChecks {
+            link: self.own_link_checks(link),
+            dns: self
+                .dns
+                .values()
+                .map(|g| (g.config.id, g.own.clone()))
+                .collect(),
+        })
+    }
+
+    /// The peer's trusted verdict over `link`.
+    fn peer_link_checks(&self, link: &str) -> Option<CheckState> {
+        self.peer_checks.get(link).and_then(|(_, c)| c.link)
     }
 
     /// The key of a link's probes; `None` while it has no socket: requests are still
@@ -280,18 +516,18 @@ impl Engine {
             let Some(key) = w.key.as_deref() else {
                 continue;
             };
+            let v2 = w.peer_version >= wire::V2;
             let packet = Packet {
-                version: if w.peer_version >= wire::V2 {
-                    wire::V2
-                } else {
-                    wire::V1
-                },
+                version: if v2 { wire::V2 } else { wire::V1 },
                 kind: Kind::Request,
                 seq,
                 sent_us: micros(self.epoch, now),
                 view,
                 speaks_v2: true,
-                tail: Tail::default(),
+                tail: Tail {
+                    checks: v2.then(|| self.own_checks(&link)).flatten(),
+                    ..Tail::default()
+                },
             };
             let bytes = wire::encode(key, &packet);
             return Some(Transmit { link, bytes });
@@ -369,6 +605,15 @@ impl Engine {
         if let Some(w) = self.wires.get_mut(link) {
             w.peer_version = if p.speaks_v2 { wire::V2 } else { wire::V1 };
         }
+        // Every accepted probe says what the peer's checks are now; none is "nothing to say".
+        match &p.tail.checks {
+            Some(c) => {
+                self.peer_checks.insert(link.to_owned(), (at, c.clone()));
+            }
+            None => {
+                self.peer_checks.remove(link);
+            }
+        }
         self.check_ranking(link, p.view, at);
         self.decide(at);
         if p.kind == Kind::Request {
@@ -399,6 +644,9 @@ impl Engine {
                     .tail
                     .pad_to
                     .map(|_| u16::try_from(size).unwrap_or(u16::MAX)),
+                checks: (request.version >= wire::V2)
+                    .then(|| self.own_checks(link))
+                    .flatten(),
                 ..Tail::default()
             },
         };
@@ -531,21 +779,35 @@ impl Engine {
                 });
             }
         }
+        // The peer's verdicts over a link this end does not see carry traffic may be old.
+        let links = &self.links;
+        self.peer_checks
+            .retain(|n, _| links.get(n).is_some_and(|l| l.undamped().carries()));
         for (gname, (policy, state)) in self.groups.iter_mut() {
+            let own_checks = self.checks.get(gname);
             let candidates: Vec<Candidate> = policy
                 .links
                 .iter()
-                .map(|n| match self.links.get(n) {
-                    Some(l) => Candidate {
-                        health: l.effective_undamped(),
-                        damped: l.damped(),
-                        drained: self.drains.contains(n) || l.peer().is_some_and(|p| p.draining),
-                    },
-                    None => Candidate {
-                        health: Health::Unknown,
-                        damped: false,
-                        drained: false,
-                    },
+                .map(|n| {
+                    let checks_failing = own_checks.and_then(|m| m.get(n))
+                        == Some(&CheckState::Fail)
+                        || self.peer_checks.get(n).and_then(|(_, c)| c.link)
+                            == Some(CheckState::Fail);
+                    match self.links.get(n) {
+                        Some(l) => Candidate {
+                            health: l.effective_undamped(),
+                            damped: l.damped(),
+                            drained: self.drains.contains(n)
+                                || l.peer().is_some_and(|p| p.draining),
+                            checks_failing,
+                        },
+                        None => Candidate {
+                            health: Health::Unknown,
+                            damped: false,
+                            drained: false,
+                            checks_failing,
+                        },
+                    }
                 })
                 .collect();
             let local_pin = self.pins.get(gname);
@@ -560,7 +822,17 @@ impl Engine {
                 .map(|p| p.link.as_str())
                 .or(peer_pin.map(String::as_str));
             let from = state.active.clone();
-            if let Choice::Switch { to, why } = policy.choose(state, &candidates, pin, now) {
+            let everywhere = state.checks_failing_everywhere;
+            let choice = policy.choose(state, &candidates, pin, now);
+            if state.checks_failing_everywhere != everywhere {
+                let group = gname.clone();
+                self.events.push_back(if state.checks_failing_everywhere {
+                    Event::ChecksFailingEverywhere { group, at: now }
+                } else {
+                    Event::ChecksRecovered { group, at: now }
+                });
+            }
+            if let Choice::Switch { to, why } = choice {
                 if why == Why::FirstUsable {
                     state.settle_until = Some(now + self.settle);
                 }
@@ -568,6 +840,7 @@ impl Engine {
                     Why::FirstUsable => SwitchReason::FirstUsable,
                     Why::ActiveUnusable => SwitchReason::ActiveDown,
                     Why::ActiveDegraded => SwitchReason::ActiveDegraded,
+                    Why::ChecksFailing => SwitchReason::ChecksFailing,
                     Why::Failback if released == Some(gname.as_str()) => SwitchReason::Released,
                     Why::Failback => SwitchReason::Failback,
                     Why::Pinned => match local_pin {
@@ -590,6 +863,68 @@ impl Engine {
                 });
             }
         }
+        self.decide_dns(now);
+    }
+
+    /// Each DNS group's answer: both gateways' verdicts per answer as candidates of the
+    /// route-group policy; never a switch to no answer.
+    fn decide_dns(&mut self, now: Instant) {
+        for (name, g) in self.dns.iter_mut() {
+            let peer = peer_answers(&self.peer_checks, g.config.id, g.config.answers);
+            let candidates: Vec<Candidate> = g
+                .own
+                .iter()
+                .enumerate()
+                .map(|(i, own)| Candidate {
+                    health: answer_health(*own, peer.as_ref().map(|p| p[i])),
+                    damped: false,
+                    drained: false,
+                    checks_failing: false,
+                })
+                .collect();
+            let none_passes = candidates.iter().all(|c| !c.health.carries())
+                && candidates.iter().any(|c| c.health != Health::Unknown);
+            if none_passes && !g.no_answer_passes {
+                self.events.push_back(Event::NoAnswerPasses {
+                    group: name.clone(),
+                    keeping: g.active(),
+                    at: now,
+                });
+            }
+            g.no_answer_passes = none_passes;
+            let from = g.active();
+            let before = g.state.clone();
+            let (to, why) = match g.policy.choose(&mut g.state, &candidates, None, now) {
+                Choice::Stay => continue,
+                Choice::Switch { to: None, .. } => {
+                    // Keep what is published: no answer is better than a failing one.
+                    g.state = before;
+                    continue;
+                }
+                Choice::Switch { to: Some(to), why } => (to, why),
+            };
+            // The policy's links are the answers' indices.
+            let Ok(index) = to.parse::<usize>() else {
+                continue;
+            };
+            if why == Why::FirstUsable {
+                g.state.settle_until = Some(now + self.settle);
+            }
+            let reason = match why {
+                Why::FirstUsable => SwitchReason::FirstUsable,
+                Why::Failback => SwitchReason::Failback,
+                // Unusable, degraded (passing at one gateway only): the checks decided. DNS
+                // groups have no pins, and no switch to nothing gets here.
+                _ => SwitchReason::ChecksFailing,
+            };
+            self.events.push_back(Event::AnswerChanged {
+                group: name.clone(),
+                from,
+                to: index,
+                reason,
+                at: now,
+            });
+        }
     }
 
     fn effective(&self, l: &LinkHealth) -> Health {
@@ -609,7 +944,11 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let links = self.links.values().map(LinkHealth::poll_timeout);
         let groups = self.groups.values().filter_map(|(p, s)| p.deadline(s));
-        links.chain(groups).min()
+        let dns = self
+            .dns
+            .values()
+            .filter_map(|g| g.policy.deadline(&g.state));
+        links.chain(groups).chain(dns).min()
     }
 
     pub fn active(&self, group: &str) -> Option<&str> {
@@ -630,6 +969,32 @@ impl Engine {
             figures: l.figures(),
             penalty: l.penalty(),
             peer_version: self.wires.get(link).map_or(0, |w| w.peer_version),
+            checks: self.own_link_checks(link),
+            peer_checks: self.peer_link_checks(link),
+        })
+    }
+
+    /// Whether the service checks of route group `group` fail over every usable link (see
+    /// [`Event::ChecksFailingEverywhere`]).
+    pub fn checks_failing_everywhere(&self, group: &str) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|(_, s)| s.checks_failing_everywhere)
+    }
+
+    /// The answer DNS group `group` publishes, by index (`None`: none decided yet).
+    pub fn answer(&self, group: &str) -> Option<usize> {
+        self.dns.get(group)?.active()
+    }
+
+    /// A DNS group's answer and both gateways' check states, for status and metrics.
+    pub fn answer_report(&self, group: &str) -> Option<AnswerReport> {
+        let g = self.dns.get(group)?;
+        Some(AnswerReport {
+            active: g.active(),
+            own: g.own.clone(),
+            peer: peer_answers(&self.peer_checks, g.config.id, g.config.answers),
+            no_answer_passes: g.no_answer_passes,
         })
     }
 }

@@ -12,8 +12,11 @@
 //! - [`policy`]: one route group's choice of active link;
 //! - [`wire`]: the probe packets of every protocol version, authenticated by the shell's key;
 //! - [`engine`]: all of it together, with pins, drains, the peer's views and versions.
+//! - [`checks`]: service-check verdicts, what the gateways tell each other of them, and how
+//!   both gateways' verdicts combine;
 //! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too).
 
+pub mod checks;
 pub mod engine;
 pub mod fnv;
 pub mod health;
@@ -21,9 +24,10 @@ pub mod policy;
 pub mod profile;
 pub mod wire;
 
+pub use checks::{dns_group_id, CheckState, PeerChecks};
 pub use engine::{
-    Engine, EngineConfig, Event, GroupConfig, LinkConfig, LinkReport, Received, SwitchReason,
-    Transmit,
+    AnswerReport, DnsGroupConfig, Engine, EngineConfig, Event, GroupConfig, LinkConfig, LinkReport,
+    Received, SwitchReason, Transmit,
 };
 pub use health::{Figures, Health, View};
 pub use profile::Timings;

@@ -12,6 +12,13 @@
 //! - Moving back to a better-priority link of the same class (failback) needs `preempt`, the
 //!   hold-down, and that link being continuously better for `failback_after`.
 //! - No usable link: no active link (the routes fail closed).
+//!
+//! Service checks: a usable link whose checks fail (at either gateway) ranks at least as
+//! degraded (class 1), whatever `failover_on_degraded` says: the probes did not fail, the
+//! service did, so the group leaves it for a link whose checks pass, as an elective switch.
+//! When the checks fail over every usable link, the fault is behind the tunnels: the checks
+//! are ignored for ranking (the group never fails closed because of them) and
+//! [`GroupState::checks_failing_everywhere`] says so.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +44,8 @@ pub struct Candidate {
     pub damped: bool,
     /// Drained by either end.
     pub drained: bool,
+    /// The service checks over this link fail (at either end).
+    pub checks_failing: bool,
 }
 
 /// Why the active link changes.
@@ -54,6 +63,8 @@ pub enum Why {
     ActiveUnusable,
     /// The active link is degraded and a better one is up.
     ActiveDegraded,
+    /// The service checks fail over the active link and pass over a usable one.
+    ChecksFailing,
     /// A preferred link has been healthy long enough.
     Failback,
     /// An operator's pin (here or at the peer).
@@ -77,15 +88,24 @@ pub struct GroupState {
     /// wait, so that start-up (or the end of a total outage) picks the preferred link rather
     /// than the first to answer.
     pub settle_until: Option<Instant>,
+    /// The service checks fail over every usable link, so they were ignored for ranking. While
+    /// no link is usable, this keeps its value as long as some link's checks still fail.
+    pub checks_failing_everywhere: bool,
 }
 
 impl GroupPolicy {
-    fn class(&self, c: &Candidate) -> u8 {
+    /// The class of a candidate, counting its service checks or not.
+    fn class(&self, c: &Candidate, checks: bool) -> u8 {
         let base = match c.health {
             Health::Up => 0,
             Health::Degraded if !self.failover_on_degraded => 0,
             Health::Degraded => 1,
             _ => return 3,
+        };
+        let base = if checks && c.checks_failing {
+            base.max(1)
+        } else {
+            base
         };
         if c.damped || c.drained {
             2
@@ -102,6 +122,17 @@ impl GroupPolicy {
         pin: Option<&str>,
         now: Instant,
     ) -> Choice {
+        let candidates = &candidates[..self.links.len().min(candidates.len())];
+        let usable: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| self.class(c, false) < 3)
+            .collect();
+        state.checks_failing_everywhere = if usable.is_empty() {
+            state.checks_failing_everywhere && candidates.iter().any(|c| c.checks_failing)
+        } else {
+            usable.iter().all(|c| c.checks_failing)
+        };
+        let checks = !state.checks_failing_everywhere;
         let pin = pin.filter(|p| self.links.iter().any(|l| l == p));
         if pin.is_none() && std::mem::take(&mut state.pinned) {
             // Whoever released the pin asks for the automatic choice now.
@@ -115,9 +146,9 @@ impl GroupPolicy {
             }
             return Choice::Stay;
         }
-        let rank = |i: usize| (self.class(&candidates[i]), i);
-        let best = (0..self.links.len().min(candidates.len()))
-            .filter(|&i| self.class(&candidates[i]) < 3)
+        let rank = |i: usize| (self.class(&candidates[i], checks), i);
+        let best = (0..candidates.len())
+            .filter(|&i| rank(i).0 < 3)
             .min_by_key(|&i| rank(i));
         let active = state
             .active
@@ -170,13 +201,13 @@ impl GroupPolicy {
                     if held {
                         return Choice::Stay;
                     }
-                    return self.switch(
-                        state,
-                        Some(self.links[b].clone()),
-                        Why::ActiveDegraded,
-                        now,
-                        true,
-                    );
+                    // The checks, not the probes, made the active link worse.
+                    let why = if self.class(&candidates[a], false) < ca {
+                        Why::ChecksFailing
+                    } else {
+                        Why::ActiveDegraded
+                    };
+                    return self.switch(state, Some(self.links[b].clone()), why, now, true);
                 }
                 // Same class, better priority: failback.
                 if (!self.preempt && !released && !settling) || rank(b) >= rank(a) {

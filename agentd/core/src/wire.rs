@@ -13,9 +13,15 @@
 //!   smallest packet is 48 bytes. A padding TLV makes a datagram as large as a path-MTU probe
 //!   needs, and a reply says which size it confirms.
 //!
+//! - The `SERVICE_CHECKS` TLV ([`tlv::SERVICE_CHECKS`]) carries the sender's service-check
+//!   verdicts ([`PeerChecks`]): one state for the route groups over this link, and one per
+//!   answer of every DNS group it serves.
+//!
 //! The version byte is inside what the tag covers, so one key serves every version: a packet
 //! cannot be replayed as another version without breaking its tag.
 
+pub use crate::checks::{CheckState, PeerChecks};
+use crate::checks::{MAX_ANSWERS, MAX_DNS_GROUPS};
 use crate::health::{Health, View};
 
 /// The first four bytes of every probe.
@@ -47,7 +53,10 @@ pub mod tlv {
     /// In a reply: the size in bytes of the request datagram it answers (2 bytes, big-endian),
     /// so that the requester knows which probe size crossed the path.
     pub const CONFIRMS_SIZE: u8 = 0x02;
-    /// Reserved: per-link results of service checks.
+    /// The sender's service-check verdicts ([`super::PeerChecks`]): byte 0 the state over this
+    /// link (0 none, 1 unknown, 2 pass, 3 fail), byte 1 the number of DNS groups (at most 64),
+    /// then per group its id (4 bytes), its number of answers (1 byte, at most 32) and one
+    /// state byte per answer.
     pub const SERVICE_CHECKS: u8 = 0x03;
     /// Reserved: a failover drill in progress.
     pub const DRILL: u8 = 0x04;
@@ -120,6 +129,9 @@ pub struct Tail {
     pub pad_to: Option<u16>,
     /// The size of the request datagram a reply confirms ([`tlv::CONFIRMS_SIZE`]).
     pub confirms_size: Option<u16>,
+    /// The sender's service-check verdicts ([`tlv::SERVICE_CHECKS`]). Sending: groups past
+    /// the 64th, and groups of more than 32 answers, are left out.
+    pub checks: Option<PeerChecks>,
     /// Other TLVs, in order (unknown ones on receipt).
     pub other: Vec<Tlv>,
 }
@@ -168,6 +180,9 @@ pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
         };
         if let Some(size) = p.tail.confirms_size {
             put(&mut b, tlv::CONFIRMS_SIZE, &size.to_be_bytes());
+        }
+        if let Some(checks) = &p.tail.checks {
+            put(&mut b, tlv::SERVICE_CHECKS, &encode_checks(checks));
         }
         for t in &p.tail.other {
             put(&mut b, t.code, &t.value);
@@ -262,6 +277,7 @@ fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
                 [hi, lo, ..] => tail.confirms_size = Some(u16::from_be_bytes([hi, lo])),
                 _ => return Err(ProbeDrop::Malformed),
             },
+            tlv::SERVICE_CHECKS => tail.checks = Some(decode_checks(value)?),
             _ => tail.other.push(Tlv {
                 code,
                 value: value.to_vec(),
@@ -269,4 +285,57 @@ fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
         }
     }
     Ok(tail)
+}
+
+/// The value of a [`tlv::SERVICE_CHECKS`] TLV; what the format cannot carry is left out.
+fn encode_checks(c: &PeerChecks) -> Vec<u8> {
+    let groups: Vec<&(u32, Vec<CheckState>)> = c
+        .dns
+        .iter()
+        .filter(|(_, answers)| answers.len() <= MAX_ANSWERS)
+        .take(MAX_DNS_GROUPS)
+        .collect();
+    let mut v = Vec::with_capacity(2 + groups.len() * (5 + MAX_ANSWERS));
+    v.push(c.link.map_or(0, CheckState::code));
+    // At most MAX_DNS_GROUPS (64) and MAX_ANSWERS (32): both fit a byte.
+    v.push(groups.len() as u8);
+    for (id, answers) in groups {
+        v.extend_from_slice(&id.to_be_bytes());
+        v.push(answers.len() as u8);
+        v.extend(answers.iter().map(|s| s.code()));
+    }
+    v
+}
+
+/// A [`tlv::SERVICE_CHECKS`] value: short, over the limits or with a code that is no state
+/// is malformed; bytes after the last group are ignored (room to grow).
+fn decode_checks(v: &[u8]) -> Result<PeerChecks, ProbeDrop> {
+    let [link, groups, ref rest @ ..] = *v else {
+        return Err(ProbeDrop::Malformed);
+    };
+    let link = match link {
+        0 => None,
+        code => Some(CheckState::from_code(code).ok_or(ProbeDrop::Malformed)?),
+    };
+    if usize::from(groups) > MAX_DNS_GROUPS {
+        return Err(ProbeDrop::Malformed);
+    }
+    let mut rest = rest;
+    let mut dns = Vec::with_capacity(usize::from(groups));
+    for _ in 0..groups {
+        let [a, b, c, d, n, ref after @ ..] = *rest else {
+            return Err(ProbeDrop::Malformed);
+        };
+        let n = usize::from(n);
+        if n > MAX_ANSWERS || after.len() < n {
+            return Err(ProbeDrop::Malformed);
+        }
+        let states = after[..n]
+            .iter()
+            .map(|&code| CheckState::from_code(code).ok_or(ProbeDrop::Malformed))
+            .collect::<Result<Vec<_>, _>>()?;
+        dns.push((u32::from_be_bytes([a, b, c, d]), states));
+        rest = &after[n..];
+    }
+    Ok(PeerChecks { link, dns })
 }

@@ -1,7 +1,9 @@
 //! Properties over random sequences of network conditions and operator actions, checked after
 //! every input the engines handle:
 //! - no route group stays on an unusable link while a usable one exists (pins aside);
-//! - at most one elective switch per hold-down;
+//! - a group never fails closed while a link is usable (service checks never make a link
+//!   unusable, even when they fail over every link);
+//! - at most one elective switch per hold-down (leaving a link whose checks fail is elective);
 //! - after a quiet period both ends have chosen the same link.
 
 mod common;
@@ -11,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::{ms, secs, Cond, Net, LINKS};
-use isthmus_core::{Event, Health, SwitchReason, Timings};
+use isthmus_core::{CheckState, Event, Health, SwitchReason, Timings};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -23,7 +25,11 @@ enum Step {
     Pin(usize, usize),
     Unpin(usize),
     Drain(usize, usize, bool),
+    /// A side's verdict of the group's service checks over a link.
+    Checks(usize, usize, u8),
 }
+
+const STATES: [CheckState; 3] = [CheckState::Unknown, CheckState::Pass, CheckState::Fail];
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
@@ -34,6 +40,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..2, 0usize..2).prop_map(|(s, l)| Step::Pin(s, l)),
         1 => (0usize..2).prop_map(Step::Unpin),
         1 => (0usize..2, 0usize..2, any::<bool>()).prop_map(|(s, l, on)| Step::Drain(s, l, on)),
+        3 => (0usize..2, 0usize..2, 0u8..3).prop_map(|(s, l, c)| Step::Checks(s, l, c)),
     ]
 }
 
@@ -58,7 +65,14 @@ proptest! {
         net.check = Some(Box::new(move |net: &Net| {
             for side in 0..2 {
                 let e = &net.sides[side];
-                let Some(active) = e.active("g") else { continue };
+                let Some(active) = e.active("g") else {
+                    let usable_links: Vec<&str> = LINKS.iter().copied().filter(|l| usable(e.health(l))).collect();
+                    // Start-up waits for every link's first verdict: not failing closed.
+                    if !usable_links.is_empty() && net.now - net.t0 >= secs(3) {
+                        v.borrow_mut().push(format!("side {side} failed closed with {usable_links:?} usable at {:?}", net.now - net.t0));
+                    }
+                    continue;
+                };
                 if p.borrow()[side] || LINKS.iter().any(|l| e.link_report(l).and_then(|r| r.peer).is_some_and(|pv| pv.pinned)) {
                     continue;
                 }
@@ -92,6 +106,10 @@ proptest! {
                     let now = net.now;
                     net.sides[side].set_drain(LINKS[l], on, now);
                 }
+                Step::Checks(side, l, c) => {
+                    let now = net.now;
+                    net.sides[side].handle_checks("g", LINKS[l], STATES[usize::from(c)], now);
+                }
             }
         }
         prop_assert!(violations.borrow().is_empty(), "{:?}", violations.borrow());
@@ -99,7 +117,7 @@ proptest! {
         // At most one elective switch per hold-down (5 s), per side.
         for side in 0..2 {
             let elective: Vec<Duration> = net.events[side].iter().filter_map(|e| match e {
-                Event::ActiveLinkChanged { reason: SwitchReason::ActiveDegraded | SwitchReason::Failback, at, .. } => Some(*at - net.t0),
+                Event::ActiveLinkChanged { reason: SwitchReason::ActiveDegraded | SwitchReason::ChecksFailing | SwitchReason::Failback, at, .. } => Some(*at - net.t0),
                 _ => None,
             }).collect();
             for w in elective.windows(2) {
@@ -111,7 +129,10 @@ proptest! {
         for side in 0..2 {
             let now = net.now;
             net.sides[side].unpin("g", now);
-            for l in LINKS { net.sides[side].set_drain(l, false, now); }
+            for l in LINKS {
+                net.sides[side].set_drain(l, false, now);
+                net.sides[side].handle_checks("g", l, CheckState::Pass, now);
+            }
         }
         *pinned.borrow_mut() = [false; 2];
         net.restore("ic");

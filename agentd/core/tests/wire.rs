@@ -9,7 +9,7 @@ mod common;
 use std::time::Instant;
 
 use common::{config, ms, TestAuth, KEY, LINKS};
-use isthmus_core::wire::{self, tlv, Kind, Packet, Tail, Tlv};
+use isthmus_core::wire::{self, tlv, CheckState, Kind, Packet, PeerChecks, Tail, Tlv};
 use isthmus_core::{Engine, Health, ProbeDrop, Received, Timings, View};
 use proptest::prelude::*;
 
@@ -87,6 +87,10 @@ fn every_flipped_bit_of_a_v2_packet_is_rejected() {
     p.tail = Tail {
         pad_to: Some(120),
         confirms_size: Some(9000),
+        checks: Some(PeerChecks {
+            link: Some(CheckState::Fail),
+            dns: vec![(7, vec![CheckState::Pass])],
+        }),
         other: vec![Tlv {
             code: 0x42,
             value: vec![1, 2, 3],
@@ -316,6 +320,153 @@ fn a_link_without_a_key_schedules_requests_but_sends_nothing() {
             .figures
             .consecutive_lost
             > 0
+    );
+}
+
+fn checks() -> PeerChecks {
+    PeerChecks {
+        link: Some(CheckState::Pass),
+        dns: vec![
+            (
+                0x0102_0304,
+                vec![CheckState::Fail, CheckState::Pass, CheckState::Unknown],
+            ),
+            (0xffff_fffe, vec![]),
+        ],
+    }
+}
+
+#[test]
+fn service_checks_round_trip_in_v2_with_the_documented_layout() {
+    let mut p = packet(wire::V2, Kind::Request);
+    p.tail.checks = Some(checks());
+    let bytes = wire::encode(&KEY, &p);
+    let value = [
+        2, 2, // pass over this link, two DNS groups
+        1, 2, 3, 4, 3, 3, 2, 1, // id, three answers: fail, pass, unknown
+        0xff, 0xff, 0xff, 0xfe, 0, // id, no answers
+    ];
+    let mut tlv_bytes = vec![tlv::SERVICE_CHECKS, 0, value.len() as u8];
+    tlv_bytes.extend_from_slice(&value);
+    assert_eq!(
+        &bytes[wire::HEADER_LEN..bytes.len() - wire::TAG_LEN],
+        tlv_bytes
+    );
+    assert_eq!(wire::decode(&KEY, &bytes), Ok(p.clone()));
+
+    // No verdict over this link, no DNS group: two bytes.
+    p.tail.checks = Some(PeerChecks::default());
+    let bytes = wire::encode(&KEY, &p);
+    assert_eq!(bytes.len(), wire::V2_MIN_LEN + 3 + 2);
+    assert_eq!(wire::decode(&KEY, &bytes), Ok(p));
+}
+
+#[test]
+fn version_1_carries_no_service_checks() {
+    let mut p = packet(wire::V1, Kind::Reply);
+    p.tail.checks = Some(checks());
+    let bytes = wire::encode(&KEY, &p);
+    assert_eq!(bytes.len(), wire::V1_LEN);
+    assert_eq!(wire::decode(&KEY, &bytes).map(|p| p.tail.checks), Ok(None));
+}
+
+#[test]
+fn what_the_service_checks_tlv_cannot_carry_is_left_out_when_sending() {
+    let mut p = packet(wire::V2, Kind::Request);
+    let mut dns: Vec<(u32, Vec<CheckState>)> =
+        (0..70).map(|i| (i, vec![CheckState::Pass])).collect();
+    dns[0].1 = vec![CheckState::Pass; 33];
+    p.tail.checks = Some(PeerChecks { link: None, dns });
+    let got = wire::decode(&KEY, &wire::encode(&KEY, &p))
+        .expect("valid")
+        .tail
+        .checks
+        .expect("checks");
+    let ids: Vec<u32> = got.dns.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..65).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_malformed_service_checks_tlv_drops_the_packet() {
+    let tlv3 = |value: &[u8]| {
+        let mut t = vec![tlv::SERVICE_CHECKS, 0, value.len() as u8];
+        t.extend_from_slice(value);
+        t
+    };
+    let mut too_many_answers = vec![2, 1, 0, 0, 0, 1, 33];
+    too_many_answers.extend_from_slice(&[2; 33]);
+    for bad in [
+        &[][..],                   // empty
+        &[2],                      // no group count
+        &[4, 0],                   // not a state over the link
+        &[2, 65],                  // more than 64 groups
+        &[2, 1, 0, 0, 0],          // a group cut short
+        &[2, 1, 0, 0, 0, 1, 2, 2], // two answers announced, one there
+        &[2, 1, 0, 0, 0, 1, 1, 0], // answer code 0 is no state
+        &[2, 1, 0, 0, 0, 1, 1, 4], // answer code 4 neither
+        &too_many_answers,
+    ] {
+        assert_eq!(
+            wire::decode(&KEY, &raw_v2(&KEY, 1, &tlv3(bad))),
+            Err(ProbeDrop::Malformed),
+            "{bad:?}"
+        );
+    }
+    // A longer value is read and the rest ignored, as for every known TLV.
+    let p = wire::decode(
+        &KEY,
+        &raw_v2(&KEY, 2, &tlv3(&[3, 1, 0, 0, 0, 9, 1, 2, 0xEE])),
+    )
+    .expect("accepted");
+    assert_eq!(
+        p.tail.checks,
+        Some(PeerChecks {
+            link: Some(CheckState::Fail),
+            dns: vec![(9, vec![CheckState::Pass])],
+        })
+    );
+}
+
+#[test]
+fn an_engine_sends_service_checks_only_in_v2_and_only_with_something_to_say() {
+    let (mut a, mut b, t0) = engines();
+    // Two rounds: version 1 first, version 2 once each knows the other speaks it.
+    let exchange = |a: &mut Engine, b: &mut Engine, t: Instant| {
+        let mut seen = vec![];
+        for _ in 0..2 {
+            while let Some(x) = a.poll_transmit(t) {
+                seen.push((x.link.clone(), wire::decode(&KEY, &x.bytes).expect("valid")));
+                b.handle_datagram(&x.link, &x.bytes, t);
+            }
+            while let Some(x) = b.poll_transmit(t) {
+                a.handle_datagram(&x.link, &x.bytes, t);
+            }
+        }
+        seen
+    };
+    let sent = exchange(&mut a, &mut b, t0);
+    assert!(
+        sent.iter().all(|(_, p)| p.tail.checks.is_none()),
+        "nothing to say yet"
+    );
+    a.handle_checks("g", "ic", CheckState::Fail, t0);
+    let mut t = t0;
+    let mut sent = vec![];
+    while sent.len() < 4 {
+        t += ms(100);
+        sent.extend(exchange(&mut a, &mut b, t));
+    }
+    for (link, p) in sent {
+        assert_eq!(p.version, wire::V2);
+        let expected = PeerChecks {
+            link: (link == "ic").then_some(CheckState::Fail),
+            dns: vec![],
+        };
+        assert_eq!(p.tail.checks, Some(expected), "{link} {:?}", p.kind);
+    }
+    assert_eq!(
+        b.link_report("ic").and_then(|r| r.peer_checks),
+        Some(CheckState::Fail)
     );
 }
 

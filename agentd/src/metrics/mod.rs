@@ -43,6 +43,7 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
         SwitchReason::Released => "released",
         SwitchReason::NoUsableLink => "no_usable_link",
         SwitchReason::Config => "config",
+        SwitchReason::ChecksFailing => "checks_failing",
     }
 }
 
@@ -234,7 +235,11 @@ impl Metrics {
                     .with_label_values(&[group, switch_label(reason)])
                     .inc();
             }
-            Event::RankingMismatch { .. } => {}
+            Event::AnswerChanged { .. }
+            | Event::RankingMismatch { .. }
+            | Event::ChecksFailingEverywhere { .. }
+            | Event::ChecksRecovered { .. }
+            | Event::NoAnswerPasses { .. } => {}
         }
     }
 
@@ -315,6 +320,7 @@ const REASONS: &[&str] = &[
     "released",
     "no_usable_link",
     "config",
+    "checks_failing",
 ];
 
 /// Bytes per packet on the underlay beyond the tunnelled packet: WireGuard's data header and
@@ -375,6 +381,7 @@ mod tests {
             SwitchReason::Released,
             SwitchReason::NoUsableLink,
             SwitchReason::Config,
+            SwitchReason::ChecksFailing,
         ];
         let labels: Vec<&str> = all.iter().map(switch_label).collect();
         assert_eq!(labels, REASONS);

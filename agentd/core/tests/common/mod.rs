@@ -88,6 +88,7 @@ pub fn config(timings: Timings, links: &[&str], failback_after: Duration) -> Eng
                 hold_down: secs(5),
             },
         }],
+        dns_groups: vec![],
     }
 }
 
