@@ -13,7 +13,7 @@ use isthmus_core::health::{Damping, Thresholds};
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;
 use isthmus_core::{
-    Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, ProbeDrop, Received, Timings,
+    CheckState, Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, ProbeDrop, Received, Timings,
 };
 
 use crate::events;
@@ -59,7 +59,25 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             })
             .collect(),
         // DNS groups are not configured by agentd yet.
-        dns_groups: Vec::new(),
+        dns_groups: config
+            .dns_groups
+            .iter()
+            .map(|g| {
+                let values: Vec<&str> = g.answers.iter().map(|a| a.value.as_str()).collect();
+                isthmus_core::engine::DnsGroupConfig {
+                    name: g.name.clone(),
+                    id: isthmus_core::checks::dns_group_id(
+                        &g.record,
+                        g.record_type.as_str(),
+                        &values,
+                    ),
+                    answers: g.answers.len(),
+                    preempt: g.preempt,
+                    failback_after: g.failback_after,
+                    hold_down: g.hold_down,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -102,6 +120,35 @@ pub struct Failover {
     keyed: BTreeMap<String, ([u8; 32], [u8; 32])>,
     /// When each current pin was set, for status.
     pinned_at: BTreeMap<String, Instant>,
+    /// Each DNS group's answer values, to name answers in events.
+    answers: BTreeMap<String, Vec<String>>,
+}
+
+/// Own and peer check states of a DNS group's answers, for status.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerStates {
+    pub own: Vec<isthmus_api::CheckState>,
+    pub peer: Option<Vec<isthmus_api::CheckState>>,
+    pub no_answer_passes: bool,
+}
+
+fn answer_values(config: &Config) -> BTreeMap<String, Vec<String>> {
+    config
+        .dns_groups
+        .iter()
+        .map(|g| {
+            let values = g.answers.iter().map(|a| a.value.clone()).collect();
+            (g.name.clone(), values)
+        })
+        .collect()
+}
+
+pub fn api_check(c: CheckState) -> isthmus_api::CheckState {
+    match c {
+        CheckState::Pass => isthmus_api::CheckState::Pass,
+        CheckState::Fail => isthmus_api::CheckState::Fail,
+        CheckState::Unknown => isthmus_api::CheckState::Unknown,
+    }
 }
 
 impl Failover {
@@ -112,11 +159,13 @@ impl Failover {
             engine,
             keyed: BTreeMap::new(),
             pinned_at: BTreeMap::new(),
+            answers: answer_values(config),
         }
     }
 
     pub fn update_config(&mut self, config: &Config, now: Instant) {
         self.engine.update_config(engine_config(config), now);
+        self.answers = answer_values(config);
         self.pinned_at
             .retain(|g, _| self.engine.pin_of(g).is_some());
     }
@@ -180,6 +229,66 @@ impl Failover {
 
     pub fn active(&self, group: &str) -> Option<String> {
         self.engine.active(group).map(str::to_owned)
+    }
+
+    /// This gateway's verdict of a route group's checks over a link.
+    pub fn handle_checks(&mut self, group: &str, link: &str, state: CheckState, now: Instant) {
+        self.engine.handle_checks(group, link, state, now);
+    }
+
+    /// This gateway's verdict of each answer of a DNS group.
+    pub fn handle_answer_checks(&mut self, group: &str, states: Vec<CheckState>, now: Instant) {
+        self.engine.handle_answer_checks(group, states, now);
+    }
+
+    /// The DNS group's chosen answer (its index).
+    pub fn answer(&self, group: &str) -> Option<usize> {
+        self.engine.answer(group)
+    }
+
+    pub fn answer_states(&self, group: &str) -> AnswerStates {
+        match self.engine.answer_report(group) {
+            Some(r) => AnswerStates {
+                own: r.own.iter().copied().map(api_check).collect(),
+                peer: r.peer.map(|p| p.into_iter().map(api_check).collect()),
+                no_answer_passes: r.no_answer_passes,
+            },
+            None => AnswerStates::default(),
+        }
+    }
+
+    pub fn checks_failing_everywhere(&self, group: &str) -> bool {
+        self.engine.checks_failing_everywhere(group)
+    }
+
+    /// A route group's checks per link, for status: this gateway's verdict and the peer's
+    /// (links whose verdict nobody has are left out).
+    pub fn group_checks(&self, group: &str, links: &[String]) -> Vec<isthmus_api::LinkChecks> {
+        let own = self.engine.group_checks(group);
+        links
+            .iter()
+            .filter_map(|l| {
+                let mine = own.get(l).copied();
+                let peer = self.engine.link_report(l).and_then(|r| r.peer_checks);
+                if mine.is_none() && peer.is_none() {
+                    return None;
+                }
+                Some(isthmus_api::LinkChecks {
+                    link: l.clone(),
+                    own: api_check(mine.unwrap_or(CheckState::Unknown)),
+                    peer: peer.map(api_check),
+                })
+            })
+            .collect()
+    }
+
+    /// The value of a DNS group's answer, for events and hooks.
+    pub fn answer_value(&self, group: &str, index: usize) -> String {
+        self.answers
+            .get(group)
+            .and_then(|a| a.get(index))
+            .cloned()
+            .unwrap_or_else(|| format!("answer {}", index + 1))
     }
 
     pub fn pin(&mut self, group: &str, link: &str, reason: &str, now: Instant) -> bool {

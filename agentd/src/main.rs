@@ -2,6 +2,7 @@
 //! the daemon itself is [`daemon::run`].
 
 mod accept;
+mod actions;
 mod clock;
 mod control;
 mod daemon;

@@ -35,6 +35,16 @@ pub fn build(v: &View, caller_access: Access) -> Status {
         links: v.links.clone(),
         route_groups: v.groups.clone(),
         warnings: v.host_warnings.clone(),
+        dns_groups: v.dns_groups.clone(),
+        actions: v.actions.clone(),
+    }
+}
+
+/// `GET /v1/actions`.
+pub fn actions(v: &View) -> isthmus_api::ActionsStatus {
+    isthmus_api::ActionsStatus {
+        dns_groups: v.dns_groups.clone(),
+        actions: v.actions.clone(),
     }
 }
 

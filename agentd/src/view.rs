@@ -67,6 +67,10 @@ pub struct View {
     pub engine: BTreeMap<String, LinkView>,
     pub counters: BTreeMap<String, Arc<Counters>>,
     pub groups: Vec<RouteGroupStatus>,
+    /// DNS groups: answers, their checks, the chosen one.
+    pub dns_groups: Vec<isthmus_api::DnsGroupStatus>,
+    /// Every action target, as the actions adapter last reported it.
+    pub actions: Vec<isthmus_api::ActionStatus>,
     /// Groups whose active link the peer pinned.
     pub peer_pinned: BTreeMap<String, bool>,
     pub routes: RouteStats,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
 use isthmus_api::{
-    paths, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus, ReloadOutcome,
+    paths, ActionsStatus, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus, ReloadOutcome,
     RouteGroupStatus, RoutesStatus, Status, VersionInfo,
 };
 use isthmus_config::LoadOptions;
@@ -69,6 +69,10 @@ enum Cmd {
     },
     /// Target checks behind the tunnels ([[probe]]): state, last result, counts.
     Probes,
+    /// DNS groups and what failover carried out beyond the kernel (DNS records, cloud route
+    /// tables): desired, in sync or failing, last success, time from decision to served.
+    #[command(alias = "dns")]
+    Actions,
     /// Failovers, health changes and operator actions, oldest first (kept across restarts).
     Events {
         /// Keep printing new events as they happen.
@@ -166,6 +170,11 @@ async fn run(args: &Args, client: &Client) -> Exit {
             client.get::<Vec<ProbeStatus>>(paths::PROBES).await,
             json,
             |p: &Vec<ProbeStatus>| views::probes(p),
+        ),
+        Cmd::Actions => show(
+            client.get::<ActionsStatus>(paths::ACTIONS).await,
+            json,
+            views::actions,
         ),
         Cmd::Events { follow, limit } => events(client, json, *follow, *limit).await,
         Cmd::Reload => show(

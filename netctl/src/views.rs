@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use isthmus_api::{
-    Access, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
+    Access, ActionState, ActionStatus, ActionsStatus, DnsGroupStatus, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
     Status,
 };
 
@@ -112,6 +112,14 @@ pub fn status(s: &Status) -> String {
         out.push('\n');
         out.push_str(&groups(&s.route_groups));
     }
+    if !s.dns_groups.is_empty() {
+        out.push('\n');
+        out.push_str(&dns_groups(&s.dns_groups));
+    }
+    if !s.actions.is_empty() {
+        out.push('\n');
+        out.push_str(&action_targets(&s.actions));
+    }
     for w in &s.warnings {
         let _ = writeln!(out, "warning  {w}");
     }
@@ -138,7 +146,117 @@ pub fn groups(list: &[RouteGroupStatus]) -> String {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    for g in list {
+        if g.checks_failing_everywhere {
+            let _ = writeln!(
+                out,
+                "!  group {}: service checks FAIL OVER EVERY LINK: the fault is behind the tunnels; routes kept",
+                g.name
+            );
+        }
+        for c in g.checks.iter().filter(|c| {
+            c.own == isthmus_api::CheckState::Fail
+                || c.peer == Some(isthmus_api::CheckState::Fail)
+        }) {
+            let _ = writeln!(
+                out,
+                "!  group {}: checks fail over {} (here: {}, peer: {}): the link counts as degraded",
+                g.name,
+                c.link,
+                c.own.as_str(),
+                c.peer.map_or("-", |p| p.as_str())
+            );
+        }
+    }
+    out
+}
+
+/// DNS groups and action targets (`netctl actions`), most urgent first: what fails.
+pub fn actions(a: &ActionsStatus) -> String {
+    let mut out = String::new();
+    if a.dns_groups.is_empty() && a.actions.is_empty() {
+        return "no DNS groups or cloud route tables configured\n".into();
+    }
+    if !a.dns_groups.is_empty() {
+        out.push_str(&dns_groups(&a.dns_groups));
+    }
+    if !a.actions.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&action_targets(&a.actions));
+    }
+    out
+}
+
+pub fn dns_groups(list: &[DnsGroupStatus]) -> String {
+    let mut t = Table::new(&["DNS GROUP", "RECORD", "CHOSEN", "ANSWERS (preferred first: here/peer)", "PROVIDER"]);
+    for g in list {
+        let answers: Vec<String> = g
+            .answers
+            .iter()
+            .map(|a| {
+                let peer = a.peer.map_or(String::new(), |p| format!("/{}", p.as_str()));
+                format!("{}={}{peer}", a.value, a.own.as_str())
+            })
+            .collect();
+        t.row(vec![
+            g.name.clone(),
+            format!("{} {} ttl {}", g.record, g.record_type, g.ttl),
+            g.chosen.clone().unwrap_or_else(|| "none yet".into()),
+            answers.join(" "),
+            g.provider.clone(),
+        ]);
+    }
+    let mut out = t.render();
+    for g in list.iter().filter(|g| g.no_answer_passes) {
+        let _ = writeln!(
+            out,
+            "!  dns group {}: NO ANSWER PASSES its checks: keeping {}",
+            g.name,
+            g.chosen.as_deref().unwrap_or("the record as it is")
+        );
+    }
+    out
+}
+
+pub fn action_targets(list: &[ActionStatus]) -> String {
+    let mut t = Table::new(&["ACTION", "TARGET", "STATE", "DESIRED", "LAST OK", "LAST CHANGE", "PROVIDER"]);
+    for a in list {
+        t.row(vec![
+            a.kind.clone(),
+            a.target.clone(),
+            match a.state {
+                ActionState::InSync => "in sync".into(),
+                ActionState::Pending => "PENDING".into(),
+                ActionState::Failing => format!("FAILING ({})", a.failures),
+            },
+            a.desired.clone(),
+            a.last_success_seconds_ago
+                .map_or("never".into(), |s| format!("{} ago", age(s))),
+            a.last_change_ms.map_or("-".into(), |m| format!("{m:.0} ms")),
+            a.provider.clone(),
+        ]);
+    }
+    let mut out = t.render();
+    for a in list {
+        if let Some(e) = a.last_error.as_ref().filter(|_| a.state == ActionState::Failing) {
+            let retry = e
+                .retry_in_seconds
+                .map_or(String::new(), |r| format!("; next attempt in {r:.1} s"));
+            let _ = writeln!(
+                out,
+                "!  {} {}: {} {} ago: {}{retry}",
+                a.kind,
+                a.target,
+                e.kind,
+                age(e.seconds_ago),
+                e.message
+            );
+        }
+    }
+    out
 }
 
 /// The answer to failover/failback: the group as it is now.

@@ -41,6 +41,8 @@ pub mod paths {
     pub const VERSION: &str = "/v1/version";
     /// `POST`: re-read the config file; [`crate::ReloadOutcome`] or `config_invalid`.
     pub const RELOAD: &str = "/v1/reload";
+    /// `GET`: [`crate::ActionsStatus`]: DNS groups and every action target.
+    pub const ACTIONS: &str = "/v1/actions";
 }
 
 /// What a client may do, decided by agentd from the peer credentials of the connection.
@@ -138,6 +140,11 @@ pub struct Status {
     pub warnings: Vec<String>,
     pub links: Vec<LinkStatus>,
     pub route_groups: Vec<RouteGroupStatus>,
+    /// DNS groups and what the actions carried out (also `GET /v1/actions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_groups: Vec<DnsGroupStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +278,24 @@ pub enum EventKind {
     Reload,
     /// A route agentd does not own competes for a remote CIDR.
     RouteConflict,
+    /// A DNS group's chosen answer changed (`group`, `from`, `to` values, `reason`).
+    AnswerChanged,
+    /// A route group's service checks fail over every link (`group`; `to` is `failing` or
+    /// `ok`): the fault is behind the tunnels, the routes stay.
+    ChecksFailing,
+    /// A DNS group has no answer whose checks pass: the current one is kept.
+    NoAnswerPasses,
+    /// An action reached its target (`group` names it: `dns group orders-db`, `aws route
+    /// table rtb-…`; `from`/`to` what it held and holds; `reason` the provider and duration).
+    ActionDone,
+    /// An action failed and is retried (`reason`: why, and when the next attempt is).
+    ActionFailed,
+    /// Somebody else changed an action's target between our read and write: read again.
+    ActionConflict,
+    /// A hook ran (`group`: `hook NAME`, `link`: the group of the transition; `reason`: how it ended).
+    HookRan,
+    /// A hook failed, timed out or could not start.
+    HookFailed,
     /// A kind this netctl does not know (written by a newer agentd).
     #[serde(other)]
     Unknown,
@@ -278,7 +303,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind agentd writes.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Started,
         EventKind::Stopped,
         EventKind::HealthChanged,
@@ -290,6 +315,14 @@ impl EventKind {
         EventKind::Drain,
         EventKind::Reload,
         EventKind::RouteConflict,
+        EventKind::AnswerChanged,
+        EventKind::ChecksFailing,
+        EventKind::NoAnswerPasses,
+        EventKind::ActionDone,
+        EventKind::ActionFailed,
+        EventKind::ActionConflict,
+        EventKind::HookRan,
+        EventKind::HookFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -305,6 +338,14 @@ impl EventKind {
             EventKind::Drain => "drain",
             EventKind::Reload => "reload",
             EventKind::RouteConflict => "route_conflict",
+            EventKind::AnswerChanged => "answer_changed",
+            EventKind::ChecksFailing => "checks_failing",
+            EventKind::NoAnswerPasses => "no_answer_passes",
+            EventKind::ActionDone => "action_done",
+            EventKind::ActionFailed => "action_failed",
+            EventKind::ActionConflict => "action_conflict",
+            EventKind::HookRan => "hook_ran",
+            EventKind::HookFailed => "hook_failed",
             EventKind::Unknown => "unknown",
         }
     }
@@ -405,6 +446,138 @@ pub struct RouteGroupStatus {
     /// Set while an operator has pinned the group to a link (`netctl failover`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pin>,
+    /// The group's service checks per link, when it has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<LinkChecks>,
+    /// The checks fail over every link: the fault is behind the tunnels; the routes stay.
+    #[serde(default)]
+    pub checks_failing_everywhere: bool,
+}
+
+/// A route group's service checks over one link, as each gateway sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkChecks {
+    pub link: String,
+    /// This gateway's verdict: all of the group's checks pass over the link.
+    pub own: CheckState,
+    /// The peer's verdict over the same link, once it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<CheckState>,
+}
+
+/// A verdict of service checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    Pass,
+    Fail,
+    /// Not every check has a result yet.
+    Unknown,
+}
+
+impl CheckState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Pass => "pass",
+            CheckState::Fail => "fail",
+            CheckState::Unknown => "unknown",
+        }
+    }
+}
+
+/// A DNS group: its ordered answers, which one agentd chose, and what the provider serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsGroupStatus {
+    pub name: String,
+    pub record: String,
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub ttl: u32,
+    pub provider: String,
+    pub answers: Vec<AnswerStatus>,
+    /// The answer agentd decided to publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+    /// No answer's checks pass: the chosen one is kept rather than publishing nothing.
+    #[serde(default)]
+    pub no_answer_passes: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerStatus {
+    pub value: String,
+    pub checks: Vec<String>,
+    /// This gateway's checks of the answer.
+    pub own: CheckState,
+    /// The peer gateway's, when it serves the same group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<CheckState>,
+}
+
+/// One target of the actions: a DNS record or a cloud route table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionStatus {
+    /// `dns`, `aws_route_table`, `oci_route_table`.
+    pub kind: String,
+    /// The DNS group or the route table id.
+    pub target: String,
+    /// The provider in words (`rfc2136 10.1.0.53:53 zone example.internal.`).
+    pub provider: String,
+    pub state: ActionState,
+    /// What agentd wants there.
+    pub desired: String,
+    /// What the target held at the last verified read or write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    /// Seconds since the target was last verified to hold the desired state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_seconds_ago: Option<u64>,
+    /// Decision → verified, of the last change agentd made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change_ms: Option<f64>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ActionError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionError {
+    /// `conflict`, `auth`, `throttled`, `unavailable`, `rejected`, `not_verified`.
+    pub kind: String,
+    pub message: String,
+    pub seconds_ago: u64,
+    /// When the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Verified: the target holds the desired state.
+    InSync,
+    /// A new decision is being carried out.
+    Pending,
+    /// The last attempt failed; retrying.
+    Failing,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::InSync => "in_sync",
+            ActionState::Pending => "pending",
+            ActionState::Failing => "failing",
+        }
+    }
+}
+
+/// `GET /v1/actions`: the DNS groups and every action target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionsStatus {
+    pub dns_groups: Vec<DnsGroupStatus>,
+    pub actions: Vec<ActionStatus>,
 }
 
 /// A manual pin of a route group to a link.

@@ -974,6 +974,11 @@ impl Engine {
         })
     }
 
+    /// This side's verdicts of route group `group`'s checks, by link.
+    pub fn group_checks(&self, group: &str) -> BTreeMap<String, CheckState> {
+        self.checks.get(group).cloned().unwrap_or_default()
+    }
+
     /// Whether the service checks of route group `group` fail over every usable link (see
     /// [`Event::ChecksFailingEverywhere`]).
     pub fn checks_failing_everywhere(&self, group: &str) -> bool {

@@ -50,6 +50,7 @@ enum Endpoint {
     Drain(String, bool),
     Events,
     Probes,
+    Actions,
 }
 
 /// One row of the API: method, path pattern (`{name}` is one path segment), who may call it,
@@ -65,7 +66,7 @@ struct Route {
 /// The API, in one place: adding an endpoint is a row here, a variant of [`Endpoint`] and its
 /// arm in [`dispatch`] (and, if the loop must act, a [`Command`] and its handler in
 /// `daemon/commands.rs`).
-static ROUTES: [Route; 11] = [
+static ROUTES: [Route; 12] = [
     row(Method::GET, paths::STATUS, Access::Read, |_| {
         Endpoint::Status
     }),
@@ -78,6 +79,9 @@ static ROUTES: [Route; 11] = [
     }),
     row(Method::GET, paths::PROBES, Access::Read, |_| {
         Endpoint::Probes
+    }),
+    row(Method::GET, paths::ACTIONS, Access::Read, |_| {
+        Endpoint::Actions
     }),
     row(Method::GET, paths::VERSION, Access::Read, |_| {
         Endpoint::Version
@@ -289,6 +293,10 @@ async fn dispatch(
         Endpoint::Probes => {
             let view = ask(ctx, |reply| Command::View { reply }).await?;
             off_loop(move || crate::status::probes(&view)).await
+        }
+        Endpoint::Actions => {
+            let view = ask(ctx, |reply| Command::View { reply }).await?;
+            off_loop(move || crate::status::actions(&view)).await
         }
         Endpoint::Events => {
             let (since, limit) = events_query(&query)?;

@@ -6,6 +6,7 @@ use isthmus_config::Report;
 use tokio::sync::oneshot;
 
 use super::reload::Running;
+use crate::actions::{ActionReport, HookReport};
 use crate::probe::target::ProbeResult;
 use crate::resolve::Resolved;
 use crate::routes::RoutesReport;
@@ -26,6 +27,10 @@ pub enum Input {
     Routes(RoutesReport),
     Resolved(Resolved),
     Target(ProbeResult),
+    /// A target of the actions adapter (a DNS record, a cloud route table) changed or failed.
+    Action(ActionReport),
+    /// A hook run ended.
+    Hook(HookReport),
     /// The config file was read and checked off the loop (a reload).
     ConfigLoaded {
         result: Result<Running, Report>,

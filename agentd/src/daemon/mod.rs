@@ -8,6 +8,7 @@
 //! checks; the event-log writer is a thread. A slow or stuck adapter then delays only itself,
 //! never a probe. See `docs/development.md` for where a new adapter, action or endpoint goes.
 
+pub mod actions;
 pub mod commands;
 pub mod input;
 pub mod reload;
@@ -89,6 +90,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (routes_tx, routes_rx) = mpsc::unbounded_channel();
     let (resolver_tx, resolver_rx) = mpsc::unbounded_channel();
     let (targets_tx, targets_rx) = mpsc::unbounded_channel();
+    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
     {
         let _io = io.enter();
         let netlink = netlink::Netlink::connect()?;
@@ -106,6 +108,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         ));
         io.spawn(resolve::run(resolver_rx, inputs_tx.clone()));
         io.spawn(targets(targets_rx, inputs_tx.clone()));
+        io.spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
     }
     let writer = events::spawn_writer(&config.agent.state_dir);
     let history = match tokio::time::timeout(events::HISTORY_WAIT, writer.history).await {
@@ -125,6 +128,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let adapters = Adapters {
         links: links_tx,
         routes: routes_tx,
+        actions: actions_tx,
         resolver: resolver_tx,
         targets: targets_tx,
         transport: Box::new(PeerSockets::new(probe_tx)),

@@ -155,6 +155,7 @@ impl Shell {
         self.targets.retain(|k, _| keys.contains(k));
         self.adapters.send_targets(jobs);
         self.metrics.follow_config(&config);
+        self.configure_actions();
 
         let outcome = ReloadOutcome {
             changed: !changes.applied.is_empty() || !changes.needs_restart.is_empty(),

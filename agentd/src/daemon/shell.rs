@@ -21,8 +21,10 @@ use isthmus_api::{EventKind, EventRecord, LoopLag, MetricsListener, ReloadOutcom
 use isthmus_config::{Config, Endpoint, Link, Report};
 use tokio::sync::{mpsc, watch};
 
+use super::actions::{ActionBook, Transition};
 use super::input::{Input, Signal};
 use super::reload::Running;
+use crate::actions::{ActionReport, ActionsCmd, Desired, HookReport, TargetId, Want};
 use crate::control::Command;
 use crate::events::{self, EventLog};
 use crate::failover::{self, Failover, ProbeIn};
@@ -46,6 +48,11 @@ pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 const LAG_SAMPLES: usize = 2048;
 /// A loop that serves timers later than this at p99 is reported as lagging.
 pub const LAG_BAD: Duration = Duration::from_millis(5);
+/// A route group's cloud route tables are left alone until the group has been decided once or
+/// this long after start-up: a gateway that starts must not pull the VPC's traffic to the
+/// fallback for the few seconds its links need to come up. Long enough for the start-up
+/// settling of every probe profile.
+pub const TABLES_WAIT: Duration = Duration::from_secs(15);
 
 /// Loads the config file for a reload (on the blocking pool).
 pub type Loader = Arc<dyn Fn() -> Result<Running, Report> + Send + Sync>;
@@ -58,6 +65,7 @@ pub type OnConfig = Box<dyn FnMut(&Config, &Config) + Send>;
 pub struct Adapters {
     pub links: mpsc::UnboundedSender<LinkCmd>,
     pub routes: mpsc::UnboundedSender<RoutesCmd>,
+    pub actions: mpsc::UnboundedSender<ActionsCmd>,
     pub resolver: mpsc::UnboundedSender<Lookup>,
     pub targets: mpsc::UnboundedSender<Vec<Job>>,
     pub transport: Box<dyn ProbeTransport>,
@@ -165,6 +173,12 @@ pub struct Shell {
     phase: Phase,
     /// Whether the links adapter finished the start-up apply (READY waits for it).
     links_started: bool,
+    /// Action targets: desired, reported.
+    pub(super) action_book: ActionBook,
+    /// When each target's current want was decided.
+    decided_at: BTreeMap<TargetId, (Want, Instant)>,
+    /// Route groups decided at least once (their cloud route tables follow them).
+    decided_groups: std::collections::BTreeSet<String>,
     pub(super) adapters: Adapters,
     /// For adapters started from the loop (config loads on the blocking pool).
     pub(super) inputs: mpsc::Sender<Input>,
@@ -212,6 +226,9 @@ impl Shell {
             next_watchdog: adapters.watchdog.map(|d| now + d),
             phase: Phase::Starting,
             links_started: false,
+            action_book: ActionBook::default(),
+            decided_at: BTreeMap::new(),
+            decided_groups: std::collections::BTreeSet::new(),
             running,
             adapters,
             inputs,
@@ -276,6 +293,49 @@ impl Shell {
         self.adapters.send_targets(crate::probe::job::jobs(&config));
         // The fail-closed routes go in at once, before any link runs.
         self.reconcile_routes();
+        self.configure_actions();
+    }
+
+    /// Hand the actions adapter the providers of the running config (start-up, reload); every
+    /// target is read again.
+    pub(super) fn configure_actions(&mut self) {
+        let backends = crate::actions::backends::build(&self.running.config);
+        let _ = self.adapters.actions.send(ActionsCmd::Configure(backends));
+        self.action_book = ActionBook::default();
+        self.reconcile_actions(crate::clock::now());
+    }
+
+    /// Send the desired state of every action target if it changed.
+    pub(super) fn reconcile_actions(&mut self, now: Instant) {
+        let config = &self.running.config;
+        let wants = super::actions::desired(
+            config,
+            |g| self.failover.answer(g),
+            &self.active_links(),
+            &self.decided_groups,
+        );
+        if !self.action_book.follow(&wants) {
+            return;
+        }
+        self.decided_at.retain(|id, _| wants.contains_key(id));
+        let mut desired = BTreeMap::new();
+        for (id, want) in wants {
+            let decided = match self.decided_at.get(&id) {
+                Some((w, at)) if *w == want => *at,
+                _ => {
+                    self.decided_at.insert(id.clone(), (want.clone(), now));
+                    now
+                }
+            };
+            desired.insert(
+                id,
+                Desired {
+                    want,
+                    decided: decided.into(),
+                },
+            );
+        }
+        let _ = self.adapters.actions.send(ActionsCmd::Apply(desired));
     }
 
     /// The earliest moment something is due (never in the past by more than a millisecond's
@@ -314,6 +374,11 @@ impl Shell {
         if now >= self.next_maintain {
             self.next_maintain = now + MAINTAIN_EVERY;
             self.maintain();
+            if now.saturating_duration_since(self.started_at) >= TABLES_WAIT {
+                let all = self.running.config.route_groups.iter().map(|g| g.name.clone());
+                self.decided_groups.extend(all);
+                self.reconcile_actions(now);
+            }
         }
         self.failover.handle_timeout(now);
         self.after_engine(now);
@@ -372,6 +437,8 @@ impl Shell {
             Input::Resolved(r) => self.on_resolved(r),
             Input::Target((key, outcome, at)) => self.on_target(key, outcome, at.into_std()),
             Input::ConfigLoaded { result, reply } => self.finish_reload(result, reply, now),
+            Input::Action(report) => self.on_action(report, now),
+            Input::Hook(report) => self.on_hook(&report),
         }
     }
 
@@ -477,6 +544,38 @@ impl Shell {
         }
     }
 
+    /// The actions adapter reports on a target.
+    fn on_action(&mut self, report: ActionReport, now: Instant) {
+        self.metrics.observe_action(&report);
+        if let Some(rec) = self.action_book.handle(&report, now) {
+            match rec.kind {
+                EventKind::ActionFailed => {
+                    tracing::warn!(target = %report.target, reason = %rec.reason, "action failed")
+                }
+                _ => tracing::info!(target = %report.target, kind = %rec.kind, reason = %rec.reason, "action"),
+            }
+            self.push_event(rec);
+        }
+    }
+
+    fn on_hook(&mut self, report: &HookReport) {
+        self.metrics.observe_hook(report);
+        let rec = super::actions::hook_record(report);
+        if report.success() {
+            tracing::info!(hook = %report.hook, group = %report.group, result = %rec.reason, "hook ran");
+        } else {
+            tracing::warn!(hook = %report.hook, group = %report.group, result = %rec.reason, "hook failed");
+        }
+        self.push_event(rec);
+    }
+
+    /// Hooks of a transition.
+    fn run_hooks(&mut self, t: &Transition) {
+        for run in super::actions::hook_runs(&self.running.config, t) {
+            let _ = self.adapters.actions.send(ActionsCmd::Hook(run));
+        }
+    }
+
     /// A target check finished: keep the result, log a change of state.
     fn on_target(&mut self, key: JobKey, outcome: Outcome, at: Instant) {
         self.metrics.observe_target(
@@ -527,18 +626,27 @@ impl Shell {
             self.adapters.transport.send(&t.link, &t.bytes);
         }
         let mut moved = false;
+        let mut decided = false;
         let wall = SystemTime::now();
         while let Some(e) = self.failover.poll_event() {
             self.metrics.on_event(&e, now);
             failover::log_event(&e);
-            if matches!(e, isthmus_core::Event::ActiveLinkChanged { .. }) {
+            if let isthmus_core::Event::ActiveLinkChanged { group, .. } = &e {
                 moved = true;
+                self.decided_groups.insert(group.clone());
             }
+            decided |= failover::decides_actions(&e);
             let (rec, at) = failover::to_record(&e, now, wall);
+            if let Some(t) = failover::transition(&e, &rec) {
+                self.run_hooks(&t.as_transition());
+            }
             self.events.push(rec, at);
         }
         if moved {
             self.reconcile_routes();
+        }
+        if moved || decided {
+            self.reconcile_actions(now);
         }
     }
 
@@ -662,6 +770,8 @@ impl Shell {
             destinations: g.destinations.iter().map(|n| n.to_string()).collect(),
             links: g.links.clone(),
             active_link: self.failover.active(name),
+            checks: self.failover.group_checks(name, &g.links),
+            checks_failing_everywhere: self.failover.checks_failing_everywhere(name),
             pinned: self.failover.pin_of(name).map(|p| isthmus_api::Pin {
                 link: p.link,
                 reason: p.reason,
@@ -730,6 +840,8 @@ impl Shell {
                 .map(|(n, e)| (n.clone(), e.counters.clone()))
                 .collect(),
             groups,
+            dns_groups: self.dns_status(),
+            actions: self.action_book.status(now),
             peer_pinned,
             routes: self.route_stats.clone(),
             host_warnings: self.host_warnings.clone(),
@@ -737,6 +849,38 @@ impl Shell {
             data_plane: self.links.data_plane(now),
             metrics: self.metrics.clone(),
         })
+    }
+
+    fn dns_status(&self) -> Vec<isthmus_api::DnsGroupStatus> {
+        let config = &self.running.config;
+        config
+            .dns_groups
+            .iter()
+            .map(|g| {
+                let report = self.failover.answer_states(&g.name);
+                let chosen = self.failover.answer(&g.name);
+                isthmus_api::DnsGroupStatus {
+                    name: g.name.clone(),
+                    record: g.record.clone(),
+                    record_type: g.record_type.as_str().to_string(),
+                    ttl: g.ttl,
+                    provider: g.provider.clone(),
+                    answers: g
+                        .answers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| isthmus_api::AnswerStatus {
+                            value: a.value.clone(),
+                            checks: a.checks.clone(),
+                            own: report.own.get(i).copied().unwrap_or(isthmus_api::CheckState::Unknown),
+                            peer: report.peer.as_ref().and_then(|p| p.get(i).copied()),
+                        })
+                        .collect(),
+                    chosen: chosen.and_then(|i| g.answers.get(i)).map(|a| a.value.clone()),
+                    no_answer_passes: report.no_answer_passes,
+                }
+            })
+            .collect()
     }
 
     fn on_command(&mut self, command: Command, now: Instant) {

@@ -31,6 +31,7 @@ pub fn render(state: &State) -> String {
     families.extend(groups(metrics, state, now));
     families.extend(routes(state));
     families.extend(targets(metrics, state));
+    families.extend(actions(state));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = String::with_capacity(64 * 1024);
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
@@ -250,6 +251,89 @@ fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         since.add(&gl, metrics.since(&metrics.group_since, &g.name, now));
     }
     [active, up, backup, pinned, since]
+        .into_iter()
+        .filter_map(Family::build)
+        .collect()
+}
+
+/// DNS groups, service checks of route groups, and action targets.
+fn actions(state: &State) -> Vec<MetricFamily> {
+    use isthmus_api::{ActionState, CheckState};
+    let mut chosen = Family::gauge(
+        "isthmus_dns_group_answer",
+        "1 for the answer the DNS group publishes, 0 for its other answers.",
+    );
+    let mut passing = Family::gauge(
+        "isthmus_dns_answer_checks_passing",
+        "1 when this gateway's checks of the answer pass, 0 when they fail (absent: unknown).",
+    );
+    let mut none_pass = Family::gauge(
+        "isthmus_dns_group_no_answer_passes",
+        "1 while no answer of the DNS group passes its checks (the chosen one is kept).",
+    );
+    for g in &state.dns_groups {
+        let gl = [("group", g.name.as_str())];
+        for a in &g.answers {
+            let is = g.chosen.as_deref() == Some(a.value.as_str());
+            let al = [("group", g.name.as_str()), ("answer", a.value.as_str())];
+            chosen.add(&al, f64::from(u8::from(is)));
+            if a.own != CheckState::Unknown {
+                passing.add(&al, f64::from(u8::from(a.own == CheckState::Pass)));
+            }
+        }
+        none_pass.add(&gl, f64::from(u8::from(g.no_answer_passes)));
+    }
+    let mut everywhere = Family::gauge(
+        "isthmus_group_checks_failing_everywhere",
+        "1 while the route group's service checks fail over every link (the fault is behind the tunnels; routes kept).",
+    );
+    let mut link_checks = Family::gauge(
+        "isthmus_group_link_checks_passing",
+        "1 when the route group's service checks pass over the link (at both gateways), 0 when they fail.",
+    );
+    for g in &state.groups {
+        if g.checks.is_empty() {
+            continue;
+        }
+        everywhere.add(
+            &[("group", g.name.as_str())],
+            f64::from(u8::from(g.checks_failing_everywhere)),
+        );
+        for c in &g.checks {
+            let fail = c.own == CheckState::Fail || c.peer == Some(CheckState::Fail);
+            if c.own != CheckState::Unknown || fail {
+                link_checks.add(
+                    &[("group", g.name.as_str()), ("link", c.link.as_str())],
+                    f64::from(u8::from(!fail)),
+                );
+            }
+        }
+    }
+    let mut in_sync = Family::gauge(
+        "isthmus_action_in_sync",
+        "1 when the target (DNS record, route table) was verified to hold the desired state.",
+    );
+    let mut failures = Family::gauge(
+        "isthmus_action_consecutive_failures",
+        "Failed attempts at the target since its last success.",
+    );
+    let mut last_ok = Family::gauge(
+        "isthmus_action_last_success_timestamp_seconds",
+        "Unix time the target was last verified to hold the desired state.",
+    );
+    let wall = state
+        .wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    for a in &state.actions {
+        let l = [("kind", a.kind.as_str()), ("target", a.target.as_str())];
+        in_sync.add(&l, f64::from(u8::from(a.state == ActionState::InSync)));
+        failures.add(&l, f64::from(a.failures));
+        if let Some(ago) = a.last_success_seconds_ago {
+            last_ok.add(&l, (wall - ago as f64).floor());
+        }
+    }
+    [chosen, passing, none_pass, everywhere, link_checks, in_sync, failures, last_ok]
         .into_iter()
         .filter_map(Family::build)
         .collect()

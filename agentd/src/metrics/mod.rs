@@ -47,6 +47,12 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
     }
 }
 
+/// Action buckets, 5 ms to 2 min: an RFC 2136 update served by BIND takes milliseconds, a
+/// Route 53 change seconds to a minute (until INSYNC), a throttled cloud API longer.
+const ACTION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 /// Loop lag buckets, 0.1 ms to 1 s: a healthy loop sits in the first (tokio's timers have a
 /// millisecond's grain); 50 ms is a probe interval, where links start to look lossy.
 const LAG_BUCKETS: &[f64] = &[
@@ -65,6 +71,12 @@ pub struct Metrics {
     failovers: IntCounterVec,
     /// Shared with the control server, which counts its requests.
     pub control_requests: IntCounterVec,
+    /// `isthmus_action_duration_seconds{kind,target}`: decision → verified change.
+    action_duration: HistogramVec,
+    /// `isthmus_action_results_total{kind,target,result}`.
+    action_results: IntCounterVec,
+    /// `isthmus_hook_runs_total{hook,result}`.
+    hook_runs: IntCounterVec,
     /// When each link's health and each group's active link last changed.
     link_since: BTreeMap<String, Instant>,
     group_since: BTreeMap<String, Instant>,
@@ -173,8 +185,36 @@ impl Metrics {
             &["endpoint", "status"],
         )
         .expect("valid counter");
+        let action_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "isthmus_action_duration_seconds",
+                "From a decision to its change verified at the target (DNS record served, route table changed).",
+            )
+            .buckets(ACTION_BUCKETS.to_vec()),
+            &["kind", "target"],
+        )
+        .expect("valid histogram");
+        let action_results = IntCounterVec::new(
+            Opts::new(
+                "isthmus_action_results_total",
+                "Attempts at action targets by result: changed, in_place, or the failure kind.",
+            ),
+            &["kind", "target", "result"],
+        )
+        .expect("valid counter");
+        let hook_runs = IntCounterVec::new(
+            Opts::new(
+                "isthmus_hook_runs_total",
+                "Hook runs (after their retries) by result: ok, failed, timeout, dropped.",
+            ),
+            &["hook", "result"],
+        )
+        .expect("valid counter");
         for c in [
             Box::new(rtt.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(action_duration.clone()),
+            Box::new(action_results.clone()),
+            Box::new(hook_runs.clone()),
             Box::new(failovers.clone()),
             Box::new(loop_lag.clone()),
             Box::new(control_requests.clone()),
@@ -189,6 +229,9 @@ impl Metrics {
             targets: BTreeMap::new(),
             failovers,
             control_requests,
+            action_duration,
+            action_results,
+            hook_runs,
             link_since: BTreeMap::new(),
             group_since: BTreeMap::new(),
             started: crate::clock::now(),
@@ -221,6 +264,40 @@ impl Metrics {
                 .or_default(),
         };
         stats.observe(took.as_secs_f64(), (!ok).then_some(reason));
+    }
+
+    /// A report of the actions adapter.
+    pub fn observe_action(&mut self, r: &crate::actions::ActionReport) {
+        use crate::actions::ActionEvent;
+        let (kind, target) = (r.target.kind(), r.target.name());
+        let result = match &r.event {
+            ActionEvent::Done { changed: true, took, reasserted, .. } => {
+                if !reasserted {
+                    self.action_duration
+                        .with_label_values(&[kind, target])
+                        .observe(took.as_secs_f64());
+                }
+                "changed"
+            }
+            ActionEvent::Done { .. } => "in_place",
+            ActionEvent::Conflict { .. } => "conflict",
+            ActionEvent::Failed { kind, .. } => kind.as_str(),
+        };
+        self.action_results
+            .with_label_values(&[kind, target, result])
+            .inc();
+    }
+
+    /// A finished hook run.
+    pub fn observe_hook(&mut self, r: &crate::actions::HookReport) {
+        let result = match &r.result {
+            Ok(run) if run.success() => "ok",
+            Ok(run) if run.timed_out => "timeout",
+            Ok(_) => "failed",
+            Err(_) if r.attempts == 0 => "dropped",
+            Err(_) => "failed",
+        };
+        self.hook_runs.with_label_values(&[&r.hook, result]).inc();
     }
 
     /// An engine event: remember when states changed, count failovers.
