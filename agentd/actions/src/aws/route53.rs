@@ -100,7 +100,8 @@ impl Route53 {
         new: &RRset,
     ) -> HttpRequest {
         let mut changes = String::new();
-        if let Some(seen) = seen {
+        // A set without values cannot exist on Route 53: nothing to delete.
+        if let Some(seen) = seen.filter(|s| !s.values.is_empty()) {
             let (ttl, values) = self.as_served(rec, seen);
             changes.push_str(&change("DELETE", rec, ttl, &values));
         }
@@ -213,7 +214,7 @@ impl Route53 {
         seen: Option<&RRset>,
         new: &RRset,
     ) -> ActionResult<()> {
-        if seen.is_none() && new.values.is_empty() {
+        if seen.is_none_or(|s| s.values.is_empty()) && new.values.is_empty() {
             return Ok(());
         }
         let what = self.what("ChangeResourceRecordSets", rec);
