@@ -9,6 +9,7 @@
 pub mod agentd;
 pub mod fixture;
 pub mod histogram;
+pub mod moto;
 pub mod netns;
 pub mod notify;
 pub mod prometheus;
@@ -17,6 +18,7 @@ pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
 pub use fixture::Fixture;
+pub use moto::Moto;
 pub use netns::Netns;
 pub use notify::NotifySocket;
 pub use prometheus::{

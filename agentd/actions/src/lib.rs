@@ -12,6 +12,7 @@
 //! The scheduling (when to read, rate limits, retries with back-off, verification, reports) is
 //! the daemon's actions adapter; providers are called from its tasks, never from the event loop.
 
+pub mod aws;
 pub mod command;
 pub mod http;
 
