@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod histogram;
 pub mod netns;
 pub mod notify;
+pub mod oci_stub;
 pub mod prometheus;
 pub mod resolver;
 pub mod topology;
