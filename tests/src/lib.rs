@@ -12,6 +12,7 @@ pub mod histogram;
 pub mod moto;
 pub mod netns;
 pub mod notify;
+pub mod oci_stub;
 pub mod prometheus;
 pub mod resolver;
 pub mod topology;

@@ -15,6 +15,7 @@
 pub mod aws;
 pub mod command;
 pub mod http;
+pub mod oci;
 
 use std::collections::BTreeMap;
 use std::fmt;
