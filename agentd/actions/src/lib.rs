@@ -13,6 +13,7 @@
 //! the daemon's actions adapter; providers are called from its tasks, never from the event loop.
 
 pub mod http;
+pub mod rfc2136;
 
 use std::collections::BTreeMap;
 use std::fmt;
