@@ -7,6 +7,7 @@
 //! keys and sockets. Names are unique per test and process so that tests run in parallel.
 
 pub mod agentd;
+pub mod bind;
 pub mod fixture;
 pub mod histogram;
 pub mod netns;
@@ -16,6 +17,7 @@ pub mod resolver;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
+pub use bind::{Bind, ZoneRecord};
 pub use fixture::Fixture;
 pub use netns::Netns;
 pub use notify::NotifySocket;

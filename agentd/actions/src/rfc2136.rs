@@ -403,7 +403,7 @@ impl Rfc2136 {
         } else {
             ""
         };
-        let code = rcode.to_str();
+        let code = format!("{}: {}", rcode_name(rcode), rcode.to_str());
         Err(match rcode {
             ResponseCode::NXRRSet | ResponseCode::YXRRSet | ResponseCode::NXDomain | ResponseCode::YXDomain => Failure::new(
                 FailureKind::Conflict,
@@ -457,7 +457,7 @@ impl Rfc2136 {
             code => {
                 return Err(Failure::new(
                     FailureKind::Rejected,
-                    format!("reading {rec} from {}: {}", self.server, code.to_str()),
+                    format!("reading {rec} from {}: {}", self.server, rcode_name(code)),
                 ))
             }
         }
@@ -593,6 +593,24 @@ impl DnsBackend for Rfc2136 {
 
     fn describe(&self) -> String {
         format!("rfc2136 {} zone {}", self.server, self.zone_text)
+    }
+}
+
+/// The RFC mnemonic of an rcode (`NXRRSET`), which operators find in server logs.
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("RCODE{}", u16::from(other)),
     }
 }
 
