@@ -394,7 +394,7 @@ zone "{zone_no_dot}" {{
 
     /// `dig` this server for `name` `rtype`, from where it listens (inside its namespace).
     pub fn query(&self, rtype: &str, name: &str) -> Vec<String> {
-        let mut cmd = match &self.place {
+        let cmd = match &self.place {
             Place::Loopback => Command::new("dig"),
             Place::Netns { ns, .. } => {
                 let mut c = Command::new("ip");

@@ -228,6 +228,7 @@ pub struct Rfc2136 {
     key_name: Option<String>,
     signer: Option<TSigner>,
     timeout: Duration,
+    clock_offset: i64,
 }
 
 impl fmt::Debug for Rfc2136 {
@@ -270,6 +271,7 @@ impl Rfc2136 {
             key_name,
             signer,
             timeout: settings.timeout,
+            clock_offset: 0,
         })
     }
 
@@ -322,7 +324,7 @@ impl Rfc2136 {
         if !self.zone.zone_of(&parsed) {
             return Err(Failure::new(
                 FailureKind::Rejected,
-                format!("{name} is not in zone {}", self.zone_text),
+                format!("not in zone {}", self.zone_text),
             ));
         }
         Ok(parsed)
@@ -337,7 +339,7 @@ impl Rfc2136 {
         let mut message = self.update_message(rec, seen, new)?;
         let verifier = match &self.signer {
             Some(signer) => message
-                .finalize(signer, unix_now())
+                .finalize(signer, self.now())
                 .map_err(|e| Failure::new(FailureKind::Rejected, format!("signing: {e}")))?,
             None => None,
         };
@@ -371,7 +373,7 @@ impl Rfc2136 {
                 )),
                 Some(TsigError::BadTime) => {
                     let skew = server_time(&tsig.data.other)
-                        .map(|t| format!(", server time is {}s off ours", t as i64 - unix_now() as i64))
+                        .map(|t| format!(", server time is {}s off ours", t as i64 - self.now() as i64))
                         .unwrap_or_default();
                     return Err(self.auth(format!(
                         "bad time: the clocks of agentd and the server differ by more than the fudge of {TSIG_FUDGE}s (BADTIME{skew}): fix NTP"
@@ -407,7 +409,7 @@ impl Rfc2136 {
         Err(match rcode {
             ResponseCode::NXRRSet | ResponseCode::YXRRSet | ResponseCode::NXDomain | ResponseCode::YXDomain => Failure::new(
                 FailureKind::Conflict,
-                format!("{rec} on {}: it changed since it was read (prerequisite failed: {code}){unsigned}", self.server),
+                format!("it changed since it was read (prerequisite failed: {code}){unsigned}"),
             ),
             ResponseCode::NotAuth if self.signer.is_some() => self.auth(format!(
                 "NOTAUTH{unsigned}: the server does not accept key {key} for zone {} (unknown key name, wrong secret, or the server is not authoritative)",
@@ -420,16 +422,16 @@ impl Rfc2136 {
             ResponseCode::Refused => Failure::new(
                 FailureKind::Rejected,
                 format!(
-                    "{rec} on {}: refused{unsigned}: does update-policy grant key {key} the name {} type {}?",
-                    self.server, rec.name, rec.rtype
+                    "refused{unsigned}: does update-policy grant key {key} the name {} type {}?",
+                    rec.name, rec.rtype
                 ),
             ),
             ResponseCode::NotZone => Failure::new(
                 FailureKind::Rejected,
-                format!("{rec}: NOTZONE: the server says the name is not in zone {}", self.zone_text),
+                format!("NOTZONE: the server says the name is not in zone {}", self.zone_text),
             ),
-            ResponseCode::ServFail => self.unavailable(format!("SERVFAIL for {rec}{unsigned}")),
-            _ => Failure::new(FailureKind::Rejected, format!("{rec} on {}: {code}{unsigned}", self.server)),
+            ResponseCode::ServFail => self.unavailable(format!("SERVFAIL{unsigned}")),
+            _ => Failure::new(FailureKind::Rejected, format!("{code}{unsigned}")),
         })
     }
 
@@ -451,13 +453,11 @@ impl Rfc2136 {
         match reply.metadata.response_code {
             ResponseCode::NoError => {}
             ResponseCode::NXDomain => return Ok(None),
-            ResponseCode::ServFail => {
-                return Err(self.unavailable(format!("SERVFAIL reading {rec}")))
-            }
+            ResponseCode::ServFail => return Err(self.unavailable("SERVFAIL".to_string())),
             code => {
                 return Err(Failure::new(
                     FailureKind::Rejected,
-                    format!("reading {rec} from {}: {}", self.server, rcode_name(code)),
+                    format!("reading: {}", rcode_name(code)),
                 ))
             }
         }
@@ -553,15 +553,29 @@ impl Rfc2136 {
         }
     }
 
+    /// Every failure names the set and the server: `gw.fo.test. A at 10.1.0.53:53: …`.
+    fn context(&self, rec: &RecordRef, e: Failure) -> Failure {
+        Failure::new(e.kind, format!("{rec} at {}: {}", self.server, e.message))
+    }
+
+    /// Sign as if the clock were `seconds` off (tests of the fudge and of BADTIME: there is no
+    /// other way to skew one process's clock without faking the whole machine's).
+    #[doc(hidden)]
+    pub fn with_clock_offset(mut self, seconds: i64) -> Rfc2136 {
+        self.clock_offset = seconds;
+        self
+    }
+
+    fn now(&self) -> u64 {
+        unix_now().saturating_add_signed(self.clock_offset)
+    }
+
     fn unavailable(&self, what: String) -> Failure {
-        Failure::new(
-            FailureKind::Unavailable,
-            format!("{}: {what}", self.describe()),
-        )
+        Failure::new(FailureKind::Unavailable, what)
     }
 
     fn auth(&self, what: String) -> Failure {
-        Failure::new(FailureKind::Auth, format!("{}: {what}", self.describe()))
+        Failure::new(FailureKind::Auth, what)
     }
 
     fn algorithm_text(&self) -> &'static str {
@@ -578,7 +592,7 @@ impl Rfc2136 {
 
 impl DnsBackend for Rfc2136 {
     fn read<'a>(&'a self, rec: &'a RecordRef) -> BoxFut<'a, ActionResult<Option<RRset>>> {
-        Box::pin(self.do_read(rec))
+        Box::pin(async move { self.do_read(rec).await.map_err(|e| self.context(rec, e)) })
     }
 
     /// One atomic UPDATE conditional on `seen`, signed with the key (fudge [`TSIG_FUDGE`]).
@@ -588,7 +602,11 @@ impl DnsBackend for Rfc2136 {
         seen: Option<&'a RRset>,
         new: &'a RRset,
     ) -> BoxFut<'a, ActionResult<()>> {
-        Box::pin(self.do_replace(rec, seen, new))
+        Box::pin(async move {
+            self.do_replace(rec, seen, new)
+                .await
+                .map_err(|e| self.context(rec, e))
+        })
     }
 
     fn describe(&self) -> String {
@@ -627,7 +645,7 @@ fn rdata(rec: &RecordRef, value: &str) -> ActionResult<RData> {
     let bad = |what: &str| {
         Failure::new(
             FailureKind::Rejected,
-            format!("{rec}: value {value:?} is not {what}"),
+            format!("value {value:?} is not {what}"),
         )
     };
     Ok(match rec.rtype {

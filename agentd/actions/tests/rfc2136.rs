@@ -2,6 +2,9 @@
 //! or in its own namespace): what it serves afterwards is checked with `dig`, independently of
 //! the provider's own `read`.
 
+// Test code: unwrap() is the assertion (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,4 +399,30 @@ fn bind_serves_and_takes_updates_inside_a_network_namespace() {
         })
     });
     assert_eq!(bind.query("A", GW), ["10.53.0.9"]);
+}
+
+/// BIND checks the time with the request's fudge (300 s): a clock 250 s off still works, one
+/// 400 s off is BADTIME, reported as such.
+#[tokio::test]
+async fn clock_skew_within_the_fudge_works_and_beyond_it_is_an_auth_failure_about_time() {
+    let Some(s) = server() else { return };
+    let p = s.provider().with_clock_offset(-250);
+    let seen = p.read(&a(GW)).await.unwrap();
+    p.replace(&a(GW), seen.as_ref(), &set(60, &["198.51.100.7"]))
+        .await
+        .unwrap();
+
+    let p = s.provider().with_clock_offset(400);
+    let e = p
+        .replace(
+            &a(GW),
+            Some(&set(60, &["198.51.100.7"])),
+            &set(60, &["198.51.100.8"]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, FailureKind::Auth, "{e}");
+    assert!(e.message.contains("bad time"), "{e}");
+    assert!(e.message.contains("-400s off"), "{e}");
+    assert_eq!(s.dig(GW, "A"), ["198.51.100.7"]);
 }
