@@ -16,6 +16,11 @@
 //! operator is told which of them it was. Only a NOERROR reply must carry a valid signature to
 //! count as success; an error reply, signed or not, can only make the caller read again or
 //! retry, so it is believed as it is.
+//!
+//! Over UDP the transport sends the same signed bytes again when no reply comes within its
+//! retry interval. If the first copy was applied and only its reply was lost, the second fails
+//! its prerequisite: a [`FailureKind::Conflict`] whose re-read finds the new value already
+//! there, so the caller's next decision is "nothing to do".
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
