@@ -7,6 +7,7 @@
 //! keys and sockets. Names are unique per test and process so that tests run in parallel.
 
 pub mod agentd;
+pub mod bind;
 pub mod fixture;
 pub mod histogram;
 pub mod moto;
@@ -18,6 +19,7 @@ pub mod resolver;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
+pub use bind::{Bind, ZoneRecord};
 pub use fixture::Fixture;
 pub use moto::Moto;
 pub use netns::Netns;

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod command;
 pub mod http;
 pub mod oci;
+pub mod rfc2136;
 
 use std::collections::BTreeMap;
 use std::fmt;
