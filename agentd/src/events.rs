@@ -220,6 +220,15 @@ impl LogFile {
     }
 }
 
+/// A wall-clock time as `2026-11-26T15:14:18.123Z`.
+pub fn rfc3339_at(at: SystemTime) -> String {
+    rfc3339(
+        at.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    )
+}
+
 /// Milliseconds since the epoch as `2026-11-26T15:14:18.123Z`.
 fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;

@@ -13,7 +13,8 @@ use isthmus_core::health::{Damping, Thresholds};
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;
 use isthmus_core::{
-    CheckState, Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, ProbeDrop, Received, Timings,
+    CheckState, Engine, EngineConfig, Figures, GroupConfig, Health, LinkConfig, ProbeDrop,
+    Received, Timings,
 };
 
 use crate::events;
@@ -433,7 +434,13 @@ pub fn log_event(e: &Event) {
 }
 
 /// An engine event as a log entry, with its wall-clock time (`wall` is the wall clock at `now`).
-pub fn to_record(e: &Event, now: Instant, wall: SystemTime) -> (EventRecord, SystemTime) {
+/// `answer` names a DNS group's answer by its index.
+pub fn to_record(
+    e: &Event,
+    now: Instant,
+    wall: SystemTime,
+    answer: impl Fn(&str, usize) -> String,
+) -> (EventRecord, SystemTime) {
     let wall = |at: &Instant| wall - now.saturating_duration_since(*at);
     match e {
         Event::HealthChanged {
@@ -484,22 +491,23 @@ pub fn to_record(e: &Event, now: Instant, wall: SystemTime) -> (EventRecord, Sys
             r.link = Some(link.clone());
             (r, wall(at))
         }
-        // The event log has no kinds of their own for service checks and DNS groups yet:
-        // recorded as check changes and active changes of the group, the reason says which.
         Event::ChecksFailingEverywhere { group, at } => {
             let mut r = events::record(
-                EventKind::ProbeChanged,
-                "service checks fail over every usable link: routes stay, ranked by health",
+                EventKind::ChecksFailing,
+                "service checks fail over every usable link: the fault is behind the tunnels; \
+                 the routes stay, ranked by health",
             );
             r.group = Some(group.clone());
+            r.to = Some("failing".into());
             (r, wall(at))
         }
         Event::ChecksRecovered { group, at } => {
             let mut r = events::record(
-                EventKind::ProbeChanged,
+                EventKind::ChecksFailing,
                 "service checks pass over some link again",
             );
             r.group = Some(group.clone());
+            r.to = Some("ok".into());
             (r, wall(at))
         }
         Event::AnswerChanged {
@@ -509,22 +517,57 @@ pub fn to_record(e: &Event, now: Instant, wall: SystemTime) -> (EventRecord, Sys
             reason,
             at,
         } => {
-            let mut r = events::record(EventKind::ActiveLinkChanged, reason.describe_answer());
+            let mut r = events::record(EventKind::AnswerChanged, reason.describe_answer());
             r.group = Some(group.clone());
-            r.from = from.map(|i| format!("answer {i}"));
-            r.to = Some(format!("answer {to}"));
+            r.from = from.map(|i| answer(group, i));
+            r.to = Some(answer(group, *to));
             (r, wall(at))
         }
         Event::NoAnswerPasses { group, keeping, at } => {
             let mut r = events::record(
-                EventKind::ProbeChanged,
+                EventKind::NoAnswerPasses,
                 "no answer passes its checks: keeping the published one",
             );
             r.group = Some(group.clone());
-            r.to = keeping.map(|i| format!("answer {i}"));
+            r.to = keeping.map(|i| answer(group, i));
             (r, wall(at))
         }
     }
+}
+
+/// Whether an engine event changes what the actions should carry out.
+pub fn decides_actions(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::ActiveLinkChanged { .. } | Event::AnswerChanged { .. }
+    )
+}
+
+/// The transition a hook runs for, if the event is one.
+pub fn transition(e: &Event, rec: &EventRecord) -> Option<crate::daemon::actions::Transition> {
+    let (kind, group) = match e {
+        Event::ActiveLinkChanged { group, .. } => ("route_group", group),
+        Event::AnswerChanged { group, .. } => ("dns_group", group),
+        _ => return None,
+    };
+    let mut figures = Vec::new();
+    if let Some(f) = &rec.figures {
+        if let Some(v) = f.rtt_p95_ms {
+            figures.push(("RTT_P95_MS", v.to_string()));
+        }
+        if let Some(v) = f.jitter_ms {
+            figures.push(("JITTER_MS", v.to_string()));
+        }
+        figures.push(("LOSS", f.loss.to_string()));
+    }
+    Some(crate::daemon::actions::Transition {
+        kind,
+        group: group.clone(),
+        from: rec.from.clone(),
+        to: rec.to.clone(),
+        reason: rec.reason.clone(),
+        figures,
+    })
 }
 
 fn health_reason(to: Health, f: &Figures) -> String {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
 use isthmus_api::{
-    paths, ActionsStatus, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus, ReloadOutcome,
-    RouteGroupStatus, RoutesStatus, Status, VersionInfo,
+    paths, ActionsStatus, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus,
+    ReloadOutcome, RouteGroupStatus, RoutesStatus, Status, VersionInfo,
 };
 use isthmus_config::LoadOptions;
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use isthmus_api::{
-    Access, ActionState, ActionStatus, ActionsStatus, DnsGroupStatus, EventRecord, LinkStatus, ProbeStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus,
-    Status,
+    Access, ActionState, ActionStatus, ActionsStatus, DnsGroupStatus, EventRecord, LinkStatus,
+    ProbeStatus, ReloadOutcome, RouteGroupStatus, RoutesStatus, Status,
 };
 
 use crate::table::Table;
@@ -156,8 +156,7 @@ pub fn groups(list: &[RouteGroupStatus]) -> String {
             );
         }
         for c in g.checks.iter().filter(|c| {
-            c.own == isthmus_api::CheckState::Fail
-                || c.peer == Some(isthmus_api::CheckState::Fail)
+            c.own == isthmus_api::CheckState::Fail || c.peer == Some(isthmus_api::CheckState::Fail)
         }) {
             let _ = writeln!(
                 out,
@@ -191,7 +190,13 @@ pub fn actions(a: &ActionsStatus) -> String {
 }
 
 pub fn dns_groups(list: &[DnsGroupStatus]) -> String {
-    let mut t = Table::new(&["DNS GROUP", "RECORD", "CHOSEN", "ANSWERS (preferred first: here/peer)", "PROVIDER"]);
+    let mut t = Table::new(&[
+        "DNS GROUP",
+        "RECORD",
+        "CHOSEN",
+        "ANSWERS (preferred first: here/peer)",
+        "PROVIDER",
+    ]);
     for g in list {
         let answers: Vec<String> = g
             .answers
@@ -222,7 +227,15 @@ pub fn dns_groups(list: &[DnsGroupStatus]) -> String {
 }
 
 pub fn action_targets(list: &[ActionStatus]) -> String {
-    let mut t = Table::new(&["ACTION", "TARGET", "STATE", "DESIRED", "LAST OK", "LAST CHANGE", "PROVIDER"]);
+    let mut t = Table::new(&[
+        "ACTION",
+        "TARGET",
+        "STATE",
+        "DESIRED",
+        "LAST OK",
+        "LAST CHANGE",
+        "PROVIDER",
+    ]);
     for a in list {
         t.row(vec![
             a.kind.clone(),
@@ -235,13 +248,18 @@ pub fn action_targets(list: &[ActionStatus]) -> String {
             a.desired.clone(),
             a.last_success_seconds_ago
                 .map_or("never".into(), |s| format!("{} ago", age(s))),
-            a.last_change_ms.map_or("-".into(), |m| format!("{m:.0} ms")),
+            a.last_change_ms
+                .map_or("-".into(), |m| format!("{m:.0} ms")),
             a.provider.clone(),
         ]);
     }
     let mut out = t.render();
     for a in list {
-        if let Some(e) = a.last_error.as_ref().filter(|_| a.state == ActionState::Failing) {
+        if let Some(e) = a
+            .last_error
+            .as_ref()
+            .filter(|_| a.state == ActionState::Failing)
+        {
             let retry = e
                 .retry_in_seconds
                 .map_or(String::new(), |r| format!("; next attempt in {r:.1} s"));

@@ -6,7 +6,6 @@
 //! transition is dropped and reported, never waited for.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use isthmus_actions::command::{self, CommandSpec, RunResult};
 use tokio::sync::mpsc;
@@ -158,6 +157,3 @@ pub fn environment(
     }
     env
 }
-
-/// The default timeout, if a hook run has none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -64,8 +64,12 @@ impl TargetId {
     pub fn kind(&self) -> &'static str {
         match self {
             TargetId::Dns(_) => "dns",
-            TargetId::RouteTable { cloud: Cloud::Aws, .. } => "aws_route_table",
-            TargetId::RouteTable { cloud: Cloud::Oci, .. } => "oci_route_table",
+            TargetId::RouteTable {
+                cloud: Cloud::Aws, ..
+            } => "aws_route_table",
+            TargetId::RouteTable {
+                cloud: Cloud::Oci, ..
+            } => "oci_route_table",
         }
     }
 
@@ -156,6 +160,9 @@ pub struct Backends {
     /// Per DNS provider: its own `min_interval`, if set.
     pub dns_min_interval: BTreeMap<String, Duration>,
     pub tables: BTreeMap<(Cloud, String), Arc<dyn RouteTableBackend>>,
+    /// Providers and tables that could not be built, with the reason (their targets fail
+    /// with it).
+    pub broken: BTreeMap<String, String>,
     pub pacing: Pacing,
 }
 
@@ -204,8 +211,10 @@ pub struct ActionReport {
 /// The adapter task: owns one worker per target and the hook runners.
 pub async fn run(mut rx: mpsc::UnboundedReceiver<ActionsCmd>, reports: mpsc::Sender<Input>) {
     let mut backends = Arc::new(Backends::default());
-    let mut workers: BTreeMap<TargetId, (watch::Sender<Option<Desired>>, tokio::task::JoinHandle<()>)> =
-        BTreeMap::new();
+    let mut workers: BTreeMap<
+        TargetId,
+        (watch::Sender<Option<Desired>>, tokio::task::JoinHandle<()>),
+    > = BTreeMap::new();
     let mut desired: BTreeMap<TargetId, Desired> = BTreeMap::new();
     let mut hooks = hooks::Runners::new(reports.clone());
     while let Some(cmd) = rx.recv().await {

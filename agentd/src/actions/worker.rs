@@ -81,7 +81,7 @@ pub(super) async fn run(
                     last_write = Some(Instant::now());
                 }
                 // A re-assertion that found everything in place is not news.
-                if !(reasserting && !a.changed) {
+                if !reasserting || a.changed {
                     let event = ActionEvent::Done {
                         changed: a.changed,
                         from: a.from,
@@ -178,11 +178,22 @@ async fn attempt(
 ) -> ActionResult<Applied> {
     let p = &backends.pacing;
     match (&d.want, id) {
-        (Want::Dns { provider: name, rec, rrset }, _) => {
+        (
+            Want::Dns {
+                provider: name,
+                rec,
+                rrset,
+            },
+            _,
+        ) => {
             let Some(backend) = backends.dns.get(name) else {
+                let why = backends
+                    .broken
+                    .get(name)
+                    .map_or("not built", String::as_str);
                 return Err(Failure::new(
                     FailureKind::Rejected,
-                    format!("no DNS provider {name}"),
+                    format!("DNS provider {name} is unusable: {why}"),
                 ));
             };
             if !backend.readable() {
@@ -207,7 +218,13 @@ async fn attempt(
                         from: seen.map(|s| s.values.join(" ")),
                     });
                 }
-                match bounded(p.timeout, "updating", backend.replace(rec, seen.as_ref(), rrset)).await {
+                match bounded(
+                    p.timeout,
+                    "updating",
+                    backend.replace(rec, seen.as_ref(), rrset),
+                )
+                .await
+                {
                     Ok(()) => {
                         verify(p.verify_timeout, p.timeout, || async {
                             let now = backend.read(rec).await?;
@@ -229,9 +246,13 @@ async fn attempt(
         }
         (Want::Table { routes }, TargetId::RouteTable { cloud, id: table }) => {
             let Some(backend) = backends.tables.get(&(*cloud, table.clone())) else {
+                let why = backends
+                    .broken
+                    .get(table)
+                    .map_or("not built", String::as_str);
                 return Err(Failure::new(
                     FailureKind::Rejected,
-                    format!("no route table {table}"),
+                    format!("route table {table} is unusable: {why}"),
                 ));
             };
             let destinations: Vec<String> = routes.keys().cloned().collect();
@@ -265,7 +286,10 @@ async fn attempt(
             }
         }
         (Want::Table { .. }, TargetId::Dns(_)) => {
-            return Err(Failure::new(FailureKind::Rejected, "a DNS group cannot hold routes"));
+            return Err(Failure::new(
+                FailureKind::Rejected,
+                "a DNS group cannot hold routes",
+            ));
         }
     }
     Err(Failure::new(

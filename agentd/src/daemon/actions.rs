@@ -103,6 +103,62 @@ pub fn canonical_value(value: &str, t: RecordType) -> String {
     }
 }
 
+/// The state of check `probe` from its latest result: over `link`, or, with `None`, wherever it
+/// runs (along the routes; or, for a probe that runs over each link of a route group, passing
+/// if it passes over any link: the service answers).
+pub fn probe_state(
+    targets: &BTreeMap<crate::probe::job::JobKey, crate::view::TargetState>,
+    probe: &str,
+    link: Option<&str>,
+) -> isthmus_core::CheckState {
+    use isthmus_core::CheckState;
+    let of = |ok: bool| {
+        if ok {
+            CheckState::Pass
+        } else {
+            CheckState::Fail
+        }
+    };
+    if let Some(link) = link {
+        let key = crate::probe::job::JobKey {
+            probe: probe.to_owned(),
+            link: Some(link.to_owned()),
+        };
+        return targets
+            .get(&key)
+            .map_or(CheckState::Unknown, |t| of(t.last.ok));
+    }
+    let results: Vec<bool> = targets
+        .iter()
+        .filter(|(k, _)| k.probe == probe)
+        .map(|(_, t)| t.last.ok)
+        .collect();
+    if results.iter().any(|ok| *ok) {
+        CheckState::Pass
+    } else if results.is_empty() {
+        CheckState::Unknown
+    } else {
+        CheckState::Fail
+    }
+}
+
+/// The verdict of several checks: Fail if any fails, Pass if all pass (or there are none),
+/// else Unknown (some have no result yet).
+pub fn all_pass(
+    states: impl IntoIterator<Item = isthmus_core::CheckState>,
+) -> isthmus_core::CheckState {
+    use isthmus_core::CheckState;
+    let mut out = CheckState::Pass;
+    for s in states {
+        match s {
+            CheckState::Fail => return CheckState::Fail,
+            CheckState::Unknown => out = CheckState::Unknown,
+            CheckState::Pass => {}
+        }
+    }
+    out
+}
+
 /// One target as the loop knows it.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -251,9 +307,7 @@ impl ActionBook {
                 last_success_seconds_ago: e
                     .last_success
                     .map(|t| now.saturating_duration_since(t).as_secs()),
-                last_change_ms: e
-                    .last_change
-                    .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+                last_change_ms: e.last_change.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
                 failures: e.failures,
                 last_error: e.last_error.as_ref().map(|(k, m, at, retry)| {
                     let ago = now.saturating_duration_since(*at);
@@ -271,24 +325,23 @@ impl ActionBook {
 }
 
 /// A transition, for hooks.
-pub struct Transition<'a> {
+pub struct Transition {
     /// `route_group` or `dns_group`.
-    pub kind: &'a str,
-    pub group: &'a str,
-    pub from: Option<&'a str>,
-    pub to: Option<&'a str>,
-    pub reason: &'a str,
-    /// `RTT_MS`, `LOSS`, `JITTER_MS` of the link left, when health caused the move.
+    pub kind: &'static str,
+    pub group: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    /// `RTT_P95_MS`, `LOSS`, `JITTER_MS` of the link left, when health caused the move.
     pub figures: Vec<(&'static str, String)>,
-    pub time: &'a str,
 }
 
 /// The runs of every hook that listens to the transition's group.
-pub fn hook_runs(config: &Config, t: &Transition) -> Vec<HookRun> {
+pub fn hook_runs(config: &Config, t: &Transition, time: &str) -> Vec<HookRun> {
     config
         .hooks
         .iter()
-        .filter(|h| h.groups.is_empty() || h.groups.iter().any(|g| g == t.group))
+        .filter(|h| h.groups.is_empty() || h.groups.contains(&t.group))
         .map(|h| {
             let figures: Vec<(&str, String)> =
                 t.figures.iter().map(|(k, v)| (*k, v.clone())).collect();
@@ -296,12 +349,12 @@ pub fn hook_runs(config: &Config, t: &Transition) -> Vec<HookRun> {
                 &config.agent.name,
                 &h.name,
                 t.kind,
-                t.group,
-                t.from,
-                t.to,
-                t.reason,
+                &t.group,
+                t.from.as_deref(),
+                t.to.as_deref(),
+                &t.reason,
                 &figures,
-                t.time,
+                time,
             );
             for (k, v) in &h.environment {
                 env.entry(k.clone()).or_insert_with(|| v.clone());

@@ -129,6 +129,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         links: links_tx,
         routes: routes_tx,
         actions: actions_tx,
+        backends: Box::new(crate::actions::backends::build),
         resolver: resolver_tx,
         targets: targets_tx,
         transport: Box::new(PeerSockets::new(probe_tx)),

@@ -54,6 +54,8 @@ pub const LAG_BAD: Duration = Duration::from_millis(5);
 /// settling of every probe profile.
 pub const TABLES_WAIT: Duration = Duration::from_secs(15);
 
+/// Builds the action providers of a config.
+pub type BuildBackends = Box<dyn Fn(&Config) -> Arc<crate::actions::Backends> + Send>;
 /// Loads the config file for a reload (on the blocking pool).
 pub type Loader = Arc<dyn Fn() -> Result<Running, Report> + Send + Sync>;
 /// Side effects of a new config outside the loop's state (socket mode, access policy, log level,
@@ -66,6 +68,8 @@ pub struct Adapters {
     pub links: mpsc::UnboundedSender<LinkCmd>,
     pub routes: mpsc::UnboundedSender<RoutesCmd>,
     pub actions: mpsc::UnboundedSender<ActionsCmd>,
+    /// Builds the providers of a config (the real ones in agentd; fakes in tests).
+    pub backends: BuildBackends,
     pub resolver: mpsc::UnboundedSender<Lookup>,
     pub targets: mpsc::UnboundedSender<Vec<Job>>,
     pub transport: Box<dyn ProbeTransport>,
@@ -299,7 +303,7 @@ impl Shell {
     /// Hand the actions adapter the providers of the running config (start-up, reload); every
     /// target is read again.
     pub(super) fn configure_actions(&mut self) {
-        let backends = crate::actions::backends::build(&self.running.config);
+        let backends = (self.adapters.backends)(&self.running.config);
         let _ = self.adapters.actions.send(ActionsCmd::Configure(backends));
         self.action_book = ActionBook::default();
         self.reconcile_actions(crate::clock::now());
@@ -375,7 +379,12 @@ impl Shell {
             self.next_maintain = now + MAINTAIN_EVERY;
             self.maintain();
             if now.saturating_duration_since(self.started_at) >= TABLES_WAIT {
-                let all = self.running.config.route_groups.iter().map(|g| g.name.clone());
+                let all = self
+                    .running
+                    .config
+                    .route_groups
+                    .iter()
+                    .map(|g| g.name.clone());
                 self.decided_groups.extend(all);
                 self.reconcile_actions(now);
             }
@@ -552,7 +561,9 @@ impl Shell {
                 EventKind::ActionFailed => {
                     tracing::warn!(target = %report.target, reason = %rec.reason, "action failed")
                 }
-                _ => tracing::info!(target = %report.target, kind = %rec.kind, reason = %rec.reason, "action"),
+                _ => {
+                    tracing::info!(target = %report.target, kind = %rec.kind, reason = %rec.reason, "action")
+                }
             }
             self.push_event(rec);
         }
@@ -570,8 +581,9 @@ impl Shell {
     }
 
     /// Hooks of a transition.
-    fn run_hooks(&mut self, t: &Transition) {
-        for run in super::actions::hook_runs(&self.running.config, t) {
+    fn run_hooks(&mut self, t: &Transition, at: SystemTime) {
+        let time = crate::events::rfc3339_at(at);
+        for run in super::actions::hook_runs(&self.running.config, t, &time) {
             let _ = self.adapters.actions.send(ActionsCmd::Hook(run));
         }
     }
@@ -603,6 +615,7 @@ impl Shell {
             tracing::info!(probe = %key, ok = outcome.ok, reason = outcome.reason.as_str(), "target probe changed");
             self.push_event(rec);
         }
+        let probe = key.probe.clone();
         let entry = self.targets.entry(key).or_insert(TargetState {
             last: outcome,
             at,
@@ -616,6 +629,53 @@ impl Shell {
         }
         entry.last = outcome;
         entry.at = at;
+        if before != Some(outcome.ok) {
+            self.feed_checks(&probe, at);
+        }
+    }
+
+    /// A check changed state: give the engine the verdicts of the route groups and DNS groups
+    /// that use it.
+    fn feed_checks(&mut self, probe: &str, now: Instant) {
+        let config = self.running.config.clone();
+        let mut fed = false;
+        for g in config
+            .route_groups
+            .iter()
+            .filter(|g| g.checks.iter().any(|c| c == probe))
+        {
+            for link in &g.links {
+                let states = g
+                    .checks
+                    .iter()
+                    .map(|c| super::actions::probe_state(&self.targets, c, Some(link)));
+                let verdict = super::actions::all_pass(states);
+                self.failover.handle_checks(&g.name, link, verdict, now);
+                fed = true;
+            }
+        }
+        for g in config.dns_groups.iter().filter(|g| {
+            g.answers
+                .iter()
+                .any(|a| a.checks.iter().any(|c| c == probe))
+        }) {
+            let states = g
+                .answers
+                .iter()
+                .map(|a| {
+                    let states = a
+                        .checks
+                        .iter()
+                        .map(|c| super::actions::probe_state(&self.targets, c, None));
+                    super::actions::all_pass(states)
+                })
+                .collect();
+            self.failover.handle_answer_checks(&g.name, states, now);
+            fed = true;
+        }
+        if fed {
+            self.after_engine(now);
+        }
     }
 
     /// Send what the engine asks to transmit, log its events, and move routes if an active link
@@ -636,9 +696,10 @@ impl Shell {
                 self.decided_groups.insert(group.clone());
             }
             decided |= failover::decides_actions(&e);
-            let (rec, at) = failover::to_record(&e, now, wall);
+            let (rec, at) =
+                failover::to_record(&e, now, wall, |g, i| self.failover.answer_value(g, i));
             if let Some(t) = failover::transition(&e, &rec) {
-                self.run_hooks(&t.as_transition());
+                self.run_hooks(&t, at);
             }
             self.events.push(rec, at);
         }
@@ -872,11 +933,17 @@ impl Shell {
                         .map(|(i, a)| isthmus_api::AnswerStatus {
                             value: a.value.clone(),
                             checks: a.checks.clone(),
-                            own: report.own.get(i).copied().unwrap_or(isthmus_api::CheckState::Unknown),
+                            own: report
+                                .own
+                                .get(i)
+                                .copied()
+                                .unwrap_or(isthmus_api::CheckState::Unknown),
                             peer: report.peer.as_ref().and_then(|p| p.get(i).copied()),
                         })
                         .collect(),
-                    chosen: chosen.and_then(|i| g.answers.get(i)).map(|a| a.value.clone()),
+                    chosen: chosen
+                        .and_then(|i| g.answers.get(i))
+                        .map(|a| a.value.clone()),
                     no_answer_passes: report.no_answer_passes,
                 }
             })

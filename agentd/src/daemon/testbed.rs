@@ -286,6 +286,8 @@ impl Gateway {
         let (routes_tx, routes_rx) = mpsc::unbounded_channel();
         let (resolver_tx, mut resolver_rx) = mpsc::unbounded_channel();
         let (targets_tx, _targets_rx) = mpsc::unbounded_channel();
+        let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+        tokio::spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
         let endpoints = Arc::new(Mutex::new(Vec::new()));
         tokio::spawn(fake_links(
             links_rx,
@@ -326,6 +328,8 @@ impl Gateway {
         let adapters = Adapters {
             links: links_tx,
             routes: routes_tx,
+            actions: actions_tx,
+            backends: Box::new(crate::actions::backends::build),
             resolver: resolver_tx,
             targets: targets_tx,
             transport: Box::new(FakeTransport {

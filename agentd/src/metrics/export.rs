@@ -333,10 +333,19 @@ fn actions(state: &State) -> Vec<MetricFamily> {
             last_ok.add(&l, (wall - ago as f64).floor());
         }
     }
-    [chosen, passing, none_pass, everywhere, link_checks, in_sync, failures, last_ok]
-        .into_iter()
-        .filter_map(Family::build)
-        .collect()
+    [
+        chosen,
+        passing,
+        none_pass,
+        everywhere,
+        link_checks,
+        in_sync,
+        failures,
+        last_ok,
+    ]
+    .into_iter()
+    .filter_map(Family::build)
+    .collect()
 }
 
 fn routes(state: &State) -> Vec<MetricFamily> {

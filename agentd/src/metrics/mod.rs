@@ -271,7 +271,12 @@ impl Metrics {
         use crate::actions::ActionEvent;
         let (kind, target) = (r.target.kind(), r.target.name());
         let result = match &r.event {
-            ActionEvent::Done { changed: true, took, reasserted, .. } => {
+            ActionEvent::Done {
+                changed: true,
+                took,
+                reasserted,
+                ..
+            } => {
                 if !reasserted {
                     self.action_duration
                         .with_label_values(&[kind, target])
