@@ -20,6 +20,8 @@
 
 pub mod backends;
 pub mod hooks;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::collections::BTreeMap;
