@@ -352,8 +352,12 @@ fn routes(state: &State) -> Vec<MetricFamily> {
     let r = &state.routes;
     let mut actions = Family::counter(
         "isthmus_actions_total",
-        "Actions taken to follow a decision, by result (route: a reconcile with changes).",
+        "Actions taken to follow a decision, by result (route: a reconcile with changes; dns, \
+         aws_route_table, oci_route_table: a change made or a failed attempt; hook: a run).",
     );
+    for ((kind, result), n) in &state.metrics.action_totals {
+        actions.add(&[("action", kind), ("result", result)], *n as f64);
+    }
     actions
         .add(
             &[("action", "route"), ("result", "success")],

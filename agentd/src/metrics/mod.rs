@@ -77,6 +77,9 @@ pub struct Metrics {
     action_results: IntCounterVec,
     /// `isthmus_hook_runs_total{hook,result}`.
     hook_runs: IntCounterVec,
+    /// `isthmus_actions_total{action,result}` beyond the kernel routes: per action kind,
+    /// changes made (`success`) and failed attempts (`failure`). Every kind starts at 0.
+    pub(crate) action_totals: BTreeMap<(&'static str, &'static str), u64>,
     /// When each link's health and each group's active link last changed.
     link_since: BTreeMap<String, Instant>,
     group_since: BTreeMap<String, Instant>,
@@ -232,6 +235,10 @@ impl Metrics {
             action_duration,
             action_results,
             hook_runs,
+            action_totals: ACTION_KINDS
+                .iter()
+                .flat_map(|k| [((*k, "success"), 0), ((*k, "failure"), 0)])
+                .collect(),
             link_since: BTreeMap::new(),
             group_since: BTreeMap::new(),
             started: crate::clock::now(),
@@ -288,6 +295,14 @@ impl Metrics {
             ActionEvent::Conflict { .. } => "conflict",
             ActionEvent::Failed { kind, .. } => kind.as_str(),
         };
+        let total = match result {
+            "changed" => Some("success"),
+            "in_place" | "conflict" => None,
+            _ => Some("failure"),
+        };
+        if let Some(t) = total {
+            *self.action_totals.entry((kind, t)).or_default() += 1;
+        }
         self.action_results
             .with_label_values(&[kind, target, result])
             .inc();
@@ -303,6 +318,8 @@ impl Metrics {
             Err(_) => "failed",
         };
         self.hook_runs.with_label_values(&[&r.hook, result]).inc();
+        let total = if result == "ok" { "success" } else { "failure" };
+        *self.action_totals.entry(("hook", total)).or_default() += 1;
     }
 
     /// An engine event: remember when states changed, count failovers.
@@ -390,6 +407,9 @@ impl Metrics {
             .as_secs_f64()
     }
 }
+
+/// The `action` labels of `isthmus_actions_total` besides `route`.
+const ACTION_KINDS: &[&str] = &["dns", "aws_route_table", "oci_route_table", "hook"];
 
 /// Every label of [`switch_label`].
 const REASONS: &[&str] = &[
