@@ -281,6 +281,9 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     setting(false, "metrics", old.metrics != new.metrics);
     setting(false, "routes", old.routes != new.routes);
     setting(false, "health", old.health != new.health);
+    setting(false, "actions", old.actions != new.actions);
+    setting(false, "aws", old.aws != new.aws);
+    setting(false, "oci", old.oci != new.oci);
 
     // Links are reported by the tunnel manager, which knows what it did to each.
     named(&mut c.applied, "probe", &old.probes, &new.probes, |p| {
@@ -307,6 +310,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         &new.dns_groups,
         |g| &g.name,
     );
+    named(&mut c.applied, "hook", &old.hooks, &new.hooks, |h| &h.name);
     c
 }
 
