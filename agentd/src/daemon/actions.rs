@@ -386,3 +386,132 @@ pub fn hook_record(r: &HookReport) -> EventRecord {
     rec.link = Some(r.group.clone());
     rec
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = r#"
+[agent]
+name = "gw"
+[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "k.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16", "10.3.0.0/16", "10.255.0.1/32"]
+addresses = ["10.255.0.0/31"]
+[[probe]]
+name = "db"
+kind = "tcp"
+target = "10.2.1.10:1522"
+[aws]
+region = "us-east-1"
+[[route_group]]
+name = "vcn"
+destinations = ["10.2.0.0/16"]
+links = ["ic"]
+aws_route_tables = [{ id = "rtb-0a1b2c3d", target = "eni-0aaa1111", fallback = "vgw-0bbb2222" }]
+[[route_group]]
+name = "other"
+destinations = ["10.3.0.0/16"]
+links = ["ic"]
+aws_route_tables = [{ id = "rtb-0a1b2c3d", target = "eni-0aaa1111", fallback = "none" }]
+[[dns_provider]]
+name = "corp"
+kind = "rfc2136"
+server = "10.1.0.53:53"
+zone = "example.internal."
+[[dns_group]]
+name = "orders"
+provider = "corp"
+record = "Orders.Example.Internal"
+ttl = 30
+answers = [{ value = "10.2.1.10", checks = ["db"] }, { value = "10.2.2.10" }]
+"#;
+        isthmus_config::parse_str(
+            text,
+            &dir.path().join("agentd.toml"),
+            &isthmus_config::LoadOptions::default(),
+        )
+        .unwrap_or_else(|r| panic!("{:?}", r.diagnostics))
+        .config
+    }
+
+    fn table(w: &BTreeMap<TargetId, Want>) -> TableRoutes {
+        let id = TargetId::RouteTable {
+            cloud: Cloud::Aws,
+            id: "rtb-0a1b2c3d".into(),
+        };
+        match w.get(&id) {
+            Some(Want::Table { routes }) => routes.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_table_points_at_this_gateway_while_a_group_has_a_link_and_at_its_fallback_when_not() {
+        let c = config();
+        let decided: BTreeSet<String> = ["vcn".to_string(), "other".to_string()].into();
+        let active: BTreeMap<String, String> = [("vcn".to_string(), "ic".to_string())].into();
+        let routes = table(&desired(&c, |_| None, &active, &decided));
+        // One table, both groups' destinations: one up, one failed closed without a fallback.
+        assert_eq!(
+            routes.get("10.2.0.0/16"),
+            Some(&Some("eni-0aaa1111".to_string()))
+        );
+        assert_eq!(routes.get("10.3.0.0/16"), Some(&None));
+        let routes = table(&desired(&c, |_| None, &BTreeMap::new(), &decided));
+        assert_eq!(
+            routes.get("10.2.0.0/16"),
+            Some(&Some("vgw-0bbb2222".to_string()))
+        );
+    }
+
+    #[test]
+    fn tables_of_groups_not_yet_decided_are_left_alone() {
+        let c = config();
+        let w = desired(&c, |_| None, &BTreeMap::new(), &BTreeSet::new());
+        assert!(w.is_empty(), "{w:?}");
+        let decided: BTreeSet<String> = ["vcn".to_string()].into();
+        let routes = table(&desired(&c, |_| None, &BTreeMap::new(), &decided));
+        assert_eq!(routes.keys().collect::<Vec<_>>(), ["10.2.0.0/16"]);
+    }
+
+    #[test]
+    fn a_dns_group_holds_its_chosen_answer_in_canonical_form_and_none_before_a_choice() {
+        let c = config();
+        let none = desired(&c, |_| None, &BTreeMap::new(), &BTreeSet::new());
+        assert!(!none.contains_key(&TargetId::Dns("orders".into())));
+        let w = desired(&c, |_| Some(1), &BTreeMap::new(), &BTreeSet::new());
+        match w.get(&TargetId::Dns("orders".into())) {
+            Some(Want::Dns {
+                provider,
+                rec,
+                rrset,
+            }) => {
+                assert_eq!(provider, "corp");
+                assert_eq!(rec.name, "orders.example.internal.");
+                assert_eq!(rrset, &RRset::new(30, vec!["10.2.2.10".into()]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn checks_pass_only_when_all_pass() {
+        use isthmus_core::CheckState::*;
+        assert_eq!(all_pass([Pass, Pass]), Pass);
+        assert_eq!(all_pass([Pass, Unknown]), Unknown);
+        assert_eq!(all_pass([Unknown, Fail, Pass]), Fail);
+        assert_eq!(all_pass([]), Pass);
+    }
+}
