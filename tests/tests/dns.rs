@@ -514,6 +514,7 @@ fn bind_stopped_during_a_failover_is_retried_until_it_is_back_while_probes_and_r
         "{failed:#}"
     );
     assert_eq!(failed["to"], DR, "{failed:#}");
+    eprintln!("while named is down: {}", failed["reason"]);
     // Meanwhile traffic and health carry on: several seconds of pings through the tunnel.
     let pinged = bed
         .clouds
