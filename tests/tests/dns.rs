@@ -1,225 +1,34 @@
 //! DNS failover end to end: the real agentd publishes a DNS group's answer to a real BIND 9
 //! (RFC 2136 with TSIG) and `dig` at that server sees what it decided.
 //!
-//! ```text
-//!  aws gw 192.0.2.1 ══ tunnels ══ oci gw ── oci-db: 10.2.1.10:1522 (primary listener)
-//!   named -g on 192.0.2.1:5353              10.2.2.10:1522 (DR listener)
-//! ```
-//!
-//! Each test builds its own two clouds (`TwoClouds` with apps). The database namespace behind
-//! the OCI gateway holds both listeners (addresses on its loopback, routed by the OCI gateway);
-//! named serves zone `fo.test.` inside the AWS gateway's namespace on its interconnect underlay
-//! address, so that both gateways reach it (the OCI gateway over the interconnect veth). The
-//! group `orders-db` publishes `orders-db.fo.test. A` from the answers primary (checked by
-//! `primary-db`, TCP to its listener) and DR (`dr-db`). From the AWS gateway the checks run
-//! through the tunnel; from the OCI gateway they go straight to the database namespace.
-//! Failures are a stopped listener (refused), nftables drops on a gateway's own output (the
-//! check times out), a wrong TSIG key, and a stopped named.
+//! Each test builds its own bed ([`DnsBed`]: two clouds, a primary and a DR database listener
+//! behind the OCI gateway, named in the AWS gateway's namespace) and makes one or both gateways
+//! serve group `orders-db`, whose answers are checked by TCP probes of the listeners. From the
+//! AWS gateway the checks run through the tunnel; from the OCI gateway they go straight to the
+//! database namespace. Failures are a stopped listener (refused), nftables drops on a gateway's
+//! own output (the check times out), a wrong TSIG key, and a stopped named.
 //!
 //! The tests are serialized: they are timing-sensitive and each runs two agentd and a named on
 //! 2 shared cores. Bounds are generous; what is asserted is behaviour (what is served, the
 //! order of events, that failback waits), not speed.
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::bind::{require_named, tsig_keygen, TsigKeyFile};
-use isthmus_tests::topology::{now_ms, Side, TwoClouds, VPCS};
-use isthmus_tests::{netctl, Agentd, Bind, Netns, ZoneRecord};
+use isthmus_tests::bind::{require_named, tsig_keygen};
+use isthmus_tests::dns_bed::{
+    listener_addr, run, serve_group, DnsBed, Listener, DR, GROUP, KEY_NAME, LISTENER_PORT, PRIMARY,
+};
+use isthmus_tests::topology::{now_ms, Side, VPCS};
+use isthmus_tests::{netctl, Agentd};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const ZONE: &str = "fo.test.";
-const RECORD: &str = "orders-db.fo.test.";
-const GROUP: &str = "orders-db";
 /// How the group's record shows in events (`group` of `action_*`).
 const TARGET: &str = "dns group orders-db";
-const PRIMARY: &str = "10.2.1.10";
-const DR: &str = "10.2.2.10";
-const LISTENER_PORT: u16 = 1522;
-/// named inside the AWS gateway's namespace, on its interconnect underlay address.
-const NAMED: &str = "192.0.2.1:5353";
-const KEY_NAME: &str = "failover-key";
 /// Long enough to tell "after failback_after" from "at once" (a check passes within 200 ms).
 const FAILBACK_AFTER: Duration = Duration::from_secs(4);
 const LONG: Duration = Duration::from_secs(30);
-
-/// A TCP listener in a namespace that accepts and closes connections until stopped (then
-/// connections are refused).
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn start(ns: &Netns, addr: SocketAddr) -> Listener {
-        // A socket stays in the namespace it was made in: bind there, accept from anywhere.
-        let listener = ns.run_in(move || {
-            let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("listening on {addr}: {e}"));
-            l.set_nonblocking(true).expect("non-blocking listener");
-            l
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => drop(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Listener {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn listener_addr(ip: &str) -> SocketAddr {
-    format!("{ip}:{LISTENER_PORT}").parse().unwrap()
-}
-
-/// The test bed. Fields drop in order: listeners and named before the namespaces.
-struct Bed {
-    primary: Listener,
-    _dr: Listener,
-    bind: Bind,
-    key: TsigKeyFile,
-    _named_dir: tempfile::TempDir,
-    clouds: TwoClouds,
-}
-
-impl Bed {
-    /// Two clouds, both listeners up, named serving `records` (the group's name granted to the
-    /// key, with a record if `initial` is given).
-    fn new(tag: &str, initial: Option<&str>) -> Bed {
-        let clouds = TwoClouds::new(tag).with_apps();
-        let db = clouds.oci_app();
-        for ip in [PRIMARY, DR] {
-            run(db
-                .command("ip")
-                .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"]));
-            run(clouds.oci.ns.command("ip").args([
-                "route",
-                "add",
-                &format!("{ip}/32"),
-                "via",
-                VPCS[1].2,
-            ]));
-        }
-        let primary = Listener::start(db, listener_addr(PRIMARY));
-        let dr = Listener::start(db, listener_addr(DR));
-        let key = tsig_keygen(KEY_NAME);
-        let named_dir = tempfile::Builder::new()
-            .prefix("isthmus-named-")
-            .tempdir()
-            .expect("tempdir");
-        let record = match initial {
-            Some(v) => ZoneRecord::granted(RECORD, 30, "A", v),
-            None => ZoneRecord::granted_name(RECORD),
-        };
-        let bind = Bind::start_in(
-            &clouds.aws.ns,
-            NAMED.parse().unwrap(),
-            named_dir.path(),
-            ZONE,
-            &[record],
-            (KEY_NAME, &key.secret_b64),
-        );
-        Bed {
-            primary,
-            _dr: dr,
-            bind,
-            key,
-            _named_dir: named_dir,
-            clouds,
-        }
-    }
-
-    fn answer(&self) -> Vec<String> {
-        self.bind.query("A", RECORD)
-    }
-
-    /// Wait until named serves exactly `value` for the record.
-    fn wait_served(&self, value: &str, within: Duration) -> Instant {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.answer();
-            if got == [value] {
-                return Instant::now();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "named serves {got:?} for {RECORD}, not {value} (after {within:?})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn run(cmd: &mut std::process::Command) {
-    let out = cmd.output().expect("running a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Make `side` serve the DNS group: the two checks, the provider (named, signing with
-/// `key_text` as its key file) and the group, with fast action pacing.
-fn serve_group(side: &Side, key_text: &str) {
-    side.fx.write_key_text("tsig.key", key_text.trim_end());
-    let (primary, dr) = (
-        listener_addr(PRIMARY).to_string(),
-        listener_addr(DR).to_string(),
-    );
-    side.fx.set_probes(
-        &[("primary-db", "tcp", &primary), ("dr-db", "tcp", &dr)],
-        "200ms",
-        "150ms",
-    );
-    let path = side.fx.config_path();
-    let mut doc: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
-    let provider: toml::Table = toml::from_str(&format!(
-        "name = \"corp-dns\"\nkind = \"rfc2136\"\nserver = \"{NAMED}\"\nzone = \"{ZONE}\"\n\
-         tsig_key_file = \"tsig.key\"\nmin_interval = \"0s\"\n"
-    ))
-    .unwrap();
-    let group: toml::Table = toml::from_str(&format!(
-        "name = \"{GROUP}\"\nprovider = \"corp-dns\"\nrecord = \"{RECORD}\"\nttl = 5\n\
-         failback_after = \"{}s\"\nhold_down = \"1s\"\n\
-         answers = [{{ value = \"{PRIMARY}\", checks = [\"primary-db\"] }}, \
-         {{ value = \"{DR}\", checks = [\"dr-db\"] }}]\n",
-        FAILBACK_AFTER.as_secs()
-    ))
-    .unwrap();
-    let actions: toml::Table = toml::from_str(
-        "timeout = \"1s\"\nretry_initial = \"200ms\"\nretry_max = \"2s\"\nverify_timeout = \"2s\"\n",
-    )
-    .unwrap();
-    doc.insert("dns_provider".into(), vec![provider].into());
-    doc.insert("dns_group".into(), vec![group].into());
-    doc.insert("actions".into(), actions.into());
-    side.fx.write_config(&toml::to_string(&doc).unwrap());
-}
 
 /// `netctl --json actions` of a side.
 fn actions(side: &Side) -> serde_json::Value {
@@ -307,8 +116,8 @@ fn failing_the_primary_checks_serves_the_dr_answer_and_recovery_fails_back_after
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut bed = Bed::new("dn", None);
-    serve_group(&bed.clouds.aws, &bed.key.text);
+    let mut bed = DnsBed::new("dn", None);
+    serve_group(&bed.clouds.aws, &bed.key.text, FAILBACK_AFTER);
     let (_aws, _oci) = bed.clouds.start_agents();
     let aws = &bed.clouds.aws;
 
@@ -407,7 +216,7 @@ fn a_wrong_tsig_secret_or_key_name_fails_clearly_is_retried_and_changes_nothing_
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The record holds the DR answer; agentd wants the primary, whose checks pass.
-    let bed = Bed::new("dk", Some(DR));
+    let bed = DnsBed::new("dk", Some(DR));
     let _oci = Agentd::start(&bed.clouds.oci.fx, &bed.clouds.oci.ns);
     let aws = &bed.clouds.aws;
     let serial = bed.bind.serial();
@@ -418,7 +227,7 @@ fn a_wrong_tsig_secret_or_key_name_fails_clearly_is_retried_and_changes_nothing_
         ("wrong secret", &wrong_secret, "bad signature"),
         ("wrong key name", &wrong_name, "does not know the key name"),
     ] {
-        serve_group(aws, &key.text);
+        serve_group(aws, &key.text, FAILBACK_AFTER);
         let since = now_ms();
         let agentd = Agentd::start(&aws.fx, &aws.ns);
         let failed = wait_event(aws, "action_failed", since, LONG, |_| true);
@@ -472,8 +281,7 @@ fn a_wrong_tsig_secret_or_key_name_fails_clearly_is_retried_and_changes_nothing_
             "{case}: {reason} | failures {n} → {} | named: {}",
             later["failures"],
             log.lines()
-                .filter(|l| l.contains("update") || l.contains("tsig"))
-                .last()
+                .rfind(|l| l.contains("update") || l.contains("tsig"))
                 .unwrap_or("")
         );
         drop(agentd);
@@ -486,8 +294,8 @@ fn bind_stopped_during_a_failover_is_retried_until_it_is_back_while_probes_and_r
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut bed = Bed::new("db", None);
-    serve_group(&bed.clouds.aws, &bed.key.text);
+    let mut bed = DnsBed::new("db", None);
+    serve_group(&bed.clouds.aws, &bed.key.text, FAILBACK_AFTER);
     let (_aws, _oci) = bed.clouds.start_agents();
     let (aws, oci) = (&bed.clouds.aws, &bed.clouds.oci);
     bed.wait_served(PRIMARY, LONG);
@@ -571,10 +379,10 @@ fn bind_stopped_during_a_failover_is_retried_until_it_is_back_while_probes_and_r
 }
 
 /// Both gateways serve the group, both agentd publish to the same named.
-fn two_publishers(tag: &str) -> (Bed, Agentd, Agentd) {
-    let bed = Bed::new(tag, None);
-    serve_group(&bed.clouds.aws, &bed.key.text);
-    serve_group(&bed.clouds.oci, &bed.key.text);
+fn two_publishers(tag: &str) -> (DnsBed, Agentd, Agentd) {
+    let bed = DnsBed::new(tag, None);
+    serve_group(&bed.clouds.aws, &bed.key.text, FAILBACK_AFTER);
+    serve_group(&bed.clouds.oci, &bed.key.text, FAILBACK_AFTER);
     let (aws, oci) = bed.clouds.start_agents();
     bed.wait_served(PRIMARY, LONG);
     for side in [&bed.clouds.aws, &bed.clouds.oci] {
