@@ -520,3 +520,28 @@ fn two_gateways_move_to_the_dr_answer_when_one_of_them_sees_the_primary_fail() {
     assert_eq!(writes, 1, "exactly one gateway changed the record");
     undrop(aws, "noprimary");
 }
+
+#[test]
+fn a_group_whose_answers_have_no_checks_publishes_its_first_answer() {
+    if !require_named() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = DnsBed::new("dc", None);
+    let aws = &bed.clouds.aws;
+    serve_group(aws, &bed.key.text, FAILBACK_AFTER);
+    // "An answer without checks passes": without any, the first answer is the one.
+    let mut doc: toml::Table = std::fs::read_to_string(aws.fx.config_path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    for answer in doc["dns_group"][0]["answers"].as_array_mut().unwrap() {
+        answer.as_table_mut().unwrap().remove("checks");
+    }
+    aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    let (_aws, _oci) = bed.clouds.start_agents();
+    bed.wait_served(PRIMARY, LONG);
+    wait_in_sync(aws, PRIMARY, LONG);
+    let first = wait_event(aws, "answer_changed", 0, LONG, |e| e["to"] == PRIMARY);
+    assert!(first["from"].is_null(), "{first:#}");
+}
