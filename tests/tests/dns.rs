@@ -448,7 +448,9 @@ fn two_gateways_with_opposite_check_results_both_keep_the_primary_and_never_figh
     let since = now_ms();
     // The OCI gateway cannot reach the DR listener, the AWS gateway cannot reach the primary.
     // One after the other, as faults come: the first alone moves nothing (DR is not the
-    // published answer), the second makes each answer fail at one gateway only.
+    // published answer), the second makes each answer fail at one gateway only. (Had the
+    // primary's fault come first, both would rightly move to DR, the case of the next test,
+    // and come back to the primary after failback_after once both answers are degraded.)
     drop_check(oci, "nodr", DR);
     wait_checks(oci, ["pass", "fail"], ["pass", "pass"]);
     wait_checks(aws, ["pass", "pass"], ["pass", "fail"]);
