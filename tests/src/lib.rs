@@ -8,6 +8,7 @@
 
 pub mod agentd;
 pub mod bind;
+pub mod dns_bed;
 pub mod fixture;
 pub mod histogram;
 pub mod moto;

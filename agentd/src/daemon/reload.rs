@@ -156,6 +156,7 @@ impl Shell {
         self.adapters.send_targets(jobs);
         self.metrics.follow_config(&config);
         self.configure_actions();
+        self.feed_dns_groups(now);
 
         let outcome = ReloadOutcome {
             changed: !changes.applied.is_empty() || !changes.needs_restart.is_empty(),

@@ -298,6 +298,7 @@ impl Shell {
         // The fail-closed routes go in at once, before any link runs.
         self.reconcile_routes();
         self.configure_actions();
+        self.feed_dns_groups(crate::clock::now());
     }
 
     /// Hand the actions adapter the providers of the running config (start-up, reload); every
@@ -659,23 +660,40 @@ impl Shell {
                 .iter()
                 .any(|a| a.checks.iter().any(|c| c == probe))
         }) {
-            let states = g
-                .answers
-                .iter()
-                .map(|a| {
-                    let states = a
-                        .checks
-                        .iter()
-                        .map(|c| super::actions::probe_state(&self.targets, c, None));
-                    super::actions::all_pass(states)
-                })
-                .collect();
+            let states = self.answer_checks(g);
             self.failover.handle_answer_checks(&g.name, states, now);
             fed = true;
         }
         if fed {
             self.after_engine(now);
         }
+    }
+
+    /// Give the engine every DNS group's answer states as they stand (start-up, reload).
+    /// Checks feed the engine only when a probe changes state, so without this a group none of
+    /// whose answers has checks (each passes) would never be decided, nor would a reloaded
+    /// group whose answers changed (its states start over) until one of its probes changed.
+    pub(super) fn feed_dns_groups(&mut self, now: Instant) {
+        let config = self.running.config.clone();
+        for g in &config.dns_groups {
+            let states = self.answer_checks(g);
+            self.failover.handle_answer_checks(&g.name, states, now);
+        }
+        self.after_engine(now);
+    }
+
+    /// This side's verdict of each answer of `g`, in order (an answer without checks passes).
+    fn answer_checks(&self, g: &isthmus_config::DnsGroup) -> Vec<isthmus_core::CheckState> {
+        g.answers
+            .iter()
+            .map(|a| {
+                let states = a
+                    .checks
+                    .iter()
+                    .map(|c| super::actions::probe_state(&self.targets, c, None));
+                super::actions::all_pass(states)
+            })
+            .collect()
     }
 
     /// Send what the engine asks to transmit, log its events, and move routes if an active link
