@@ -157,6 +157,8 @@ fn prometheus_scrapes_both_gateways_dashboard_queries_answer_and_the_link_down_a
         "IsthmusAgentDown",
         "IsthmusGroupNoActiveLink",
         "IsthmusActionFailures",
+        "IsthmusActionNotInSync",
+        "IsthmusHookFailing",
     ] {
         assert!(
             firing(&prom, quiet).is_empty(),
@@ -307,7 +309,22 @@ fn collect_panel_queries(panels: &serde_json::Value, out: &mut Vec<(String, Stri
     }
 }
 
-/// Every series selector in the alert rules' expressions matches series in Prometheus.
+/// Metrics of alert rules that have no series in this lab, and why: the test bed configures no
+/// DNS groups, cloud route tables, hooks or route-group `checks`. Their rules are checked by
+/// `promtool test rules` (tests/rules.rs) instead.
+const ALERT_METRICS_MAY_BE_EMPTY: &[&str] = &[
+    // Only DNS groups and `aws_route_tables` / `oci_route_tables` are action targets.
+    "isthmus_action_in_sync",
+    // Only route groups with `checks`.
+    "isthmus_group_checks_failing_everywhere",
+    // Only `[[dns_group]]`s.
+    "isthmus_dns_group_no_answer_passes",
+    // A hook result's series appears with its first run of that result.
+    "isthmus_hook_runs_total",
+];
+
+/// Every series selector in the alert rules' expressions matches series in Prometheus (but
+/// those of [`ALERT_METRICS_MAY_BE_EMPTY`]).
 fn check_alert_selectors(prom: &Prometheus, rules: &str) {
     let exprs = alert_exprs(rules);
     assert!(exprs.len() >= 8, "only {} alert expressions", exprs.len());
@@ -316,7 +333,8 @@ fn check_alert_selectors(prom: &Prometheus, rules: &str) {
         for selector in selectors(expr) {
             let n = prom.series(&selector).len();
             println!("{n:>3} series  {selector}");
-            if n == 0 {
+            let metric = selector.split('{').next().unwrap_or_default();
+            if n == 0 && !ALERT_METRICS_MAY_BE_EMPTY.contains(&metric) {
                 missing.push(format!("{selector}  (in {expr})"));
             }
         }

@@ -30,6 +30,16 @@ const MAY_BE_EMPTY: &[&str] = &[
     "Drops by reason",
     // Only links with `egress_price_per_gb` have a cost counter.
     "Estimated egress cost (24h)",
+    // Only gateways with a `[[dns_group]]` have its answers.
+    "DNS answer published",
+    // Only DNS groups and `aws_route_tables` / `oci_route_tables` are action targets.
+    "Actions in sync",
+    // Observed only when a decision changed a DNS record or a cloud route table.
+    "Action duration p95",
+    // Only `> 0` increases are shown, and a healthy target (and hook) fails nothing.
+    "Action failures by kind",
+    // Only route groups with `checks` have service checks per link.
+    "Service checks per link",
 ];
 
 /// The standard process collector's names (`process_*` in docs/metrics.md).
