@@ -38,6 +38,20 @@ impl Fixture {
         for key in ["private.key", "interconnect.psk", "internet.psk"] {
             fx.write_key(key);
         }
+        // The TSIG key of the AWS example's rfc2136 provider, in the format tsig-keygen writes.
+        let mut secret = [0u8; 32];
+        getrandom(&mut secret);
+        let secret = base64::engine::general_purpose::STANDARD.encode(secret);
+        fx.write_key_text(
+            "tsig.key",
+            &format!(
+                "key \"failover-key\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};"
+            ),
+        );
+        // The OCI example's API key: a throwaway test key committed for the config tests.
+        let pem = crate::repo_root().join("agentd/config/tests/data/TEST-ONLY-rsa-pkcs8.pem");
+        let pem = fs::read_to_string(&pem).unwrap_or_else(|e| panic!("{}: {e}", pem.display()));
+        fx.write_key_text("oci_api_key.pem", pem.trim_end());
         fx
     }
 
