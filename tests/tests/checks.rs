@@ -139,18 +139,6 @@ fn assert_links_up(side: &Side) {
     }
 }
 
-/// The kernel's routes to the remote VPC on a side, as `ip route` prints them.
-fn remote_routes(side: &Side) -> String {
-    let remote = VPCS[1 - side.index].0;
-    let out = side
-        .ns
-        .command("ip")
-        .args(["route", "show", remote])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn checks_failing_over_the_active_link_only_move_both_gateways_and_they_fail_back() {
     let bed = start("ck");
@@ -212,8 +200,9 @@ fn checks_failing_over_the_active_link_only_move_both_gateways_and_they_fail_bac
         .aws_app()
         .command("ping")
         .args(["-c", "3", "-i", "0.2", "-W", "2", "-q", VPCS[1].2])
-        .status()
+        .output()
         .unwrap()
+        .status
         .success());
     let text = bed.metrics();
     assert!(
@@ -250,7 +239,7 @@ fn checks_failing_over_the_active_link_only_move_both_gateways_and_they_fail_bac
 fn checks_failing_over_every_link_keep_the_routes_and_say_why() {
     let bed = start("ce");
     let clouds = &bed.clouds;
-    let routes = [remote_routes(&clouds.aws), remote_routes(&clouds.oci)];
+    let routes = [clouds.aws.remote_routes(), clouds.oci.remote_routes()];
     assert!(routes[0].contains(&clouds.interface(0)), "{}", routes[0]);
 
     // The database stops answering: whatever the path, the fault is behind the tunnels.
@@ -297,7 +286,7 @@ fn checks_failing_over_every_link_keep_the_routes_and_say_why() {
             side.name
         );
         assert_eq!(
-            remote_routes(side),
+            side.remote_routes(),
             routes[i],
             "{}: kernel routes changed",
             side.name
@@ -316,8 +305,9 @@ fn checks_failing_over_every_link_keep_the_routes_and_say_why() {
             .aws_app()
             .command("ping")
             .args(["-c", "3", "-i", "0.2", "-W", "2", "-q", VPCS[1].2])
-            .status()
+            .output()
             .unwrap()
+            .status
             .success(),
         "ping through the tunnel"
     );
@@ -378,7 +368,7 @@ fn checks_failing_over_every_link_keep_the_routes_and_say_why() {
             "{}",
             side.name
         );
-        assert_eq!(remote_routes(side), routes[i], "{}", side.name);
+        assert_eq!(side.remote_routes(), routes[i], "{}", side.name);
         let moves = moves_since(side, since);
         assert!(
             moves.is_empty(),
