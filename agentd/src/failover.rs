@@ -19,13 +19,33 @@ use isthmus_core::{
 
 use crate::events;
 use crate::probe::key::Key;
+/// The least time a switch for service checks alone waits for confirmation: it covers the
+/// peer's checks, whose intervals this gateway does not know, at the default interval (1 s) and
+/// timeout (500 ms), plus the peer probe that carries their verdicts.
+const CHECKS_CONFIRM_MIN: Duration = Duration::from_secs(2);
+
+/// How long route group `g`'s checks must fail over its active link (and pass over a better
+/// one) before it leaves: longer than two links' verdicts can be apart, i.e. one round of
+/// its slowest check (interval + timeout) and the probe that tells the peer.
+fn checks_confirm(config: &Config, g: &isthmus_config::RouteGroup, timings: &Timings) -> Duration {
+    let slowest = config
+        .probes
+        .iter()
+        .filter(|p| g.checks.contains(&p.name))
+        .map(|p| p.interval + p.timeout)
+        .max()
+        .unwrap_or_default();
+    CHECKS_CONFIRM_MIN.max(slowest + timings.interval)
+}
+
 pub fn engine_config(config: &Config) -> EngineConfig {
     let h = &config.health;
+    let timings = match h.profile {
+        Profile::Default => Timings::DEFAULT,
+        Profile::Fast => Timings::FAST,
+    };
     EngineConfig {
-        timings: match h.profile {
-            Profile::Default => Timings::DEFAULT,
-            Profile::Fast => Timings::FAST,
-        },
+        timings,
         thresholds: Thresholds {
             loss: h.loss_degraded,
             rtt_p95: h.rtt_degraded,
@@ -56,6 +76,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
                     preempt: g.preempt,
                     failback_after: g.failback_after,
                     hold_down: g.hold_down,
+                    checks_confirm: checks_confirm(config, g, &timings),
                 },
             })
             .collect(),

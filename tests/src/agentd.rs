@@ -26,6 +26,11 @@ impl Agentd {
         agentd.wait_ready()
     }
 
+    /// [`Agentd::start`] with environment variables added to agentd's own environment.
+    pub fn start_with_env(fx: &Fixture, ns: &Netns, env: &[(&str, String)]) -> Agentd {
+        Agentd::spawn(fx, ns, env).wait_ready()
+    }
+
     /// Start agentd without waiting; `env` adds environment variables (e.g. WATCHDOG_USEC).
     pub fn spawn(fx: &Fixture, ns: &Netns, env: &[(&str, String)]) -> Agentd {
         let mut cmd = ns.command(bin("agentd"));

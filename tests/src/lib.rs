@@ -17,6 +17,7 @@ pub mod notify;
 pub mod oci_stub;
 pub mod prometheus;
 pub mod resolver;
+pub mod service;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
@@ -30,6 +31,7 @@ pub use prometheus::{
     Response,
 };
 pub use resolver::SilentResolver;
+pub use service::TcpService;
 
 use std::path::PathBuf;
 

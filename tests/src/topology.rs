@@ -413,6 +413,17 @@ impl Side {
             .unwrap_or_else(|| panic!("no link {name} in {json}"))
     }
 
+    /// The kernel's routes to the other cloud's VPC, as `ip route show` prints them.
+    pub fn remote_routes(&self) -> String {
+        let out = self
+            .ns
+            .command("ip")
+            .args(["route", "show", VPCS[1 - self.index].0])
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `ping -c count` from this side; true if every reply came back.
     pub fn ping(&self, addr: &str, count: u32) -> bool {
         let out = self

@@ -5,7 +5,8 @@
 //! environment (which may hold cloud credentials) reaches it. Its output goes to the log line
 //! by line (at most [`MAX_LOGGED_LINES`] per stream), and it is killed with its whole process
 //! group at its timeout, so a hook that hangs, forks or floods its output never holds anything
-//! but its own task.
+//! but its own task. A run that is dropped before its end (agentd stopping) kills its group too:
+//! nothing agentd started outlives it.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -97,6 +98,7 @@ pub async fn run(spec: &CommandSpec) -> Result<RunResult, Failure> {
         )
     })?;
     let pid = child.id();
+    let mut group = GroupGuard(pid.and_then(|p| i32::try_from(p).ok()));
     let out = child
         .stdout
         .take()
@@ -106,7 +108,11 @@ pub async fn run(spec: &CommandSpec) -> Result<RunResult, Failure> {
         .take()
         .map(|s| log_lines(s, spec.label.clone(), "stderr"));
     let (code, timed_out) = match tokio::time::timeout(spec.timeout, child.wait()).await {
-        Ok(Ok(status)) => (status.code(), false),
+        Ok(Ok(status)) => {
+            // It ended on its own: what it left running in its group is its business.
+            group.0 = None;
+            (status.code(), false)
+        }
         Ok(Err(e)) => {
             return Err(Failure::new(
                 FailureKind::Unavailable,
@@ -123,6 +129,8 @@ pub async fn run(spec: &CommandSpec) -> Result<RunResult, Failure> {
                 }
             }
             let _ = child.kill().await;
+            // Reaped: its id may be reused, so the guard must not kill that group again.
+            group.0 = None;
             tracing::warn!(command = %spec.label, timeout = ?spec.timeout, "command killed at its timeout");
             (None, true)
         }
@@ -140,6 +148,23 @@ pub async fn run(spec: &CommandSpec) -> Result<RunResult, Failure> {
         duration: started.elapsed(),
         last_line,
     })
+}
+
+/// Kills a command's process group when dropped while armed: a run dropped before its end
+/// (agentd stopping, its runtime dropping the task) must not leave the command's children
+/// behind; `kill_on_drop` reaches only the command itself.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            // SAFETY: kill(2) has no memory effects; the group is the one spawned in `run` (a
+            // group that is gone fails with ESRCH).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Log a stream's lines; the last one is kept for the result.
@@ -265,6 +290,56 @@ mod tests {
         assert!(env.contains("ISTHMUS_GROUP=oci-vcn"), "{env}");
         assert!(env.contains(&format!("PATH={PATH}")), "{env}");
         assert!(!env.contains("must-not-leak"), "{env}");
+    }
+
+    #[tokio::test]
+    async fn a_run_dropped_before_its_end_kills_its_children() {
+        let pidfile =
+            std::env::temp_dir().join(format!("isthmus-cmd-drop-{}.pid", std::process::id()));
+        let script = format!(
+            "sleep 600 & echo $! > {p}.tmp; mv {p}.tmp {p}; wait",
+            p = pidfile.display()
+        );
+        let spec = sh(&script, Duration::from_secs(600));
+        // Dropped mid-run, as the runtime drops its tasks when agentd stops.
+        let dropped = tokio::time::timeout(Duration::from_secs(2), async {
+            let run = run(&spec);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    _ = &mut run => panic!("the command ended"),
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                        if pidfile.exists() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(dropped.is_ok(), "the command never wrote its child's pid");
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !gone {
+            // SAFETY: kill(2); the test's own child, found by its PID.
+            unsafe {
+                libc::kill(child, libc::SIGKILL);
+            }
+        }
+        assert!(gone, "the backgrounded sleep outlived the dropped run");
     }
 
     #[tokio::test]

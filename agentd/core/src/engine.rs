@@ -124,6 +124,8 @@ impl DnsGroupConfig {
             preempt: self.preempt,
             failback_after: self.failback_after,
             hold_down: self.hold_down,
+            // Answers never rank by `checks_failing`: their checks are their health.
+            checks_confirm: Duration::ZERO,
         }
     }
 }

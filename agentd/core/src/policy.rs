@@ -18,7 +18,12 @@
 //! service did, so the group leaves it for a link whose checks pass, as an elective switch.
 //! When the checks fail over every usable link, the fault is behind the tunnels: the checks
 //! are ignored for ranking (the group never fails closed because of them) and
-//! [`GroupState::checks_failing_everywhere`] says so.
+//! [`GroupState::checks_failing_everywhere`] says so. The verdicts over different links arrive
+//! apart (each link's check runs on its own schedule; the peer's verdicts come in the next
+//! probe on each link), so a fault behind the tunnels fails the checks over one link moments
+//! before the other, and recovers the same way: a switch for the checks alone waits until the
+//! checks have failed over the active link, while passing over the better one, for
+//! `checks_confirm`.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,10 @@ pub struct GroupPolicy {
     pub preempt: bool,
     pub failback_after: Duration,
     pub hold_down: Duration,
+    /// How long the checks must fail over the active link while passing over a better one
+    /// before the group leaves it for them: longer than the verdicts over two links can be
+    /// apart (see the module's doc).
+    pub checks_confirm: Duration,
 }
 
 /// What the policy knows about one link.
@@ -79,6 +88,8 @@ pub struct GroupState {
     pub last_elective: Option<Instant>,
     /// The link that is better than the active one, and since when (for failback).
     better: Option<(String, Instant)>,
+    /// The link that only the service checks make better than the active one, and since when.
+    checks_better: Option<(String, Instant)>,
     /// A pin was just released: the next failback need not wait.
     pub released: bool,
     /// A pin (here or at the peer) held the group at the last decision.
@@ -179,6 +190,11 @@ impl GroupPolicy {
             (Some(_), None) => self.switch(state, None, Why::NoUsableLink, now, false),
             (Some(a), Some(b)) => {
                 let (ca, cb) = (rank(a).0, rank(b).0);
+                // Only while the checks alone make `b` better does its confirmation run on.
+                let checks_only = cb < ca && self.class(&candidates[a], false) < ca;
+                if !checks_only {
+                    state.checks_better = None;
+                }
                 if a == b {
                     state.better = None;
                     return Choice::Stay;
@@ -207,6 +223,18 @@ impl GroupPolicy {
                     } else {
                         Why::ActiveDegraded
                     };
+                    if why == Why::ChecksFailing {
+                        let since = match &state.checks_better {
+                            Some((l, t)) if *l == self.links[b] => *t,
+                            _ => {
+                                state.checks_better = Some((self.links[b].clone(), now));
+                                now
+                            }
+                        };
+                        if now.saturating_duration_since(since) < self.checks_confirm {
+                            return Choice::Stay;
+                        }
+                    }
                     return self.switch(state, Some(self.links[b].clone()), why, now, true);
                 }
                 // Same class, better priority: failback.
@@ -248,6 +276,7 @@ impl GroupPolicy {
     ) -> Choice {
         state.active = to.clone();
         state.better = None;
+        state.checks_better = None;
         if elective {
             state.last_elective = Some(now);
         }
@@ -261,6 +290,15 @@ impl GroupPolicy {
         let timer = match (fb, hd) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, _) => a,
+        };
+        // A confirmed switch for the checks still waits for the hold-down.
+        let confirm = state.checks_better.as_ref().map(|(_, t)| {
+            let c = *t + self.checks_confirm;
+            hd.map_or(c, |h| c.max(h))
+        });
+        let timer = match (timer, confirm) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
         };
         let settle = state.settle_until.filter(|_| state.active.is_none());
         match (timer, settle) {

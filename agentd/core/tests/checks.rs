@@ -487,3 +487,55 @@ fn a_dns_group_alone_asks_to_be_woken_for_its_failback_and_keeps_its_state_over_
     assert_eq!(e.answer("app"), None);
     assert_eq!(e.answer_report("app"), None);
 }
+
+/// The config of `a_group_…` with a confirmation time for switches made by the checks alone.
+fn confirmed(confirm: Duration) -> EngineConfig {
+    let mut c = common::config(Timings::DEFAULT, &LINKS, secs(30));
+    c.groups[0].policy.checks_confirm = confirm;
+    c
+}
+
+#[test]
+fn a_fault_behind_the_tunnels_seen_over_one_link_moments_before_the_other_moves_nothing() {
+    let c = confirmed(secs(2));
+    let mut net = warm(c.clone(), c, 7);
+    checks(&mut net, A, "ic", Pass);
+    checks(&mut net, A, "inet", Pass);
+    net.run_for(secs(1));
+    let before = (net.switches(A).len(), net.switches(B).len());
+    // The database stops answering: the check over `ic` notices first.
+    checks(&mut net, A, "ic", Fail);
+    net.run_for(ms(700));
+    checks(&mut net, A, "inet", Fail);
+    net.run_for(secs(10));
+    assert_eq!((net.switches(A).len(), net.switches(B).len()), before);
+    assert!(net.sides[A].checks_failing_everywhere("g"));
+    // And it comes back the same way, `inet` first.
+    checks(&mut net, A, "inet", Pass);
+    net.run_for(ms(700));
+    checks(&mut net, A, "ic", Pass);
+    net.run_for(secs(40));
+    assert_eq!((net.switches(A).len(), net.switches(B).len()), before);
+    assert_eq!(net.active(A), Some("ic"));
+    assert_eq!(net.active(B), Some("ic"));
+}
+
+#[test]
+fn checks_failing_over_the_active_link_only_move_the_group_after_the_confirmation() {
+    let c = confirmed(secs(2));
+    let mut net = warm(c.clone(), c, 8);
+    checks(&mut net, A, "inet", Pass);
+    checks(&mut net, A, "ic", Fail);
+    let failed = since(&net);
+    net.run_for(secs(5));
+    let s = net.switches(A);
+    let last = s.last().expect("a switch");
+    assert_eq!(last.2.as_deref(), Some("inet"));
+    assert_eq!(last.3, SwitchReason::ChecksFailing);
+    assert!(
+        last.0 >= failed + secs(2) && last.0 < failed + secs(3),
+        "at the confirmation, not before: {:?} after",
+        last.0 - failed
+    );
+    assert_eq!(net.active(B), Some("inet"));
+}

@@ -86,6 +86,7 @@ pub fn config(timings: Timings, links: &[&str], failback_after: Duration) -> Eng
                 preempt: true,
                 failback_after,
                 hold_down: secs(5),
+                checks_confirm: Duration::ZERO,
             },
         }],
         dns_groups: vec![],
