@@ -115,6 +115,20 @@ impl Url {
     }
 }
 
+/// RFC 3986 percent-encoding of everything but the unreserved characters: a path segment or a
+/// query value, as SigV4 and OCI's signature want them.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Send `req` and read the whole answer within `timeout`. A `Host` header is added unless the
 /// request has one. Transport errors and the timeout are [`FailureKind::Unavailable`]; any
 /// HTTP status is a response (the caller maps it).

@@ -26,14 +26,7 @@ const IMDS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The backends and pacing of `config`.
 pub fn build(config: &Config) -> Arc<Backends> {
     let a = &config.actions;
-    let pacing = Pacing {
-        min_interval: a.min_interval,
-        timeout: a.timeout,
-        retry_initial: a.retry_initial,
-        retry_max: a.retry_max,
-        reassert_every: a.reassert_every,
-        verify_timeout: a.verify_timeout,
-    };
+    let pacing: Pacing = a.clone();
     let mut b = Backends {
         pacing,
         ..Backends::default()

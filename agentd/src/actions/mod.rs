@@ -131,29 +131,8 @@ pub struct Desired {
     pub decided: Instant,
 }
 
-/// How actions are paced (`[actions]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pacing {
-    pub min_interval: Duration,
-    pub timeout: Duration,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    pub reassert_every: Duration,
-    pub verify_timeout: Duration,
-}
-
-impl Default for Pacing {
-    fn default() -> Self {
-        Pacing {
-            min_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(10),
-            retry_initial: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
-            reassert_every: Duration::from_secs(60),
-            verify_timeout: Duration::from_secs(30),
-        }
-    }
-}
+/// How actions are paced: `[actions]` of the config, as validated there.
+pub type Pacing = isthmus_config::Actions;
 
 /// The providers of a config, by the names desired state refers to.
 #[derive(Default, Clone)]

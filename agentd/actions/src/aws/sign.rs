@@ -86,19 +86,8 @@ pub fn sign(
     Ok(())
 }
 
-/// RFC 3986 percent-encoding of everything but the unreserved characters, as SigV4 wants
-/// query strings and form bodies encoded.
-pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Query strings and form bodies are encoded as SigV4 wants them.
+pub use crate::http::percent_encode as encode;
 
 /// `k=v&k=v`, both encoded: a query string or an `x-www-form-urlencoded` body.
 pub fn form(pairs: &[(&str, &str)]) -> String {

@@ -124,18 +124,8 @@ fn failure(what: &str, resp: &HttpResponse) -> Failure {
     Failure::new(kind, message)
 }
 
-/// Percent-encode one path segment or query value (RFC 3986 unreserved characters pass).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// One path segment or query value, percent-encoded.
+use crate::http::percent_encode as encode;
 
 /// The endpoint without a trailing `/`, checked to be a URL.
 fn endpoint(given: Option<&str>, default: String) -> Result<String, Failure> {
