@@ -345,3 +345,87 @@ fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// A VPC in moto for route table tests: the AWS side's VPC 10.1.0.0/16 with a subnet, the
+/// gateway's ENI, another ENI (the target of a foreign route), a VPN gateway attached (the
+/// fallback), a table `rtb` with the foreign route 10.9.0.0/16 → `other`, and a table `bare`
+/// with only the local route.
+pub struct Vpc {
+    pub eni: String,
+    pub other: String,
+    pub vgw: String,
+    pub rtb: String,
+    pub bare: String,
+}
+
+impl Vpc {
+    pub fn create(moto: &Moto, region: &str) -> Vpc {
+        let ids = moto.boto3(&format!(
+            r#"
+ec2 = client("ec2", "{region}")
+vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.0.0/24")["Subnet"]["SubnetId"]
+eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+other = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+vgw = ec2.create_vpn_gateway(Type="ipsec.1")["VpnGateway"]["VpnGatewayId"]
+ec2.attach_vpn_gateway(VpcId=vpc, VpnGatewayId=vgw)
+rtb = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="10.9.0.0/16", NetworkInterfaceId=other)
+bare = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+print(json.dumps({{"eni": eni, "other": other, "vgw": vgw, "rtb": rtb, "bare": bare}}))
+"#
+        ));
+        let id = |k: &str| ids[k].as_str().expect("an id").to_string();
+        Vpc {
+            eni: id("eni"),
+            other: id("other"),
+            vgw: id("vgw"),
+            rtb: id("rtb"),
+            bare: id("bare"),
+        }
+    }
+}
+
+/// Give the fixture's config an `[aws]` section with these settings (TOML lines) and its first
+/// route group `aws_route_tables` `(id, target, fallback)`.
+pub fn steer_route_tables(fx: &crate::Fixture, aws: &str, tables: &[(&str, &str, &str)]) {
+    let text = std::fs::read_to_string(fx.config_path()).expect("reading the config");
+    let mut doc: toml::Table = text.parse().expect("the config is TOML");
+    let aws: toml::Table = toml::from_str(aws).expect("[aws] settings are TOML");
+    doc.insert("aws".into(), aws.into());
+    let list = tables
+        .iter()
+        .map(|(id, target, fallback)| {
+            let mut t = toml::Table::new();
+            t.insert("id".into(), (*id).into());
+            t.insert("target".into(), (*target).into());
+            t.insert("fallback".into(), (*fallback).into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    doc["route_group"]
+        .as_array_mut()
+        .and_then(|groups| groups.first_mut())
+        .and_then(|g| g.as_table_mut())
+        .expect("a [[route_group]]")
+        .insert("aws_route_tables".into(), toml::Value::Array(list));
+    fx.write_config(&toml::to_string(&doc).expect("serializing the config"));
+}
+
+/// The target of `dest` in a DescribeRouteTables answer (EC2 Query XML): its ENI, gateway or
+/// instance id; `None` without such a route. For polling with [`Moto::call`].
+pub fn route_target(xml: &str, dest: &str) -> Option<String> {
+    let at = xml.find(&format!(
+        "<destinationCidrBlock>{dest}</destinationCidrBlock>"
+    ))?;
+    let rest = &xml[at..];
+    let item = &rest[..rest.find("</item>").unwrap_or(rest.len())];
+    ["networkInterfaceId", "gatewayId", "instanceId"]
+        .iter()
+        .find_map(|tag| {
+            let open = format!("<{tag}>");
+            let start = item.find(&open)? + open.len();
+            let len = item[start..].find('<')?;
+            Some(item[start..start + len].to_string()).filter(|v| !v.is_empty())
+        })
+}

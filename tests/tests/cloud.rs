@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::moto::{self, Moto};
+use isthmus_tests::moto::{self, Moto, Vpc};
 use isthmus_tests::topology::{now_ms, Side, TwoClouds};
 use isthmus_tests::{http_get, netctl, Agentd, Fixture, Netns};
 
@@ -527,44 +527,23 @@ fn cutting_both_links_moves_the_vpc_route_to_the_fallback_and_a_link_coming_back
     };
     let bed = TwoClouds::new("ce");
     let moto = Moto::start_in(&pyenv, &bed.aws.ns, MOTO.parse().unwrap());
-    // The AWS side's VPC (10.1.0.0/16), the gateway's ENI, a VPN gateway as the fallback, and
-    // two tables: one whose route falls back to the VGW, one whose route is removed
-    // (`fallback = "none"`). A foreign route in the first must stay as it is.
-    let ids = moto.boto3(&format!(
-        r#"
-ec2 = client("ec2", "{REGION}")
-vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
-subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.0.0/24")["Subnet"]["SubnetId"]
-eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
-other = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
-vgw = ec2.create_vpn_gateway(Type="ipsec.1")["VpnGateway"]["VpnGatewayId"]
-ec2.attach_vpn_gateway(VpcId=vpc, VpnGatewayId=vgw)
-rtb = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
-ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="10.9.0.0/16", NetworkInterfaceId=other)
-bare = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
-print(json.dumps({{"eni": eni, "other": other, "vgw": vgw, "rtb": rtb, "bare": bare}}))
-"#
-    ));
-    let id = |k: &str| ids[k].as_str().unwrap().to_string();
-    let (eni, other, vgw, rtb, bare) = (id("eni"), id("other"), id("vgw"), id("rtb"), id("bare"));
-
-    let text = std::fs::read_to_string(bed.aws.fx.config_path()).unwrap();
-    let mut doc: toml::Table = text.parse().unwrap();
-    let aws: toml::Table = toml::from_str(&format!(
-        "region = \"{REGION}\"\nec2_endpoint = \"{ENDPOINT}\"\nimds_endpoint = \"{DEAD_IMDS}\"\n"
-    ))
-    .unwrap();
-    doc.insert("aws".into(), aws.into());
-    let tables: toml::Table = toml::from_str(&format!(
-        "t = [{{ id = \"{rtb}\", target = \"{eni}\", fallback = \"{vgw}\" }}, \
-         {{ id = \"{bare}\", target = \"{eni}\", fallback = \"none\" }}]"
-    ))
-    .unwrap();
-    doc["route_group"].as_array_mut().unwrap()[0]
-        .as_table_mut()
-        .unwrap()
-        .insert("aws_route_tables".into(), tables["t"].clone());
-    bed.aws.fx.write_config(&toml::to_string(&doc).unwrap());
+    // The AWS side's VPC, the gateway's ENI, a VPN gateway as the fallback, and two tables:
+    // `rtb`, whose route falls back to the VGW and which holds a foreign route that must stay
+    // as it is, and `bare`, whose route is removed when the group fails closed.
+    let Vpc {
+        eni,
+        other,
+        vgw,
+        rtb,
+        bare,
+    } = Vpc::create(&moto, REGION);
+    moto::steer_route_tables(
+        &bed.aws.fx,
+        &format!(
+            "region = \"{REGION}\"\nec2_endpoint = \"{ENDPOINT}\"\nimds_endpoint = \"{DEAD_IMDS}\"\n"
+        ),
+        &[(&rtb, &eni, &vgw), (&bare, &eni, "none")],
+    );
 
     let env = [
         ("AWS_ACCESS_KEY_ID", "AKIDISTHMUSENV".to_string()),
