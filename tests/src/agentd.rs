@@ -73,8 +73,13 @@ impl Agentd {
         cmd.env("NOTIFY_SOCKET", &notify_path)
             .env_remove("RUST_LOG")
             .env_remove("CREDENTIALS_DIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(File::create(&log).unwrap())
+            .stdin(Stdio::null());
+        // agentd must not find the cloud credentials of whoever runs the tests: a test that
+        // wants some passes them in `env`.
+        for var in AWS_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.stdout(File::create(&log).unwrap())
             .stderr(File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
@@ -87,7 +92,9 @@ impl Agentd {
         }
     }
 
-    fn wait_ready(mut self) -> Agentd {
+    /// Wait for READY=1 (after [`Agentd::spawn`]); panics with the log if agentd exits first
+    /// or takes more than 20 s.
+    pub fn wait_ready(mut self) -> Agentd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if self
@@ -162,6 +169,17 @@ impl Drop for Agentd {
         }
     }
 }
+
+/// The environment variables of the AWS credentials chain and its settings.
+const AWS_ENV: [&str; 7] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+];
 
 /// Stop a child we started: SIGTERM by PID, up to 5 s to exit, then SIGKILL; always reaped.
 pub fn stop(child: &mut std::process::Child) {

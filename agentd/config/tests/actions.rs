@@ -368,3 +368,20 @@ command = ["/usr/bin/logger"]
     assert!(log.environment.is_empty() && log.groups.is_empty());
     assert_eq!((log.timeout, log.retries), (DEFAULT_HOOK_TIMEOUT, 0));
 }
+
+#[test]
+fn a_hosted_zone_id_loads_with_or_without_the_hostedzone_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["Z0123456789ABC", "/hostedzone/Z0123456789ABC"] {
+        let text = format!(
+            "[agent]\nname = \"gw\"\n[[dns_provider]]\nname = \"r53\"\nkind = \"route53\"\n\
+             hosted_zone_id = \"{id}\"\n"
+        );
+        let c = load(dir.path(), &text);
+        assert_eq!(
+            c.dns_provider("r53").unwrap().hosted_zone_id.as_deref(),
+            Some("Z0123456789ABC"),
+            "{id}"
+        );
+    }
+}

@@ -287,8 +287,10 @@ fn tsig_key(
 
 fn route53(f: &mut Fields, r: &RawDnsProvider, provider: &mut DnsProvider) -> bool {
     let zone_id = f.parsed(&r.hosted_zone_id, "hosted_zone_id", |s| {
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            Ok(s.to_string())
+        // As CreateHostedZone and list-hosted-zones print it, `/hostedzone/Z…`, or bare.
+        let id = s.strip_prefix("/hostedzone/").unwrap_or(s);
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            Ok(id.to_string())
         } else {
             Err(Invalid::new(
                 format!("{s:?} is not a hosted zone id"),
