@@ -586,7 +586,7 @@ fn without_any_source_the_error_names_each_one_tried() {
         env(&[("HOME", home.path().to_str().unwrap())]),
     );
     let err = runtime().block_on(chain.credentials()).unwrap_err();
-    assert_eq!(err.kind, FailureKind::Unavailable, "{err}");
+    assert_eq!(err.kind, FailureKind::Auth, "{err}");
     assert!(
         err.message.contains("none in the environment")
             && err.message.contains("no profile [default]")

@@ -452,8 +452,9 @@ fn without_credentials_the_action_fails_naming_every_source_tried_and_no_secret_
     let a = bed.actions();
     let t = &a["actions"][0];
     assert_eq!(t["state"], "failing", "{a:#}");
-    // The last source's failure decides the kind: here the metadata service refused
-    // (`unavailable`), as on a host whose IMDS is down; the message says the rest.
+    // Every source was tried and none gave credentials: an `auth` failure, whatever the
+    // metadata service said; the message says the rest.
+    assert_eq!(t["last_error"]["kind"], "auth", "{a:#}");
     let message = t["last_error"]["message"].as_str().unwrap();
     assert!(message.contains("no AWS credentials"), "{a:#}");
     assert_eq!(bed.record(), None, "nothing was published");

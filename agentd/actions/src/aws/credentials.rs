@@ -155,6 +155,8 @@ pub struct CredentialChain {
     settings: CredentialSettings,
     env: BTreeMap<String, String>,
     instance: tokio::sync::Mutex<Option<Credentials>>,
+    /// The source last used, to log when it changes.
+    last_source: std::sync::Mutex<Option<String>>,
 }
 
 impl CredentialChain {
@@ -167,6 +169,7 @@ impl CredentialChain {
             settings,
             env: env.into_iter().collect(),
             instance: tokio::sync::Mutex::new(None),
+            last_source: std::sync::Mutex::new(None),
         }
     }
 
@@ -178,13 +181,21 @@ impl CredentialChain {
     /// The credentials to sign with at `now` (which decides whether cached instance
     /// credentials are still fresh).
     pub async fn credentials_at(&self, now: SystemTime) -> ActionResult<Credentials> {
-        if let Some(c) = self.read_env()? {
-            return Ok(c);
+        let c = match self.read_env()? {
+            Some(c) => c,
+            None => match self.read_file()? {
+                Some(c) => c,
+                None => self.read_instance(now).await?,
+            },
+        };
+        let source = c.source.to_string();
+        let mut last = self.last_source.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(source.as_str()) {
+            // Which credentials sign: the one thing to know when AWS refuses them.
+            tracing::info!(source = %source, "AWS credentials");
+            *last = Some(source);
         }
-        if let Some(c) = self.read_file()? {
-            return Ok(c);
-        }
-        self.read_instance(now).await
+        Ok(c)
     }
 
     fn env(&self, name: &str) -> Option<&str> {
@@ -333,8 +344,10 @@ impl CredentialChain {
             Err(e) => {
                 let (file, _, profile, _) = self.file_and_profile();
                 let file = file.map_or("(no HOME)".to_string(), |f| f.display().to_string());
+                // Every source was tried: whatever the metadata service said, the operator's
+                // problem is that there are no credentials, not that AWS is down.
                 Err(Failure::new(
-                    e.kind,
+                    FailureKind::Auth,
                     format!(
                         "no AWS credentials: none in the environment, no profile [{profile}] in \
                          {file}, and instance metadata failed: {}",
