@@ -8,7 +8,13 @@
 //! off is `401 NotAuthenticated`, as OCI answers. Every object has an etag that changes with
 //! each change; a write must carry `if-match` (`428` without, a stricter rule than OCI's, so
 //! that a blind write fails the test) and a stale one is `412`. Another writer is simulated by
-//! [`OciStub::set_record`] and [`OciStub::set_rules`], which change the object and its etag.
+//! [`OciStub::set_record`] and [`OciStub::set_rules`], which change the object and its etag,
+//! and by [`OciStub::set_rules_racing`], whose second change lands right after the next read
+//! of the table is answered: between a reader's GET and its PUT.
+//!
+//! [`OciStub::start_in`] listens inside a test's network namespace instead (on its loopback,
+//! say), for an agentd running there: the socket is made in the namespace and served by the
+//! test's runtime.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +50,8 @@ struct State {
     records: BTreeMap<(String, String, String), (Vec<Value>, u64)>,
     /// Route table OCID → table (JSON, with `routeRules`) and version.
     tables: BTreeMap<String, (Value, u64)>,
+    /// Route table OCID → the rules another writer sets right after the next GET of it.
+    races: BTreeMap<String, Vec<Value>>,
     /// `METHOD path?query → status` of every request, in order.
     log: Vec<String>,
 }
@@ -64,6 +72,28 @@ impl OciStub {
     /// half is `public_key` (DER `RSAPublicKey`).
     pub async fn start(public_key: Vec<u8>, key_id: &str) -> OciStub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        OciStub::serve(listener, public_key, key_id)
+    }
+
+    /// [`OciStub::start`], listening on `addr` inside `ns` (a socket stays in the namespace it
+    /// was made in). Must be called within a tokio runtime, which then serves it.
+    pub fn start_in(
+        ns: &crate::Netns,
+        addr: SocketAddr,
+        public_key: Vec<u8>,
+        key_id: &str,
+    ) -> OciStub {
+        let listener = ns.run_in(move || {
+            let l = std::net::TcpListener::bind(addr)
+                .unwrap_or_else(|e| panic!("binding the OCI stub to {addr}: {e}"));
+            l.set_nonblocking(true).expect("non-blocking listener");
+            l
+        });
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+        OciStub::serve(listener, public_key, key_id)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, public_key: Vec<u8>, key_id: &str) -> OciStub {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             public_key,
@@ -72,6 +102,7 @@ impl OciStub {
             zones: BTreeMap::new(),
             records: BTreeMap::new(),
             tables: BTreeMap::new(),
+            races: BTreeMap::new(),
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -154,6 +185,23 @@ impl OciStub {
             "routeRules": rules,
         });
         s.tables.insert(id.to_string(), (table, v));
+    }
+
+    /// Another writer sets the rules of an existing table to `now`, and to `after_next_read`
+    /// right after the next GET of the table has been answered: a reader that writes on the
+    /// etag of that GET loses the race (`412`).
+    pub fn set_rules_racing(&self, id: &str, now: Vec<Value>, after_next_read: Vec<Value>) {
+        let mut s = self.state.lock().unwrap();
+        let v = s.bump();
+        let (table, version) = s.tables.get_mut(id).expect("set_rules first");
+        table["routeRules"] = Value::Array(now);
+        *version = v;
+        s.races.insert(id.to_string(), after_next_read);
+    }
+
+    /// Whether a race armed by [`OciStub::set_rules_racing`] is still waiting for its read.
+    pub fn race_pending(&self, id: &str) -> bool {
+        self.state.lock().unwrap().races.contains_key(id)
     }
 
     pub fn rules(&self, id: &str) -> Vec<Value> {
@@ -364,7 +412,16 @@ fn route(
                 return error(404, "NotAuthorizedOrNotFound", "route table not found");
             };
             match method {
-                "GET" => answer(200, Some(etag(version)), table),
+                "GET" => {
+                    let resp = answer(200, Some(etag(version)), table.clone());
+                    if let Some(rules) = s.races.remove(*id) {
+                        let v = s.bump();
+                        let mut table = table;
+                        table["routeRules"] = Value::Array(rules);
+                        s.tables.insert(id.to_string(), (table, v));
+                    }
+                    resp
+                }
                 "PUT" => {
                     let Some(m) = if_match else {
                         return error(428, "PreconditionRequired", "if-match required");
