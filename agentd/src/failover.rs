@@ -38,6 +38,20 @@ fn checks_confirm(config: &Config, g: &isthmus_config::RouteGroup, timings: &Tim
     CHECKS_CONFIRM_MIN.max(slowest + timings.interval)
 }
 
+/// How long DNS group `g` waits at start-up for its preferred answer before it publishes a
+/// later one: two rounds of its slowest check, so that a result from before the tunnels were
+/// up is followed by one from after.
+fn dns_start_wait(config: &Config, g: &isthmus_config::DnsGroup) -> Duration {
+    let slowest = config
+        .probes
+        .iter()
+        .filter(|p| g.answers.iter().any(|a| a.checks.contains(&p.name)))
+        .map(|p| p.interval + p.timeout)
+        .max()
+        .unwrap_or_default();
+    CHECKS_CONFIRM_MIN.max(slowest * 2)
+}
+
 pub fn engine_config(config: &Config) -> EngineConfig {
     let h = &config.health;
     let timings = match h.profile {
@@ -97,6 +111,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
                     preempt: g.preempt,
                     failback_after: g.failback_after,
                     hold_down: g.hold_down,
+                    start_wait: dns_start_wait(config, g),
                 }
             })
             .collect(),

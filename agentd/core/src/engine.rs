@@ -112,6 +112,11 @@ pub struct DnsGroupConfig {
     pub preempt: bool,
     pub failback_after: Duration,
     pub hold_down: Duration,
+    /// At start-up (nothing chosen yet), how long a group waits for its preferred answer
+    /// before it publishes a later one: the checks' first results may come before the paths
+    /// to the services are up (the tunnels), and a gateway that restarts must not flip the
+    /// record to the DR answer for a moment. The engine's own settling if shorter.
+    pub start_wait: Duration,
 }
 
 impl DnsGroupConfig {
@@ -408,7 +413,8 @@ impl Engine {
         let settle = now + self.settle;
         for c in groups {
             let Some(g) = self.dns.get_mut(&c.name) else {
-                self.dns.insert(c.name.clone(), DnsGroup::new(c, settle));
+                let wait = now + self.settle.max(c.start_wait);
+                self.dns.insert(c.name.clone(), DnsGroup::new(c, wait));
                 continue;
             };
             let answers_changed = g.config.id != c.id || g.config.answers != c.answers;
@@ -895,6 +901,14 @@ impl Engine {
             }
             g.no_answer_passes = none_passes;
             let from = g.active();
+            // Start-up: only the preferred answer is taken while the group settles.
+            let settling = g.state.settle_until.is_some_and(|t| now < t);
+            if from.is_none()
+                && settling
+                && candidates.first().map(|c| c.health) != Some(Health::Up)
+            {
+                continue;
+            }
             let before = g.state.clone();
             let (to, why) = match g.policy.choose(&mut g.state, &candidates, None, now) {
                 Choice::Stay => continue,

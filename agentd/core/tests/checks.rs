@@ -27,6 +27,7 @@ fn app() -> DnsGroupConfig {
         preempt: true,
         failback_after: secs(30),
         hold_down: secs(5),
+        start_wait: Duration::ZERO,
     }
 }
 
@@ -538,4 +539,39 @@ fn checks_failing_over_the_active_link_only_move_the_group_after_the_confirmatio
         last.0 - failed
     );
     assert_eq!(net.active(B), Some("inet"));
+}
+
+#[test]
+fn at_start_up_a_dns_group_waits_for_its_preferred_answer_rather_than_flip_to_the_dr_one() {
+    // The primary's first check fails (its path is not up yet), the DR's passes: nothing is
+    // published until the primary passes, and the DR answer never is.
+    let mut c = with_app();
+    c.dns_groups[0].start_wait = secs(3);
+    let mut net = Net::new(
+        c.clone(),
+        common::config(Timings::DEFAULT, &LINKS, secs(30)),
+        7,
+    );
+    answers(&mut net, A, &[Fail, Pass]);
+    net.run_until(ms(1500));
+    assert_eq!(
+        net.sides[A].answer("app"),
+        None,
+        "published before the primary could pass"
+    );
+    answers(&mut net, A, &[Pass, Pass]);
+    net.run_for(ms(1));
+    assert_eq!(net.sides[A].answer("app"), Some(0));
+    assert_eq!(
+        answer_changes(&net, A),
+        [(ms(1500), None, 0, SwitchReason::FirstUsable)]
+    );
+
+    // A primary that keeps failing: the DR answer once the wait is over.
+    let mut net = Net::new(c, common::config(Timings::DEFAULT, &LINKS, secs(30)), 7);
+    answers(&mut net, A, &[Fail, Pass]);
+    net.run_until(ms(2900));
+    assert_eq!(net.sides[A].answer("app"), None);
+    net.run_until(ms(3100));
+    assert_eq!(net.sides[A].answer("app"), Some(1));
 }
