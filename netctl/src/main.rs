@@ -41,7 +41,8 @@ enum Cmd {
     Links,
     /// Desired routes against the kernel's, conflicts with routes agentd does not own.
     Routes,
-    /// Pin a route group to a link (make-before-break: the routes move in one step).
+    /// Pin a route group to a link (make-before-break: the routes move in one step). On a
+    /// terminal it shows what will change and asks you to type FAILOVER.
     Failover {
         /// The route group.
         group: String,
@@ -51,6 +52,9 @@ enum Cmd {
         /// Why, for the record.
         #[arg(long)]
         reason: Option<String>,
+        /// Do not ask for confirmation (needed without a terminal, e.g. in scripts).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Release a route group's pin: it returns to automatic link choice.
     Failback {
@@ -105,6 +109,41 @@ enum Exit {
     PermissionDenied = 4,
 }
 
+/// Show what `netctl failover GROUP --to LINK` will change and ask the operator to type
+/// FAILOVER, as the manual runbook does. Without a terminal there is nobody to ask.
+async fn confirm_failover(client: &Client, group: &str, to: &str) -> Result<(), Exit> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "netctl failover: no terminal to confirm on: add --yes to fail over without asking"
+        );
+        return Err(Exit::Failed);
+    }
+    let status = match client.get::<Status>(paths::STATUS).await {
+        Ok(reply) => reply.value,
+        Err(e) => return Err(fail(e, false)),
+    };
+    let actions = client
+        .get::<ActionsStatus>(paths::ACTIONS)
+        .await
+        .map(|r| r.value)
+        .ok();
+    print!(
+        "{}",
+        views::failover_plan(&status, actions.as_ref(), group, to)
+    );
+    print!("Type FAILOVER to go ahead (anything else cancels): ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "FAILOVER" {
+        Ok(())
+    } else {
+        eprintln!("netctl failover: cancelled; nothing changed");
+        Err(Exit::Failed)
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let client = Client::new(args.socket.clone(), Duration::from_secs(args.timeout));
@@ -141,7 +180,17 @@ async fn run(args: &Args, client: &Client) -> Exit {
             json,
             views::routes,
         ),
-        Cmd::Failover { group, to, reason } => {
+        Cmd::Failover {
+            group,
+            to,
+            reason,
+            yes,
+        } => {
+            if !*yes {
+                if let Err(exit) = confirm_failover(client, group, to).await {
+                    return exit;
+                }
+            }
             let body = FailoverRequest {
                 to: to.clone(),
                 reason: reason.clone(),

@@ -171,6 +171,66 @@ pub fn groups(list: &[RouteGroupStatus]) -> String {
     out
 }
 
+/// What `netctl failover GROUP --to LINK` will change, for the operator to confirm.
+pub fn failover_plan(s: &Status, actions: Option<&ActionsStatus>, group: &str, to: &str) -> String {
+    let mut out = String::new();
+    let Some(g) = s.route_groups.iter().find(|g| g.name == group) else {
+        // agentd answers with the precise error.
+        let _ = writeln!(
+            out,
+            "route group {group}: not found on agent {}",
+            s.agent.name
+        );
+        return out;
+    };
+    let from = g.active_link.as_deref().unwrap_or("none (failed closed)");
+    let _ = writeln!(out, "agent {}: fail over route group {group}", s.agent.name);
+    let _ = writeln!(
+        out,
+        "  routes     {} : {from} -> {to}",
+        g.destinations.join(", ")
+    );
+    match s.links.iter().find(|l| l.name == to) {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "  link {to}: health {}, tunnel {}",
+                health(l),
+                l.state.as_str()
+            );
+            if l.health != isthmus_api::Health::Up {
+                let _ = writeln!(
+                    out,
+                    "  !  {to} is not healthy: traffic may not flow over it"
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  !  {to} is not a link of this agent");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  pin        wins over health until `netctl failback {group}`; the peer gateway follows (the pin travels in the probes)"
+    );
+    if let Some(a) = actions {
+        for t in a.actions.iter().filter(|t| t.kind != "dns") {
+            let _ = writeln!(
+                out,
+                "  {} {}: stays on this gateway ({}): a switch between links does not change it",
+                t.kind, t.target, t.desired
+            );
+        }
+    }
+    if g.checks
+        .iter()
+        .any(|c| c.link == to && c.own == isthmus_api::CheckState::Fail)
+    {
+        let _ = writeln!(out, "  !  the group's service checks FAIL over {to}");
+    }
+    out
+}
+
 /// DNS groups and action targets (`netctl actions`), most urgent first: what fails.
 pub fn actions(a: &ActionsStatus) -> String {
     let mut out = String::new();
@@ -582,5 +642,39 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(50 << 20), "50.0 MiB");
+    }
+}
+
+#[cfg(test)]
+mod failover_plan_tests {
+    use super::*;
+
+    fn status() -> Status {
+        serde_json::from_value(serde_json::json!({
+            "agent": {"name": "aws-gw", "version": "0.1.0", "api_version": "v1", "pid": 1,
+                      "uptime_seconds": 5, "caller_access": "write"},
+            "config": {"path": "/etc/isthmus/agentd.toml", "fingerprint": "f", "loaded_seconds_ago": 1,
+                       "reloads_applied": 0, "reloads_rejected": 0},
+            "links": [],
+            "route_groups": [{"name": "oci-vcn", "destinations": ["10.2.0.0/16"],
+                              "links": ["interconnect", "internet"], "active_link": "interconnect"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_plan_names_the_routes_that_move_and_warns_about_an_unknown_link() {
+        let plan = failover_plan(&status(), None, "oci-vcn", "internet");
+        assert!(
+            plan.contains("10.2.0.0/16 : interconnect -> internet"),
+            "{plan}"
+        );
+        assert!(plan.contains("the peer gateway follows"), "{plan}");
+        assert!(
+            plan.contains("internet is not a link of this agent"),
+            "{plan}"
+        );
+        let plan = failover_plan(&status(), None, "nope", "internet");
+        assert!(plan.contains("route group nope: not found"), "{plan}");
     }
 }

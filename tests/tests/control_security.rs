@@ -149,7 +149,7 @@ fn malformed_oversized_and_unknown_requests_get_typed_4xx() {
     );
     assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "{resp:?}");
     assert!(resp.contains(r#""kind":"bad_request""#), "{resp:?}");
-    let unknown = netctl(&sock, &["failover", "nope", "--to", "x"]);
+    let unknown = netctl(&sock, &["failover", "nope", "--to", "x", "--yes"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(unknown.stderr.contains("no route group"), "{unknown:?}");
 

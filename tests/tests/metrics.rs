@@ -554,6 +554,7 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
             "internet",
             "--reason",
             "x",
+            "--yes",
         ],
     );
     assert_ne!(out.code, 0);

@@ -165,9 +165,20 @@ fn moving_the_active_link_loses_no_ping_at_10_ms_intervals() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    let moved = netctl(
+    // Without a terminal there is nobody to confirm: refused in one line, nothing moves.
+    let refused = netctl(
         &sock,
         &["failover", "remote", "--to", "internet", "--reason", "test"],
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("add --yes"), "{refused:?}");
+    assert_eq!(refused.stderr.trim().lines().count(), 1, "{refused:?}");
+    assert_eq!(clouds.aws.active("remote").as_deref(), Some("interconnect"));
+    let moved = netctl(
+        &sock,
+        &[
+            "failover", "remote", "--to", "internet", "--reason", "test", "--yes",
+        ],
     );
     assert_eq!(moved.code, 0, "{moved:?}");
     assert!(
@@ -544,4 +555,46 @@ fn ipv6_destinations_route_through_the_tunnel_and_follow_a_failover() {
     );
     let out = ping6();
     assert!(!out.status.success(), "ping6 went through without agentd");
+}
+
+/// `netctl ARGS` on a pseudo-terminal (util-linux `script`), with `typed` as what the operator
+/// types; the exit code and everything the terminal showed.
+fn netctl_on_terminal(sock: &std::path::Path, args: &str, typed: &str) -> (i32, String) {
+    use std::io::Write;
+    let netctl = isthmus_tests::bin_dir().join("netctl");
+    let cmd = format!("{} --socket {} {args}", netctl.display(), sock.display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs netctl on a pseudo-terminal");
+    // The prompt comes after two requests to agentd: let it be read before typing.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn failover_on_a_terminal_shows_what_will_change_and_moves_only_when_failover_is_typed() {
+    let (clouds, _aws, _oci) = start("rt");
+    clouds.aws.wait_links_up(&LINKS, UP);
+    let sock = clouds.aws.fx.socket();
+    let args = "failover remote --to internet --reason drill";
+    let (code, text) = netctl_on_terminal(&sock, args, "no\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("interconnect -> internet"), "{text}");
+    assert!(text.contains("Type FAILOVER"), "{text}");
+    assert!(text.contains("cancelled; nothing changed"), "{text}");
+    assert_eq!(clouds.aws.active("remote").as_deref(), Some("interconnect"));
+
+    let (code, text) = netctl_on_terminal(&sock, args, "FAILOVER\n");
+    assert_eq!(code, 0, "{text}");
+    clouds.aws.wait_active("remote", "internet", UP);
 }
