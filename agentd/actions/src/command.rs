@@ -324,15 +324,7 @@ mod tests {
             .parse()
             .unwrap();
         let _ = std::fs::remove_file(&pidfile);
-        let mut gone = false;
-        for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.contains(") Z ") {
-                gone = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let gone = gone_within_a_second(child);
         if !gone {
             // SAFETY: kill(2); the test's own child, found by its PID.
             unsafe {
@@ -340,6 +332,18 @@ mod tests {
             }
         }
         assert!(gone, "the backgrounded sleep outlived the dropped run");
+    }
+
+    /// Whether process `pid` is gone (or a zombie) within a second.
+    fn gone_within_a_second(pid: i32) -> bool {
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     #[tokio::test]
@@ -366,15 +370,7 @@ mod tests {
             .unwrap();
         let _ = std::fs::remove_file(&pidfile);
         // The backgrounded sleep was in the group: gone (or a zombie reaped by init soon).
-        let mut gone = false;
-        for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.contains(") Z ") {
-                gone = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let gone = gone_within_a_second(child);
         assert!(gone, "the hook's child {child} outlived the timeout");
     }
 

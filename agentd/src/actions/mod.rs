@@ -223,15 +223,14 @@ pub async fn run(mut rx: mpsc::UnboundedReceiver<ActionsCmd>, reports: mpsc::Sen
         for (id, d) in &desired {
             match workers.get(id) {
                 Some((tx, _)) => {
-                    // A new decision only if what is wanted changed: the first decision time
-                    // of an unchanged want is kept (it measures decision → served).
+                    // The loop keeps the decision time of an unchanged want: only a new
+                    // decision wakes the worker.
                     tx.send_if_modified(|cur| {
-                        if cur.as_ref().map(|c| &c.want) == Some(&d.want) {
-                            false
-                        } else {
+                        let new = cur.as_ref() != Some(d);
+                        if new {
                             *cur = Some(d.clone());
-                            true
                         }
+                        new
                     });
                 }
                 None => {

@@ -12,7 +12,9 @@ use isthmus_actions::{FailureKind, RRset, RecordRef, RecordType as Rtype, TableR
 use isthmus_api::{ActionError, ActionState, ActionStatus, EventKind, EventRecord};
 use isthmus_config::{Config, RecordType};
 
-use crate::actions::{ActionEvent, ActionReport, Cloud, HookReport, HookRun, TargetId, Want};
+use crate::actions::{
+    ActionEvent, ActionReport, Cloud, Desired, HookReport, HookRun, TargetId, Want,
+};
 use crate::events;
 
 /// What each target should hold now.
@@ -176,19 +178,28 @@ struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct ActionBook {
     entries: BTreeMap<TargetId, Entry>,
-    /// What was sent to the adapter last.
-    sent: BTreeMap<TargetId, Want>,
+    /// What was sent to the adapter last: each target's want and when it was decided.
+    sent: BTreeMap<TargetId, Desired>,
 }
 
 impl ActionBook {
-    /// The desired state changed to `wants`: the targets whose want changed are pending. True
-    /// if anything differs from what was sent last.
-    pub fn follow(&mut self, wants: &BTreeMap<TargetId, Want>) -> bool {
-        if &self.sent == wants {
-            return false;
+    /// The desired state is `wants` at `now`: the targets whose want changed are pending and
+    /// decided now; the others keep their decision time (it measures decision → served). The
+    /// complete desired state to send, if anything differs from what was sent last.
+    pub fn follow(
+        &mut self,
+        wants: BTreeMap<TargetId, Want>,
+        now: Instant,
+    ) -> Option<BTreeMap<TargetId, Desired>> {
+        let unchanged = wants.len() == self.sent.len()
+            && wants
+                .iter()
+                .all(|(id, w)| self.sent.get(id).is_some_and(|d| d.want == *w));
+        if unchanged {
+            return None;
         }
         self.entries.retain(|id, _| wants.contains_key(id));
-        for (id, want) in wants {
+        for (id, want) in &wants {
             let e = self.entries.entry(id.clone()).or_insert_with(|| Entry {
                 provider: String::new(),
                 desired: String::new(),
@@ -199,13 +210,23 @@ impl ActionBook {
                 failures: 0,
                 last_error: None,
             });
-            if self.sent.get(id) != Some(want) {
+            if self.sent.get(id).map(|d| &d.want) != Some(want) {
                 e.desired = want.describe();
                 e.state = ActionState::Pending;
             }
         }
-        self.sent = wants.clone();
-        true
+        let sent = std::mem::take(&mut self.sent);
+        self.sent = wants
+            .into_iter()
+            .map(|(id, want)| {
+                let decided = match sent.get(&id) {
+                    Some(d) if d.want == want => d.decided,
+                    _ => now.into(),
+                };
+                (id, Desired { want, decided })
+            })
+            .collect();
+        Some(self.sent.clone())
     }
 
     /// A report from the adapter: update the target, and the event to log, if any.

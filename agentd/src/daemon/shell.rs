@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::actions::{ActionBook, Transition};
 use super::input::{Input, Signal};
 use super::reload::Running;
-use crate::actions::{ActionReport, ActionsCmd, Desired, HookReport, TargetId, Want};
+use crate::actions::{ActionReport, ActionsCmd, HookReport};
 use crate::control::Command;
 use crate::events::{self, EventLog};
 use crate::failover::{self, Failover, ProbeIn};
@@ -179,8 +179,6 @@ pub struct Shell {
     links_started: bool,
     /// Action targets: desired, reported.
     pub(super) action_book: ActionBook,
-    /// When each target's current want was decided.
-    decided_at: BTreeMap<TargetId, (Want, Instant)>,
     /// Route groups decided at least once (their cloud route tables follow them).
     decided_groups: std::collections::BTreeSet<String>,
     pub(super) adapters: Adapters,
@@ -231,7 +229,6 @@ impl Shell {
             phase: Phase::Starting,
             links_started: false,
             action_book: ActionBook::default(),
-            decided_at: BTreeMap::new(),
             decided_groups: std::collections::BTreeSet::new(),
             running,
             adapters,
@@ -319,28 +316,9 @@ impl Shell {
             &self.active_links(),
             &self.decided_groups,
         );
-        if !self.action_book.follow(&wants) {
-            return;
+        if let Some(desired) = self.action_book.follow(wants, now) {
+            let _ = self.adapters.actions.send(ActionsCmd::Apply(desired));
         }
-        self.decided_at.retain(|id, _| wants.contains_key(id));
-        let mut desired = BTreeMap::new();
-        for (id, want) in wants {
-            let decided = match self.decided_at.get(&id) {
-                Some((w, at)) if *w == want => *at,
-                _ => {
-                    self.decided_at.insert(id.clone(), (want.clone(), now));
-                    now
-                }
-            };
-            desired.insert(
-                id,
-                Desired {
-                    want,
-                    decided: decided.into(),
-                },
-            );
-        }
-        let _ = self.adapters.actions.send(ActionsCmd::Apply(desired));
     }
 
     /// The earliest moment something is due (never in the past by more than a millisecond's
