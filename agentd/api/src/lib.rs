@@ -11,6 +11,9 @@
 use isthmus_config::Diagnostic;
 use serde::{Deserialize, Serialize};
 
+mod drill;
+pub use drill::*;
+
 /// The API version in every path. Bump it only for incompatible changes.
 pub const API_VERSION: &str = "v1";
 /// Response header with the agentd package version.
@@ -43,6 +46,12 @@ pub mod paths {
     pub const RELOAD: &str = "/v1/reload";
     /// `GET`: [`crate::ActionsStatus`]: DNS groups and every action target.
     pub const ACTIONS: &str = "/v1/actions";
+    /// `GET`: the current or last [`crate::DrillReport`] (`not_found` if none ran);
+    /// `POST` ([`crate::DrillRequest`]): start one, answering its report in `prechecks`
+    /// (`conflict` while another runs).
+    pub const DRILL: &str = "/v1/drill";
+    /// `POST`: stop the running drill and fail back; answers its report.
+    pub const DRILL_ABORT: &str = "/v1/drill/abort";
 }
 
 /// What a client may do, decided by agentd from the peer credentials of the connection.
@@ -79,6 +88,8 @@ pub enum ErrorKind {
     TooManyClients,
     /// agentd is shutting down.
     ShuttingDown,
+    /// The request conflicts with something in progress (a drill already runs).
+    Conflict,
     /// A bug or an unexpected failure inside agentd.
     Internal,
 }
@@ -94,6 +105,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::ConfigInvalid => 422,
+            ErrorKind::Conflict => 409,
             ErrorKind::TooManyClients => 503,
             ErrorKind::ShuttingDown => 503,
             ErrorKind::Internal => 500,
@@ -296,6 +308,12 @@ pub enum EventKind {
     HookRan,
     /// A hook failed, timed out or could not start.
     HookFailed,
+    /// A drill started on this gateway (`group`, `from`, `to`; `reason`: who and why), or a
+    /// step of it (`reason` says which: switched, verified, failed back, refused, aborted).
+    Drill,
+    /// The peer gateway says a drill is in progress on it (`to`: `started` with `group`) or is
+    /// over (`to`: `ended`).
+    PeerDrill,
     /// A kind this netctl does not know (written by a newer agentd).
     #[serde(other)]
     Unknown,
@@ -303,7 +321,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind agentd writes.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Started,
         EventKind::Stopped,
         EventKind::HealthChanged,
@@ -323,6 +341,8 @@ impl EventKind {
         EventKind::ActionConflict,
         EventKind::HookRan,
         EventKind::HookFailed,
+        EventKind::Drill,
+        EventKind::PeerDrill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -346,6 +366,8 @@ impl EventKind {
             EventKind::ActionConflict => "action_conflict",
             EventKind::HookRan => "hook_ran",
             EventKind::HookFailed => "hook_failed",
+            EventKind::Drill => "drill",
+            EventKind::PeerDrill => "peer_drill",
             EventKind::Unknown => "unknown",
         }
     }
@@ -757,6 +779,7 @@ mod tests {
             ErrorKind::ConfigInvalid,
             ErrorKind::TooManyClients,
             ErrorKind::ShuttingDown,
+            ErrorKind::Conflict,
             ErrorKind::Internal,
         ] {
             let s = kind.http_status();
