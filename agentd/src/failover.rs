@@ -351,6 +351,38 @@ impl Failover {
         })
     }
 
+    /// Pin DNS group `group` to its answer `index` (a drill).
+    pub fn pin_answer(&mut self, group: &str, index: usize, reason: &str, now: Instant) -> bool {
+        {
+            let _ = (group, index, reason, now);
+            false
+        } // STUB
+    }
+
+    pub fn unpin_answer(&mut self, group: &str, now: Instant) -> bool {
+        {
+            let _ = (group, now);
+            false
+        } // STUB
+    }
+
+    pub fn answer_pin_of(&self, group: &str) -> Option<(usize, String)> {
+        {
+            let _ = group;
+            None::<(usize, String)>
+        } // STUB
+    }
+
+    /// Tell the peer, in every probe, that a drill of `group` is in progress (`None`: over).
+    pub fn set_drill(&mut self, group: Option<String>) {
+        let _ = group; // STUB
+    }
+
+    /// The group the peer says it is drilling.
+    pub fn peer_drill(&self) -> Option<String> {
+        None // STUB
+    }
+
     pub fn set_drain(&mut self, link: &str, on: bool, now: Instant) {
         self.engine.set_drain(link, on, now);
     }

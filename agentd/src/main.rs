@@ -6,6 +6,7 @@ mod actions;
 mod clock;
 mod control;
 mod daemon;
+mod drill;
 mod events;
 mod failover;
 mod host;

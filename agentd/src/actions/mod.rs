@@ -155,6 +155,18 @@ pub enum ActionsCmd {
     Apply(BTreeMap<TargetId, Desired>),
     /// Run a hook.
     Hook(HookRun),
+    /// Read a target and say what a write of `want` would change, writing nothing (a drill's
+    /// pre-check); answered with [`Input::DryRun`].
+    DryRun { tag: u64, id: TargetId, want: Want },
+}
+
+/// What a dry run found: `Ok` what a write would do, or why the target cannot be reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DryRunReport {
+    pub tag: u64,
+    pub target: TargetId,
+    pub provider: String,
+    pub result: Result<String, String>,
 }
 
 /// What happened to a target.
@@ -210,6 +222,14 @@ pub async fn run(mut rx: mpsc::UnboundedReceiver<ActionsCmd>, reports: mpsc::Sen
             ActionsCmd::Apply(d) => desired = d,
             ActionsCmd::Hook(run) => {
                 hooks.run(run);
+                continue;
+            }
+            ActionsCmd::DryRun { tag, id, want } => {
+                let (backends, reports) = (backends.clone(), reports.clone());
+                tokio::spawn(async move {
+                    let report = worker::dry_run(tag, id, &want, &backends).await;
+                    let _ = reports.send(Input::DryRun(report)).await;
+                });
                 continue;
             }
         }

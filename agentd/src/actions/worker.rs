@@ -153,6 +153,81 @@ fn backoff(id: &TargetId, failures: u32, initial: Duration, max: Duration) -> Du
     base.mul_f64(frac)
 }
 
+/// Read `id` and compare with `want`, writing nothing.
+pub(super) async fn dry_run(
+    tag: u64,
+    id: TargetId,
+    want: &Want,
+    backends: &Backends,
+) -> super::DryRunReport {
+    let p = &backends.pacing;
+    let provider = describe(&id, want, backends);
+    let unusable = |name: &str| {
+        let why = backends
+            .broken
+            .get(name)
+            .map_or("not built", String::as_str);
+        format!("{name} is unusable: {why}")
+    };
+    let result = match (want, &id) {
+        (
+            Want::Dns {
+                provider: name,
+                rec,
+                rrset,
+            },
+            _,
+        ) => match backends.dns.get(name) {
+            None => Err(unusable(name)),
+            Some(b) if !b.readable() => Ok(format!(
+                "a command provider cannot be read; the drill would publish {}",
+                want.describe()
+            )),
+            Some(b) => bounded(p.timeout, "reading", b.read(rec))
+                .await
+                .map(|seen| match seen {
+                    Some(s) if &s == rrset => format!("holds {} already", want.describe()),
+                    Some(s) => format!(
+                        "reachable; would change {} to {}",
+                        s.values.join(" "),
+                        want.describe()
+                    ),
+                    None => format!("reachable; would create it with {}", want.describe()),
+                })
+                .map_err(|f| f.to_string()),
+        },
+        (Want::Table { routes }, TargetId::RouteTable { cloud, id: table }) => {
+            match backends.tables.get(&(*cloud, table.clone())) {
+                None => Err(unusable(table)),
+                Some(b) => {
+                    let destinations: Vec<String> = routes.keys().cloned().collect();
+                    bounded(p.timeout, "reading", b.read(&destinations))
+                        .await
+                        .map(|seen| {
+                            if &seen.routes == routes {
+                                format!("reachable; holds {} already", want.describe())
+                            } else {
+                                format!(
+                                    "reachable; would change {} to {}",
+                                    super::describe_routes(&seen.routes),
+                                    want.describe()
+                                )
+                            }
+                        })
+                        .map_err(|f| f.to_string())
+                }
+            }
+        }
+        (Want::Table { .. }, TargetId::Dns(_)) => Err("a DNS group cannot hold routes".into()),
+    };
+    super::DryRunReport {
+        tag,
+        target: id,
+        provider,
+        result,
+    }
+}
+
 /// Bound one provider call by the pacing timeout.
 async fn bounded<T>(
     timeout: Duration,

@@ -51,6 +51,9 @@ enum Endpoint {
     Events,
     Probes,
     Actions,
+    DrillGet,
+    DrillStart,
+    DrillAbort,
 }
 
 /// One row of the API: method, path pattern (`{name}` is one path segment), who may call it,
@@ -66,7 +69,7 @@ struct Route {
 /// The API, in one place: adding an endpoint is a row here, a variant of [`Endpoint`] and its
 /// arm in [`dispatch`] (and, if the loop must act, a [`Command`] and its handler in
 /// `daemon/commands.rs`).
-static ROUTES: [Route; 12] = [
+static ROUTES: [Route; 15] = [
     row(Method::GET, paths::STATUS, Access::Read, |_| {
         Endpoint::Status
     }),
@@ -88,6 +91,15 @@ static ROUTES: [Route; 12] = [
     }),
     row(Method::POST, paths::RELOAD, Access::Write, |_| {
         Endpoint::Reload
+    }),
+    row(Method::GET, paths::DRILL, Access::Read, |_| {
+        Endpoint::DrillGet
+    }),
+    row(Method::POST, paths::DRILL, Access::Write, |_| {
+        Endpoint::DrillStart
+    }),
+    row(Method::POST, paths::DRILL_ABORT, Access::Write, |_| {
+        Endpoint::DrillAbort
     }),
     row(
         Method::POST,
@@ -173,12 +185,15 @@ fn route(method: &Method, path: &str) -> Result<(Endpoint, Access), ErrorBody> {
             format!("no endpoint {path}{hint}"),
         ));
     };
-    if *method != row.method {
+    // A path may take more than one method (`/v1/drill`: GET and POST).
+    let same_path = || ROUTES.iter().filter(|r| r.pattern == row.pattern);
+    let Some(row) = same_path().find(|r| r.method == *method) else {
+        let methods: Vec<String> = same_path().map(|r| r.method.to_string()).collect();
         return Err(ErrorBody::new(
             ErrorKind::MethodNotAllowed,
-            format!("{path} takes {}, not {method}", row.method),
+            format!("{path} takes {}, not {method}", methods.join(" or ")),
         ));
-    }
+    };
     Ok(((row.endpoint)(param), row.access))
 }
 
@@ -319,6 +334,27 @@ async fn dispatch(
         Endpoint::Reload => {
             let outcome = ask(ctx, |reply| Command::Reload { reply }).await??;
             Ok(json_response(StatusCode::OK, &outcome))
+        }
+        Endpoint::DrillStart => {
+            let request: isthmus_api::DrillRequest =
+                serde_json::from_slice(&body).map_err(|e| {
+                    ErrorBody::new(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "expected a JSON body {{\"group\": NAME, \"hold_ms\": N, \"rto_target_ms\": N, \"reason\": TEXT}}: {e}"
+                        ),
+                    )
+                })?;
+            let report = ask(ctx, |reply| Command::DrillStart { request, reply }).await??;
+            Ok(json_response(StatusCode::OK, &report))
+        }
+        Endpoint::DrillGet => {
+            let report = ask(ctx, |reply| Command::DrillGet { reply }).await??;
+            Ok(json_response(StatusCode::OK, &report))
+        }
+        Endpoint::DrillAbort => {
+            let report = ask(ctx, |reply| Command::DrillAbort { reply }).await??;
+            Ok(json_response(StatusCode::OK, &report))
         }
     }
 }

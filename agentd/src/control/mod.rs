@@ -66,6 +66,19 @@ pub enum Command {
         limit: usize,
         reply: oneshot::Sender<Vec<EventRecord>>,
     },
+    /// Start a drill.
+    DrillStart {
+        request: isthmus_api::DrillRequest,
+        reply: oneshot::Sender<Result<isthmus_api::DrillReport, ErrorBody>>,
+    },
+    /// The current or last drill.
+    DrillGet {
+        reply: oneshot::Sender<Result<isthmus_api::DrillReport, ErrorBody>>,
+    },
+    /// Stop the running drill and fail back.
+    DrillAbort {
+        reply: oneshot::Sender<Result<isthmus_api::DrillReport, ErrorBody>>,
+    },
 }
 
 /// Who may do what; replaced on reload.

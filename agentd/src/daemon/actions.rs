@@ -315,6 +315,15 @@ impl ActionBook {
         }
     }
 
+    /// Whether every target of `ids` holds its current want, verified (true for none).
+    pub fn all_in_sync(&self, ids: &[TargetId]) -> bool {
+        ids.iter().all(|id| {
+            self.entries
+                .get(id)
+                .is_some_and(|e| e.state == ActionState::InSync)
+        })
+    }
+
     pub fn status(&self, now: Instant) -> Vec<ActionStatus> {
         self.entries
             .iter()

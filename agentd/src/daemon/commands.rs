@@ -42,6 +42,16 @@ pub fn handle(shell: &mut Shell, command: Command, now: Instant) {
         } => {
             let _ = reply.send(shell.events().since(since, limit));
         }
+        Command::DrillStart { request, reply } => {
+            tracing::info!(group = %request.group, "drill requested over the control socket");
+            let _ = reply.send(super::drill::start(shell, request, now));
+        }
+        Command::DrillGet { reply } => {
+            let _ = reply.send(super::drill::get(shell));
+        }
+        Command::DrillAbort { reply } => {
+            let _ = reply.send(super::drill::abort(shell, now));
+        }
     }
 }
 

@@ -6,7 +6,8 @@ use isthmus_config::Report;
 use tokio::sync::oneshot;
 
 use super::reload::Running;
-use crate::actions::{ActionReport, HookReport};
+use crate::actions::{ActionReport, DryRunReport, HookReport};
+use crate::drill::StreamReport;
 use crate::probe::target::ProbeResult;
 use crate::resolve::Resolved;
 use crate::routes::RoutesReport;
@@ -31,6 +32,10 @@ pub enum Input {
     Action(ActionReport),
     /// A hook run ended.
     Hook(HookReport),
+    /// A dry run of an action target ended (a drill's pre-check).
+    DryRun(DryRunReport),
+    /// The drill's probe stream measured.
+    Drill(StreamReport),
     /// The config file was read and checked off the loop (a reload).
     ConfigLoaded {
         result: Result<Running, Report>,

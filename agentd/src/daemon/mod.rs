@@ -10,6 +10,7 @@
 
 pub mod actions;
 pub mod commands;
+pub mod drill;
 pub mod input;
 pub mod reload;
 #[cfg(test)]
@@ -91,6 +92,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (resolver_tx, resolver_rx) = mpsc::unbounded_channel();
     let (targets_tx, targets_rx) = mpsc::unbounded_channel();
     let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+    let (drill_tx, drill_rx) = mpsc::unbounded_channel();
     {
         let _io = io.enter();
         let netlink = netlink::Netlink::connect()?;
@@ -109,6 +111,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         io.spawn(resolve::run(resolver_rx, inputs_tx.clone()));
         io.spawn(targets(targets_rx, inputs_tx.clone()));
         io.spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
+        io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
     let writer = events::spawn_writer(&config.agent.state_dir);
     let history = match tokio::time::timeout(events::HISTORY_WAIT, writer.history).await {
@@ -132,6 +135,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         backends: Box::new(crate::actions::backends::build),
         resolver: resolver_tx,
         targets: targets_tx,
+        drill: drill_tx,
         transport: Box::new(PeerSockets::new(probe_tx)),
         loader: Arc::new(move || reload::load(&path, &opts)),
         on_config: Box::new(move |old, new| {

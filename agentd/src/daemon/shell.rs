@@ -72,6 +72,8 @@ pub struct Adapters {
     pub backends: BuildBackends,
     pub resolver: mpsc::UnboundedSender<Lookup>,
     pub targets: mpsc::UnboundedSender<Vec<Job>>,
+    /// The drill's probe stream.
+    pub drill: mpsc::UnboundedSender<crate::drill::StreamCmd>,
     pub transport: Box<dyn ProbeTransport>,
     pub loader: Loader,
     pub on_config: OnConfig,
@@ -180,7 +182,10 @@ pub struct Shell {
     /// Action targets: desired, reported.
     pub(super) action_book: ActionBook,
     /// Route groups decided at least once (their cloud route tables follow them).
-    decided_groups: std::collections::BTreeSet<String>,
+    pub(super) decided_groups: std::collections::BTreeSet<String>,
+    /// The running or last drill, and when it needs a look next.
+    pub(super) drill: Option<crate::drill::Drill>,
+    pub(super) drill_tick: Instant,
     pub(super) adapters: Adapters,
     /// For adapters started from the loop (config loads on the blocking pool).
     pub(super) inputs: mpsc::Sender<Input>,
@@ -230,6 +235,8 @@ impl Shell {
             links_started: false,
             action_book: ActionBook::default(),
             decided_groups: std::collections::BTreeSet::new(),
+            drill: None,
+            drill_tick: now,
             running,
             adapters,
             inputs,
@@ -331,6 +338,9 @@ impl Shell {
         if let Some(w) = self.next_watchdog {
             d = d.min(w);
         }
+        if self.drill.as_ref().is_some_and(|x| !x.is_over()) {
+            d = d.min(self.drill_tick);
+        }
         match self.phase {
             Phase::Releasing { until } | Phase::StoppingLinks { until } => d = d.min(until),
             _ => {}
@@ -370,6 +380,10 @@ impl Shell {
         }
         self.failover.handle_timeout(now);
         self.after_engine(now);
+        if now >= self.drill_tick {
+            self.drill_tick = now + super::drill::TICK;
+            super::drill::tick(self, now);
+        }
     }
 
     /// Every [`MAINTAIN_EVERY`]: retries and lookups that wait on nobody.
@@ -427,6 +441,8 @@ impl Shell {
             Input::ConfigLoaded { result, reply } => self.finish_reload(result, reply, now),
             Input::Action(report) => self.on_action(report, now),
             Input::Hook(report) => self.on_hook(&report),
+            Input::DryRun(report) => super::drill::on_dry_run(self, report),
+            Input::Drill(report) => super::drill::on_stream(self, report),
         }
     }
 
@@ -740,6 +756,11 @@ impl Shell {
         });
         self.last_desired = Some((desired, host));
         self.sent
+    }
+
+    /// Whether the kernel holds every route asked for so far.
+    pub(super) fn routes_applied(&self) -> bool {
+        self.applied >= self.sent
     }
 
     /// Run `step` once the routes of `generation` are applied.

@@ -332,6 +332,8 @@ impl Gateway {
             backends: Box::new(crate::actions::backends::build),
             resolver: resolver_tx,
             targets: targets_tx,
+            // No probe stream in the test bed: drills are tested end to end.
+            drill: tokio::sync::mpsc::unbounded_channel().0,
             transport: Box::new(FakeTransport {
                 side,
                 net,

@@ -89,6 +89,74 @@ pub(super) async fn ping(
     }
 }
 
+/// An echo socket kept open for a stream of requests (the dense probe stream of a drill):
+/// opened and bound like a check's, each request carrying the stream's own nonce.
+pub(crate) struct EchoSocket {
+    fd: AsyncFd<Socket>,
+    kind: IcmpSocket,
+    v6: bool,
+    ident: u16,
+}
+
+impl EchoSocket {
+    /// A datagram socket where allowed, else a raw one; bound to `source` and `device`,
+    /// connected to `peer`.
+    pub(crate) fn open(
+        peer: IpAddr,
+        source: Option<IpAddr>,
+        device: Option<&str>,
+    ) -> io::Result<EchoSocket> {
+        let from = Origin { source, device };
+        let (socket, kind) = open_icmp(peer, from, &[IcmpSocket::Datagram, IcmpSocket::Raw])
+            .map_err(|_| io::Error::other("cannot open an icmp socket"))?;
+        // SAFETY: as in `ping`: the `AsyncFd` owns the `Socket` and its fd.
+        let fd = unsafe { AsyncFd::register(socket) }?;
+        Ok(EchoSocket {
+            fd,
+            kind,
+            v6: peer.is_ipv6(),
+            ident: std::process::id() as u16,
+        })
+    }
+
+    /// Send request `seq` with `nonce` in its payload.
+    pub(crate) async fn send(&self, seq: u16, nonce: u64) -> io::Result<()> {
+        let request = echo_request(self.v6, self.ident, seq, nonce);
+        self.fd
+            .async_io(Interest::WRITABLE, |s| s.send(&request))
+            .await
+            .map(|_| ())
+    }
+
+    /// The next reply to one of our requests: its nonce (other datagrams are skipped).
+    pub(crate) async fn recv(&self) -> io::Result<u64> {
+        let mut buf = [0u8; 2048];
+        let want_ident = (self.kind == IcmpSocket::Raw).then_some(self.ident);
+        loop {
+            let n = self
+                .fd
+                .async_io(Interest::READABLE, |mut s| s.read(&mut buf))
+                .await?;
+            let packet = buf.get(..n).unwrap_or_default();
+            let icmp = if self.kind == IcmpSocket::Raw && !self.v6 {
+                strip_ipv4_header(packet)
+            } else {
+                Some(packet)
+            };
+            let Some(icmp) = icmp else { continue };
+            let nonce = icmp
+                .get(16..24)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
+            let Some(nonce) = nonce else { continue };
+            let seq = icmp.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if seq.is_some_and(|seq| is_our_reply(icmp, self.v6, want_ident, seq, nonce)) {
+                return Ok(nonce);
+            }
+        }
+    }
+}
+
 fn open_icmp(
     peer: IpAddr,
     from: Origin<'_>,

@@ -12,7 +12,7 @@
 //! deciding what a failed check means is the core's business.
 
 mod http;
-mod icmp;
+pub(crate) mod icmp;
 mod schedule;
 mod tcp;
 #[cfg(test)]
