@@ -339,6 +339,32 @@ impl Side {
         }
     }
 
+    /// Wait until `link`'s health (per `netctl --json links`) is `health`.
+    pub fn wait_health(&self, link: &str, health: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = netctl(&self.fx.socket(), &["--json", "links"]);
+            let now = (out.code == 0)
+                .then(|| {
+                    out.json()
+                        .as_array()?
+                        .iter()
+                        .find(|l| l["name"] == link)
+                        .and_then(|l| l["health"].as_str().map(str::to_owned))
+                })
+                .flatten();
+            if now.as_deref() == Some(health) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: link {link} not {health} (it is {now:?})",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The link carrying route group `group` (per `netctl --json status`); `None` also while
     /// agentd does not answer.
     pub fn active(&self, group: &str) -> Option<String> {
