@@ -498,6 +498,10 @@ pub fn log_event(e: &Event) {
             }
             None => tracing::warn!(group = %group, "no dns answer passes its checks"),
         },
+        Event::PeerDrill { group, .. } => match group {
+            Some(group) => tracing::info!(group = %group, "the peer runs a failover drill"),
+            None => tracing::info!("the peer's failover drill is over"),
+        },
     }
 }
 
@@ -598,6 +602,15 @@ pub fn to_record(
             );
             r.group = Some(group.clone());
             r.to = keeping.map(|i| answer(group, i));
+            (r, wall(at))
+        }
+        Event::PeerDrill { group, at } => {
+            let mut r = match group {
+                Some(_) => events::record(EventKind::PeerDrill, "the peer runs a failover drill"),
+                None => events::record(EventKind::PeerDrill, "the peer's failover drill is over"),
+            };
+            r.group = group.clone();
+            r.to = Some(if group.is_some() { "started" } else { "ended" }.into());
             (r, wall(at))
         }
     }

@@ -16,6 +16,16 @@
 //! link are trusted only while this end sees the link carry traffic: when its own view is
 //! down (or not yet known) they are forgotten, as they may be old.
 //!
+//! Answer pins and drill notices (docs/failover.md, docs/protocol.md): an operator can pin a
+//! DNS group to one of its answers ([`Engine::pin_answer`]); the pin wins over the checks, at
+//! both gateways, until released, because the two gateways write the same record and must
+//! never publish different answers. Every version-2 probe carries this side's answer pins
+//! (the `ANSWER_PINS` TLV) and the group a drill of this side's moves ([`Engine::set_drill`],
+//! the `DRILL` TLV). The peer follows a peer pin unless it holds its own, and reports the
+//! peer's drill ([`Event::PeerDrill`]); both end when fresh probes stop carrying them or
+//! when no probe of the peer has arrived for [`Engine::peer_timeout`] (see `notice` for how
+//! probes on links of different latency are reconciled).
+//!
 //! Version negotiation: requests go out in version 1, with the capability bit, until the peer
 //! is known to speak version 2 (a version-2 packet or the bit); then in version 2. A version-1
 //! packet without the bit (a peer rolled back to an older agentd) returns to version 1. Every
@@ -26,9 +36,10 @@ use std::time::{Duration, Instant};
 
 use crate::checks::{answer_health, CheckState, PeerChecks};
 use crate::health::{Damping, Figures, Health, LinkHealth, Thresholds, View};
+use crate::notice::Notices;
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
 use crate::profile::Timings;
-use crate::wire::{self, Authenticator, Kind, Packet, ProbeDrop, Tail};
+use crate::wire::{self, AnswerPin, Authenticator, Kind, Packet, ProbeDrop, Tail};
 
 /// A datagram to send to the peer on a link's probe socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,10 +249,19 @@ pub enum Event {
         keeping: Option<usize>,
         at: Instant,
     },
+    /// The peer's drill notice started, changed or ended: `group` is the group a failover drill
+    /// on the peer moves (`None`: no drill there any more, or the peer cannot be heard).
+    PeerDrill { group: Option<String>, at: Instant },
 }
 
 struct Pin {
     link: String,
+    reason: String,
+}
+
+/// An operator's pin of a DNS group to one of its answers.
+struct AnswerPinned {
+    answer: usize,
     reason: String,
 }
 
@@ -252,6 +272,11 @@ struct DnsGroup {
     /// This side's check state of each answer (`answers` long).
     own: Vec<CheckState>,
     no_answer_passes: bool,
+    /// This side's pin.
+    pin: Option<AnswerPinned>,
+    /// A pin (this side's or the peer's) held the group at the last decision: a switch right
+    /// after it ends is the pin's release.
+    held: bool,
 }
 
 impl DnsGroup {
@@ -264,12 +289,21 @@ impl DnsGroup {
             state,
             own: vec![CheckState::Unknown; config.answers],
             no_answer_passes: false,
+            pin: None,
+            held: false,
         }
     }
 
     fn active(&self) -> Option<usize> {
         self.state.active.as_deref().and_then(|a| a.parse().ok())
     }
+}
+
+/// The answer the peer's `pins` pin DNS group `g` to, if in range.
+fn peer_pin_of(pins: &[AnswerPin], g: &DnsGroup) -> Option<usize> {
+    let pin = pins.iter().find(|p| p.group == g.config.id)?;
+    let answer = usize::from(pin.answer);
+    (answer < g.config.answers).then_some(answer)
 }
 
 /// The newest trusted report of the peer's for DNS group `id` with `answers` answers.
@@ -308,6 +342,14 @@ pub struct Engine {
     /// The peer's latest trusted verdicts per link, with their arrival time.
     peer_checks: BTreeMap<String, (Instant, PeerChecks)>,
     dns: BTreeMap<String, DnsGroup>,
+    /// The group a failover drill of this side's moves, for the peer.
+    drill: Option<String>,
+    /// The peer's drill notice, per link.
+    peer_drill: Notices<Option<String>>,
+    /// The peer's drill as the last [`Event::PeerDrill`] (or none) said.
+    reported_peer_drill: Option<String>,
+    /// The peer's answer pins, per link.
+    peer_answer_pins: Notices<Vec<AnswerPin>>,
 }
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
@@ -343,6 +385,10 @@ impl Engine {
             checks: BTreeMap::new(),
             peer_checks: BTreeMap::new(),
             dns: BTreeMap::new(),
+            drill: None,
+            peer_drill: Notices::default(),
+            reported_peer_drill: None,
+            peer_answer_pins: Notices::default(),
         };
         e.update_config(config, now);
         e
@@ -367,6 +413,8 @@ impl Engine {
         self.wires.retain(|n, _| names.contains(n.as_str()));
         self.replies.retain(|t| names.contains(t.link.as_str()));
         self.peer_checks.retain(|n, _| names.contains(n.as_str()));
+        self.peer_drill.retain_links(|n| names.contains(n));
+        self.peer_answer_pins.retain_links(|n| names.contains(n));
         for l in &config.links {
             self.wires.entry(l.name.clone()).or_default();
             let (t, th, d) = (config.timings, config.thresholds, config.damping);
@@ -406,7 +454,8 @@ impl Engine {
 
     /// DNS groups that stay keep their state; one whose answers changed (another id or count)
     /// keeps publishing the answer at the same index (or the last one) until its new checks
-    /// decide, with its check states starting over.
+    /// decide, with its check states starting over and its pin released (an index may now
+    /// name another answer).
     fn update_dns_groups(&mut self, groups: &[DnsGroupConfig], now: Instant) {
         let names: BTreeSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         self.dns.retain(|n, _| names.contains(n.as_str()));
@@ -489,6 +538,29 @@ impl Engine {
         })
     }
 
+    /// What our version-2 probes on `link` carry besides the size fields: service checks, the
+    /// drill notice, the answer pins.
+    fn own_tail(&self, link: &str) -> Tail {
+        Tail {
+            checks: self.own_checks(link),
+            drill: self.drill.clone(),
+            answer_pins: self
+                .dns
+                .values()
+                .filter_map(|g| {
+                    let pin = g.pin.as_ref()?;
+                    // Past the wire format's answers, a pin stays local.
+                    let answer = u8::try_from(pin.answer).ok()?;
+                    Some(AnswerPin {
+                        group: g.config.id,
+                        answer,
+                    })
+                })
+                .collect(),
+            ..Tail::default()
+        }
+    }
+
     /// The peer's trusted verdict over `link`.
     fn peer_link_checks(&self, link: &str) -> Option<CheckState> {
         self.peer_checks.get(link).and_then(|(_, c)| c.link)
@@ -502,6 +574,8 @@ impl Engine {
         if let Some(w) = self.wires.get_mut(link) {
             if key.is_some() {
                 w.peer_version = 0;
+                self.peer_drill.forget(link);
+                self.peer_answer_pins.forget(link);
             }
             w.key = key;
         }
@@ -532,9 +606,10 @@ impl Engine {
                 sent_us: micros(self.epoch, now),
                 view,
                 speaks_v2: true,
-                tail: Tail {
-                    checks: v2.then(|| self.own_checks(&link)).flatten(),
-                    ..Tail::default()
+                tail: if v2 {
+                    self.own_tail(&link)
+                } else {
+                    Tail::default()
                 },
             };
             let bytes = wire::encode(key, &packet);
@@ -622,6 +697,14 @@ impl Engine {
                 self.peer_checks.remove(link);
             }
         }
+        // A version-1 packet of a peer that speaks version 2 (sent before it learnt that we
+        // do, or answering our version-1 request) cannot carry notices: it says nothing of
+        // them. One of a peer that speaks version 1 only says there are none.
+        if p.version >= wire::V2 || !p.speaks_v2 {
+            self.peer_drill.handle(link, p.tail.drill.clone(), at);
+            self.peer_answer_pins
+                .handle(link, p.tail.answer_pins.clone(), at);
+        }
         self.check_ranking(link, p.view, at);
         self.decide(at);
         if p.kind == Kind::Request {
@@ -639,6 +722,16 @@ impl Engine {
         ) else {
             return;
         };
+        let mut tail = if request.version >= wire::V2 {
+            self.own_tail(link)
+        } else {
+            Tail::default()
+        };
+        // A padded request is a path-MTU probe: say which size arrived.
+        tail.confirms_size = request
+            .tail
+            .pad_to
+            .map(|_| u16::try_from(size).unwrap_or(u16::MAX));
         let reply = Packet {
             version: request.version,
             kind: Kind::Reply,
@@ -646,17 +739,7 @@ impl Engine {
             sent_us: request.sent_us,
             view,
             speaks_v2: true,
-            tail: Tail {
-                // A padded request is a path-MTU probe: say which size arrived.
-                confirms_size: request
-                    .tail
-                    .pad_to
-                    .map(|_| u16::try_from(size).unwrap_or(u16::MAX)),
-                checks: (request.version >= wire::V2)
-                    .then(|| self.own_checks(link))
-                    .flatten(),
-                ..Tail::default()
-            },
+            tail,
         };
         let bytes = wire::encode(key, &reply);
         self.replies.push_back(Transmit {
@@ -753,6 +836,72 @@ impl Engine {
             .map(|p| (p.link.as_str(), p.reason.as_str()))
     }
 
+    /// Pin DNS group `group` to its answer `answer` (an index into its answers), with the
+    /// operator's reason: the answer is published whatever the checks say, here and at the
+    /// peer (which follows unless it holds a pin of its own), until released. False for an
+    /// unknown group or an index out of range.
+    pub fn pin_answer(&mut self, group: &str, answer: usize, reason: &str, now: Instant) -> bool {
+        let Some(g) = self.dns.get_mut(group) else {
+            return false;
+        };
+        if answer >= g.config.answers {
+            return false;
+        }
+        g.pin = Some(AnswerPinned {
+            answer,
+            reason: reason.to_owned(),
+        });
+        self.decide(now);
+        true
+    }
+
+    /// Release DNS group `group`'s pin: back to the automatic choice at once (no failback
+    /// wait), unless the peer still pins the group. False if it held no pin.
+    pub fn unpin_answer(&mut self, group: &str, now: Instant) -> bool {
+        let Some(g) = self.dns.get_mut(group) else {
+            return false;
+        };
+        if g.pin.take().is_none() {
+            return false;
+        }
+        g.state.released = true;
+        self.decide(now);
+        true
+    }
+
+    /// This side's pin of DNS group `group`: the answer's index and the reason.
+    pub fn answer_pin_of(&self, group: &str) -> Option<(usize, &str)> {
+        let pin = self.dns.get(group)?.pin.as_ref()?;
+        Some((pin.answer, pin.reason.as_str()))
+    }
+
+    /// The answer the peer pins DNS group `group` to, as fresh probes of its say (whether or
+    /// not this side follows it: its own pin wins).
+    pub fn peer_answer_pin(&self, group: &str) -> Option<usize> {
+        let g = self.dns.get(group)?;
+        peer_pin_of(&self.peer_answer_pins.current(), g)
+    }
+
+    /// Say (or stop saying) in every version-2 probe that a failover drill of this side's
+    /// moves group `drill`, so that the peer knows the switch is planned.
+    pub fn set_drill(&mut self, drill: Option<String>) {
+        self.drill = drill;
+    }
+
+    /// The group a failover drill on the peer moves, as fresh probes of its say.
+    pub fn peer_drill(&self) -> Option<&str> {
+        self.reported_peer_drill.as_deref()
+    }
+
+    /// How long what the peer says of itself (drill notice, answer pins) holds without a
+    /// probe of its renewing it: the time it takes to declare a link down (0.65 s with the
+    /// default profile). The peer repeats it in every probe, several a second on every link,
+    /// so silence that long means this side cannot hear the peer, and cannot hear it end
+    /// either.
+    pub fn peer_timeout(&self) -> Duration {
+        self.config.timings.detection_bound()
+    }
+
     /// Drain (or undrain) a link: every group leaves it unless nothing else is usable.
     pub fn set_drain(&mut self, link: &str, on: bool, now: Instant) {
         if on {
@@ -772,6 +921,17 @@ impl Engine {
     }
 
     fn decide_with(&mut self, now: Instant, released: Option<&str>) {
+        let fresh_for = self.peer_timeout();
+        self.peer_drill.expire(now, fresh_for);
+        self.peer_answer_pins.expire(now, fresh_for);
+        let drill = self.peer_drill.current();
+        if drill != self.reported_peer_drill {
+            self.reported_peer_drill = drill.clone();
+            self.events.push_back(Event::PeerDrill {
+                group: drill,
+                at: now,
+            });
+        }
         // Health changes first, as events.
         for (name, l) in &self.links {
             let h = self.effective(l);
@@ -877,6 +1037,7 @@ impl Engine {
     /// Each DNS group's answer: both gateways' verdicts per answer as candidates of the
     /// route-group policy; never a switch to no answer.
     fn decide_dns(&mut self, now: Instant) {
+        let peer_pins = self.peer_answer_pins.current();
         for (name, g) in self.dns.iter_mut() {
             let peer = peer_answers(&self.peer_checks, g.config.id, g.config.answers);
             let candidates: Vec<Candidate> = g
@@ -901,16 +1062,28 @@ impl Engine {
             }
             g.no_answer_passes = none_passes;
             let from = g.active();
-            // Start-up: only the preferred answer is taken while the group settles.
+            // This side's pin wins over the peer's; either wins over the checks.
+            let local_pin = g.pin.as_ref();
+            let pin = local_pin
+                .map(|p| p.answer)
+                .or_else(|| peer_pin_of(&peer_pins, g))
+                .map(|i| i.to_string());
+            let released = std::mem::replace(&mut g.held, pin.is_some()) && pin.is_none();
+            // Start-up: only the preferred answer is taken while the group settles (a pin is
+            // the operator's word, taken at once).
             let settling = g.state.settle_until.is_some_and(|t| now < t);
             if from.is_none()
+                && pin.is_none()
                 && settling
                 && candidates.first().map(|c| c.health) != Some(Health::Up)
             {
                 continue;
             }
             let before = g.state.clone();
-            let (to, why) = match g.policy.choose(&mut g.state, &candidates, None, now) {
+            let (to, why) = match g
+                .policy
+                .choose(&mut g.state, &candidates, pin.as_deref(), now)
+            {
                 Choice::Stay => continue,
                 Choice::Switch { to: None, .. } => {
                     // Keep what is published: no answer is better than a failing one.
@@ -927,10 +1100,16 @@ impl Engine {
                 g.state.settle_until = Some(now + self.settle);
             }
             let reason = match why {
+                Why::Pinned => match local_pin {
+                    Some(p) => SwitchReason::Manual(p.reason.clone()),
+                    None => SwitchReason::PeerPin,
+                },
+                // Whatever moved the group back to the automatic choice, the release allowed it.
+                _ if released => SwitchReason::Released,
                 Why::FirstUsable => SwitchReason::FirstUsable,
                 Why::Failback => SwitchReason::Failback,
-                // Unusable, degraded (passing at one gateway only): the checks decided. DNS
-                // groups have no pins, and no switch to nothing gets here.
+                // Unusable, degraded (passing at one gateway only): the checks decided. No
+                // switch to nothing gets here.
                 _ => SwitchReason::ChecksFailing,
             };
             self.events.push_back(Event::AnswerChanged {
@@ -964,7 +1143,17 @@ impl Engine {
             .dns
             .values()
             .filter_map(|g| g.policy.deadline(&g.state));
-        links.chain(groups).chain(dns).min()
+        // What the peer says ends when it is no longer renewed.
+        let fresh_for = self.peer_timeout();
+        let notices = [
+            self.peer_drill.deadline(fresh_for),
+            self.peer_answer_pins.deadline(fresh_for),
+        ];
+        links
+            .chain(groups)
+            .chain(dns)
+            .chain(notices.into_iter().flatten())
+            .min()
     }
 
     pub fn active(&self, group: &str) -> Option<&str> {

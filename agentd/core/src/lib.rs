@@ -11,15 +11,19 @@
 //! - [`health`]: one link's probe schedule, loss/RTT/jitter windows, health state and damping;
 //! - [`policy`]: one route group's choice of active link;
 //! - [`wire`]: the probe packets of every protocol version, authenticated by the shell's key;
-//! - [`engine`]: all of it together, with pins, drains, the peer's views and versions.
+//! - [`engine`]: all of it together, with pins (of route groups and of DNS answers), drains,
+//!   drill notices, the peer's views and versions;
 //! - [`checks`]: service-check verdicts, what the gateways tell each other of them, and how
 //!   both gateways' verdicts combine;
-//! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too).
+//! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too);
+//! - `notice`: what the peer says of itself on every link (a drill, its answer pins), and
+//!   which of it holds now.
 
 pub mod checks;
 pub mod engine;
 pub mod fnv;
 pub mod health;
+mod notice;
 pub mod policy;
 pub mod profile;
 pub mod wire;
@@ -31,4 +35,4 @@ pub use engine::{
 };
 pub use health::{Figures, Health, View};
 pub use profile::Timings;
-pub use wire::{Authenticator, ProbeDrop};
+pub use wire::{AnswerPin, Authenticator, ProbeDrop};

@@ -16,6 +16,9 @@
 //! - The `SERVICE_CHECKS` TLV ([`tlv::SERVICE_CHECKS`]) carries the sender's service-check
 //!   verdicts ([`PeerChecks`]): one state for the route groups over this link, and one per
 //!   answer of every DNS group it serves.
+//! - The `DRILL` TLV ([`tlv::DRILL`]) names the group a failover drill of the sender's moves,
+//!   and the `ANSWER_PINS` TLV ([`tlv::ANSWER_PINS`]) lists the DNS groups the sender's
+//!   operator pinned to an answer ([`AnswerPin`]), so that the peer publishes the same one.
 //!
 //! The version byte is inside what the tag covers, so one key serves every version: a packet
 //! cannot be replayed as another version without breaking its tag.
@@ -58,14 +61,35 @@ pub mod tlv {
     /// then per group its id (4 bytes), its number of answers (1 byte, at most 32) and one
     /// state byte per answer.
     pub const SERVICE_CHECKS: u8 = 0x03;
-    /// Reserved: a failover drill in progress.
+    /// A failover drill of the sender's is in progress: byte 0 the length n of the drilled
+    /// group's name (at most 64), then its n bytes of UTF-8.
     pub const DRILL: u8 = 0x04;
     /// Reserved: the sender's HA role and the revision of its lease.
     pub const HA_ROLE: u8 = 0x05;
+    /// The sender's answer pins ([`super::AnswerPin`]): byte 0 the number of pins (at most
+    /// 64), then per pin the DNS group's id (4 bytes) and the pinned answer's index (1 byte,
+    /// below 32).
+    pub const ANSWER_PINS: u8 = 0x06;
     /// Reserved, never sent (a zeroed tail must not look like a meaningful TLV).
     pub const RESERVED_ZERO: u8 = 0x00;
     /// Reserved for a future extended-type scheme.
     pub const RESERVED_FF: u8 = 0xFF;
+}
+
+/// The longest drilled group's name a [`tlv::DRILL`] TLV carries, in bytes: longer names are
+/// cut on a character boundary when sending.
+pub const MAX_DRILL_NAME: usize = 64;
+/// The most answer pins one [`tlv::ANSWER_PINS`] TLV carries (one per DNS group, as many as
+/// the service-checks TLV reports).
+pub const MAX_ANSWER_PINS: usize = MAX_DNS_GROUPS;
+
+/// A DNS group pinned to one of its answers by the sender's operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AnswerPin {
+    /// [`crate::dns_group_id`] of the group.
+    pub group: u32,
+    /// The pinned answer's index, below [`MAX_ANSWERS`] on the wire.
+    pub answer: u8,
 }
 
 /// Computes the tag of a packet; the shell implements it with its key. The core compares the
@@ -132,6 +156,12 @@ pub struct Tail {
     /// The sender's service-check verdicts ([`tlv::SERVICE_CHECKS`]). Sending: groups past
     /// the 64th, and groups of more than 32 answers, are left out.
     pub checks: Option<PeerChecks>,
+    /// The group a failover drill of the sender's moves ([`tlv::DRILL`]). Sending: cut to
+    /// [`MAX_DRILL_NAME`] bytes on a character boundary.
+    pub drill: Option<String>,
+    /// The sender's answer pins ([`tlv::ANSWER_PINS`]); empty: none (no TLV is sent).
+    /// Sending: pins past the 64th, and answers from index 32 on, are left out.
+    pub answer_pins: Vec<AnswerPin>,
     /// Other TLVs, in order (unknown ones on receipt).
     pub other: Vec<Tlv>,
 }
@@ -183,6 +213,16 @@ pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
         }
         if let Some(checks) = &p.tail.checks {
             put(&mut b, tlv::SERVICE_CHECKS, &encode_checks(checks));
+        }
+        if let Some(group) = &p.tail.drill {
+            put(&mut b, tlv::DRILL, &encode_drill(group));
+        }
+        if !p.tail.answer_pins.is_empty() {
+            put(
+                &mut b,
+                tlv::ANSWER_PINS,
+                &encode_answer_pins(&p.tail.answer_pins),
+            );
         }
         for t in &p.tail.other {
             put(&mut b, t.code, &t.value);
@@ -278,6 +318,8 @@ fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
                 _ => return Err(ProbeDrop::Malformed),
             },
             tlv::SERVICE_CHECKS => tail.checks = Some(decode_checks(value)?),
+            tlv::DRILL => tail.drill = Some(decode_drill(value)?),
+            tlv::ANSWER_PINS => tail.answer_pins = decode_answer_pins(value)?,
             _ => tail.other.push(Tlv {
                 code,
                 value: value.to_vec(),
@@ -338,4 +380,76 @@ fn decode_checks(v: &[u8]) -> Result<PeerChecks, ProbeDrop> {
         rest = &after[n..];
     }
     Ok(PeerChecks { link, dns })
+}
+
+/// The value of a [`tlv::DRILL`] TLV: the name cut to [`MAX_DRILL_NAME`] bytes on a character
+/// boundary, after its length.
+fn encode_drill(group: &str) -> Vec<u8> {
+    let mut end = group.len().min(MAX_DRILL_NAME);
+    while !group.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &group.as_bytes()[..end];
+    let mut v = Vec::with_capacity(1 + name.len());
+    // At most MAX_DRILL_NAME (64): fits a byte.
+    v.push(name.len() as u8);
+    v.extend_from_slice(name);
+    v
+}
+
+/// A [`tlv::DRILL`] value: empty, a length over [`MAX_DRILL_NAME`] or past the value, or a
+/// name that is not UTF-8 is malformed; bytes after the name are ignored (room to grow).
+fn decode_drill(v: &[u8]) -> Result<String, ProbeDrop> {
+    let [n, ref rest @ ..] = *v else {
+        return Err(ProbeDrop::Malformed);
+    };
+    let n = usize::from(n);
+    if n > MAX_DRILL_NAME {
+        return Err(ProbeDrop::Malformed);
+    }
+    let name = rest.get(..n).ok_or(ProbeDrop::Malformed)?;
+    String::from_utf8(name.to_vec()).map_err(|_| ProbeDrop::Malformed)
+}
+
+/// The value of a [`tlv::ANSWER_PINS`] TLV; what the format cannot carry is left out.
+fn encode_answer_pins(pins: &[AnswerPin]) -> Vec<u8> {
+    let mut seen = std::collections::BTreeSet::new();
+    let pins: Vec<&AnswerPin> = pins
+        .iter()
+        .filter(|p| usize::from(p.answer) < MAX_ANSWERS && seen.insert(p.group))
+        .take(MAX_ANSWER_PINS)
+        .collect();
+    let mut v = Vec::with_capacity(1 + pins.len() * 5);
+    // At most MAX_ANSWER_PINS (64): fits a byte.
+    v.push(pins.len() as u8);
+    for p in pins {
+        v.extend_from_slice(&p.group.to_be_bytes());
+        v.push(p.answer);
+    }
+    v
+}
+
+/// A [`tlv::ANSWER_PINS`] value: empty, shorter than its count says, over 64 pins, an answer
+/// index of 32 or more, or two pins of one group (which would the receiver follow?) is
+/// malformed; bytes after the last pin are ignored (room to grow).
+fn decode_answer_pins(v: &[u8]) -> Result<Vec<AnswerPin>, ProbeDrop> {
+    let [count, ref rest @ ..] = *v else {
+        return Err(ProbeDrop::Malformed);
+    };
+    let count = usize::from(count);
+    if count > MAX_ANSWER_PINS || rest.len() < count * 5 {
+        return Err(ProbeDrop::Malformed);
+    }
+    let mut pins: Vec<AnswerPin> = Vec::with_capacity(count);
+    for p in rest[..count * 5].chunks_exact(5) {
+        let pin = AnswerPin {
+            group: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+            answer: p[4],
+        };
+        if usize::from(pin.answer) >= MAX_ANSWERS || pins.iter().any(|q| q.group == pin.group) {
+            return Err(ProbeDrop::Malformed);
+        }
+        pins.push(pin);
+    }
+    Ok(pins)
 }

@@ -414,3 +414,71 @@ fn a_v1_request_is_answered_in_version_1_with_the_capability_bit() {
         Received::Dropped(isthmus_core::ProbeDrop::Forged)
     ));
 }
+
+#[test]
+fn an_agentd_0_1_0_peer_gets_nothing_new_from_an_engine_with_a_drill_and_an_answer_pin() {
+    let mut c = config(Timings::DEFAULT, &LINKS, secs(30));
+    c.dns_groups = vec![isthmus_core::DnsGroupConfig {
+        name: "app".into(),
+        id: isthmus_core::dns_group_id("app.example.com", "A", &["192.0.2.10", "198.51.100.10"]),
+        answers: 2,
+        preempt: true,
+        failback_after: secs(30),
+        hold_down: secs(5),
+        start_wait: Duration::ZERO,
+    }];
+    let t0 = Instant::now();
+    let mut new = keyed(&c, t0);
+    new.set_drill(Some("g".into()));
+    assert!(new.pin_answer("app", 1, "CHG-1", t0));
+    let mut m = Mixed::new(new, &c, t0);
+    m.run_until(secs(5));
+    assert!(!m.versions.is_empty());
+    assert!(
+        m.versions.iter().all(|v| *v == wire::V1),
+        "only version 1 on the wire"
+    );
+    assert!(m.old.rejected.is_empty(), "{:?}", m.old.rejected);
+    for link in LINKS {
+        assert_eq!(m.new.health(link), Some(Health::Up), "{link}");
+    }
+    // The pin holds here; the old peer says nothing of a drill.
+    assert_eq!(m.new.answer("app"), Some(1));
+    assert_eq!(m.new.peer_drill(), None);
+}
+
+#[test]
+fn a_peer_rolled_back_to_agentd_0_1_0_holds_no_pin_and_runs_no_drill_any_more() {
+    let mut c = config(Timings::DEFAULT, &LINKS, secs(30));
+    c.dns_groups = vec![isthmus_core::DnsGroupConfig {
+        name: "app".into(),
+        id: 7,
+        answers: 2,
+        preempt: true,
+        failback_after: secs(30),
+        hold_down: secs(5),
+        start_wait: Duration::ZERO,
+    }];
+    let mut net = Net::new(c.clone(), c.clone(), 2);
+    let now = net.now;
+    net.sides[1].set_drill(Some("g".into()));
+    assert!(net.sides[1].pin_answer("app", 1, "CHG-1", now));
+    net.run_until(secs(1));
+    assert_eq!(net.sides[0].peer_answer_pin("app"), Some(1));
+    assert_eq!(net.sides[0].peer_drill(), Some("g"));
+    // The old release's requests arrive on both links (newer than anything seen).
+    let old = OldPeer::new(&c, net.now);
+    let now = net.now + ms(1);
+    for (li, link) in LINKS.iter().enumerate() {
+        let request = v0_1_0::encode(&KEY, v0_1_0::Kind::Request, 1 << 20, 0, &old.view(li));
+        assert_eq!(
+            net.sides[0].handle_datagram(link, &request, now),
+            Received::Request
+        );
+    }
+    assert_eq!(net.sides[0].peer_answer_pin("app"), None);
+    assert_eq!(net.sides[0].peer_drill(), None);
+    let ended = std::iter::from_fn(|| net.sides[0].poll_event())
+        .any(|e| matches!(e, isthmus_core::Event::PeerDrill { group: None, .. }));
+    assert!(ended, "the end of the peer's drill is an event");
+}

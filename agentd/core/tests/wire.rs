@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use common::{config, ms, TestAuth, KEY, LINKS};
 use isthmus_core::wire::{self, tlv, CheckState, Kind, Packet, PeerChecks, Tail, Tlv};
-use isthmus_core::{Engine, Health, ProbeDrop, Received, Timings, View};
+use isthmus_core::{
+    dns_group_id, AnswerPin, DnsGroupConfig, Engine, Health, ProbeDrop, Received, Timings, View,
+};
 use proptest::prelude::*;
 
 fn view() -> View {
@@ -91,6 +93,11 @@ fn every_flipped_bit_of_a_v2_packet_is_rejected() {
             link: Some(CheckState::Fail),
             dns: vec![(7, vec![CheckState::Pass])],
         }),
+        drill: Some("orders".into()),
+        answer_pins: vec![AnswerPin {
+            group: 7,
+            answer: 0,
+        }],
         other: vec![Tlv {
             code: 0x42,
             value: vec![1, 2, 3],
@@ -468,6 +475,251 @@ fn an_engine_sends_service_checks_only_in_v2_and_only_with_something_to_say() {
         b.link_report("ic").and_then(|r| r.peer_checks),
         Some(CheckState::Fail)
     );
+}
+
+/// The TLV `code` with `value`, as it appears in a tail.
+fn tlv_bytes(code: u8, value: &[u8]) -> Vec<u8> {
+    let mut t = vec![code];
+    t.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    t.extend_from_slice(value);
+    t
+}
+
+#[test]
+fn the_drill_and_answer_pins_round_trip_in_v2_with_the_documented_layouts() {
+    let mut p = packet(wire::V2, Kind::Reply);
+    p.tail.drill = Some("orders-db".into());
+    p.tail.answer_pins = vec![
+        AnswerPin {
+            group: 0x0102_0304,
+            answer: 1,
+        },
+        AnswerPin {
+            group: 0xffff_fffe,
+            answer: 31,
+        },
+    ];
+    let bytes = wire::encode(&KEY, &p);
+    let mut expected = tlv_bytes(tlv::DRILL, b"\x09orders-db");
+    expected.extend(tlv_bytes(
+        tlv::ANSWER_PINS,
+        &[2, 1, 2, 3, 4, 1, 0xff, 0xff, 0xff, 0xfe, 31],
+    ));
+    assert_eq!(
+        &bytes[wire::HEADER_LEN..bytes.len() - wire::TAG_LEN],
+        expected
+    );
+    assert_eq!(wire::decode(&KEY, &bytes), Ok(p.clone()));
+    assert_eq!(tlv::DRILL, 0x04);
+    assert_eq!(tlv::ANSWER_PINS, 0x06);
+
+    // No pins: no TLV at all, and a TLV that lists none reads as none.
+    p.tail.answer_pins.clear();
+    p.tail.drill = None;
+    assert_eq!(wire::encode(&KEY, &p).len(), wire::V2_MIN_LEN);
+    let empty = raw_v2(&KEY, 2, &tlv_bytes(tlv::ANSWER_PINS, &[0]));
+    assert_eq!(
+        wire::decode(&KEY, &empty).map(|p| p.tail),
+        Ok(Tail::default())
+    );
+}
+
+#[test]
+fn a_long_drill_name_is_cut_on_a_character_boundary() {
+    let mut p = packet(wire::V2, Kind::Request);
+    // 63 ASCII bytes and a 3-byte character: 66 bytes, cut before the character.
+    let name = format!("{}€tail", "a".repeat(63));
+    p.tail.drill = Some(name);
+    let got = wire::decode(&KEY, &wire::encode(&KEY, &p)).expect("valid");
+    assert_eq!(got.tail.drill, Some("a".repeat(63)));
+    // Exactly 64 bytes pass whole; so does an empty name.
+    for name in ["é".repeat(32), String::new()] {
+        p.tail.drill = Some(name.clone());
+        let got = wire::decode(&KEY, &wire::encode(&KEY, &p)).expect("valid");
+        assert_eq!(got.tail.drill, Some(name));
+    }
+}
+
+#[test]
+fn what_the_answer_pins_tlv_cannot_carry_is_left_out_when_sending() {
+    let mut p = packet(wire::V2, Kind::Request);
+    let mut pins: Vec<AnswerPin> = (0..70)
+        .map(|group| AnswerPin { group, answer: 2 })
+        .collect();
+    pins[0].answer = 32;
+    pins[1].group = 2; // the same group twice: the first pin is kept
+    pins[1].answer = 9;
+    p.tail.answer_pins = pins;
+    let got = wire::decode(&KEY, &wire::encode(&KEY, &p))
+        .expect("valid")
+        .tail
+        .answer_pins;
+    assert_eq!(got.len(), 64);
+    assert_eq!(
+        got[0],
+        AnswerPin {
+            group: 2,
+            answer: 9
+        }
+    );
+    assert_eq!(got[63].group, 65);
+}
+
+#[test]
+fn a_malformed_drill_or_answer_pins_tlv_drops_the_packet() {
+    let mut long = vec![65];
+    long.extend_from_slice(&[b'a'; 65]);
+    for bad in [
+        &[][..],          // no length
+        &[3, b'a', b'b'], // shorter than its length
+        &long,            // over 64 bytes
+        &[2, 0xc3, 0x28], // not UTF-8
+    ] {
+        assert_eq!(
+            wire::decode(&KEY, &raw_v2(&KEY, 1, &tlv_bytes(tlv::DRILL, bad))),
+            Err(ProbeDrop::Malformed),
+            "drill {bad:?}"
+        );
+    }
+    let mut too_many = vec![65];
+    for g in 0..65u32 {
+        too_many.extend_from_slice(&g.to_be_bytes());
+        too_many.push(0);
+    }
+    for bad in [
+        &[][..],                            // no count
+        &[1, 0, 0, 0],                      // a pin cut short
+        &[2, 0, 0, 0, 1, 0],                // two pins announced, one there
+        &[1, 0, 0, 0, 1, 32],               // answer 32: past the format's answers
+        &[2, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1], // one group pinned twice
+        &too_many,
+    ] {
+        assert_eq!(
+            wire::decode(&KEY, &raw_v2(&KEY, 1, &tlv_bytes(tlv::ANSWER_PINS, bad))),
+            Err(ProbeDrop::Malformed),
+            "answer pins {bad:?}"
+        );
+    }
+    // Longer values are read and the rest ignored, as for every known TLV.
+    let mut tail = tlv_bytes(tlv::DRILL, b"\x01gXYZ");
+    tail.extend(tlv_bytes(tlv::ANSWER_PINS, &[1, 0, 0, 0, 9, 3, 0xEE]));
+    let p = wire::decode(&KEY, &raw_v2(&KEY, 2, &tail)).expect("accepted");
+    assert_eq!(p.tail.drill.as_deref(), Some("g"));
+    assert_eq!(
+        p.tail.answer_pins,
+        [AnswerPin {
+            group: 9,
+            answer: 3
+        }]
+    );
+    assert!(p.tail.other.is_empty());
+}
+
+#[test]
+fn version_1_carries_neither_drill_nor_answer_pins() {
+    let mut p = packet(wire::V1, Kind::Request);
+    p.tail.drill = Some("g".into());
+    p.tail.answer_pins = vec![AnswerPin {
+        group: 1,
+        answer: 0,
+    }];
+    let bytes = wire::encode(&KEY, &p);
+    assert_eq!(bytes.len(), wire::V1_LEN);
+    assert_eq!(
+        wire::decode(&KEY, &bytes).map(|p| p.tail),
+        Ok(Tail::default())
+    );
+}
+
+#[test]
+fn an_engine_sends_its_drill_and_answer_pins_in_every_v2_probe_while_they_last() {
+    let t0 = Instant::now();
+    let mut c = config(Timings::DEFAULT, &LINKS, common::secs(30));
+    let id = dns_group_id("app.example.com", "A", &["192.0.2.10", "198.51.100.10"]);
+    c.dns_groups = vec![DnsGroupConfig {
+        name: "app".into(),
+        id,
+        answers: 2,
+        preempt: true,
+        failback_after: common::secs(30),
+        hold_down: common::secs(5),
+        start_wait: std::time::Duration::ZERO,
+    }];
+    let mut a = common::keyed(Engine::new(c.clone(), t0));
+    let mut b = common::keyed(Engine::new(c, t0));
+    a.set_drill(Some("g".into()));
+    assert!(a.pin_answer("app", 1, "CHG-7", t0));
+    assert!(!a.pin_answer("app", 2, "out of range", t0));
+    assert!(!a.pin_answer("nope", 0, "no such group", t0));
+    assert_eq!(a.answer_pin_of("app"), Some((1, "CHG-7")));
+    // Rounds of requests and replies both ways: (link, packet) of everything `a` sent.
+    let mut t = t0;
+    let rounds = |a: &mut Engine, b: &mut Engine, t: &mut Instant, n: usize| {
+        let mut seen = vec![];
+        for _ in 0..n {
+            *t += ms(100);
+            let t = *t;
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            for _ in 0..2 {
+                while let Some(x) = a.poll_transmit(t) {
+                    seen.push((x.link.clone(), wire::decode(&KEY, &x.bytes).expect("valid")));
+                    b.handle_datagram(&x.link, &x.bytes, t);
+                }
+                while let Some(x) = b.poll_transmit(t) {
+                    a.handle_datagram(&x.link, &x.bytes, t);
+                }
+            }
+        }
+        seen
+    };
+    let sent = rounds(&mut a, &mut b, &mut t, 5);
+    let v2: Vec<_> = sent.iter().filter(|(_, p)| p.version == wire::V2).collect();
+    for link in LINKS {
+        for kind in [Kind::Request, Kind::Reply] {
+            assert!(
+                v2.iter().any(|(l, p)| l == link && p.kind == kind),
+                "no v2 {kind:?} on {link}"
+            );
+        }
+    }
+    for (link, p) in &v2 {
+        assert_eq!(p.tail.drill.as_deref(), Some("g"), "{link} {:?}", p.kind);
+        assert_eq!(
+            p.tail.answer_pins,
+            [AnswerPin {
+                group: id,
+                answer: 1
+            }]
+        );
+    }
+    for (_, p) in sent.iter().filter(|(_, p)| p.version == wire::V1) {
+        assert_eq!(p.tail, Tail::default(), "version 1 has no tail");
+    }
+    assert_eq!(b.peer_drill(), Some("g"));
+    assert_eq!(b.peer_answer_pin("app"), Some(1));
+    assert_eq!(b.answer("app"), Some(1), "the peer follows the pin");
+    assert_eq!(
+        b.answer_pin_of("app"),
+        None,
+        "as the peer's pin, not its own"
+    );
+
+    // Over: the next probes say nothing of either.
+    a.set_drill(None);
+    assert!(a.unpin_answer("app", t));
+    assert!(!a.unpin_answer("app", t), "nothing left to release");
+    let sent = rounds(&mut a, &mut b, &mut t, 2);
+    assert!(!sent.is_empty());
+    for (link, p) in &sent {
+        assert_eq!(
+            (&p.tail.drill, p.tail.answer_pins.len()),
+            (&None, 0),
+            "{link}"
+        );
+    }
+    assert_eq!(b.peer_drill(), None);
+    assert_eq!(b.peer_answer_pin("app"), None);
 }
 
 proptest! {

@@ -338,7 +338,8 @@ impl Metrics {
             | Event::RankingMismatch { .. }
             | Event::ChecksFailingEverywhere { .. }
             | Event::ChecksRecovered { .. }
-            | Event::NoAnswerPasses { .. } => {}
+            | Event::NoAnswerPasses { .. }
+            | Event::PeerDrill { .. } => {}
         }
     }
 

@@ -128,6 +128,8 @@ pub struct Net {
     /// [link][direction]: direction 0 is A→B, 1 is B→A.
     pub cond: [[Cond; 2]; 2],
     pub latency: Duration,
+    /// Latency added on each link (both directions), for links of different lengths.
+    pub extra_latency: [Duration; 2],
     rng: u64,
     /// Every event of each side, with the side's time.
     pub events: [Vec<Event>; 2],
@@ -152,6 +154,7 @@ impl Net {
             n: 0,
             cond: [[Cond::default(); 2]; 2],
             latency: ms(2),
+            extra_latency: [Duration::ZERO; 2],
             rng: seed | 1,
             events: [Vec::new(), Vec::new()],
             sent: Default::default(),
@@ -189,8 +192,11 @@ impl Net {
             link,
             bytes,
         };
-        self.queue
-            .push(Reverse((self.now + self.latency, self.n, msg)));
+        self.queue.push(Reverse((
+            self.now + self.latency + self.extra_latency[link],
+            self.n,
+            msg,
+        )));
     }
 
     fn drain_outputs(&mut self) {
