@@ -52,6 +52,11 @@ impl Client {
         Client { socket, timeout }
     }
 
+    /// How long one request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Reply<T>, ClientError> {
         self.request(Method::GET, path, Bytes::new()).await
     }

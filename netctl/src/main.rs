@@ -2,6 +2,8 @@
 //! scripts; exit codes say what went wrong (see [`Exit`]).
 
 mod client;
+mod drill;
+mod duration;
 mod table;
 mod views;
 
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use client::{Client, ClientError, Reply, NETCTL_VERSION};
 use isthmus_api::{
     paths, ActionsStatus, ErrorKind, EventRecord, FailoverRequest, LinkStatus, ProbeStatus,
@@ -93,6 +95,32 @@ enum Cmd {
     },
     /// Make agentd re-read its config file; a bad file is rejected and the running config stays.
     Reload,
+    /// Run a failover drill: agentd switches GROUP to its next healthy link (or DNS answer),
+    /// holds it there, fails back and measures it all. netctl follows it and writes the report
+    /// (Markdown, JSON, SVG chart). Ctrl-C stops following, not the drill.
+    #[command(group(ArgGroup::new("what").required(true).args(["group", "abort", "last"])))]
+    Drill {
+        /// The route group or DNS group to drill.
+        group: Option<String>,
+        /// How long to stay on the new path before failing back ("500ms", "5s", "2m").
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse, requires = "group")]
+        hold: Duration,
+        /// The recovery time objective the switchover is judged against.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_positive, requires = "group")]
+        rto_target: Duration,
+        /// Why, for both gateways' event logs and the report.
+        #[arg(long, requires = "group")]
+        reason: Option<String>,
+        /// Where to write the report files (created if needed).
+        #[arg(long, value_name = "DIR", default_value = ".", conflicts_with = "abort")]
+        report: PathBuf,
+        /// Stop the running drill; agentd fails back.
+        #[arg(long)]
+        abort: bool,
+        /// Show the running drill, or the last one's summary and write its report files.
+        #[arg(long)]
+        last: bool,
+    },
     /// Versions of netctl and of the running agentd.
     Version,
 }
@@ -107,6 +135,8 @@ enum Exit {
     Unreachable = 3,
     /// The caller's identity does not allow this.
     PermissionDenied = 4,
+    /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as a shell reports it).
+    Interrupted = 130,
 }
 
 /// Show what `netctl failover GROUP --to LINK` will change and ask the operator to type
@@ -226,6 +256,32 @@ async fn run(args: &Args, client: &Client) -> Exit {
             views::actions,
         ),
         Cmd::Events { follow, limit } => events(client, json, *follow, *limit).await,
+        Cmd::Drill {
+            group,
+            hold,
+            rto_target,
+            reason,
+            report,
+            abort,
+            last,
+        } => {
+            let again = drill::again(&args.socket);
+            match group {
+                Some(group) if !abort && !last => {
+                    let start = drill::StartArgs {
+                        group: group.clone(),
+                        hold: *hold,
+                        rto_target: *rto_target,
+                        reason: reason.clone(),
+                        report_dir: report.clone(),
+                        again,
+                    };
+                    drill::start(client, &start, json).await
+                }
+                _ if *abort => drill::abort(client, json, &again).await,
+                _ => drill::last(client, json, report).await,
+            }
+        }
         Cmd::Reload => show(
             client.post::<ReloadOutcome>(paths::RELOAD).await,
             json,
