@@ -16,6 +16,7 @@ pub mod netns;
 pub mod notify;
 pub mod oci_stub;
 pub mod prometheus;
+pub mod relay;
 pub mod resolver;
 pub mod service;
 pub mod topology;
@@ -30,6 +31,7 @@ pub use prometheus::{
     http_get, http_get_gzip, http_get_response, promtool_check_metrics, url_encode, Prometheus,
     Response,
 };
+pub use relay::Relay;
 pub use resolver::SilentResolver;
 pub use service::TcpService;
 

@@ -233,9 +233,23 @@ impl TwoClouds {
     /// Drop UDP on the AWS gateway's interconnect underlay with nftables: outgoing, and
     /// incoming too if `both` (the rest of the traffic, and the internet path, are untouched).
     pub fn cut_interconnect(&self, both: bool) {
-        let dev = &self.underlay_interfaces(0)[0];
+        self.cut_path(0, both);
+    }
+
+    /// Undo [`TwoClouds::cut_interconnect`].
+    pub fn restore_interconnect(&self) {
+        self.restore_path(0);
+    }
+
+    /// Drop UDP on the AWS gateway's underlay interface of path `link` (index into [`PATHS`])
+    /// with nftables: outgoing, and incoming too if `both`. A relayed path ([`TwoClouds::relay`])
+    /// is cut the same way. Other traffic on the interface (forwarded clear text among it)
+    /// passes.
+    pub fn cut_path(&self, link: usize, both: bool) {
+        let dev = &self.underlay_interfaces(0)[link];
+        let table = cut_table(link);
         let mut rules = format!(
-            "table inet cut {{\n  chain out {{\n    type filter hook output priority -10;\n    \
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority -10;\n    \
              oifname \"{dev}\" meta l4proto udp drop\n  }}\n"
         );
         if both {
@@ -248,16 +262,17 @@ impl TwoClouds {
         self.aws.nft(&rules);
     }
 
-    /// Undo [`TwoClouds::cut_interconnect`].
-    pub fn restore_interconnect(&self) {
+    /// Undo [`TwoClouds::cut_path`].
+    pub fn restore_path(&self, link: usize) {
+        let table = cut_table(link);
         let ok = self
             .aws
             .ns
             .command("nft")
-            .args(["delete", "table", "inet", "cut"])
+            .args(["delete", "table", "inet", &table])
             .status()
             .expect("nft");
-        assert!(ok.success(), "nft delete table inet cut");
+        assert!(ok.success(), "nft delete table inet {table}");
     }
 
     /// The underlay interfaces of a side (for counting clear-text leaks).
@@ -272,6 +287,16 @@ impl TwoClouds {
     /// The TUN interface name of `link` (same on both sides: they live in different namespaces).
     pub fn interface(&self, link: usize) -> String {
         format!("{}t{link}", self.prefix)
+    }
+}
+
+/// The nftables table of [`TwoClouds::cut_path`] for path `link` (`cut` for the interconnect,
+/// as it always was).
+fn cut_table(link: usize) -> String {
+    if link == 0 {
+        "cut".to_owned()
+    } else {
+        format!("cut{link}")
     }
 }
 

@@ -121,6 +121,13 @@ pub struct Figures {
 /// See [`LinkHealth::update_degraded`].
 const DEGRADED_EVAL_EVERY: usize = 10;
 
+/// Probes counted lost that are remembered, so that a reply arriving after its probe expired
+/// still measures the round trip: without it a path slower than the loss timeout never gives
+/// an RTT sample, the timeout (which grows with the RTT p95) never grows, and every probe is
+/// lost for as long as the path stays slow. 64 covers 3.2 s at the default profile's fast
+/// interval, more than any RTT worth measuring.
+const LATE_KEPT: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Sample {
     Lost,
@@ -187,6 +194,8 @@ pub struct LinkHealth {
     next_seq: u32,
     /// Probes sent and not yet answered or lost: (seq, sent at).
     outstanding: VecDeque<(u32, Instant)>,
+    /// Probes counted lost whose reply may still come, oldest first (at most [`LATE_KEPT`]).
+    expired: VecDeque<(u32, Instant)>,
     next_probe_at: Instant,
     consecutive_lost: u32,
     consecutive_ok: u32,
@@ -213,6 +222,7 @@ impl LinkHealth {
             damping,
             next_seq: 1,
             outstanding: VecDeque::new(),
+            expired: VecDeque::new(),
             next_probe_at: now,
             consecutive_lost: 0,
             consecutive_ok: 0,
@@ -306,23 +316,37 @@ impl LinkHealth {
         Some(seq)
     }
 
-    /// When the outstanding probe `seq` was sent (`None`: not outstanding), so that a reply's
-    /// echoed send time can be checked before it is accepted.
+    /// When probe `seq`, outstanding or recently counted lost, was sent (`None`: neither), so
+    /// that a reply's echoed send time can be checked before it is accepted.
     pub fn sent_at(&self, seq: u32) -> Option<Instant> {
         self.outstanding
             .iter()
+            .chain(self.expired.iter())
             .find(|(s, _)| *s == seq)
             .map(|(_, at)| *at)
     }
 
     /// A reply to our probe `seq` arrived: its round-trip time, or `None` for a reply that
-    /// matches no outstanding probe (late, duplicated or forged).
+    /// matches no outstanding or recently lost probe (duplicated, very late or forged).
+    ///
+    /// A reply to a probe already counted lost leaves it lost (the run of losses and the loss
+    /// ratio stand) but adds its round trip to the window, so that the loss timeout follows a
+    /// path that became slower than it (see [`LATE_KEPT`]).
     pub fn handle_reply(&mut self, seq: u32, now: Instant) -> Option<Duration> {
-        let pos = self.outstanding.iter().position(|(s, _)| *s == seq)?;
+        let Some(pos) = self.outstanding.iter().position(|(s, _)| *s == seq) else {
+            let late = self.expired.iter().position(|(s, _)| *s == seq)?;
+            let (_, sent) = self.expired.remove(late)?;
+            let rtt = now.saturating_duration_since(sent);
+            self.push(Sample::Rtt(rtt));
+            self.update_degraded();
+            return Some(rtt);
+        };
         let (_, sent) = self.outstanding.remove(pos).unwrap_or((seq, now));
         // Probes sent before this one and still outstanding were overtaken: lost.
         for _ in 0..pos {
-            self.outstanding.pop_front();
+            if let Some(p) = self.outstanding.pop_front() {
+                self.expire(p);
+            }
             self.lost();
         }
         let rtt = now.saturating_duration_since(sent);
@@ -336,8 +360,9 @@ impl LinkHealth {
         };
         if self.state != Health::Up && self.consecutive_ok >= up_after {
             if self.state == Health::Down {
-                // The outage is over: its losses say nothing about the path's quality now.
-                self.window.clear();
+                // The outage is over: its losses say nothing about the path's quality now (its
+                // round trips do: a slow path keeps the timeout it needs).
+                self.window.retain(|s| *s != Sample::Lost);
                 self.lost_in_window = 0;
                 self.degraded = false;
             }
@@ -370,7 +395,9 @@ impl LinkHealth {
             if now.saturating_duration_since(*sent) < timeout {
                 break;
             }
-            self.outstanding.pop_front();
+            if let Some(p) = self.outstanding.pop_front() {
+                self.expire(p);
+            }
             self.lost();
             // A miss: probe again at once (BFD's poll sequence), then at the fast interval.
             self.next_probe_at = self.next_probe_at.min(now);
@@ -382,6 +409,14 @@ impl LinkHealth {
             }
         }
         self.decay(now);
+    }
+
+    /// Remember a probe counted lost, for its late reply.
+    fn expire(&mut self, probe: (u32, Instant)) {
+        self.expired.push_back(probe);
+        while self.expired.len() > LATE_KEPT {
+            self.expired.pop_front();
+        }
     }
 
     fn lost(&mut self) {
@@ -579,6 +614,58 @@ mod tests {
             l.handle_reply(seq, t0 + ms(2)).is_none(),
             "a duplicate reply"
         );
+    }
+
+    #[test]
+    fn a_late_reply_stays_lost_but_measures_the_round_trip_once() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let seq = l.poll_probe(t0).unwrap();
+        l.handle_timeout(t0 + ms(150));
+        assert_eq!(l.figures().consecutive_lost, 1);
+        assert_eq!(
+            l.sent_at(seq),
+            Some(t0),
+            "a lost probe's reply is still recognised"
+        );
+        assert_eq!(l.handle_reply(seq, t0 + ms(200)), Some(ms(200)));
+        let f = l.figures();
+        assert_eq!(f.consecutive_lost, 1, "the probe stays lost");
+        assert_eq!(f.rtt_p95, Some(ms(200)));
+        assert_eq!(l.own(), Health::Unknown, "a late reply is no answer");
+        assert!(l.handle_reply(seq, t0 + ms(201)).is_none(), "a duplicate");
+        assert!(l.sent_at(seq).is_none());
+    }
+
+    #[test]
+    fn a_path_slower_than_the_loss_timeout_is_measured_and_comes_up() {
+        // Every reply takes 200 ms, beyond the default 150 ms loss timeout: the first probes
+        // are lost, their late replies raise the timeout (2 × p95 + 20 ms), the rest answer.
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let rtt = ms(200);
+        let mut in_flight: Vec<(u32, Instant)> = Vec::new();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(10) {
+            in_flight.retain(|&(seq, sent)| {
+                if t >= sent + rtt {
+                    l.handle_reply(seq, sent + rtt);
+                    false
+                } else {
+                    true
+                }
+            });
+            l.handle_timeout(t);
+            if let Some(seq) = l.poll_probe(t) {
+                in_flight.push((seq, t));
+            }
+            t += ms(1);
+        }
+        let f = l.figures();
+        assert_eq!(l.own(), Health::Degraded, "{f:?}");
+        assert_eq!(f.consecutive_lost, 0, "{f:?}");
+        assert!(f.rtt_p95 >= Some(ms(200)), "{f:?}");
+        assert!(f.loss < 0.05, "{f:?}");
     }
 
     #[test]

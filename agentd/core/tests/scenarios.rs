@@ -377,3 +377,29 @@ fn after_a_total_outage_the_preferred_link_is_taken_even_if_the_backup_answers_f
     assert_eq!(net.active(0), Some("ic"), "{:?}", net.switches(0));
     assert_eq!(net.active(1), Some("ic"));
 }
+
+#[test]
+fn paths_slower_than_the_loss_timeout_come_up_degraded_instead_of_staying_down() {
+    // 100 ms each way: a 200 ms round trip, beyond the default 150 ms loss timeout. The first
+    // probes are lost, their late replies teach the timeout the path's RTT, and the links come
+    // up (then degraded: above rtt_degraded), so the group has an active link, the same on
+    // both ends, instead of failing closed for as long as the paths stay slow.
+    let mut net = Net::symmetric(Timings::DEFAULT, secs(30), 12);
+    net.latency = ms(100);
+    net.run_until(secs(10));
+    assert!(
+        net.active(0).is_some(),
+        "fail closed: {:?}",
+        net.switches(0)
+    );
+    assert_eq!(net.active(0), net.active(1));
+    for side in 0..2 {
+        for link in LINKS {
+            assert_eq!(
+                net.sides[side].health(link),
+                Some(Health::Degraded),
+                "{link}"
+            );
+        }
+    }
+}
