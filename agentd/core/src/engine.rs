@@ -163,11 +163,12 @@ pub enum SwitchReason {
     ActiveDown,
     ActiveDegraded,
     Failback,
-    /// `netctl failover` here, with the operator's reason.
+    /// `netctl failover` here (or a DNS group's answer pin), with the operator's reason.
     Manual(String),
-    /// The peer pinned a group to this link.
+    /// The peer pinned a group to this link (or a DNS group to this answer).
     PeerPin,
-    /// The pin was released (`netctl failback`): back to automatic choice.
+    /// The pin was released (`netctl failback`; for a DNS group, here or at the peer): back to
+    /// automatic choice.
     Released,
     NoUsableLink,
     /// A reload changed the group.
