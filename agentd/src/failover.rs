@@ -351,36 +351,29 @@ impl Failover {
         })
     }
 
-    /// Pin DNS group `group` to its answer `index` (a drill).
+    /// Pin DNS group `group` to its answer `index` (a drill); the pin reaches the peer.
     pub fn pin_answer(&mut self, group: &str, index: usize, reason: &str, now: Instant) -> bool {
-        {
-            let _ = (group, index, reason, now);
-            false
-        } // STUB
+        self.engine.pin_answer(group, index, reason, now)
     }
 
     pub fn unpin_answer(&mut self, group: &str, now: Instant) -> bool {
-        {
-            let _ = (group, now);
-            false
-        } // STUB
+        self.engine.unpin_answer(group, now)
     }
 
     pub fn answer_pin_of(&self, group: &str) -> Option<(usize, String)> {
-        {
-            let _ = group;
-            None::<(usize, String)>
-        } // STUB
+        self.engine
+            .answer_pin_of(group)
+            .map(|(i, r)| (i, r.to_owned()))
     }
 
     /// Tell the peer, in every probe, that a drill of `group` is in progress (`None`: over).
     pub fn set_drill(&mut self, group: Option<String>) {
-        let _ = group; // STUB
+        self.engine.set_drill(group);
     }
 
     /// The group the peer says it is drilling.
     pub fn peer_drill(&self) -> Option<String> {
-        None // STUB
+        self.engine.peer_drill().map(str::to_owned)
     }
 
     pub fn set_drain(&mut self, link: &str, on: bool, now: Instant) {

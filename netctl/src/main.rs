@@ -112,7 +112,12 @@ enum Cmd {
         #[arg(long, requires = "group")]
         reason: Option<String>,
         /// Where to write the report files (created if needed).
-        #[arg(long, value_name = "DIR", default_value = ".", conflicts_with = "abort")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = ".",
+            conflicts_with = "abort"
+        )]
         report: PathBuf,
         /// Stop the running drill; agentd fails back.
         #[arg(long)]

@@ -111,7 +111,11 @@ fn drill(bed: &Bed, args: &[&str]) -> (i32, String, Option<Value>) {
     all.extend_from_slice(&["--report", &dir]);
     let out = netctl(&bed.clouds.aws.fx.socket(), &all);
     println!("$ netctl {}\n{}{}", all.join(" "), out.stdout, out.stderr);
-    (out.code, out.stdout, report_file(&bed.dir, "json").map(|p| read_json(&p)))
+    (
+        out.code,
+        out.stdout,
+        report_file(&bed.dir, "json").map(|p| read_json(&p)),
+    )
 }
 
 fn report_file(dir: &Path, ext: &str) -> Option<PathBuf> {
@@ -178,7 +182,15 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, stdout, report) = drill(
         &bed,
-        &["remote", "--hold", "6s", "--rto-target", "2s", "--reason", "quarterly drill"],
+        &[
+            "remote",
+            "--hold",
+            "6s",
+            "--rto-target",
+            "2s",
+            "--reason",
+            "quarterly drill",
+        ],
     );
     let (replies, sent) = ping_replies(ping);
     let r = report.expect("a JSON report");
@@ -199,9 +211,13 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
     let rto_ms = r["rto_ms"].as_f64().expect("rto");
     // ±10 %, but never finer than one ping interval plus the new path's RTT: the two streams
     // sample the same moment at different times.
-    let slack = (0.1 * own_rto_ms).max(PING_EVERY.as_secs_f64() * 1e3 + 2.0 * ONE_WAY.as_secs_f64() * 1e3);
+    let slack =
+        (0.1 * own_rto_ms).max(PING_EVERY.as_secs_f64() * 1e3 + 2.0 * ONE_WAY.as_secs_f64() * 1e3);
     println!("RTO: report {rto_ms} ms, own ping {own_rto_ms:.1} ms (±{slack:.1})");
-    assert!((rto_ms - own_rto_ms).abs() <= slack, "RTO {rto_ms} vs {own_rto_ms:.1}");
+    assert!(
+        (rto_ms - own_rto_ms).abs() <= slack,
+        "RTO {rto_ms} vs {own_rto_ms:.1}"
+    );
 
     // Lost while switching over and failing back: the same windows of the test's ping.
     let windows = [
@@ -212,11 +228,15 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
         let (n, lost) = lost_between(&replies, entered(&r, from), entered(&r, to));
         let reported = r[key].as_u64().unwrap();
         println!("{key}: report {reported}, own ping {lost} of {n}");
-        assert!(reported.abs_diff(u64::from(lost)) <= 1, "{key}: {reported} vs {lost}");
+        assert!(
+            reported.abs_diff(u64::from(lost)) <= 1,
+            "{key}: {reported} vs {lost}"
+        );
     }
 
     // RTT before, during and after: the report's stream on the link carrying traffic against
-    // the ping in the same phase (±10 %, or 0.5 ms where the RTT is below a few ms).
+    // the ping in the same phase: ±10 %, and never finer than 1 ms (below a few ms, both are
+    // mostly the scheduling of two busy userspace tunnels on a shared 2-core machine).
     let rtt_in = |a: f64, b: f64| {
         mean(
             replies
@@ -236,12 +256,17 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
             entered(&r, "holding"),
             entered(&r, "failing_back"),
         ),
-        ("interconnect", "after", entered(&r, "after"), entered(&r, "done")),
+        (
+            "interconnect",
+            "after",
+            entered(&r, "after"),
+            entered(&r, "done"),
+        ),
     ];
     for (link, ph, a, b) in cases {
         let own = rtt_in(a, b);
         let reported = phase(&r, link, ph)["rtt_avg_ms"].as_f64().unwrap();
-        let tol = (0.1 * own).max(0.5);
+        let tol = (0.1 * own).max(1.0);
         println!("RTT {ph} on {link}: report {reported:.2} ms, own ping {own:.2} ms (±{tol:.2})");
         assert!((reported - own).abs() <= tol, "{ph}: {reported} vs {own}");
     }
@@ -249,8 +274,15 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
     // Loss during the hold: both streams see the backup's loss, within what chance allows
     // between two independent samples of it.
     let hold = phase(&r, "internet", "holding");
-    let (n1, l1) = (hold["sent"].as_f64().unwrap(), hold["lost"].as_f64().unwrap());
-    let (n2, l2) = lost_between(&replies, entered(&r, "holding"), entered(&r, "failing_back"));
+    let (n1, l1) = (
+        hold["sent"].as_f64().unwrap(),
+        hold["lost"].as_f64().unwrap(),
+    );
+    let (n2, l2) = lost_between(
+        &replies,
+        entered(&r, "holding"),
+        entered(&r, "failing_back"),
+    );
     let (p1, p2) = (l1 / n1, f64::from(l2) / f64::from(n2));
     let p = (l1 + f64::from(l2)) / (n1 + f64::from(n2));
     let sd = (p * (1.0 - p) * (1.0 / n1 + 1.0 / f64::from(n2))).sqrt();
@@ -262,18 +294,34 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
     assert!(l1 > 0.0, "the impaired backup lost nothing in the report");
     assert!((p1 - p2).abs() <= 4.0 * sd + 0.005, "loss {p1} vs {p2}");
     let (forwarded, dropped) = bed.relay.counts();
-    assert!(dropped > 0 && forwarded > dropped * 20, "relay {forwarded}/{dropped}");
+    assert!(
+        dropped > 0 && forwarded > dropped * 20,
+        "relay {forwarded}/{dropped}"
+    );
 
     // Both gateways recorded it; the peer knew a drill was in progress.
     let kinds = |side: &isthmus_tests::topology::Side, kind: &str| {
-        side.events().into_iter().filter(|e| e["kind"] == kind).count()
+        side.events()
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .count()
     };
     assert!(kinds(&bed.clouds.aws, "drill") >= 6);
-    assert!(kinds(&bed.clouds.oci, "peer_drill") >= 2, "{:#?}", bed.clouds.oci.events());
+    assert!(
+        kinds(&bed.clouds.oci, "peer_drill") >= 2,
+        "{:#?}",
+        bed.clouds.oci.events()
+    );
 
     // The files: Markdown with its sections, and a chart with one line per link.
     let md = std::fs::read_to_string(report_file(&bed.dir, "md").expect("markdown")).unwrap();
-    for section in ["Timeline", "RTO achieved", "What was lost", "RTT", "Issues found"] {
+    for section in [
+        "Timeline",
+        "RTO achieved",
+        "What was lost",
+        "RTT",
+        "Issues found",
+    ] {
         assert!(md.contains(section), "no {section} in\n{md}");
     }
     let svg = std::fs::read_to_string(report_file(&bed.dir, "svg").expect("svg")).unwrap();
@@ -324,9 +372,9 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
         .status()
         .unwrap();
     assert!(ok.success());
-    bed.clouds
-        .aws
-        .wait_links_up(&["interconnect", "internet"], Duration::from_secs(20));
+    for side in [&bed.clouds.aws, &bed.clouds.oci] {
+        side.wait_health("internet", "up", Duration::from_secs(30));
+    }
 
     // Aborted: the backup breaks during the hold; the group is back on the interconnect at
     // once, and traffic with it.
@@ -338,9 +386,18 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("netctl drill");
-    bed.clouds
-        .aws
-        .wait_active("remote", "internet", Duration::from_secs(15));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while bed.clouds.aws.active("remote").as_deref() != Some("internet") {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the drill did not switch: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_secs(1));
     let ping = start_ping(&bed.clouds, 8);
     std::thread::sleep(Duration::from_secs(1));
@@ -353,7 +410,12 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
     let status = child.wait().expect("netctl drill");
     let mut out = String::new();
     use std::io::Read as _;
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     println!("{out}");
     let (replies, sent) = ping_replies(ping);
     let r = read_json(&report_file(&bed.dir, "json").expect("a report of the abort"));
@@ -380,5 +442,8 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
     );
     // Detection of the broken backup (the default profile's) plus the failback.
     assert!(back - broke < 5000, "{} ms", back - broke);
-    assert!(replies.last().is_some_and(|x| x.rtt_ms < 5.0), "traffic back on the interconnect");
+    assert!(
+        replies.last().is_some_and(|x| x.rtt_ms < 5.0),
+        "traffic back on the interconnect"
+    );
 }

@@ -980,12 +980,15 @@ impl Engine {
                 })
                 .collect();
             let local_pin = self.pins.get(gname);
-            // A peer pin: the peer pinned some group to one of our group's links.
+            // A peer pin: the peer pinned some group to one of our group's links. Only as
+            // heard over a link this end does not see down: the peer's last word over a dead
+            // link is stale (its release cannot cross it), and following it would blackhole
+            // the traffic the peer sends back over the other link.
             let peer_pin = policy.links.iter().find(|n| {
-                self.links
-                    .get(*n)
-                    .and_then(|l| l.peer())
-                    .is_some_and(|p| p.pinned)
+                self.links.get(*n).is_some_and(|l| {
+                    l.peer().is_some_and(|p| p.pinned)
+                        && !matches!(l.undamped(), Health::Down | Health::Unknown)
+                })
             });
             let pin = local_pin
                 .map(|p| p.link.as_str())

@@ -332,6 +332,31 @@ fn pins_win_over_health_until_released_and_travel_to_the_peer() {
     assert_eq!(net.active(1), Some("ic"));
 }
 
+/// A drill's abort: the pinned backup dies, the pinning end releases the pin, and the pin's
+/// release cannot travel over the dead link. The follower must not keep following a pin that
+/// it last heard over a link it now sees down.
+#[test]
+fn a_peer_pin_heard_over_a_link_that_dies_is_not_followed_onto_it() {
+    let mut net = warm(Timings::DEFAULT, 31);
+    let now = net.now;
+    net.sides[0].pin("g", "inet", "drill", now);
+    net.run_for(secs(1));
+    assert_eq!((net.active(0), net.active(1)), (Some("inet"), Some("inet")));
+    net.cut("inet", true);
+    let now = net.now;
+    net.sides[0].unpin("g", now);
+    net.run_for(ms(10));
+    assert_eq!(net.active(0), Some("ic"));
+    // The follower leaves once it sees the link down (detection: 10 probes of 50 ms).
+    net.run_for(secs(2));
+    assert_eq!(
+        net.active(1),
+        Some("ic"),
+        "the follower stays on the dead link: {:?}",
+        net.switches(1)
+    );
+}
+
 #[test]
 fn a_drain_moves_the_group_off_the_link_on_both_ends() {
     let mut net = warm(Timings::DEFAULT, 9);

@@ -423,9 +423,14 @@ mod tests {
                 .collect();
         }
         let l = lines(&render(&r));
-        assert!(l.iter().all(|(_, p)| p.len() == 10 && p.iter().all(in_plot)));
+        assert!(l
+            .iter()
+            .all(|(_, p)| p.len() == 10 && p.iter().all(in_plot)));
         // Zero RTT sits on the x axis.
-        assert!(l[0].1.iter().all(|&(_, y)| (y - (Y0 + PLOT_H)).abs() < 0.01));
+        assert!(l[0]
+            .1
+            .iter()
+            .all(|&(_, y)| (y - (Y0 + PLOT_H)).abs() < 0.01));
 
         let refused = render(&fixtures::refused());
         assert!(lines(&refused).is_empty());
@@ -454,7 +459,9 @@ mod tests {
         let svg = render(&r);
         let l = lines(&svg);
         assert_eq!(l.len(), 10);
-        assert!(l.iter().all(|(_, p)| p.len() == 800 && p.iter().all(in_plot)));
+        assert!(l
+            .iter()
+            .all(|(_, p)| p.len() == 800 && p.iter().all(in_plot)));
         // Past eight colours, the lines are told apart by a dash pattern.
         assert_eq!(svg.matches(r#"stroke-dasharray="6 2""#).count(), 4);
     }
@@ -476,7 +483,10 @@ mod tests {
         assert!(!svg.contains("<script"));
         let doc = roxmltree::Document::parse(&svg).unwrap();
         let title = doc.descendants().find(|n| n.has_tag_name("title")).unwrap();
-        assert!(title.text().unwrap().ends_with("on gw</text><script>x</script>"));
+        assert!(title
+            .text()
+            .unwrap()
+            .ends_with("on gw</text><script>x</script>"));
     }
 
     #[test]
