@@ -46,7 +46,10 @@ pub async fn start(client: &Client, args: &StartArgs, json: bool) -> Exit {
         rto_target_ms: millis(args.rto_target),
         reason: args.reason.clone(),
     };
-    let started = match client.post_json::<_, DrillReport>(paths::DRILL, &body).await {
+    let started = match client
+        .post_json::<_, DrillReport>(paths::DRILL, &body)
+        .await
+    {
         Ok(reply) => {
             warn_on_version_skew(&reply);
             reply.value
@@ -231,8 +234,7 @@ fn millis(d: Duration) -> u64 {
 fn shell_word(p: &Path) -> String {
     let s = p.display().to_string();
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':'))
     {
         s

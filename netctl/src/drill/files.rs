@@ -161,10 +161,19 @@ mod tests {
     #[test]
     fn names_carry_the_group_and_the_utc_start() {
         let mut r = fixtures::passed();
-        assert_eq!(file_name(&r, Kind::Markdown), "drill-remote-20261126T150418Z.md");
-        assert_eq!(file_name(&r, Kind::Json), "drill-remote-20261126T150418Z.json");
+        assert_eq!(
+            file_name(&r, Kind::Markdown),
+            "drill-remote-20261126T150418Z.md"
+        );
+        assert_eq!(
+            file_name(&r, Kind::Json),
+            "drill-remote-20261126T150418Z.json"
+        );
         r.group = "../../etc/x y".into();
-        assert_eq!(file_name(&r, Kind::Svg), "drill-.._.._etc_x_y-20261126T150418Z.svg");
+        assert_eq!(
+            file_name(&r, Kind::Svg),
+            "drill-.._.._etc_x_y-20261126T150418Z.svg"
+        );
     }
 
     #[test]
@@ -177,8 +186,12 @@ mod tests {
         let json: DrillReport =
             serde_json::from_str(&std::fs::read_to_string(&paths[1]).unwrap()).unwrap();
         assert_eq!(json, r);
-        assert!(std::fs::read_to_string(&paths[0]).unwrap().starts_with("# DR drill report"));
-        assert!(std::fs::read_to_string(&paths[2]).unwrap().starts_with("<svg"));
+        assert!(std::fs::read_to_string(&paths[0])
+            .unwrap()
+            .starts_with("# DR drill report"));
+        assert!(std::fs::read_to_string(&paths[2])
+            .unwrap()
+            .starts_with("<svg"));
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -211,7 +224,10 @@ mod tests {
         // Even when the name is taken between the check and the write.
         let md = tmp.path().join(file_name(&r, Kind::Markdown));
         std::fs::write(&md, "racer").unwrap();
-        assert!(matches!(write_new(&md, "report"), Err(FilesError::Exists(_))));
+        assert!(matches!(
+            write_new(&md, "report"),
+            Err(FilesError::Exists(_))
+        ));
         assert_eq!(std::fs::read_to_string(&md).unwrap(), "racer");
     }
 
@@ -221,6 +237,9 @@ mod tests {
         let file = tmp.path().join("not-a-dir");
         std::fs::write(&file, "").unwrap();
         let err = write(&file.join("sub"), &fixtures::passed()).unwrap_err();
-        assert!(err.to_string().starts_with("creating the report directory"), "{err}");
+        assert!(
+            err.to_string().starts_with("creating the report directory"),
+            "{err}"
+        );
     }
 }

@@ -251,7 +251,10 @@ mod tests {
     #[test]
     fn the_report_has_every_section_with_its_figures() {
         let md = render(&fixtures::passed());
-        assert!(md.starts_with("# DR drill report: route group remote on aws-gw\n"), "{md}");
+        assert!(
+            md.starts_with("# DR drill report: route group remote on aws-gw\n"),
+            "{md}"
+        );
         for row in [
             "| Started | 2026-11-26 15:04:18 UTC |",
             "| Gateway | aws-gw |",
@@ -264,7 +267,10 @@ mod tests {
             assert!(md.contains(row), "{row} missing:\n{md}");
         }
         let t = section(&md, "Timeline");
-        assert!(t.contains("| 15:04:28.473 | +10.35s | switching | moved remote to internet |"), "{t}");
+        assert!(
+            t.contains("| 15:04:28.473 | +10.35s | switching | moved remote to internet |"),
+            "{t}"
+        );
         assert_eq!(t.matches("\n| 15:0").count(), 8, "{t}");
         let rto = section(&md, "RTO achieved");
         assert!(rto.contains("1.2 s (target: 30 s) ✓"), "{rto}");
@@ -272,10 +278,16 @@ mod tests {
         let lost = section(&md, "What was lost");
         assert!(lost.contains("While switching over: 3 probes"), "{lost}");
         assert!(lost.contains("While failing back: 0 probes"), "{lost}");
-        assert!(lost.contains("| internet | 0/500 | 3/60 (5.0%) | 0/3000 | 0/45 | 0/530 |"), "{lost}");
+        assert!(
+            lost.contains("| internet | 0/500 | 3/60 (5.0%) | 0/3000 | 0/45 | 0/530 |"),
+            "{lost}"
+        );
         let rtt = section(&md, "RTT");
         assert!(rtt.contains("| interconnect | 10.99.0.2 | 0.30 ms | 0.50 ms | 0.30 ms | 0.60 ms | 0.30 ms | 0.50 ms |"), "{rtt}");
-        assert!(rtt.contains("![RTT and loss per link](drill-remote-20261126T150418Z.svg)"), "{rtt}");
+        assert!(
+            rtt.contains("![RTT and loss per link](drill-remote-20261126T150418Z.svg)"),
+            "{rtt}"
+        );
         assert!(section(&md, "Pre-checks").contains("- ✓ backup link internet up: up, rtt 12.1 ms"));
         assert!(section(&md, "Issues found").contains("None."));
         assert!(section(&md, "Action items").contains("None."));
@@ -292,20 +304,30 @@ mod tests {
         let md = render(&r);
         assert!(section(&md, "RTO achieved").contains("42.1 s (target: 30 s) ✗"));
         let issues = section(&md, "Issues found");
-        assert!(issues.contains("- aws route table rtb-1 never got in sync"), "{issues}");
+        assert!(
+            issues.contains("- aws route table rtb-1 never got in sync"),
+            "{issues}"
+        );
         let actions = section(&md, "Action items");
         assert_eq!(actions.matches("- [ ] ").count(), 2, "{actions}");
-        assert!(actions.contains("- [ ] Find the cause of and fix: RTO 42.1 s above the target 30 s"), "{actions}");
+        assert!(
+            actions.contains("- [ ] Find the cause of and fix: RTO 42.1 s above the target 30 s"),
+            "{actions}"
+        );
     }
 
     #[test]
     fn a_refused_drill_says_nothing_was_measured() {
         let md = render(&fixtures::refused());
         assert!(md.contains("REFUSED by a pre-check"), "{md}");
-        assert!(md.contains("| Switchover | interconnect → (next healthy link) |"), "{md}");
+        assert!(
+            md.contains("| Switchover | interconnect → (next healthy link) |"),
+            "{md}"
+        );
         assert!(section(&md, "RTO achieved").contains("Not measured: the drill was refused"));
         assert!(section(&md, "Pre-checks").contains("- ✗ backup link internet up: down for 3m12s"));
-        assert!(section(&md, "Action items").contains("- [ ] Find the cause of and fix: refused: backup link internet is down"));
+        assert!(section(&md, "Action items")
+            .contains("- [ ] Find the cause of and fix: refused: backup link internet is down"));
     }
 
     #[test]

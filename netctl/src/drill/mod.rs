@@ -110,7 +110,11 @@ pub(crate) mod fixtures {
     }
 
     /// One bucket per second for `secs` seconds, RTT from `rtt(second)`, loss from `lost`.
-    fn series(secs: u64, rtt: impl Fn(u64) -> Option<f64>, lost: impl Fn(u64) -> u32) -> Vec<DrillPoint> {
+    fn series(
+        secs: u64,
+        rtt: impl Fn(u64) -> Option<f64>,
+        lost: impl Fn(u64) -> u32,
+    ) -> Vec<DrillPoint> {
         (0..secs)
             .map(|s| {
                 let lost = lost(s);
@@ -163,9 +167,17 @@ pub(crate) mod fixtures {
                 step(0, Some(Prechecks), "checking"),
                 step(350, Some(Baseline), "measuring every link for 10 s"),
                 step(10_350, Some(Switching), "moved remote to internet"),
-                step(11_550, None, "traffic answered on internet; peer on internet"),
+                step(
+                    11_550,
+                    None,
+                    "traffic answered on internet; peer on internet",
+                ),
                 step(11_550, Some(Holding), "holding for 60 s"),
-                step(71_550, Some(FailingBack), "moved remote back to interconnect"),
+                step(
+                    71_550,
+                    Some(FailingBack),
+                    "moved remote back to interconnect",
+                ),
                 step(72_450, Some(After), "measuring every link for 10 s"),
                 step(83_000, Some(Done), "drill over"),
             ],
@@ -192,7 +204,11 @@ pub(crate) mod fixtures {
                         phase(FailingBack, 45, 0, 12.2, 15.0),
                         phase(After, 530, 0, 12.1, 15.2),
                     ],
-                    series: series(83, |s| Some(12.0 + (s % 7) as f64 * 0.5), |s| u32::from(s == 10) * 3),
+                    series: series(
+                        83,
+                        |s| Some(12.0 + (s % 7) as f64 * 0.5),
+                        |s| u32::from(s == 10) * 3,
+                    ),
                 },
             ],
             problems: vec![],
@@ -222,7 +238,11 @@ pub(crate) mod fixtures {
             ],
             timeline: vec![
                 step(0, Some(DrillState::Prechecks), "checking"),
-                step(200, Some(DrillState::Refused), "backup link internet is down"),
+                step(
+                    200,
+                    Some(DrillState::Refused),
+                    "backup link internet is down",
+                ),
             ],
             links: vec![],
             problems: vec!["refused: backup link internet is down".into()],
@@ -243,7 +263,8 @@ mod tests {
         r.rto_ms = Some(31_000);
         assert!(!passed(&r));
         r.rto_ms = Some(1_000);
-        r.problems.push("aws route table rtb-1 never got in sync".into());
+        r.problems
+            .push("aws route table rtb-1 never got in sync".into());
         assert!(!passed(&r));
         assert_eq!(outcome(&r), "done, with 1 problem");
         assert!(!passed(&fixtures::refused()));

@@ -91,10 +91,7 @@ pub fn loss(sent: u64, lost: u64) -> String {
     if lost == 0 || sent == 0 {
         format!("{lost}/{sent}")
     } else {
-        format!(
-            "{lost}/{sent} ({:.1}%)",
-            lost as f64 * 100.0 / sent as f64
-        )
+        format!("{lost}/{sent} ({:.1}%)", lost as f64 * 100.0 / sent as f64)
     }
 }
 

@@ -186,6 +186,12 @@ pub fn render(r: &DrillReport) -> String {
             r##"<rect x="{X0}" y="{lane:.1}" width="{:.1}" height="{LANE_H}" fill="#f6f6f6"/>"##,
             X1 - X0
         );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{name} lost</text>"#,
+            X1 + 6.0,
+            lane + LANE_H - 3.0
+        );
         loss_bars(&mut out, link, r.bucket_ms, &x, lane, colour, &name);
         let ly = Y0 + 8.0 + i as f64 * 18.0;
         let _ = writeln!(
@@ -205,13 +211,13 @@ pub fn render(r: &DrillReport) -> String {
     if !r.links.is_empty() {
         let _ = writeln!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" fill="#333">lanes: probes lost</text><text x="{:.1}" y="{:.1}" fill="#333">per bucket (bar height:</text><text x="{:.1}" y="{:.1}" fill="#333">share of the bucket lost)</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" fill="#333">lanes below: probes lost</text><text x="{:.1}" y="{:.1}" fill="#333">per bucket (bar height:</text><text x="{:.1}" y="{:.1}" fill="#333">share of the bucket)</text>"##,
             X1 + 14.0,
-            lanes_top + 10.0,
+            Y0 + 18.0 * r.links.len() as f64 + 14.0,
             X1 + 14.0,
-            lanes_top + 24.0,
+            Y0 + 18.0 * r.links.len() as f64 + 28.0,
             X1 + 14.0,
-            lanes_top + 38.0
+            Y0 + 18.0 * r.links.len() as f64 + 42.0,
         );
     }
     out.push_str("</svg>\n");
@@ -423,9 +429,14 @@ mod tests {
                 .collect();
         }
         let l = lines(&render(&r));
-        assert!(l.iter().all(|(_, p)| p.len() == 10 && p.iter().all(in_plot)));
+        assert!(l
+            .iter()
+            .all(|(_, p)| p.len() == 10 && p.iter().all(in_plot)));
         // Zero RTT sits on the x axis.
-        assert!(l[0].1.iter().all(|&(_, y)| (y - (Y0 + PLOT_H)).abs() < 0.01));
+        assert!(l[0]
+            .1
+            .iter()
+            .all(|&(_, y)| (y - (Y0 + PLOT_H)).abs() < 0.01));
 
         let refused = render(&fixtures::refused());
         assert!(lines(&refused).is_empty());
@@ -454,7 +465,9 @@ mod tests {
         let svg = render(&r);
         let l = lines(&svg);
         assert_eq!(l.len(), 10);
-        assert!(l.iter().all(|(_, p)| p.len() == 800 && p.iter().all(in_plot)));
+        assert!(l
+            .iter()
+            .all(|(_, p)| p.len() == 800 && p.iter().all(in_plot)));
         // Past eight colours, the lines are told apart by a dash pattern.
         assert_eq!(svg.matches(r#"stroke-dasharray="6 2""#).count(), 4);
     }
@@ -476,7 +489,10 @@ mod tests {
         assert!(!svg.contains("<script"));
         let doc = roxmltree::Document::parse(&svg).unwrap();
         let title = doc.descendants().find(|n| n.has_tag_name("title")).unwrap();
-        assert!(title.text().unwrap().ends_with("on gw</text><script>x</script>"));
+        assert!(title
+            .text()
+            .unwrap()
+            .ends_with("on gw</text><script>x</script>"));
     }
 
     #[test]

@@ -100,7 +100,12 @@ pub fn summary(r: &DrillReport) -> String {
                 stats::rtt_pair(b.as_ref()),
                 stats::rtt_pair(d.as_ref()),
                 stats::rtt_pair(a.as_ref()),
-                format!("{}/{}/{}", lost(b.as_ref()), lost(d.as_ref()), lost(a.as_ref())),
+                format!(
+                    "{}/{}/{}",
+                    lost(b.as_ref()),
+                    lost(d.as_ref()),
+                    lost(a.as_ref())
+                ),
             ]);
         }
         out.push_str(&t.render());
@@ -157,7 +162,10 @@ mod tests {
     #[test]
     fn steps_line_up_and_notes_have_no_state() {
         let r = fixtures::passed();
-        assert_eq!(step(&r.timeline[2]), " +10.35s  switching     moved remote to internet\n");
+        assert_eq!(
+            step(&r.timeline[2]),
+            " +10.35s  switching     moved remote to internet\n"
+        );
         assert_eq!(
             step(&r.timeline[3]),
             " +11.55s                traffic answered on internet; peer on internet\n"
@@ -167,10 +175,16 @@ mod tests {
     #[test]
     fn the_summary_gives_rto_against_target_loss_and_rtt_per_link() {
         let s = summary(&fixtures::passed());
-        assert!(s.starts_with("drill of route group remote on aws-gw: passed\n"), "{s}");
+        assert!(
+            s.starts_with("drill of route group remote on aws-gw: passed\n"),
+            "{s}"
+        );
         assert!(s.contains("RTO        1.2 s (target 30 s) ✓"), "{s}");
         assert!(s.contains("failback   900 ms"), "{s}");
-        assert!(s.contains("3 probes while switching over, 0 while failing back"), "{s}");
+        assert!(
+            s.contains("3 probes while switching over, 0 while failing back"),
+            "{s}"
+        );
         assert!(s.contains("interconnect  0.30/0.50 ms"), "{s}");
         // During = switching + holding: 57 answers at 14.5 and 3000 at 12.4; p95 the higher.
         assert!(s.contains("12.4/19.0 ms"), "{s}");
@@ -194,11 +208,17 @@ mod tests {
     fn a_refusal_names_the_failing_precheck_and_the_reason() {
         let s = summary(&fixtures::refused());
         assert!(s.contains("REFUSED"), "{s}");
-        assert!(s.contains("✗ backup link internet up: down for 3m12s"), "{s}");
+        assert!(
+            s.contains("✗ backup link internet up: down for 3m12s"),
+            "{s}"
+        );
         assert!(!s.contains("service checks over internet"), "{s}");
         assert!(s.contains("refused: backup link internet is down"), "{s}");
         let p = prechecks(&fixtures::refused());
-        assert!(p.contains("✓ service checks over internet: 2 of 2 pass"), "{p}");
+        assert!(
+            p.contains("✓ service checks over internet: 2 of 2 pass"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -208,7 +228,10 @@ mod tests {
         r.timeline.truncate(5);
         let s = live(&r);
         assert!(s.contains("state: holding since +11.55s"), "{s}");
-        assert!(s.contains("interconnect → internet, hold 60 s, RTO target 30 s"), "{s}");
+        assert!(
+            s.contains("interconnect → internet, hold 60 s, RTO target 30 s"),
+            "{s}"
+        );
         assert!(s.lines().count() == 7, "{s}");
     }
 }
