@@ -3,6 +3,9 @@
 //! netctl binary's follow loop, output, exit codes, signal handling and report files are
 //! tested without agentd. Nothing leaves the test's temporary directory: no network at all.
 
+// Test code, helpers included: unwrap() is the assertion.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
