@@ -103,13 +103,13 @@ enum Cmd {
         /// The route group or DNS group to drill.
         group: Option<String>,
         /// How long to stay on the new path before failing back ("500ms", "5s", "2m").
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse, requires = "group")]
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse, conflicts_with_all = ["abort", "last"])]
         hold: Duration,
         /// The recovery time objective the switchover is judged against.
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_positive, requires = "group")]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_positive, conflicts_with_all = ["abort", "last"])]
         rto_target: Duration,
         /// Why, for both gateways' event logs and the report.
-        #[arg(long, requires = "group")]
+        #[arg(long, conflicts_with_all = ["abort", "last"])]
         reason: Option<String>,
         /// Where to write the report files (created if needed).
         #[arg(

@@ -46,10 +46,18 @@ pub async fn start(client: &Client, args: &StartArgs, json: bool) -> Exit {
         rto_target_ms: millis(args.rto_target),
         reason: args.reason.clone(),
     };
-    let started = match client
-        .post_json::<_, DrillReport>(paths::DRILL, &body)
-        .await
-    {
+    let posted = tokio::select! {
+        posted = client.post_json::<_, DrillReport>(paths::DRILL, &body) => posted,
+        signal = signals.next() => {
+            eprintln!(
+                "netctl drill: {signal} before agentd answered: the drill may have started; \
+                 `netctl{a} drill --last` shows it, `netctl{a} drill --abort` stops it",
+                a = args.again
+            );
+            return Exit::Interrupted;
+        }
+    };
+    let started = match posted {
         Ok(reply) => {
             warn_on_version_skew(&reply);
             reply.value

@@ -80,14 +80,6 @@ pub fn render(r: &DrillReport, kind: Kind) -> String {
 /// Writes the three files into `dir` (created if needed) and answers their paths. Nothing is
 /// written if any of them exists with other content.
 pub fn write(dir: &Path, r: &DrillReport) -> Result<Vec<PathBuf>, FilesError> {
-    let io = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FilesError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     std::fs::create_dir_all(dir).map_err(io("creating the report directory", dir))?;
     let files: Vec<(PathBuf, String)> = Kind::ALL
         .iter()
@@ -108,6 +100,16 @@ pub fn write(dir: &Path, r: &DrillReport) -> Result<Vec<PathBuf>, FilesError> {
     Ok(files.into_iter().map(|(p, _)| p).collect())
 }
 
+/// Turns an I/O error into one that names what was done to which file.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FilesError {
+    let path = path.to_path_buf();
+    move |source| FilesError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Whether `path` is free or already holds `content`.
 fn same_or_absent(path: &Path, content: &str) -> std::io::Result<bool> {
     match std::fs::read(path) {
@@ -122,14 +124,6 @@ fn same_or_absent(path: &Path, content: &str) -> std::io::Result<bool> {
 fn write_new(path: &Path, content: &str) -> Result<(), FilesError> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let io = |action, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| FilesError::Io {
-            action,
-            path,
-            source,
-        }
-    };
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn milliseconds_keep_the_digits_that_matter() {
-        assert_eq!(ms(0.318), "0.32");
+        assert_eq!(ms(0.327), "0.33");
         assert_eq!(ms(4.14), "4.1");
         assert_eq!(ms(120.4), "120");
     }

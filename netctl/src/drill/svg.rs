@@ -186,6 +186,12 @@ pub fn render(r: &DrillReport) -> String {
             r##"<rect x="{X0}" y="{lane:.1}" width="{:.1}" height="{LANE_H}" fill="#f6f6f6"/>"##,
             X1 - X0
         );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{name} lost</text>"#,
+            X1 + 6.0,
+            lane + LANE_H - 3.0
+        );
         loss_bars(&mut out, link, r.bucket_ms, &x, lane, colour, &name);
         let ly = Y0 + 8.0 + i as f64 * 18.0;
         let _ = writeln!(
@@ -205,13 +211,13 @@ pub fn render(r: &DrillReport) -> String {
     if !r.links.is_empty() {
         let _ = writeln!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" fill="#333">lanes: probes lost</text><text x="{:.1}" y="{:.1}" fill="#333">per bucket (bar height:</text><text x="{:.1}" y="{:.1}" fill="#333">share of the bucket lost)</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" fill="#333">lanes below: probes lost</text><text x="{:.1}" y="{:.1}" fill="#333">per bucket (bar height:</text><text x="{:.1}" y="{:.1}" fill="#333">share of the bucket)</text>"##,
             X1 + 14.0,
-            lanes_top + 10.0,
+            Y0 + 18.0 * r.links.len() as f64 + 14.0,
             X1 + 14.0,
-            lanes_top + 24.0,
+            Y0 + 18.0 * r.links.len() as f64 + 28.0,
             X1 + 14.0,
-            lanes_top + 38.0
+            Y0 + 18.0 * r.links.len() as f64 + 42.0,
         );
     }
     out.push_str("</svg>\n");
