@@ -447,3 +447,119 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
         "traffic back on the interconnect"
     );
 }
+
+/// A DNS group's drill: the guide's "partial failover" of one component. Both gateways publish
+/// the record; the drill's pin of the DR answer reaches the peer, so they never fight.
+#[test]
+fn a_drill_of_a_dns_group_publishes_the_next_answer_holds_and_returns_and_a_dns_server_down_refuses(
+) {
+    use isthmus_tests::dns_bed::{serve_group, DnsBed, DR, GROUP, PRIMARY};
+    if !isthmus_tests::bind::require_named() {
+        return;
+    }
+    let long = Duration::from_secs(30);
+    let mut bed = DnsBed::new("drd", None);
+    for side in [&bed.clouds.aws, &bed.clouds.oci] {
+        serve_group(side, &bed.key.text, Duration::from_secs(4));
+    }
+    let _agents = bed.clouds.start_agents();
+    bed.wait_served(PRIMARY, long);
+    // The first answer's start-up settling.
+    std::thread::sleep(Duration::from_secs(3));
+    let socket = bed.clouds.aws.fx.socket();
+    let dir = bed.clouds.aws.fx.dir().join("reports");
+    let dir_s = dir.to_str().unwrap().to_owned();
+
+    // The DNS server down: the dry run of the record cannot read it, the drill is refused.
+    bed.bind.stop();
+    let out = netctl(
+        &socket,
+        &["drill", GROUP, "--hold", "3s", "--report", &dir_s],
+    );
+    println!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.code, 0);
+    let r = read_json(&report_file(&dir, "json").expect("a report of the refusal"));
+    assert_eq!(r["state"], "refused", "{r:#}");
+    let dry: Vec<&Value> = r["prechecks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("dry run"))
+        .collect();
+    assert_eq!(dry.len(), 1, "{:#}", r["prechecks"]);
+    assert_eq!(dry[0]["ok"], false, "{:#}", dry[0]);
+    for f in std::fs::read_dir(&dir).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    bed.bind.start_again();
+    bed.wait_served(PRIMARY, long);
+
+    // The drill: DR answer served during the hold, the primary after it, at both gateways.
+    let mut child = std::process::Command::new(isthmus_tests::bin("netctl"))
+        .args(["--socket", socket.to_str().unwrap(), "drill", GROUP])
+        .args(["--hold", "4s", "--rto-target", "2s", "--report", &dir_s])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("netctl drill");
+    let served_dr = bed.wait_served(DR, long);
+    let status = child.wait().expect("netctl drill");
+    let mut text = String::new();
+    use std::io::Read as _;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    println!("{text}");
+    assert!(status.success(), "netctl drill failed");
+    assert_eq!(
+        bed.answer(),
+        [PRIMARY],
+        "the primary is served again after the drill"
+    );
+    let r = read_json(&report_file(&dir, "json").expect("a report"));
+    assert_eq!(r["state"], "done", "{r:#}");
+    assert_eq!(r["target"], "dns_group");
+    assert_eq!(
+        (r["from"].as_str(), r["to"].as_str()),
+        (Some(PRIMARY), Some(DR))
+    );
+    let dry = r["prechecks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("dry run"))
+        .expect("a dry run of the record");
+    assert!(
+        dry["ok"] == true && dry["detail"].as_str().unwrap().contains(DR),
+        "{dry:#}"
+    );
+    // The RTO of a DNS drill: decision to the new answer verified at the server.
+    let rto = r["rto_ms"].as_u64().expect("rto");
+    let switch_ms = entered(&r, "switching") * 1e3;
+    let served_ms =
+        isthmus_tests::topology::now_ms() as f64 - served_dr.elapsed().as_millis() as f64;
+    println!(
+        "DNS drill: RTO {rto} ms; the test's own query (every 50 ms) saw the DR answer {:.0} ms after the switch",
+        served_ms - switch_ms
+    );
+    assert!(rto < 2000, "rto {rto} ms");
+    // The peer followed the pin: it published the DR answer too, and knew of the drill.
+    let oci = bed.clouds.oci.events();
+    assert!(
+        oci.iter()
+            .any(|e| e["kind"] == "answer_changed" && e["to"] == DR),
+        "{oci:#?}"
+    );
+    assert!(oci.iter().any(|e| e["kind"] == "peer_drill"), "{oci:#?}");
+    let conflicts = bed
+        .clouds
+        .aws
+        .events()
+        .into_iter()
+        .chain(oci)
+        .filter(|e| e["kind"] == "action_conflict")
+        .count();
+    assert_eq!(conflicts, 0, "the two gateways fought over the record");
+}

@@ -455,8 +455,14 @@ impl Drill {
                             secs(self.plan.rto_target)
                         ));
                     }
+                    let proof = match self.plan.target {
+                        DrillTarget::RouteGroup => {
+                            "traffic answered, checks pass, routes and actions in place"
+                        }
+                        DrillTarget::DnsGroup => "the record served, checks pass",
+                    };
                     let what = format!(
-                        "verified on {} after {} (traffic answered, checks pass, routes and actions in place); holding {}",
+                        "verified on {} after {} ({proof}); holding {}",
                         self.plan.to.as_deref().unwrap_or("?"),
                         secs(rto),
                         secs(self.plan.hold)
