@@ -32,7 +32,7 @@ pub const NAMED_IP: &str = "10.2.0.53";
 pub const LISTENER_PORT: u16 = 1521;
 /// How long the primary must pass again before the name goes back to it: short for the demo
 /// (the default is 30 s, as for route groups).
-pub const FAILBACK_AFTER: &str = "3s";
+pub const FAILBACK_AFTER_S: u64 = 3;
 const KEY_NAME: &str = "demo-key";
 
 fn named_addr() -> SocketAddr {
@@ -134,7 +134,7 @@ fn serve_group(side: &Side, key_text: &str) {
     ));
     let group = table(format!(
         "name = \"{GROUP}\"\nprovider = \"vcn-dns\"\nrecord = \"{RECORD}\"\nttl = 5\n\
-         failback_after = \"{FAILBACK_AFTER}\"\nhold_down = \"1s\"\n\
+         failback_after = \"{FAILBACK_AFTER_S}s\"\nhold_down = \"1s\"\n\
          answers = [{{ value = \"{PRIMARY}\", checks = [\"db-primary\"] }}, \
          {{ value = \"{DR}\", checks = [\"db-dr\"] }}]\n"
     ));

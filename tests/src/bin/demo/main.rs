@@ -272,7 +272,9 @@ fn main() {
     let dr_ms = now_ms() - down;
     println!("$ {}", dns::DIG);
     println!("  {}", dns::dig(app).join(" "));
-    println!("the DR answer is served {dr_ms} ms after the listener went down");
+    println!(
+        "the DR answer is served {dr_ms} ms after the listener went down (checked every 200 ms)"
+    );
     events_since(&clouds.oci, down);
     show(
         "netctl actions   # OCI gateway",
@@ -280,8 +282,8 @@ fn main() {
     );
 
     say(&format!(
-        "Start the listener again: the name goes back once the primary has passed for {} (30 s by default)",
-        dns::FAILBACK_AFTER
+        "Start the listener again: the name goes back once the primary has passed for {} s (30 s by default)",
+        dns::FAILBACK_AFTER_S
     ));
     let again = now_ms();
     dns.start_primary(clouds.oci_app());
