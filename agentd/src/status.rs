@@ -37,6 +37,8 @@ pub fn build(v: &View, caller_access: Access) -> Status {
         warnings: v.host_warnings.clone(),
         dns_groups: v.dns_groups.clone(),
         actions: v.actions.clone(),
+        drill: v.drill.clone(),
+        peer_drill: v.peer_drill.clone(),
     }
 }
 

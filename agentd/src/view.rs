@@ -46,6 +46,9 @@ impl std::fmt::Debug for View {
 }
 
 pub struct View {
+    /// A drill running here, and the group the peer drills.
+    pub drill: Option<isthmus_api::DrillBrief>,
+    pub peer_drill: Option<String>,
     /// When the snapshot was taken, on the loop's clock and the wall clock.
     pub now: Instant,
     pub wall: SystemTime,

@@ -69,6 +69,21 @@ pub fn status(s: &Status) -> String {
             lag.p99_ms, lag.max_ms
         );
     }
+    if let Some(d) = &s.drill {
+        let _ = writeln!(
+            out,
+            "drill    {}: {}, {} → {} ({} s in; hold {}); netctl drill --last for more, --abort to stop it",
+            d.group,
+            d.state,
+            d.from,
+            d.to.as_deref().unwrap_or("?"),
+            d.seconds,
+            age(d.hold_ms / 1000),
+        );
+    }
+    if let Some(g) = &s.peer_drill {
+        let _ = writeln!(out, "peer     the peer gateway is running a drill of {g}");
+    }
     if a.event_log_dropped > 0 {
         let _ = writeln!(
             out,

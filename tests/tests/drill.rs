@@ -193,6 +193,14 @@ fn a_drill_reports_what_the_test_measured_itself_rto_loss_and_rtt() {
         ],
     );
     let (replies, sent) = ping_replies(ping);
+    // `ISTHMUS_KEEP_DRILL_REPORT=DIR` keeps the files (docs/drills.md's example is one).
+    if let Some(keep) = std::env::var_os("ISTHMUS_KEEP_DRILL_REPORT") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in std::fs::read_dir(&bed.dir).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, Path::new(&keep).join(f.file_name().unwrap())).unwrap();
+        }
+    }
     let r = report.expect("a JSON report");
     assert_eq!(code, 0, "netctl drill exit: {stdout}");
     assert_eq!(r["state"], "done", "{r:#}");
@@ -399,6 +407,17 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(1));
+    // Both gateways say so in `netctl status`.
+    let status = netctl(&socket, &["status"]).stdout;
+    assert!(
+        status.contains("drill    remote: holding, interconnect → internet"),
+        "{status}"
+    );
+    let peer = netctl(&bed.clouds.oci.fx.socket(), &["status"]).stdout;
+    assert!(
+        peer.contains("the peer gateway is running a drill of remote"),
+        "{peer}"
+    );
     let ping = start_ping(&bed.clouds, 8);
     std::thread::sleep(Duration::from_secs(1));
     bed.relay.set(ONE_WAY, 100.0);
@@ -512,8 +531,18 @@ fn a_drill_of_a_dns_group_publishes_the_next_answer_holds_and_returns_and_a_dns_
     let status = child.wait().expect("netctl drill");
     let mut text = String::new();
     use std::io::Read as _;
-    child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut text).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     println!("{text}");
     assert_eq!(status.code(), Some(130), "netctl drill interrupted");
     assert!(text.contains("--abort"), "{text}");
@@ -529,7 +558,11 @@ fn a_drill_of_a_dns_group_publishes_the_next_answer_holds_and_returns_and_a_dns_
     };
     println!("{}{}", last.stdout, last.stderr);
     assert_eq!(last.code, 0, "netctl drill --last");
-    assert_eq!(bed.answer(), [PRIMARY], "the primary is served again after the drill");
+    assert_eq!(
+        bed.answer(),
+        [PRIMARY],
+        "the primary is served again after the drill"
+    );
     let r = read_json(&report_file(&dir, "json").expect("a report"));
     assert_eq!(r["state"], "done", "{r:#}");
     assert_eq!(r["target"], "dns_group");

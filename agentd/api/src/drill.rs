@@ -165,8 +165,10 @@ pub struct DrillReport {
     pub finished_unix_ms: Option<u64>,
     pub hold_ms: u64,
     pub rto_target_ms: u64,
-    /// Switch to new path verified (traffic answered on it, checks passing, actions in sync
-    /// with the new want, the peer on it too).
+    /// Switch to new path verified at this gateway: the routes in the kernel, a probe of the
+    /// stream sent after the switch answered over the new path, the checks passing there, the
+    /// actions in sync with the new want (for a DNS group: the record served). The peer
+    /// follows the pin within a probe interval; its own event log has the time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_ms: Option<u64>,
     /// The same for the way back.
@@ -193,4 +195,17 @@ impl DrillReport {
     pub fn rto_met(&self) -> Option<bool> {
         self.rto_ms.map(|r| r <= self.rto_target_ms)
     }
+}
+
+/// A running drill in `GET /v1/status`, in brief.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillBrief {
+    pub group: String,
+    pub state: DrillState,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Seconds since the drill started.
+    pub seconds: u64,
+    pub hold_ms: u64,
 }

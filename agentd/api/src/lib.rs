@@ -157,6 +157,12 @@ pub struct Status {
     pub dns_groups: Vec<DnsGroupStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ActionStatus>,
+    /// A drill running on this gateway (`netctl drill --last` has the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillBrief>,
+    /// The group a drill on the peer gateway moves, as its probes say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_drill: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -896,6 +896,12 @@ impl Shell {
             })
             .collect();
         Arc::new(View {
+            drill: self
+                .drill
+                .as_ref()
+                .filter(|d| !d.is_over())
+                .map(|d| d.brief(now)),
+            peer_drill: self.failover.peer_drill(),
             now,
             wall: SystemTime::now(),
             config: config.clone(),

@@ -241,6 +241,18 @@ impl Drill {
             .unwrap_or_default()
     }
 
+    /// For `netctl status`.
+    pub fn brief(&self, now: Instant) -> isthmus_api::DrillBrief {
+        isthmus_api::DrillBrief {
+            group: self.plan.group.clone(),
+            state: self.state,
+            from: self.plan.from.clone(),
+            to: self.plan.to.clone(),
+            seconds: now.saturating_duration_since(self.started).as_secs(),
+            hold_ms: self.plan.hold.as_millis() as u64,
+        }
+    }
+
     pub fn state(&self) -> DrillState {
         self.state
     }

@@ -129,7 +129,7 @@ fn rto(out: &mut String, r: &DrillReport) {
             );
         }
     }
-    out.push_str("From the switch to the new path verified: traffic answered on it, checks passing, actions in sync, the peer on it too.\n\n");
+    out.push_str("From the switch to the new path verified at this gateway: the routes in the kernel, a probe answered over the new path, the group's checks passing there, its DNS records and route tables in sync. The peer gateway follows within a probe interval (its own event log has the time).\n\n");
     let failback = match r.failback_ms {
         Some(ms) => secs(ms),
         None if r.state == DrillState::Refused => "not applicable".into(),
