@@ -280,6 +280,20 @@ impl Drill {
     }
 
     fn enter(&mut self, state: DrillState, now: Instant, what: String, out: &mut Vec<Do>) {
+        self.enter_at(state, now, now, what, out);
+    }
+
+    /// Enter `state` as of `at` (a moment already past: when a verification's last condition
+    /// held, which the loop learns a batch of samples later), noticed at `now`.
+    fn enter_at(
+        &mut self,
+        state: DrillState,
+        at: Instant,
+        now: Instant,
+        what: String,
+        out: &mut Vec<Do>,
+    ) {
+        let now = at.min(now);
         self.state = state;
         self.since = now;
         self.phases.push((now, state));
@@ -479,7 +493,7 @@ impl Drill {
                         secs(rto),
                         secs(self.plan.hold)
                     );
-                    self.enter(DrillState::Holding, now, what, &mut out);
+                    self.enter_at(DrillState::Holding, at, now, what, &mut out);
                 } else if in_state >= self.verify_within() {
                     let why = format!(
                         "not verified on {} within {}: {}",
@@ -519,7 +533,7 @@ impl Drill {
                         secs(took),
                         secs(self.settle())
                     );
-                    self.enter(DrillState::After, now, what, &mut out);
+                    self.enter_at(DrillState::After, at, now, what, &mut out);
                 } else if in_state >= self.verify_within() {
                     let why = format!(
                         "not back on {} within {}: {}; the group is left to the automatic choice",
