@@ -12,6 +12,7 @@ use isthmus_config::Diagnostic;
 use serde::{Deserialize, Serialize};
 
 mod drill;
+pub mod utc;
 pub use drill::*;
 
 /// The API version in every path. Bump it only for incompatible changes.

@@ -26,6 +26,12 @@ mod values;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Report, Severity};
+
+/// A duration as the config writes it (`500ms`, `30s`, `2m`, `1h`), for command lines that take
+/// the same spelling (`netctl drill --hold 2m`); the error says what is wrong and how to write it.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration::parse(text).map_err(|e| format!("{}: {}", e.message, e.hint))
+}
 pub use model::*;
 
 use source::{Sink, Source};

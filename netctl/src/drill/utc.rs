@@ -1,40 +1,7 @@
 //! UTC wall-clock times of a drill, from the unix milliseconds agentd reports. The report is
 //! read in UTC on both gateways and by the operator, whatever the local time zone.
 
-/// A moment split into its civil UTC fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u64,
-    minute: u64,
-    second: u64,
-    milli: u64,
-}
-
-fn civil(unix_ms: u64) -> Civil {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    Civil {
-        year: yoe + era * 400 + i64::from(month <= 2),
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem % 3600 / 60,
-        second: rem % 60,
-        milli: unix_ms % 1000,
-    }
-}
+use isthmus_api::utc::civil;
 
 /// `20261126T150418Z`: for file names (sorts by time, no characters a shell or Windows minds).
 pub fn compact(unix_ms: u64) -> String {
