@@ -230,6 +230,22 @@ fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         "isthmus_group_state_seconds",
         "Seconds since the group's active link last changed.",
     );
+    let mut drill = Family::gauge(
+        "isthmus_group_drill_in_progress",
+        "1 while a failover drill moves the group (route or DNS group), run here or on the peer.",
+    );
+    let drilled = |name: &str| {
+        state.drill.as_ref().is_some_and(|d| d.group == name)
+            || state.peer_drill.as_deref() == Some(name)
+    };
+    for name in state
+        .groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .chain(state.dns_groups.iter().map(|g| g.name.as_str()))
+    {
+        drill.add(&[("group", name)], f64::from(u8::from(drilled(name))));
+    }
     for g in &state.groups {
         let current = g.active_link.clone();
         let gl = [("group", g.name.as_str())];
@@ -250,7 +266,7 @@ fn groups(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         pinned.add(&gl, f64::from(u8::from(is_pinned)));
         since.add(&gl, metrics.since(&metrics.group_since, &g.name, now));
     }
-    [active, up, backup, pinned, since]
+    [active, up, backup, pinned, since, drill]
         .into_iter()
         .filter_map(Family::build)
         .collect()
