@@ -7,7 +7,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::{netctl, netctl_as, Agentd, Fixture, Identity, Netns};
+use isthmus_tests::{
+    http_get, netctl, netctl_as, raise_open_files, Agentd, Fixture, Flood, FloodMode, Identity,
+    Netns,
+};
 
 const READ_GID: u32 = 47110;
 const ADMIN_GID: u32 = 47111;
@@ -26,6 +29,14 @@ fn admin() -> Identity {
         uid: 47121,
         gid: 47121,
         groups: vec![READ_GID, ADMIN_GID],
+    }
+}
+/// Another member of the read group.
+fn reader2() -> Identity {
+    Identity::User {
+        uid: 47123,
+        gid: 47123,
+        groups: vec![READ_GID],
     }
 }
 fn outsider() -> Identity {
@@ -221,5 +232,72 @@ fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop((idle1, idle2));
+    assert!(agentd.is_running());
+}
+
+/// `isthmus_control_refused_total{reason}` from agentd's `/metrics` (default listen address).
+fn refused(ns: &Netns, reason: &str) -> u64 {
+    let (status, text) = http_get(
+        ns,
+        "127.0.0.1:9477".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .expect("scraping agentd");
+    assert_eq!(status, 200, "{text}");
+    let series = format!("isthmus_control_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The acceptance example of per-caller limits, with the default `[control]` settings: a root
+/// process trickling 300 request heads and a member of the read group holding 1,000 idle
+/// connections (both reopening what agentd closes) do not keep root's `netctl status` out.
+#[test]
+fn root_is_answered_while_root_trickles_300_heads_and_a_reader_holds_1000_idle_connections() {
+    raise_open_files(4096);
+    let ns = Netns::new("fl");
+    let fx = fixture("");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+
+    let slow = Flood::start(&Identity::Root, &sock, 300, FloodMode::Slow);
+    let idle = Flood::start(&reader(), &sock, 1000, FloodMode::Idle);
+    for round in 0..6 {
+        let start = Instant::now();
+        let out = netctl(&sock, &["--json", "status"]);
+        let took = start.elapsed();
+        assert_eq!(out.code, 0, "round {round}: {out:?}");
+        assert_eq!(out.json()["agent"]["caller_access"], "write", "{out:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: root's status took {took:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // An admin is not locked out either, nor another member of the read group.
+    let out = netctl_as(&admin(), &sock, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = netctl_as(&reader2(), &sock, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // The floods were real: agentd refused what was over the reader's share and cut off the
+    // heads that did not arrive in time, again and again.
+    assert!(refused(&ns, "per_user") > 1000, "no per-user refusals");
+    assert!(refused(&ns, "head_timeout") > 32, "no head timeouts");
+    let slow = slow.stop();
+    let idle = idle.stop();
+    assert!(slow.closed >= 300, "{slow:?}");
+    assert!(idle.refused_503 >= 1000 - 32, "{idle:?}");
+
+    // Afterwards everyone gets in again.
+    for who in [reader(), Identity::Root] {
+        let out = netctl_as(&who, &sock, &["--json", "status"]);
+        assert_eq!(out.code, 0, "{who:?}: {out:?}");
+    }
     assert!(agentd.is_running());
 }
