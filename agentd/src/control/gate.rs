@@ -14,11 +14,21 @@ use tokio::sync::oneshot;
 
 use super::admission::{Admission, Caller, ConnId, Decision, Limits, Refusal};
 
+/// Refusals answered at once (each holds a descriptor for up to 0.7 s while it lets the
+/// client send its head and read the 503); beyond this many, a refused connection is closed
+/// unanswered, so that refusing cannot exhaust agentd's descriptors either.
+const MAX_REFUSING: usize = 64;
+/// Of those, at most this many for one uid: a flooding user cannot take every answer from the
+/// others, whose refusals still say why.
+const MAX_REFUSING_PER_USER: usize = 8;
+
 #[derive(Debug)]
 struct Inner {
     admission: Admission,
     /// How to tell each admitted connection's task that it was evicted.
     evictors: HashMap<ConnId, oneshot::Sender<()>>,
+    /// Refusals being answered, per uid.
+    refusing: HashMap<u32, usize>,
 }
 
 /// The control socket's admission, shared.
@@ -43,6 +53,7 @@ impl Gate {
         Gate(Arc::new(Mutex::new(Inner {
             admission: Admission::new(limits),
             evictors: HashMap::new(),
+            refusing: HashMap::new(),
         })))
     }
 
@@ -79,6 +90,43 @@ impl Gate {
     /// Connections held now.
     pub fn open(&self) -> usize {
         self.lock().admission.open()
+    }
+
+    /// Room to answer a refusal of `uid`, or `None`: close it unanswered.
+    pub fn answer_refusal(&self, uid: u32) -> Option<Answering> {
+        let mut inner = self.lock();
+        let total: usize = inner.refusing.values().sum();
+        let mine = inner.refusing.entry(uid).or_default();
+        if total >= MAX_REFUSING || *mine >= MAX_REFUSING_PER_USER {
+            if *mine == 0 {
+                inner.refusing.remove(&uid);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(Answering {
+            gate: self.clone(),
+            uid,
+        })
+    }
+}
+
+/// A refusal being answered; frees its room on drop.
+#[derive(Debug)]
+pub struct Answering {
+    gate: Gate,
+    uid: u32,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut inner = self.gate.lock();
+        if let Some(n) = inner.refusing.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                inner.refusing.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -150,6 +198,29 @@ mod tests {
         assert_eq!(gate.open(), 2);
         drop((second, other));
         assert_eq!(gate.open(), 0);
+    }
+
+    #[test]
+    fn a_flooding_user_cannot_take_every_refusal_answer() {
+        let gate = Gate::new(Limits {
+            max_clients: 1,
+            per_user: 1,
+            reserved: 0,
+        });
+        let flood: Vec<Answering> = (0..MAX_REFUSING_PER_USER)
+            .map(|_| gate.answer_refusal(1000).expect("room"))
+            .collect();
+        assert!(gate.answer_refusal(1000).is_none());
+        let other = gate.answer_refusal(1001).expect("room for another user");
+        drop(other);
+        drop(flood);
+        // Everything is free again: the whole budget, for many users.
+        let all: Vec<Answering> = (0..MAX_REFUSING as u32)
+            .map(|uid| gate.answer_refusal(uid).expect("room"))
+            .collect();
+        assert!(gate.answer_refusal(4242).is_none());
+        drop(all);
+        assert!(gate.lock().refusing.is_empty());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use isthmus_api::{Access, ErrorBody, EventRecord, ReloadOutcome, RouteGroupStatu
 use isthmus_config::{Control, GroupRef};
 use prometheus::{IntCounterVec, Opts};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::accept::Connections;
 use crate::view::View;
@@ -149,10 +149,6 @@ impl Policy {
     }
 }
 
-/// Refusals answered at once (each holds a descriptor for up to 0.7 s while it lets the
-/// client send its head and read the 503); a flood beyond this many is closed unanswered, so
-/// that refusing cannot exhaust agentd's descriptors either.
-const MAX_REFUSING: usize = 64;
 /// At most one warning about refused clients this often, with the number left unlogged: a
 /// flood would otherwise write thousands of lines a second to the journal.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -222,7 +218,6 @@ pub async fn serve(
         requests,
     });
     let gate = Gate::new(limits.admission());
-    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut warnings = Throttle::default();
     let mut connections = Connections::new(limits.max_clients, "control");
     let stop = async {
@@ -262,11 +257,11 @@ pub async fn serve(
             Admitted::No(refusal) => {
                 refused.with_label_values(&[refusal.reason().label()]).inc();
                 warnings.refused(&refusal, caller, gate.open());
-                // Beyond MAX_REFUSING refusals at once: close without an answer.
-                let permit = Arc::clone(&refusing).try_acquire_owned().ok()?;
+                // No room to answer: close without one.
+                let answering = gate.answer_refusal(caller.uid)?;
                 Some(Either::Right(async move {
                     http::refuse_busy(stream, &refusal.message()).await;
-                    drop(permit);
+                    drop(answering);
                 }))
             }
         }
