@@ -279,7 +279,10 @@ fn a_users_33rd_connection_is_refused_with_a_typed_error_while_others_get_in() {
     drop(holders);
     let deadline = Instant::now() + Duration::from_secs(10);
     while netctl_as(&reader(), &sock, &["status"]).code != 0 {
-        assert!(Instant::now() < deadline, "the reader's slots were never freed");
+        assert!(
+            Instant::now() < deadline,
+            "the reader's slots were never freed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -290,8 +293,10 @@ fn a_users_33rd_connection_is_refused_with_a_typed_error_while_others_get_in() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["agent"]["caller_access"], "read");
     assert_eq!(refused(&ns, "evicted"), 1);
-    // The hog's 8 beyond the share were refused (they were accepted before netctl's).
-    assert!(refused(&ns, "per_user") >= 1 + 8);
+    // The hog's 8 beyond the share were refused (they were accepted before netctl's), after
+    // the one refusal above.
+    let per_user = refused(&ns, "per_user");
+    assert!(per_user > 8, "{per_user}");
     drop(hog);
     assert!(agentd.is_running());
 }

@@ -322,7 +322,11 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("control", "read_group", r#"read_group = "isthmus""#),
     ("control", "admin_group", r#"admin_group = "isthmus-admin""#),
     ("control", "max_clients", "max_clients = 128"),
-    ("control", "max_clients_per_user", "max_clients_per_user = 32"),
+    (
+        "control",
+        "max_clients_per_user",
+        "max_clients_per_user = 32",
+    ),
     ("control", "reserved_clients", "reserved_clients = 16"),
     ("control", "head_timeout", r#"head_timeout = "1s""#),
     ("control", "request_timeout", r#"request_timeout = "5s""#),

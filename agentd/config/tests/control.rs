@@ -6,13 +6,16 @@ use std::time::Duration;
 use isthmus_config::{parse_str, Control, LoadOptions};
 
 fn control(section: &str) -> Control {
-    let text = format!(
-        "[agent]\nname = \"gw\"\n[control]\nread_group = 0\nadmin_group = 0\n{section}"
-    );
-    parse_str(&text, Path::new("/etc/isthmus/agentd.toml"), &LoadOptions::default())
-        .unwrap_or_else(|r| panic!("{section:?} was refused: {r}"))
-        .config
-        .control
+    let text =
+        format!("[agent]\nname = \"gw\"\n[control]\nread_group = 0\nadmin_group = 0\n{section}");
+    parse_str(
+        &text,
+        Path::new("/etc/isthmus/agentd.toml"),
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|r| panic!("{section:?} was refused: {r}"))
+    .config
+    .control
 }
 
 #[test]

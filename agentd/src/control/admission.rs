@@ -58,7 +58,10 @@ pub enum Decision {
     Admit(ConnId),
     /// Admitted in place of `evict`, a stalled connection of another process of the same uid
     /// that the shell must close.
-    Replace { id: ConnId, evict: ConnId },
+    Replace {
+        id: ConnId,
+        evict: ConnId,
+    },
     Refuse(Refusal),
 }
 
@@ -278,7 +281,10 @@ impl Admission {
             },
         );
         *self.per_uid.entry(caller.uid).or_default() += 1;
-        *self.per_process.entry((caller.uid, caller.pid)).or_default() += 1;
+        *self
+            .per_process
+            .entry((caller.uid, caller.pid))
+            .or_default() += 1;
         if !caller.privileged {
             self.unprivileged += 1;
         }
@@ -348,6 +354,15 @@ mod tests {
     }
 
     #[test]
+    fn reasons_are_listed_in_their_order_with_distinct_labels() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
+        }
+        let labels: std::collections::BTreeSet<_> = Reason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Reason::ALL.len());
+    }
+
+    #[test]
     fn one_process_gets_its_users_share_and_is_refused_beyond_it() {
         let mut a = Admission::new(DEFAULTS);
         fill(&mut a, reader(READER, 10), 32);
@@ -363,7 +378,11 @@ mod tests {
             unreachable!()
         };
         assert!(r.message().contains("32 connections"), "{}", r.message());
-        assert!(r.message().contains("max_clients_per_user"), "{}", r.message());
+        assert!(
+            r.message().contains("max_clients_per_user"),
+            "{}",
+            r.message()
+        );
         // Another user is not affected.
         admitted(a.handle_connect(reader(READER + 1, 11)));
     }
@@ -398,10 +417,7 @@ mod tests {
         a.handle_head(id);
         assert_eq!(a.open(), 32);
         // The flood cannot take it back, and a second netctl evicts the next oldest.
-        assert!(matches!(
-            a.handle_connect(root(100)),
-            Decision::Refuse(_)
-        ));
+        assert!(matches!(a.handle_connect(root(100)), Decision::Refuse(_)));
         let Decision::Replace { evict, .. } = a.handle_connect(root(201)) else {
             panic!("the second netctl was not admitted");
         };
@@ -462,7 +478,12 @@ mod tests {
             panic!("{refused:?}");
         };
         assert_eq!(r.reason(), Reason::Full);
-        assert!(r.message().contains("all 6 connections open to the read group"), "{}", r.message());
+        assert!(
+            r.message()
+                .contains("all 6 connections open to the read group"),
+            "{}",
+            r.message()
+        );
         // Root and admins get the reserved four, then nothing more (root's being served, so
         // none can be replaced).
         for id in fill(&mut a, root(9), 2) {
@@ -608,7 +629,10 @@ mod tests {
             assert_eq!(a.open(), open.len(), "step {step}");
             assert!(open.len() <= limits.max_clients, "step {step}");
             let unprivileged = open.iter().filter(|c| !c.1.privileged).count();
-            assert!(unprivileged <= limits.max_clients - limits.reserved, "step {step}");
+            assert!(
+                unprivileged <= limits.max_clients - limits.reserved,
+                "step {step}"
+            );
             for uid in 0..4 {
                 let n = open.iter().filter(|c| c.1.uid == uid).count();
                 assert!(n <= limits.per_user, "step {step}: uid {uid} holds {n}");

@@ -60,7 +60,9 @@ impl Gate {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent counts (every operation is a few
         // map updates with no early exit between them): keep going rather than lock everyone out.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn admit(&self, caller: Caller) -> Admitted {
@@ -241,6 +243,9 @@ mod tests {
         assert_eq!(evicted.try_recv(), Err(oneshot::error::TryRecvError::Empty));
         drop(ticket);
         // Its sender is gone with the ticket: a closed channel, not an eviction.
-        assert_eq!(evicted.try_recv(), Err(oneshot::error::TryRecvError::Closed));
+        assert_eq!(
+            evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
     }
 }

@@ -470,7 +470,7 @@ fn with_headers(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 /// close it, without parsing anything.
 pub async fn refuse_busy(mut stream: UnixStream, message: &str) {
     let body = serde_json::to_string(&ErrorBody::new(ErrorKind::TooManyClients, message))
-    .unwrap_or_default();
+        .unwrap_or_default();
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          {AGENTD_VERSION_HEADER}: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::Either;
 use isthmus_api::{Access, ErrorBody, EventRecord, ReloadOutcome, RouteGroupStatus, RoutesStatus};
 use isthmus_config::{Control, GroupRef};
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -199,6 +199,21 @@ pub fn refused_family() -> IntCounterVec {
     family
 }
 
+/// The counters of `isthmus_control_refused_total`, looked up once: a flood counts thousands a
+/// second, and `with_label_values` hashes and locks each time.
+#[derive(Clone)]
+struct Refused([IntCounter; Reason::ALL.len()]);
+
+impl Refused {
+    fn new(family: &IntCounterVec) -> Refused {
+        Refused(Reason::ALL.map(|r| family.with_label_values(&[r.label()])))
+    }
+
+    fn count(&self, reason: Reason) {
+        self.0[reason as usize].inc();
+    }
+}
+
 /// Accept connections until `shutdown` turns true, then let the ones in flight finish
 /// (bounded by the request timeout).
 pub async fn serve(
@@ -217,6 +232,7 @@ pub async fn serve(
         request_timeout: limits.request_timeout,
         requests,
     });
+    let refused = Refused::new(&refused);
     let gate = Gate::new(limits.admission());
     let mut warnings = Throttle::default();
     let mut connections = Connections::new(limits.max_clients, "control");
@@ -227,7 +243,7 @@ pub async fn serve(
         let peer = match peer::peer_of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
-                refused.with_label_values(&[Reason::Credentials.label()]).inc();
+                refused.count(Reason::Credentials);
                 tracing::warn!(error = %e, "cannot read control client credentials; closing");
                 return None;
             }
@@ -244,7 +260,7 @@ pub async fn serve(
                 replaced,
             } => {
                 if replaced {
-                    refused.with_label_values(&[Reason::Evicted.label()]).inc();
+                    refused.count(Reason::Evicted);
                     tracing::debug!(
                         uid = caller.uid,
                         pid = caller.pid,
@@ -255,7 +271,7 @@ pub async fn serve(
                 Some(Either::Left(task))
             }
             Admitted::No(refusal) => {
-                refused.with_label_values(&[refusal.reason().label()]).inc();
+                refused.count(refusal.reason());
                 warnings.refused(&refusal, caller, gate.open());
                 // No room to answer: close without one.
                 let answering = gate.answer_refusal(caller.uid)?;
@@ -279,7 +295,7 @@ async fn connection(
     ctx: Arc<http::Context>,
     ticket: Ticket,
     evicted: oneshot::Receiver<()>,
-    refused: IntCounterVec,
+    refused: Refused,
 ) {
     let ticket = Arc::new(ticket);
     let head = Arc::clone(&ticket);
@@ -296,7 +312,7 @@ async fn connection(
                     None
                 };
                 if let Some(reason) = reason {
-                    refused.with_label_values(&[reason.label()]).inc();
+                    refused.count(reason);
                 }
                 tracing::debug!(error = %e, "control connection ended with an error");
             }
@@ -322,7 +338,12 @@ impl Throttle {
             .is_some_and(|at| now.saturating_duration_since(at) < WARN_EVERY)
         {
             self.unlogged += 1;
-            tracing::debug!(uid = caller.uid, pid = caller.pid, reason = refusal.reason().label(), "control client refused");
+            tracing::debug!(
+                uid = caller.uid,
+                pid = caller.pid,
+                reason = refusal.reason().label(),
+                "control client refused"
+            );
             return;
         }
         tracing::warn!(

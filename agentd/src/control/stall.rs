@@ -47,7 +47,10 @@ impl<T> WriteStall<T> {
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the client read nothing of the response for {:?}", self.limit),
+                format!(
+                    "the client read nothing of the response for {:?}",
+                    self.limit
+                ),
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -58,8 +61,7 @@ impl<T> WriteStall<T> {
 pub fn is_stall(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e
-            .downcast_ref::<io::Error>()
+        if e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
         {
             return true;

@@ -12,7 +12,7 @@
 //! `refused_503` those among them that were answered with a 503 first.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -107,9 +107,9 @@ fn main() -> ExitCode {
 }
 
 /// Connect, retrying while the listener's backlog is full or the socket is not there yet.
-async fn connect(socket: &PathBuf) -> UnixStream {
+async fn connect(socket: &Path) -> UnixStream {
     loop {
-        match UnixStream::connect(socket.as_path()).await {
+        match UnixStream::connect(socket).await {
             Ok(stream) => return stream,
             Err(_) => tokio::time::sleep(TRICKLE).await,
         }

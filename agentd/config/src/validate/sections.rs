@@ -99,9 +99,9 @@ pub(super) fn control(entry: Option<&Entry<RawControl>>, sink: &mut Sink) -> Opt
             );
             None
         }
-        (got, max) => got
-            .map(|n| n as usize)
-            .or(default_reserved_clients(max.unwrap_or(defaults.max_clients))),
+        (got, max) => got.map(|n| n as usize).or(default_reserved_clients(
+            max.unwrap_or(defaults.max_clients),
+        )),
     };
     let head_timeout = f
         .duration(
