@@ -1,5 +1,7 @@
-//! The accept loop of agentd's servers (the control socket, the metrics listener): a capped
-//! number of connections, each served by a task of its own.
+//! The accept loop of agentd's servers (the control socket, the metrics listener): each
+//! connection served by a task of its own, either under a plain cap ([`Connections::accept_until`],
+//! the metrics listener) or under the server's own admission ([`Connections::accept_each`], the
+//! control socket's per-caller limits).
 //!
 //! A connection beyond the cap is not left waiting in the backlog: it is handed to a `refuse`
 //! task that answers "busy" (503) and closes. Finished tasks are reaped as connections come, so
@@ -71,6 +73,30 @@ impl Connections {
         S: Future<Output = ()> + Send + 'static,
         R: Future<Output = ()> + Send + 'static,
     {
+        let slots = Arc::clone(&self.slots);
+        let (max, what) = (self.max, self.what);
+        let admit = |stream| match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => serve(stream, permit).map(futures_util::future::Either::Left),
+            Err(_) => {
+                tracing::warn!(max, "{what} client refused: too many clients");
+                Some(futures_util::future::Either::Right(refuse(stream)))
+            }
+        };
+        self.accept_each(listener, stop, admit).await;
+    }
+
+    /// Accepts on `listener` until `stop` completes; `admit` decides what becomes of each
+    /// connection: the task that serves or refuses it, or `None` to close it at once. For
+    /// servers that keep their own limits (the control socket's per-caller admission).
+    pub async fn accept_each<L, T>(
+        &mut self,
+        listener: &L,
+        stop: impl Future<Output = ()>,
+        mut admit: impl FnMut(L::Stream) -> Option<T>,
+    ) where
+        L: Listener,
+        T: Future<Output = ()> + Send + 'static,
+    {
         tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
@@ -78,27 +104,15 @@ impl Connections {
                 () = &mut stop => return,
             };
             while self.tasks.try_join_next().is_some() {}
-            let stream = match accepted {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "{} accept failed", self.what);
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(permit) => {
-                    if let Some(task) = serve(stream, permit) {
+            match accepted {
+                Ok(stream) => {
+                    if let Some(task) = admit(stream) {
                         self.tasks.spawn(task);
                     }
                 }
-                Err(_) => {
-                    tracing::warn!(
-                        max = self.max,
-                        "{} client refused: too many clients",
-                        self.what
-                    );
-                    self.tasks.spawn(refuse(stream));
+                Err(e) => {
+                    tracing::warn!(error = %e, "{} accept failed", self.what);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
         }

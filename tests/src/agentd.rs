@@ -234,6 +234,17 @@ pub fn netctl_as(who: &Identity, socket: &Path, args: &[&str]) -> Output {
         .arg(socket)
         .args(args)
         .env_remove("ISTHMUS_SOCKET");
+    run_as(&mut cmd, who);
+    let out = cmd.output().expect("running netctl");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Make `cmd` run as `who` (groups, then gid, then uid are set between fork and exec).
+pub fn run_as(cmd: &mut Command, who: &Identity) {
     if let Identity::User { uid, gid, groups } = who.clone() {
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
@@ -247,11 +258,5 @@ pub fn netctl_as(who: &Identity, socket: &Path, args: &[&str]) -> Output {
                 Ok(())
             });
         }
-    }
-    let out = cmd.output().expect("running netctl");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

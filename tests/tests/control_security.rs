@@ -7,7 +7,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::{netctl, netctl_as, Agentd, Fixture, Identity, Netns};
+use isthmus_tests::{
+    http_get, netctl, netctl_as, raise_open_files, Agentd, Fixture, Flood, FloodMode, Identity,
+    Netns,
+};
 
 const READ_GID: u32 = 47110;
 const ADMIN_GID: u32 = 47111;
@@ -26,6 +29,14 @@ fn admin() -> Identity {
         uid: 47121,
         gid: 47121,
         groups: vec![READ_GID, ADMIN_GID],
+    }
+}
+/// Another member of the read group.
+fn reader2() -> Identity {
+    Identity::User {
+        uid: 47123,
+        gid: 47123,
+        groups: vec![READ_GID],
     }
 }
 fn outsider() -> Identity {
@@ -167,12 +178,15 @@ fn malformed_oversized_and_unknown_requests_get_typed_4xx() {
 fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
     let ns = Netns::new("sl");
     // 3 s: long enough that the idle clients below still hold their slots while netctl starts
-    // on a loaded machine, short enough to wait for.
-    let fx = fixture("max_clients = 2\nrequest_timeout = \"3s\"");
+    // on a loaded machine, short enough to wait for. Two slots for the read group, one kept
+    // for root and the admin group.
+    let fx = fixture(
+        "max_clients = 3\nreserved_clients = 1\nhead_timeout = \"3s\"\nrequest_timeout = \"3s\"",
+    );
     let mut agentd = Agentd::start(&fx, &ns);
     let sock = fx.socket();
 
-    // Headers that never finish: the connection is closed after the timeout.
+    // Headers that never finish: the connection is closed after the head timeout.
     let start = Instant::now();
     let resp = raw_exchange(
         &sock,
@@ -185,6 +199,7 @@ fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
         "slow headers held for {waited:?}"
     );
     assert!(!resp.contains("200 OK"), "{resp:?}");
+    assert_eq!(refused(&ns, "head_timeout"), 1);
 
     // A body that never finishes: 408 with a typed error.
     let resp = raw_exchange(
@@ -195,31 +210,162 @@ fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
     assert!(status_line(&resp).starts_with("HTTP/1.1 408"), "{resp:?}");
     assert!(resp.contains(r#""kind":"request_timeout""#), "{resp:?}");
 
-    // Two idle clients fill the cap (connections are accepted in order); the next ones are
-    // told so at once.
-    let idle1 = UnixStream::connect(&sock).unwrap();
-    let idle2 = UnixStream::connect(&sock).unwrap();
-    let busy = netctl(&sock, &["status"]);
+    // Two idle clients of a reader fill the slots open to the read group (connections are
+    // accepted in order); another member is told so at once, naming the limit.
+    let idle = Flood::start(&reader(), &sock, 2, FloodMode::Idle);
+    let busy = netctl_as(&reader2(), &sock, &["--json", "status"]);
     assert_eq!(busy.code, 3, "{busy:?}");
     assert!(busy.stderr.contains("too many control clients"), "{busy:?}");
-    let resp = raw_exchange(
-        &sock,
-        b"GET /v1/status HTTP/1.1\r\nhost: x\r\n\r\n",
-        Duration::from_secs(5),
+    let err = busy.json();
+    assert_eq!(err["kind"], "too_many_clients", "{busy:?}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("all 2 connections open to the read group")
+            && message.contains("reserved_clients = 1"),
+        "{message}"
     );
-    assert!(status_line(&resp).starts_with("HTTP/1.1 503"), "{resp:?}");
-    assert!(resp.contains(r#""kind":"too_many_clients""#), "{resp:?}");
+    assert_eq!(refused(&ns, "full"), 1);
+    // Root takes the reserved slot.
+    assert_still_serving(&sock);
 
-    // The idle ones are cut off by the timeout, freeing the slots.
+    // Once the idle ones are gone, the slots are free again.
+    drop(idle);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = netctl(&sock, &["status"]);
+        let out = netctl_as(&reader2(), &sock, &["status"]);
         if out.code == 0 {
             break;
         }
         assert!(Instant::now() < deadline, "slots never freed: {out:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop((idle1, idle2));
+    assert!(agentd.is_running());
+}
+
+/// The per-user share with the defaults: the 33rd connection of a user is refused with a typed
+/// error naming the limit while other users still get in; and a process of that user holding
+/// all of its share, stalled, gives way to another process of the same user.
+#[test]
+fn a_users_33rd_connection_is_refused_with_a_typed_error_while_others_get_in() {
+    raise_open_files(4096);
+    let ns = Netns::new("pu");
+    // A long head deadline: the held connections must stay while the test looks.
+    let fx = fixture("head_timeout = \"30s\"");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+
+    // 32 connections of the reader, each from a process of its own: no process holds more
+    // than another, so none gives way.
+    let holders: Vec<Flood> = (0..32)
+        .map(|_| Flood::start(&reader(), &sock, 1, FloodMode::Idle))
+        .collect();
+    let out = netctl_as(&reader(), &sock, &["--json", "status"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let err = out.json();
+    assert_eq!(err["kind"], "too_many_clients", "{out:?}");
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("uid 47120")
+            && message.contains("32 connections")
+            && message.contains("max_clients_per_user"),
+        "{message}"
+    );
+    assert_eq!(refused(&ns, "per_user"), 1);
+    for who in [reader2(), admin(), Identity::Root] {
+        let out = netctl_as(&who, &sock, &["status"]);
+        assert_eq!(out.code, 0, "{who:?}: {out:?}");
+    }
+
+    drop(holders);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while netctl_as(&reader(), &sock, &["status"]).code != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reader's slots were never freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // One process holding the whole share, stalled: the reader's netctl takes the place of
+    // one of its connections (which agentd closes; the flood opens it again and is refused).
+    let hog = Flood::start(&reader(), &sock, 40, FloodMode::Idle);
+    let out = netctl_as(&reader(), &sock, &["--json", "status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["agent"]["caller_access"], "read");
+    assert_eq!(refused(&ns, "evicted"), 1);
+    // The hog's 8 beyond the share were refused (they were accepted before netctl's), after
+    // the one refusal above.
+    let per_user = refused(&ns, "per_user");
+    assert!(per_user > 8, "{per_user}");
+    drop(hog);
+    assert!(agentd.is_running());
+}
+
+/// `isthmus_control_refused_total{reason}` from agentd's `/metrics` (default listen address).
+fn refused(ns: &Netns, reason: &str) -> u64 {
+    let (status, text) = http_get(
+        ns,
+        "127.0.0.1:9477".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .expect("scraping agentd");
+    assert_eq!(status, 200, "{text}");
+    let series = format!("isthmus_control_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The acceptance example of per-caller limits, with the default `[control]` settings: a root
+/// process trickling 300 request heads and a member of the read group holding 1,000 idle
+/// connections (both reopening what agentd closes) do not keep root's `netctl status` out.
+#[test]
+fn root_is_answered_while_root_trickles_300_heads_and_a_reader_holds_1000_idle_connections() {
+    raise_open_files(4096);
+    let ns = Netns::new("fl");
+    let fx = fixture("");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+
+    let slow = Flood::start(&Identity::Root, &sock, 300, FloodMode::Slow);
+    let idle = Flood::start(&reader(), &sock, 1000, FloodMode::Idle);
+    for round in 0..6 {
+        let start = Instant::now();
+        let out = netctl(&sock, &["--json", "status"]);
+        let took = start.elapsed();
+        eprintln!("round {round}: root's netctl status took {took:?}");
+        assert_eq!(out.code, 0, "round {round}: {out:?}");
+        assert_eq!(out.json()["agent"]["caller_access"], "write", "{out:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: root's status took {took:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // An admin is not locked out either, nor another member of the read group.
+    let out = netctl_as(&admin(), &sock, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = netctl_as(&reader2(), &sock, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // The floods were real: agentd refused what was over the reader's share and cut off the
+    // heads that did not arrive in time, again and again.
+    assert!(refused(&ns, "per_user") > 1000, "no per-user refusals");
+    assert!(refused(&ns, "head_timeout") > 32, "no head timeouts");
+    let slow = slow.stop();
+    let idle = idle.stop();
+    assert!(slow.closed >= 300, "{slow:?}");
+    assert!(idle.closed >= 1000 - 32, "{idle:?}");
+    assert!(idle.refused_503 > 0, "{idle:?}");
+
+    // Afterwards everyone gets in again.
+    for who in [reader(), Identity::Root] {
+        let out = netctl_as(&who, &sock, &["--json", "status"]);
+        assert_eq!(out.code, 0, "{who:?}: {out:?}");
+    }
     assert!(agentd.is_running());
 }

@@ -24,8 +24,19 @@ pub const DEFAULT_SOCKET: &str = "/run/isthmus/agentd.sock";
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 pub const DEFAULT_READ_GROUP: &str = "isthmus";
 pub const DEFAULT_ADMIN_GROUP: &str = "isthmus-admin";
-/// Enough for a few operators and a monitoring agent; a cap so idle clients cannot exhaust fds.
-pub const DEFAULT_MAX_CLIENTS: usize = 16;
+/// Room for several users at their per-user share at once; a cap so that clients cannot
+/// exhaust agentd's file descriptors (128 is little against the 65536 the unit allows).
+pub const DEFAULT_MAX_CLIENTS: usize = 128;
+/// Far more than any honest client needs (netctl opens one connection at a time), few enough
+/// that one user's stuck or hostile processes leave most of `max_clients` to the others.
+pub const DEFAULT_MAX_CLIENTS_PER_USER: usize = 32;
+/// Slots only root, agentd's own user and the admin group may take, so that members of the
+/// read group filling the socket cannot lock out the people who fix things: by default a
+/// quarter of `max_clients`, at most this many.
+pub const DEFAULT_RESERVED_CLIENTS_MAX: usize = 16;
+/// netctl sends its request head in one write right after connecting; a second is generous
+/// on a loaded host and short enough that slow heads (slowloris) cannot hold slots.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 /// A request that takes longer than this is stuck; `netctl` must answer at 3 AM.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Loopback only: metrics need not leave the host unless the operator decides so.
@@ -239,8 +250,23 @@ pub struct Control {
     pub read_group: GroupRef,
     /// Members may also change things (reload, failover).
     pub admin_group: GroupRef,
+    /// Connections at once, all callers together.
     pub max_clients: usize,
+    /// Connections at once from one uid (root's too).
+    pub max_clients_per_user: usize,
+    /// Of `max_clients`, slots only privileged callers (root, agentd's user, the admin group)
+    /// may take; always less than `max_clients`.
+    pub reserved_clients: usize,
+    /// From connect to the end of the request head.
+    pub head_timeout: Duration,
+    /// After the head: for the body, and for each stalled write of the response.
     pub request_timeout: Duration,
+}
+
+/// The reserved slots when `reserved_clients` is not set: a quarter of `max_clients`, at most
+/// [`DEFAULT_RESERVED_CLIENTS_MAX`].
+pub fn default_reserved_clients(max_clients: usize) -> usize {
+    (max_clients / 4).min(DEFAULT_RESERVED_CLIENTS_MAX)
 }
 
 impl Default for Control {
@@ -251,6 +277,9 @@ impl Default for Control {
             read_group: GroupRef::Name(DEFAULT_READ_GROUP.to_string()),
             admin_group: GroupRef::Name(DEFAULT_ADMIN_GROUP.to_string()),
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_clients_per_user: DEFAULT_MAX_CLIENTS_PER_USER,
+            reserved_clients: default_reserved_clients(DEFAULT_MAX_CLIENTS),
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }

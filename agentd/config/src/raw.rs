@@ -40,6 +40,9 @@ pub(crate) struct RawControl {
     pub read_group: Value,
     pub admin_group: Value,
     pub max_clients: Int,
+    pub max_clients_per_user: Int,
+    pub reserved_clients: Int,
+    pub head_timeout: Dur,
     pub request_timeout: Dur,
 }
 
@@ -318,7 +321,14 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("control", "socket_mode", r#"socket_mode = "0660""#),
     ("control", "read_group", r#"read_group = "isthmus""#),
     ("control", "admin_group", r#"admin_group = "isthmus-admin""#),
-    ("control", "max_clients", "max_clients = 16"),
+    ("control", "max_clients", "max_clients = 128"),
+    (
+        "control",
+        "max_clients_per_user",
+        "max_clients_per_user = 32",
+    ),
+    ("control", "reserved_clients", "reserved_clients = 16"),
+    ("control", "head_timeout", r#"head_timeout = "1s""#),
     ("control", "request_timeout", r#"request_timeout = "5s""#),
     ("metrics", "listen", r#"listen = "127.0.0.1:9477""#),
     ("routes", "protocol", "protocol = 73"),

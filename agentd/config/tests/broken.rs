@@ -560,6 +560,27 @@ addresses = ["10.255.0.0/31"]
         column: 17,
     },
     Case {
+        name: "reserved_clients takes every slot",
+        toml: concat!(agent!(), "[control]\nmax_clients = 8\nreserved_clients = 8\nread_group = 0\nadmin_group = 0\n"),
+        message: "reserved_clients 8 leaves no slot of max_clients 8 for the read group",
+        line: 5,
+        column: 20,
+    },
+    Case {
+        name: "head_timeout too short",
+        toml: concat!(agent!(), "[control]\nhead_timeout = \"10ms\"\nread_group = 0\nadmin_group = 0\n"),
+        message: "head_timeout 10ms is too short",
+        line: 4,
+        column: 16,
+    },
+    Case {
+        name: "max_clients_per_user zero",
+        toml: concat!(agent!(), "[control]\nmax_clients_per_user = 0\nread_group = 0\nadmin_group = 0\n"),
+        message: "max_clients_per_user 0 is out of range 1..=1024",
+        line: 4,
+        column: 24,
+    },
+    Case {
         name: "socket_mode world-accessible",
         toml: concat!(agent!(), "[control]\nsocket_mode = \"0666\"\nread_group = 0\nadmin_group = 0\n"),
         message: "socket_mode 0666 gives others access to the control socket",

@@ -17,7 +17,7 @@ use isthmus_api::{
     CLIENT_VERSION_HEADER,
 };
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -32,6 +32,9 @@ const LOOP_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Context {
     pub policy: watch::Receiver<Policy>,
     pub commands: mpsc::Sender<Command>,
+    /// From connect to the end of the request head.
+    pub head_timeout: Duration,
+    /// For the body, after the head.
     pub request_timeout: Duration,
     /// `isthmus_control_requests_total{endpoint, status}`.
     pub requests: prometheus::IntCounterVec,
@@ -202,9 +205,19 @@ fn endpoint_label(path: &str) -> &'static str {
     find(path).map_or("other", |(r, _)| r.pattern)
 }
 
-pub async fn serve_connection(stream: UnixStream, peer: Peer, ctx: Arc<Context>) {
-    let timeout = ctx.request_timeout;
+/// Serve one connection; `on_head` is called when its request head has arrived.
+pub async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    ctx: Arc<Context>,
+    on_head: impl Fn() + Send + 'static,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = ctx.head_timeout;
     let service = hyper::service::service_fn(move |req| {
+        on_head();
         let ctx = ctx.clone();
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(req, &peer, &ctx).await) }
@@ -215,10 +228,8 @@ pub async fn serve_connection(stream: UnixStream, peer: Peer, ctx: Arc<Context>)
         .max_buf_size(MAX_HEADER_BYTES)
         // One request per connection: an idle client cannot hold a slot past the timeout.
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "control connection ended with an error");
-    }
+        .serve_connection(TokioIo::new(io), service);
+    conn.await
 }
 
 async fn handle(req: Request<Incoming>, peer: &Peer, ctx: &Context) -> Response<Full<Bytes>> {
@@ -455,13 +466,11 @@ fn with_headers(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Answer a connection beyond the client cap with a 503 and close it, without parsing anything.
-pub async fn refuse_busy(mut stream: UnixStream) {
-    let body = serde_json::to_string(&ErrorBody::new(
-        ErrorKind::TooManyClients,
-        "too many control clients connected; retry shortly",
-    ))
-    .unwrap_or_default();
+/// Answer a connection beyond the client limits with a 503 (`message` names the limit) and
+/// close it, without parsing anything.
+pub async fn refuse_busy(mut stream: UnixStream, message: &str) {
+    let body = serde_json::to_string(&ErrorBody::new(ErrorKind::TooManyClients, message))
+        .unwrap_or_default();
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          {AGENTD_VERSION_HEADER}: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -8,24 +8,38 @@
 //! their JSON from it here, off the loop. The endpoints, their access and their metric labels
 //! are one table in [`http`]; the loop's side of each command is in `daemon/commands.rs`.
 //!
-//! Abuse limits: at most `max_clients` connections at once (the next one gets a 503 and is closed),
-//! one request per connection, `request_timeout` to send the headers and again to send the body,
-//! headers up to 16 KiB (hyper answers 431 beyond), bodies up to [`MAX_BODY`] (413).
+//! Abuse limits, per caller ([`admission`]): at accept, before a byte is read, a connection is
+//! admitted by the credentials of its caller (at most `max_clients_per_user` per uid, root's
+//! too; `reserved_clients` of the `max_clients` slots kept for root, agentd's user and the
+//! admin group), or refused with a typed 503. A process of a user at its share may take the
+//! place of a stalled connection of a process of the same user holding more, so a flooding
+//! script cannot lock its own user out. Then: the request head within `head_timeout` of
+//! connecting, the body within `request_timeout` after it, a response the client stops reading
+//! cut off after `request_timeout` without progress ([`stall`]); one request per connection,
+//! headers up to 16 KiB (hyper answers 431 beyond), bodies up to [`MAX_BODY`] (413). Refusals
+//! and cut-offs are counted in `isthmus_control_refused_total{reason}`.
 
+pub mod admission;
+mod gate;
 mod http;
 pub mod peer;
 pub mod socket;
+mod stall;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use isthmus_api::{Access, ErrorBody, EventRecord, ReloadOutcome, RouteGroupStatus, RoutesStatus};
 use isthmus_config::{Control, GroupRef};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::accept::Connections;
 use crate::view::View;
+use admission::{Caller, Reason, Refusal};
+use gate::{Admitted, Gate, Ticket};
 use peer::Peer;
 
 /// Largest request body accepted.
@@ -135,10 +149,17 @@ impl Policy {
     }
 }
 
+/// At most one warning about refused clients this often, with the number left unlogged: a
+/// flood would otherwise write thousands of lines a second to the journal.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Settings fixed for the life of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_clients: usize,
+    pub max_clients_per_user: usize,
+    pub reserved_clients: usize,
+    pub head_timeout: Duration,
     pub request_timeout: Duration,
 }
 
@@ -146,8 +167,50 @@ impl Limits {
     pub fn from_config(control: &Control) -> Self {
         Limits {
             max_clients: control.max_clients,
+            max_clients_per_user: control.max_clients_per_user,
+            reserved_clients: control.reserved_clients,
+            head_timeout: control.head_timeout,
             request_timeout: control.request_timeout,
         }
+    }
+
+    fn admission(&self) -> admission::Limits {
+        admission::Limits {
+            max_clients: self.max_clients,
+            per_user: self.max_clients_per_user,
+            reserved: self.reserved_clients,
+        }
+    }
+}
+
+/// `isthmus_control_refused_total{reason}`, every reason present from the start at 0.
+pub fn refused_family() -> IntCounterVec {
+    let family = IntCounterVec::new(
+        Opts::new(
+            "isthmus_control_refused_total",
+            "Control connections refused or cut off, by reason: per_user, full, evicted, head_timeout, stalled, credentials.",
+        ),
+        &["reason"],
+    )
+    .expect("valid counter");
+    for reason in Reason::ALL {
+        family.with_label_values(&[reason.label()]);
+    }
+    family
+}
+
+/// The counters of `isthmus_control_refused_total`, looked up once: a flood counts thousands a
+/// second, and `with_label_values` hashes and locks each time.
+#[derive(Clone)]
+struct Refused([IntCounter; Reason::ALL.len()]);
+
+impl Refused {
+    fn new(family: &IntCounterVec) -> Refused {
+        Refused(Reason::ALL.map(|r| family.with_label_values(&[r.label()])))
+    }
+
+    fn count(&self, reason: Reason) {
+        self.0[reason as usize].inc();
     }
 }
 
@@ -158,40 +221,141 @@ pub async fn serve(
     limits: Limits,
     policy: watch::Receiver<Policy>,
     commands: mpsc::Sender<Command>,
-    requests: prometheus::IntCounterVec,
+    requests: IntCounterVec,
+    refused: IntCounterVec,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(http::Context {
         policy,
         commands,
+        head_timeout: limits.head_timeout,
         request_timeout: limits.request_timeout,
         requests,
     });
+    let refused = Refused::new(&refused);
+    let gate = Gate::new(limits.admission());
+    let mut warnings = Throttle::default();
     let mut connections = Connections::new(limits.max_clients, "control");
     let stop = async {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    let serve = |stream: UnixStream, permit| {
+    let admit = |stream: UnixStream| {
         let peer = match peer::peer_of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
+                refused.count(Reason::Credentials);
                 tracing::warn!(error = %e, "cannot read control client credentials; closing");
                 return None;
             }
         };
-        let ctx = ctx.clone();
-        Some(async move {
-            http::serve_connection(stream, peer, ctx).await;
-            drop(permit);
-        })
+        let caller = Caller {
+            uid: peer.uid,
+            pid: peer.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            privileged: ctx.policy.borrow().access_of(&peer) == Some(Access::Write),
+        };
+        match gate.admit(caller) {
+            Admitted::Yes {
+                ticket,
+                evicted,
+                replaced,
+            } => {
+                if replaced {
+                    refused.count(Reason::Evicted);
+                    tracing::debug!(
+                        uid = caller.uid,
+                        pid = caller.pid,
+                        "control client admitted in place of a stalled connection of its user"
+                    );
+                }
+                let task = connection(stream, peer, ctx.clone(), ticket, evicted, refused.clone());
+                Some(Either::Left(task))
+            }
+            Admitted::No(refusal) => {
+                refused.count(refusal.reason());
+                warnings.refused(&refusal, caller, gate.open());
+                // No room to answer: close without one.
+                let answering = gate.answer_refusal(caller.uid)?;
+                Some(Either::Right(async move {
+                    http::refuse_busy(stream, &refusal.message()).await;
+                    drop(answering);
+                }))
+            }
+        }
     };
-    let refuse = |stream| {
-        ctx.requests.with_label_values(&["other", "503"]).inc();
-        http::refuse_busy(stream)
-    };
-    connections
-        .accept_until(&listener, stop, serve, refuse)
-        .await;
+    connections.accept_each(&listener, stop, admit).await;
     drop(listener);
     connections.drain(limits.request_timeout).await;
+}
+
+/// One admitted connection, until it ends or another takes its place; its slot is freed when
+/// `ticket` drops.
+async fn connection(
+    stream: UnixStream,
+    peer: Peer,
+    ctx: Arc<http::Context>,
+    ticket: Ticket,
+    evicted: oneshot::Receiver<()>,
+    refused: Refused,
+) {
+    let ticket = Arc::new(ticket);
+    let head = Arc::clone(&ticket);
+    let io = stall::WriteStall::new(stream, ctx.request_timeout);
+    let served = http::serve_connection(io, peer, ctx, move || head.head_received());
+    tokio::select! {
+        result = served => {
+            if let Err(e) = result {
+                let reason = if e.is_timeout() {
+                    Some(Reason::HeadTimeout)
+                } else if stall::is_stall(&e) {
+                    Some(Reason::Stalled)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    refused.count(reason);
+                }
+                tracing::debug!(error = %e, "control connection ended with an error");
+            }
+        }
+        // Dropping `served` closes the connection (already counted when it was evicted).
+        Ok(()) = evicted => {}
+    }
+    drop(ticket);
+}
+
+/// Rate-limited warnings about refused clients.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Throttle {
+    fn refused(&mut self, refusal: &Refusal, caller: Caller, open: usize) {
+        let now = crate::clock::now();
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < WARN_EVERY)
+        {
+            self.unlogged += 1;
+            tracing::debug!(
+                uid = caller.uid,
+                pid = caller.pid,
+                reason = refusal.reason().label(),
+                "control client refused"
+            );
+            return;
+        }
+        tracing::warn!(
+            uid = caller.uid,
+            pid = caller.pid,
+            reason = refusal.reason().label(),
+            open,
+            unlogged_before = self.unlogged,
+            "control client refused: {}",
+            refusal.message()
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }

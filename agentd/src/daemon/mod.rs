@@ -71,6 +71,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         policy_rx,
         command_tx.clone(),
         metrics.control_requests.clone(),
+        metrics.control_refused.clone(),
         shutdown_rx.clone(),
     ));
     let (metrics_listen, listen_rx) = watch::channel(config.metrics.listen);

@@ -261,6 +261,21 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     );
     setting(
         true,
+        "control.max_clients_per_user",
+        old.control.max_clients_per_user != new.control.max_clients_per_user,
+    );
+    setting(
+        true,
+        "control.reserved_clients",
+        old.control.reserved_clients != new.control.reserved_clients,
+    );
+    setting(
+        true,
+        "control.head_timeout",
+        old.control.head_timeout != new.control.head_timeout,
+    );
+    setting(
+        true,
         "control.request_timeout",
         old.control.request_timeout != new.control.request_timeout,
     );
@@ -374,7 +389,7 @@ target = "10.2.1.11:443"
         let new = BASE
             .replace("10.2.1.10:1522", "10.2.1.10:1521")
             .replace("name = \"app\"", "name = \"web\"")
-            + "[control]\nmax_clients = 3\nread_group = 0\n";
+            + "[control]\nmax_clients = 100\nread_group = 0\n";
         let c = diff(&parse(BASE), &parse(&new));
         assert_eq!(
             c.applied,

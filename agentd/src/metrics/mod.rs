@@ -71,6 +71,8 @@ pub struct Metrics {
     failovers: IntCounterVec,
     /// Shared with the control server, which counts its requests.
     pub control_requests: IntCounterVec,
+    /// `isthmus_control_refused_total{reason}`, counted by the control server.
+    pub control_refused: IntCounterVec,
     /// `isthmus_action_duration_seconds{kind,target}`: decision → verified change.
     action_duration: HistogramVec,
     /// `isthmus_action_results_total{kind,target,result}`.
@@ -188,6 +190,7 @@ impl Metrics {
             &["endpoint", "status"],
         )
         .expect("valid counter");
+        let control_refused = crate::control::refused_family();
         let action_duration = HistogramVec::new(
             HistogramOpts::new(
                 "isthmus_action_duration_seconds",
@@ -221,6 +224,7 @@ impl Metrics {
             Box::new(failovers.clone()),
             Box::new(loop_lag.clone()),
             Box::new(control_requests.clone()),
+            Box::new(control_refused.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -232,6 +236,7 @@ impl Metrics {
             targets: BTreeMap::new(),
             failovers,
             control_requests,
+            control_refused,
             action_duration,
             action_results,
             hook_runs,

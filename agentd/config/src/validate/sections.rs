@@ -80,6 +80,37 @@ pub(super) fn control(entry: Option<&Entry<RawControl>>, sink: &mut Sink) -> Opt
         .int(&r.max_clients, "max_clients", 1..=1024)
         .map(|n| n as usize)
         .or(defaults.max_clients);
+    let max_clients_per_user = f
+        .int(&r.max_clients_per_user, "max_clients_per_user", 1..=1024)
+        .map(|n| n as usize)
+        .or(defaults.max_clients_per_user);
+    let reserved_clients = match (
+        f.int(&r.reserved_clients, "reserved_clients", 0..=1023),
+        max_clients,
+    ) {
+        (Got::Is(n, span), Some(max)) if n as usize >= max => {
+            f.error(
+                span,
+                format!("reserved_clients {n} leaves no slot of max_clients {max} for the read group"),
+                format!(
+                    "use a value below {max}, or raise max_clients (the default keeps a quarter: {})",
+                    default_reserved_clients(max)
+                ),
+            );
+            None
+        }
+        (got, max) => got.map(|n| n as usize).or(default_reserved_clients(
+            max.unwrap_or(defaults.max_clients),
+        )),
+    };
+    let head_timeout = f
+        .duration(
+            &r.head_timeout,
+            "head_timeout",
+            Duration::from_millis(100),
+            Some(Duration::from_secs(60)),
+        )
+        .or(defaults.head_timeout);
     let request_timeout = f
         .duration(
             &r.request_timeout,
@@ -94,6 +125,9 @@ pub(super) fn control(entry: Option<&Entry<RawControl>>, sink: &mut Sink) -> Opt
         read_group: read_group?,
         admin_group: admin_group?,
         max_clients: max_clients?,
+        max_clients_per_user: max_clients_per_user?,
+        reserved_clients: reserved_clients?,
+        head_timeout: head_timeout?,
         request_timeout: request_timeout?,
     })
 }
