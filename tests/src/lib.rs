@@ -15,6 +15,7 @@ pub mod moto;
 pub mod netns;
 pub mod notify;
 pub mod oci_stub;
+pub mod ping;
 pub mod prometheus;
 pub mod relay;
 pub mod resolver;
@@ -27,6 +28,7 @@ pub use fixture::Fixture;
 pub use moto::Moto;
 pub use netns::Netns;
 pub use notify::NotifySocket;
+pub use ping::{PingReport, Pinger};
 pub use prometheus::{
     http_get, http_get_gzip, http_get_response, promtool_check_metrics, url_encode, Prometheus,
     Response,

@@ -301,8 +301,11 @@ fn set_peer_endpoint(config: &std::path::Path, link: &str, endpoint: SocketAddr)
         .and_then(|l| l.as_table_mut())
         .unwrap_or_else(|| panic!("relay: no [[link]] {link} in {}", config.display()));
     entry.insert("peer_endpoint".into(), endpoint.to_string().into());
-    std::fs::write(config, toml::to_string(&doc).expect("serializing the config"))
-        .expect("writing the config");
+    std::fs::write(
+        config,
+        toml::to_string(&doc).expect("serializing the config"),
+    )
+    .expect("writing the config");
 }
 
 #[cfg(test)]
@@ -416,14 +419,21 @@ mod tests {
         let quick = exchange(&a, TO_A, &b, 20, Duration::from_millis(2));
         assert_eq!(quick.len(), 20);
         let base = median(quick.iter().map(|x| x.1).collect());
-        assert!(base < Duration::from_millis(20), "pass-through took {base:?}");
+        assert!(
+            base < Duration::from_millis(20),
+            "pass-through took {base:?}"
+        );
 
         let one_way = Duration::from_millis(80);
         relay.set(one_way, 0.0);
         for (from, via, to, dir) in [(&a, TO_A, &b, "A→B"), (&b, TO_B, &a, "B→A")] {
             let got = exchange(from, via, to, 50, Duration::from_millis(3));
             let seqs: Vec<u32> = got.iter().map(|x| x.0).collect();
-            assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "{dir}: lost or reordered");
+            assert_eq!(
+                seqs,
+                (0..50).collect::<Vec<_>>(),
+                "{dir}: lost or reordered"
+            );
             let delays: Vec<Duration> = got.iter().map(|x| x.1).collect();
             let (min, med) = (*delays.iter().min().unwrap(), median(delays.clone()));
             println!("{dir}: one-way {one_way:?} set, measured min {min:?} median {med:?}");
@@ -446,10 +456,16 @@ mod tests {
         });
         let seqs: Vec<u32> = got.iter().map(|x| x.0).collect();
         assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "overtaken");
-        assert!(got.iter().all(|x| x.1 >= long - Duration::from_millis(10)), "{got:?}");
+        assert!(
+            got.iter().all(|x| x.1 >= long - Duration::from_millis(10)),
+            "{got:?}"
+        );
         // Once the queue is empty, pass-through again.
         let after = exchange(&a, TO_A, &b, 5, Duration::from_millis(1));
-        assert!(after.iter().all(|x| x.1 < Duration::from_millis(20)), "{after:?}");
+        assert!(
+            after.iter().all(|x| x.1 < Duration::from_millis(20)),
+            "{after:?}"
+        );
     }
 
     #[test]
@@ -459,11 +475,18 @@ mod tests {
         let n = 2000;
         let got = exchange(&a, TO_A, &b, n, Duration::from_micros(200));
         let (forwarded, dropped) = settled_counts(&relay);
-        assert_eq!(forwarded + dropped, u64::from(n), "every datagram is counted once");
+        assert_eq!(
+            forwarded + dropped,
+            u64::from(n),
+            "every datagram is counted once"
+        );
         assert_eq!(got.len() as u64, forwarded, "what is forwarded arrives");
         let ratio = dropped as f64 / f64::from(n);
         // Binomial: σ = √(n·p·(1-p)) ≈ 22 datagrams (1.1 %); the bound is ~4.5 σ.
-        println!("50 % loss: {dropped} of {n} dropped ({:.1} %)", ratio * 100.0);
+        println!(
+            "50 % loss: {dropped} of {n} dropped ({:.1} %)",
+            ratio * 100.0
+        );
         assert!((0.45..=0.55).contains(&ratio), "dropped {ratio}");
         // Independent per datagram: runs of drops are short (2000 at p = 0.5 make a run of
         // more than 25 astronomically unlikely, which a bursty drop would not respect).
@@ -489,7 +512,8 @@ mod tests {
         });
         a.send_to(b"x", TO_A).unwrap();
         let mut buf = [0u8; 8];
-        b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         assert!(b.recv_from(&mut buf).is_err(), "forwarded after drop");
     }
 
