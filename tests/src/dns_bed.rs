@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::bind::{tsig_keygen, TsigKeyFile};
 use crate::topology::{Side, TwoClouds, VPCS};
-use crate::{Bind, Netns, ZoneRecord};
+use crate::{netctl, Bind, Netns, ZoneRecord};
 
 pub const ZONE: &str = "fo.test.";
 pub const RECORD: &str = "orders-db.fo.test.";
@@ -205,4 +205,81 @@ pub fn serve_group(side: &Side, key_text: &str, failback_after: Duration) {
     doc.insert("dns_group".into(), vec![group].into());
     doc.insert("actions".into(), actions.into());
     side.fx.write_config(&toml::to_string(&doc).unwrap());
+}
+
+/// How the group's record shows in events (`group` of `action_*`).
+pub const TARGET: &str = "dns group orders-db";
+/// `netctl --json actions` of a side.
+pub fn actions(side: &Side) -> serde_json::Value {
+    let out = netctl(&side.fx.socket(), &["--json", "actions"]);
+    assert_eq!(out.code, 0, "netctl actions: {out:?}");
+    out.json()
+}
+
+/// The action entry of the group's record.
+pub fn record_action(side: &Side) -> serde_json::Value {
+    let json = actions(side);
+    json["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"] == GROUP && a["kind"] == "dns")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Wait until `side` reports the record in sync holding `value`.
+pub fn wait_in_sync(side: &Side, value: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = record_action(side);
+        if a["state"] == "in_sync" && a["observed"] == value {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {GROUP} not in sync on {value}: {:#}",
+            side.name,
+            actions(side)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Events of `kind` for the group (or its record) at or after `since_ms`.
+pub fn events_of(side: &Side, kind: &str, since_ms: u64) -> Vec<serde_json::Value> {
+    side.events()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .filter(|e| e["group"] == GROUP || e["group"] == TARGET)
+        .filter(|e| e["unix_ms"].as_u64().unwrap_or(0) >= since_ms)
+        .collect()
+}
+
+/// Wait for the first event of `kind` at or after `since_ms` that `pred` accepts.
+pub fn wait_event(
+    side: &Side,
+    kind: &str,
+    since_ms: u64,
+    within: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = events_of(side, kind, since_ms).into_iter().find(&pred) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no matching {kind} event since {since_ms} within {within:?}: {:#?}",
+            side.name,
+            side.events()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An event's time, Unix milliseconds.
+pub fn ms(e: &serde_json::Value) -> u64 {
+    e["unix_ms"].as_u64().expect("unix_ms")
 }

@@ -16,6 +16,7 @@ pub mod moto;
 pub mod netns;
 pub mod notify;
 pub mod oci_stub;
+pub mod ping;
 pub mod prometheus;
 pub mod relay;
 pub mod resolver;
@@ -29,6 +30,7 @@ pub use flood::{raise_open_files, Flood, FloodCounts, FloodMode};
 pub use moto::Moto;
 pub use netns::Netns;
 pub use notify::NotifySocket;
+pub use ping::{PingReport, Pinger};
 pub use prometheus::{
     http_get, http_get_gzip, http_get_response, promtool_check_metrics, url_encode, Prometheus,
     Response,

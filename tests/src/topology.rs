@@ -275,6 +275,18 @@ impl TwoClouds {
         assert!(ok.success(), "nft delete table inet {table}");
     }
 
+    /// Count, from now on, clear-text packets to the OCI VPC that leave the AWS gateway through
+    /// either underlay interface: what fail-closed routes must keep at zero.
+    pub fn count_leaks(&self) -> LeakCounter<'_> {
+        let [u0, u1] = self.underlay_interfaces(0);
+        self.aws.nft(&format!(
+            "table inet leak {{\n  chain out {{\n    type filter hook postrouting priority 0;\n    \
+             oifname {{ \"{u0}\", \"{u1}\" }} ip daddr {} counter\n  }}\n}}\n",
+            VPCS[1].0
+        ));
+        LeakCounter { side: &self.aws }
+    }
+
     /// The underlay interfaces of a side (for counting clear-text leaks).
     pub fn underlay_interfaces(&self, side: usize) -> [String; 2] {
         let s = if side == 0 { "a" } else { "o" };
@@ -484,6 +496,45 @@ impl Side {
             .output()
             .expect("ping");
         out.status.success()
+    }
+}
+
+/// The nftables counter of [`TwoClouds::count_leaks`].
+pub struct LeakCounter<'a> {
+    side: &'a Side,
+}
+
+impl LeakCounter<'_> {
+    /// Clear-text packets to the remote VPC that left through the underlay so far.
+    pub fn packets(&self) -> u64 {
+        let out = self
+            .side
+            .ns
+            .command("nft")
+            .args(["list", "table", "inet", "leak"])
+            .output()
+            .expect("nft");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("packets ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no leak counter in:\n{text}"))
+    }
+
+    /// Send clear text that must be counted: a ping from the AWS gateway bound to its internet
+    /// underlay interface, to the OCI gateway's VPC address. A bound socket whose route lookup
+    /// fails is sent on-link by the kernel, past agentd's routes, and the OCI gateway answers
+    /// ARP for its own address. Proves that [`LeakCounter::packets`] can see a leak.
+    pub fn leak_on_purpose(&self, clouds: &TwoClouds) {
+        let dev = &clouds.underlay_interfaces(0)[1];
+        let _ = self
+            .side
+            .ns
+            .command("ping")
+            .args(["-c", "2", "-i", "0.2", "-W", "1", "-I", dev, VPCS[1].1])
+            .output()
+            .expect("ping");
     }
 }
 

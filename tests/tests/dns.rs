@@ -17,92 +17,17 @@ use std::time::{Duration, Instant};
 
 use isthmus_tests::bind::{require_named, tsig_keygen};
 use isthmus_tests::dns_bed::{
-    listener_addr, run, serve_group, DnsBed, Listener, DR, GROUP, KEY_NAME, LISTENER_PORT, PRIMARY,
+    actions, events_of, listener_addr, ms, record_action, run, serve_group, wait_event,
+    wait_in_sync, DnsBed, Listener, DR, GROUP, KEY_NAME, LISTENER_PORT, PRIMARY,
 };
 use isthmus_tests::topology::{now_ms, Side, VPCS};
-use isthmus_tests::{netctl, Agentd};
+use isthmus_tests::Agentd;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// How the group's record shows in events (`group` of `action_*`).
-const TARGET: &str = "dns group orders-db";
 /// Long enough to tell "after failback_after" from "at once" (a check passes within 200 ms).
 const FAILBACK_AFTER: Duration = Duration::from_secs(4);
 const LONG: Duration = Duration::from_secs(30);
-
-/// `netctl --json actions` of a side.
-fn actions(side: &Side) -> serde_json::Value {
-    let out = netctl(&side.fx.socket(), &["--json", "actions"]);
-    assert_eq!(out.code, 0, "netctl actions: {out:?}");
-    out.json()
-}
-
-/// The action entry of the group's record.
-fn record_action(side: &Side) -> serde_json::Value {
-    let json = actions(side);
-    json["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["target"] == GROUP && a["kind"] == "dns")
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Wait until `side` reports the record in sync holding `value`.
-fn wait_in_sync(side: &Side, value: &str, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let a = record_action(side);
-        if a["state"] == "in_sync" && a["observed"] == value {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {GROUP} not in sync on {value}: {:#}",
-            side.name,
-            actions(side)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Events of `kind` for the group (or its record) at or after `since_ms`.
-fn events_of(side: &Side, kind: &str, since_ms: u64) -> Vec<serde_json::Value> {
-    side.events()
-        .into_iter()
-        .filter(|e| e["kind"] == kind)
-        .filter(|e| e["group"] == GROUP || e["group"] == TARGET)
-        .filter(|e| e["unix_ms"].as_u64().unwrap_or(0) >= since_ms)
-        .collect()
-}
-
-/// Wait for the first event of `kind` at or after `since_ms` that `pred` accepts.
-fn wait_event(
-    side: &Side,
-    kind: &str,
-    since_ms: u64,
-    within: Duration,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(e) = events_of(side, kind, since_ms).into_iter().find(&pred) {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: no matching {kind} event since {since_ms} within {within:?}: {:#?}",
-            side.name,
-            side.events()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ms(e: &serde_json::Value) -> u64 {
-    e["unix_ms"].as_u64().expect("unix_ms")
-}
 
 /// The start-up decision settles within about a second (a preferred answer is taken without
 /// the failback wait meanwhile): let it end before timing a failback.

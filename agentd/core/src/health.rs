@@ -126,6 +126,12 @@ const DEGRADED_EVAL_EVERY: usize = 10;
 /// an RTT sample, the timeout (which grows with the RTT p95) never grows, and every probe is
 /// lost for as long as the path stays slow. 64 covers 3.2 s at the default profile's fast
 /// interval, more than any RTT worth measuring.
+///
+/// A late reply raises the timeout ([`LinkHealth::late_rtt`]) but stays out of the window's
+/// statistics: a gateway that stalls for a second returns a burst of second-long round trips,
+/// which in a young window would push the jitter past its threshold (a false `degraded`, seen
+/// under 5 % loss on a loaded machine). The probes sent after it, answered in time, measure
+/// the path for the window.
 const LATE_KEPT: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,6 +202,11 @@ pub struct LinkHealth {
     outstanding: VecDeque<(u32, Instant)>,
     /// Probes counted lost whose reply may still come, oldest first (at most [`LATE_KEPT`]).
     expired: VecDeque<(u32, Instant)>,
+    /// The longest round trip of a late reply, a floor for the loss timeout until
+    /// `min_samples` replies in time have measured the path again.
+    late_rtt: Option<Duration>,
+    /// Replies in time since the last late one.
+    in_time_since_late: usize,
     next_probe_at: Instant,
     consecutive_lost: u32,
     consecutive_ok: u32,
@@ -223,6 +234,8 @@ impl LinkHealth {
             next_seq: 1,
             outstanding: VecDeque::new(),
             expired: VecDeque::new(),
+            late_rtt: None,
+            in_time_since_late: 0,
             next_probe_at: now,
             consecutive_lost: 0,
             consecutive_ok: 0,
@@ -290,7 +303,8 @@ impl LinkHealth {
     }
 
     fn timeout(&self) -> Duration {
-        self.timings.timeout_for(self.rtt_quantile(0.95))
+        self.timings
+            .timeout_for(self.rtt_quantile(0.95).max(self.late_rtt))
     }
 
     /// A probe to send now, if one is due: its sequence number.
@@ -330,17 +344,23 @@ impl LinkHealth {
     /// matches no outstanding or recently lost probe (duplicated, very late or forged).
     ///
     /// A reply to a probe already counted lost leaves it lost (the run of losses and the loss
-    /// ratio stand) but adds its round trip to the window, so that the loss timeout follows a
-    /// path that became slower than it (see [`LATE_KEPT`]).
+    /// ratio stand) and raises the loss timeout to its round trip, so that the timeout follows
+    /// a path that became slower than it (see [`LATE_KEPT`]).
     pub fn handle_reply(&mut self, seq: u32, now: Instant) -> Option<Duration> {
         let Some(pos) = self.outstanding.iter().position(|(s, _)| *s == seq) else {
             let late = self.expired.iter().position(|(s, _)| *s == seq)?;
             let (_, sent) = self.expired.remove(late)?;
             let rtt = now.saturating_duration_since(sent);
-            self.push(Sample::Rtt(rtt));
-            self.update_degraded();
+            self.late_rtt = self.late_rtt.max(Some(rtt));
+            self.in_time_since_late = 0;
             return Some(rtt);
         };
+        if self.late_rtt.is_some() {
+            self.in_time_since_late += 1;
+            if self.in_time_since_late >= self.timings.min_samples {
+                self.late_rtt = None;
+            }
+        }
         let (_, sent) = self.outstanding.remove(pos).unwrap_or((seq, now));
         // Probes sent before this one and still outstanding were overtaken: lost.
         for _ in 0..pos {
@@ -360,9 +380,8 @@ impl LinkHealth {
         };
         if self.state != Health::Up && self.consecutive_ok >= up_after {
             if self.state == Health::Down {
-                // The outage is over: its losses say nothing about the path's quality now (its
-                // round trips do: a slow path keeps the timeout it needs).
-                self.window.retain(|s| *s != Sample::Lost);
+                // The outage is over: its losses say nothing about the path's quality now.
+                self.window.clear();
                 self.lost_in_window = 0;
                 self.degraded = false;
             }
@@ -631,10 +650,43 @@ mod tests {
         assert_eq!(l.handle_reply(seq, t0 + ms(200)), Some(ms(200)));
         let f = l.figures();
         assert_eq!(f.consecutive_lost, 1, "the probe stays lost");
-        assert_eq!(f.rtt_p95, Some(ms(200)));
+        assert_eq!(
+            f.rtt_p95, None,
+            "a late round trip stays out of the statistics"
+        );
         assert_eq!(l.own(), Health::Unknown, "a late reply is no answer");
         assert!(l.handle_reply(seq, t0 + ms(201)).is_none(), "a duplicate");
         assert!(l.sent_at(seq).is_none());
+        // It raised the loss timeout (2 × 200 + 20 ms): a 300 ms round trip is now in time.
+        let t1 = t0 + ms(250);
+        let next = l.poll_probe(t1).unwrap();
+        l.handle_timeout(t1 + ms(300));
+        assert_eq!(l.handle_reply(next, t1 + ms(300)), Some(ms(300)));
+        assert_eq!(l.figures().consecutive_lost, 0);
+        assert_eq!(l.own(), Health::Up);
+    }
+
+    #[test]
+    fn the_timeout_a_late_reply_raised_falls_back_once_replies_in_time_measure_the_path() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let seq = l.poll_probe(t0).unwrap();
+        l.handle_timeout(t0 + ms(150));
+        l.handle_reply(seq, t0 + ms(1000)); // a one-off stall
+        let mut t = t0 + ms(1000);
+        for _ in 0..Timings::DEFAULT.min_samples {
+            let s = l.poll_probe(t).unwrap();
+            l.handle_reply(s, t + ms(1));
+            t += ms(100);
+        }
+        // Back to the profile's 150 ms: a probe unanswered for 200 ms is lost.
+        let s = l.poll_probe(t).unwrap();
+        l.handle_timeout(t + ms(200));
+        assert_eq!(l.figures().consecutive_lost, 1);
+        assert!(
+            l.handle_reply(s, t + ms(201)).is_some(),
+            "late, still measured"
+        );
     }
 
     #[test]

@@ -428,3 +428,37 @@ fn paths_slower_than_the_loss_timeout_come_up_degraded_instead_of_staying_down()
         }
     }
 }
+
+#[test]
+fn a_jump_in_latency_beyond_the_loss_timeout_loses_a_probe_or_two_not_the_link() {
+    // Both paths go from 2 ms to 200 ms round trip at once. The first late reply raises the
+    // loss timeout, so the probes after it are answered in time: no `down`, no fail-closed
+    // moment; the links end degraded.
+    let mut net = warm(Timings::DEFAULT, 13);
+    let jump = net.now;
+    net.latency = ms(100);
+    net.run_for(secs(10));
+    for side in 0..2 {
+        let after: Vec<_> = net.events[side]
+            .iter()
+            .filter_map(|e| match e {
+                isthmus_core::Event::HealthChanged { link, to, at, .. } if *at >= jump => {
+                    Some((link.clone(), *to))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            after.iter().all(|(_, to)| *to != Health::Down),
+            "side {side}: {after:?}"
+        );
+        assert!(net.active(side).is_some(), "side {side}");
+        for link in LINKS {
+            assert_eq!(
+                net.sides[side].health(link),
+                Some(Health::Degraded),
+                "{link}"
+            );
+        }
+    }
+}
