@@ -407,6 +407,16 @@ fn a_drill_is_refused_when_the_backup_is_down_and_aborts_when_it_breaks() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(1));
+    // The drill owns the group's pin: a manual failover is refused meanwhile.
+    let manual = netctl(
+        &socket,
+        &["failover", "remote", "--to", "interconnect", "--yes"],
+    );
+    assert_ne!(manual.code, 0, "{manual:?}");
+    assert!(
+        manual.stderr.contains("drill of remote is in progress"),
+        "{manual:?}"
+    );
     // Both gateways say so in `netctl status`.
     let status = netctl(&socket, &["status"]).stdout;
     assert!(

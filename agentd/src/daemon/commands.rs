@@ -68,6 +68,21 @@ fn routes(shell: &mut Shell, reply: tokio::sync::oneshot::Sender<isthmus_api::Ro
         .send(RoutesCmd::Status { interfaces, reply });
 }
 
+/// A drill of `group` in progress owns its pin: a manual failover or failback would be undone
+/// by the drill's release, or would undo the drill.
+fn drilled(shell: &Shell, group: &str) -> Result<(), ErrorBody> {
+    match shell.drill.as_ref().filter(|d| !d.is_over()) {
+        Some(d) if d.plan.group == group => Err(ErrorBody::new(
+            ErrorKind::Conflict,
+            format!(
+                "a drill of {group} is in progress ({}); netctl drill --abort ends it and fails back",
+                d.state()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn no_group(group: &str) -> ErrorBody {
     ErrorBody::new(ErrorKind::NotFound, format!("no route group {group:?}"))
 }
@@ -82,6 +97,7 @@ fn failover(
     let Some(g) = shell.running.config.route_group(group) else {
         return Err(no_group(group));
     };
+    drilled(shell, group)?;
     if !g.links.iter().any(|l| l == to) {
         return Err(ErrorBody::new(
             ErrorKind::BadRequest,
@@ -106,6 +122,7 @@ fn failback(shell: &mut Shell, group: &str, now: Instant) -> Result<RouteGroupSt
     if shell.running.config.route_group(group).is_none() {
         return Err(no_group(group));
     }
+    drilled(shell, group)?;
     if shell.failover.unpin(group, now) {
         let mut rec = events::record(EventKind::Unpin, "returned to automatic choice");
         rec.group = Some(group.to_owned());
