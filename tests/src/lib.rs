@@ -11,6 +11,7 @@ pub mod bind;
 pub mod dns_bed;
 pub mod fixture;
 pub mod histogram;
+pub mod monitoring;
 pub mod moto;
 pub mod netns;
 pub mod notify;
