@@ -179,7 +179,10 @@ fn answer_while_sending(sock: &Path, request: &[u8], timeout: Duration) -> (Stri
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
-    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[test]
@@ -197,7 +200,10 @@ fn a_body_declared_or_sent_beyond_the_limit_is_refused_at_once() {
         "GET /v1/status HTTP/1.1\r\nhost: x\r\ncontent-length: 65537\r\n\r\n",
     ] {
         let (resp, took) = answer_while_sending(&sock, head.as_bytes(), Duration::from_secs(10));
-        assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{head:?}: {resp:?}");
+        assert!(
+            status_line(&resp).starts_with("HTTP/1.1 413"),
+            "{head:?}: {resp:?}"
+        );
         assert!(resp.contains(r#""kind":"payload_too_large""#), "{resp:?}");
         assert!(
             resp.contains("is larger than the limit of 65536 bytes"),
@@ -216,7 +222,10 @@ fn a_body_declared_or_sent_beyond_the_limit_is_refused_at_once() {
     }
     let (resp, took) = answer_while_sending(&sock, &chunked, Duration::from_secs(10));
     assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp:?}");
-    assert!(resp.contains("request body larger than 65536 bytes"), "{resp:?}");
+    assert!(
+        resp.contains("request body larger than 65536 bytes"),
+        "{resp:?}"
+    );
     assert!(took < quick, "chunked: answered after {took:?}");
 
     // At the limit, a declared body is still read (and judged on what it says).

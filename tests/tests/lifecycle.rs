@@ -144,7 +144,10 @@ fn run_quickly(program: &Path, args: &[&str], dir: &Path) -> (Output, Duration) 
         if started.elapsed() > QUICK {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{} {args:?} still running after {QUICK:?}", program.display());
+            panic!(
+                "{} {args:?} still running after {QUICK:?}",
+                program.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -232,20 +235,44 @@ fn check_config_is_quick_and_clear_on_huge_oversized_and_binary_files() {
     std::fs::write(file, b"[agent]\nname = \"caf\xe9\"\n").unwrap();
     for (program, args) in [
         (bin("agentd"), vec!["--check-config", path]),
-        (netctl.clone(), vec!["--socket", socket, "check-config", path]),
+        (
+            netctl.clone(),
+            vec!["--socket", socket, "check-config", path],
+        ),
     ] {
         let (out, _) = run_quickly(&program, &args, fx.dir());
         assert_ne!(out.code, 0, "{out:?}");
-        assert!(out.stderr.contains(&format!("--> {path}:2:12")), "{}", out.stderr);
-        assert!(out.stderr.contains("byte 0xE9 is not part of a UTF-8 character"), "{}", out.stderr);
-        assert!(out.stderr.contains("hint: save the file as UTF-8"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("--> {path}:2:12")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .contains("byte 0xE9 is not part of a UTF-8 character"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: save the file as UTF-8"),
+            "{}",
+            out.stderr
+        );
     }
 
     // Binary (NUL bytes): one error at the first one, nothing unprintable echoed.
-    std::fs::write(file, b"[agent]\nname = \"x\"\n\x7fELF\x02\x01\x01\x00\x00\x00\x00\n").unwrap();
+    std::fs::write(
+        file,
+        b"[agent]\nname = \"x\"\n\x7fELF\x02\x01\x01\x00\x00\x00\x00\n",
+    )
+    .unwrap();
     let (out, _) = run_quickly(&bin("agentd"), &["--check-config", path], fx.dir());
     assert_eq!(out.code, 64, "{out:?}");
-    assert!(out.stderr.contains(&format!("--> {path}:3:8")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("--> {path}:3:8")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("contains a NUL byte"), "{}", out.stderr);
     assert!(!out.stderr.contains('\0'), "{:?}", out.stderr);
     assert_eq!(out.stderr.matches("error: ").count(), 1, "{}", out.stderr);
@@ -265,11 +292,16 @@ fn a_reload_of_a_huge_or_oversized_file_is_refused_quickly_and_agentd_runs_on() 
     let took = started.elapsed();
     assert_eq!(out.code, 1, "{}", &out.stderr[..out.stderr.len().min(2000)]);
     assert!(took < QUICK, "reload answered after {took:?}");
-    let listed = out.stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    let listed = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count();
     assert_eq!(listed, 100);
     assert!(
-        out.stderr
-            .contains("\n… and 99900 more errors (not listed: only the first 100 of each kind are)\n"),
+        out.stderr.contains(
+            "\n… and 99900 more errors (not listed: only the first 100 of each kind are)\n"
+        ),
         "{}",
         out.stderr
     );
@@ -287,7 +319,11 @@ fn a_reload_of_a_huge_or_oversized_file_is_refused_quickly_and_agentd_runs_on() 
     let out = netctl(&sock, &["reload"]);
     assert!(started.elapsed() < QUICK);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("is larger than the limit of 1 MiB"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is larger than the limit of 1 MiB"),
+        "{}",
+        out.stderr
+    );
 
     assert!(agentd.is_running());
     let status = netctl(&sock, &["--json", "status"]).json();

@@ -712,7 +712,11 @@ fn the_first_scrape_has_every_family_the_dashboard_and_the_alerts_use() {
         }
         let kind = types.get(family).map_or("process", String::as_str);
         let present = families.get(family).is_some_and(|s| !s.is_empty());
-        println!("{:>8} {:<7} {family} ({place})", if present { "present" } else { "MISSING" }, kind);
+        println!(
+            "{:>8} {:<7} {family} ({place})",
+            if present { "present" } else { "MISSING" },
+            kind
+        );
         if !present {
             missing.push(format!("{family} ({kind}, used in {place})"));
         }
@@ -749,8 +753,12 @@ fn the_first_scrape_has_every_family_the_dashboard_and_the_alerts_use() {
                 r#"isthmus_link_dropped_packets_total{{link="{link}",reason="{reason}"}}"#
             ));
         }
-        zero(format!(r#"isthmus_link_receive_bytes_total{{link="{link}"}}"#));
-        zero(format!(r#"isthmus_link_transmit_bytes_total{{link="{link}"}}"#));
+        zero(format!(
+            r#"isthmus_link_receive_bytes_total{{link="{link}"}}"#
+        ));
+        zero(format!(
+            r#"isthmus_link_transmit_bytes_total{{link="{link}"}}"#
+        ));
     }
     for reason in ["active_down", "manual", "checks_failing"] {
         zero(format!(

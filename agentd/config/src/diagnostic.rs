@@ -93,11 +93,13 @@ impl fmt::Display for Diagnostic {
                 // Keep tabs so that the carets line up under the text in any terminal.
                 let before = column.saturating_sub(1).saturating_sub(self.source_offset);
                 let indent: String = std::iter::repeat_n(' ', lead)
-                    .chain(
-                        text.chars()
-                            .take(before as usize)
-                            .map(|c| if c == '\t' { '\t' } else { ' ' }),
-                    )
+                    .chain(text.chars().take(before as usize).map(|c| {
+                        if c == '\t' {
+                            '\t'
+                        } else {
+                            ' '
+                        }
+                    }))
                     .collect();
                 let carets = "^".repeat(self.width.max(1) as usize);
                 write!(f, "\n{pad} | {indent}{carets}")?;

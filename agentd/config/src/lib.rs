@@ -136,7 +136,7 @@ fn bytes(n: u64) -> String {
         return format!("{n} bytes");
     }
     let mib = n as f64 / MIB as f64;
-    if n % MIB == 0 {
+    if n.is_multiple_of(MIB) {
         format!("{} MiB ({n} bytes)", n / MIB)
     } else {
         format!("{mib:.1} MiB ({n} bytes)")

@@ -95,9 +95,15 @@ mod tests {
     #[test]
     fn finds_the_first_container_and_an_entry_inside() {
         let mut index = PrefixIndex::new();
-        for (i, n) in ["10.0.0.0/8", "10.2.0.0/16", "10.2.0.0/16", "fd00::/8", "0.0.0.0/0"]
-            .into_iter()
-            .enumerate()
+        for (i, n) in [
+            "10.0.0.0/8",
+            "10.2.0.0/16",
+            "10.2.0.0/16",
+            "fd00::/8",
+            "0.0.0.0/0",
+        ]
+        .into_iter()
+        .enumerate()
         {
             index.insert(1u32, &net(n), i);
         }

@@ -397,7 +397,9 @@ async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, ErrorBody
     if declared > MAX_BODY as u64 {
         return Err(ErrorBody::new(
             ErrorKind::PayloadTooLarge,
-            format!("request body of {declared} bytes is larger than the limit of {MAX_BODY} bytes"),
+            format!(
+                "request body of {declared} bytes is larger than the limit of {MAX_BODY} bytes"
+            ),
         ));
     }
     match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY).collect()).await {

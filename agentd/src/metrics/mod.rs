@@ -413,7 +413,8 @@ impl Metrics {
             }
         }
         for (kind, target) in &actions {
-            self.action_duration.with_label_values(&[kind, target.as_str()]);
+            self.action_duration
+                .with_label_values(&[kind, target.as_str()]);
             for result in ACTION_RESULTS {
                 self.action_results
                     .with_label_values(&[kind, target.as_str(), result]);
@@ -639,7 +640,10 @@ command = ["/bin/true"]
             .inc();
         m.follow_config(&config("notify"));
         let lines = series(&m);
-        assert!(!lines.iter().any(|l| l.contains("hook=\"page\"")), "{lines:#?}");
+        assert!(
+            !lines.iter().any(|l| l.contains("hook=\"page\"")),
+            "{lines:#?}"
+        );
         assert!(lines
             .iter()
             .any(|l| l == "isthmus_hook_runs_total{hook=\"notify\",result=\"failed\"} 0"));
@@ -652,9 +656,12 @@ command = ["/bin/true"]
         use isthmus_actions::FailureKind as K;
         // A new kind fails to compile here until it is listed.
         let label = |k: K| match k {
-            K::Conflict | K::Auth | K::Throttled | K::Unavailable | K::Rejected | K::NotVerified => {
-                k.as_str()
-            }
+            K::Conflict
+            | K::Auth
+            | K::Throttled
+            | K::Unavailable
+            | K::Rejected
+            | K::NotVerified => k.as_str(),
         };
         for k in [
             K::Conflict,
