@@ -73,9 +73,10 @@ impl<'a> Source<'a> {
         let end = floor_char_boundary(self.text, span.end.clamp(start, self.text.len()));
         let line = self.line_of(start);
         let line_start = self.line_starts[line as usize - 1];
-        let line_end = self.text[line_start..]
-            .find('\n')
-            .map_or(self.text.len(), |i| line_start + i);
+        let line_end = self
+            .line_starts
+            .get(line as usize)
+            .map_or(self.text.len(), |next| next - 1);
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
         let column = self.text[line_start..start].chars().count();
         let width = self.text[start..end.min(line_end)].chars().count().max(1);
