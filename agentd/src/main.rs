@@ -63,10 +63,13 @@ fn main() -> ExitCode {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
+                if let Some(note) = isthmus_config::omitted_note(0, loaded.omitted_warnings) {
+                    eprintln!("{note}");
+                }
                 println!(
                     "{}: ok ({} warnings)",
                     path.display(),
-                    loaded.warnings.len()
+                    loaded.warning_count()
                 );
                 ExitCode::SUCCESS
             }

@@ -389,15 +389,22 @@ fn show<T: serde::Serialize>(
 
 fn check_config(file: &std::path::Path, json: bool) -> Exit {
     let result = isthmus_config::load_file(file, &LoadOptions::from_env());
-    let (valid, diagnostics) = match &result {
-        Ok(loaded) => (true, loaded.warnings.clone()),
-        Err(report) => (false, report.diagnostics.clone()),
+    let (valid, diagnostics, omitted_errors, omitted_warnings) = match &result {
+        Ok(loaded) => (true, loaded.warnings.clone(), 0, loaded.omitted_warnings),
+        Err(report) => (
+            false,
+            report.diagnostics.clone(),
+            report.omitted_errors,
+            report.omitted_warnings,
+        ),
     };
     if json {
         print_json(&serde_json::json!({
             "file": file.display().to_string(),
             "valid": valid,
             "diagnostics": diagnostics,
+            "omitted_errors": omitted_errors,
+            "omitted_warnings": omitted_warnings,
         }));
     } else {
         match &result {
@@ -405,10 +412,13 @@ fn check_config(file: &std::path::Path, json: bool) -> Exit {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
+                if let Some(note) = isthmus_config::omitted_note(0, loaded.omitted_warnings) {
+                    eprintln!("{note}");
+                }
                 println!(
                     "{}: ok ({} warnings)",
                     file.display(),
-                    loaded.warnings.len()
+                    loaded.warning_count()
                 );
             }
             Err(report) => eprint!("{report}"),
@@ -433,6 +443,11 @@ fn fail(err: ClientError, json: bool) -> Exit {
         ClientError::Api(body) if body.kind == ErrorKind::ConfigInvalid => {
             for d in &body.diagnostics {
                 eprintln!("{d}");
+            }
+            if let Some(note) =
+                isthmus_config::omitted_note(body.omitted_errors, body.omitted_warnings)
+            {
+                eprintln!("{note}");
             }
             eprintln!("netctl: reload rejected: {}", body.message);
         }

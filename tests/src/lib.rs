@@ -12,6 +12,7 @@ pub mod dns_bed;
 pub mod fixture;
 pub mod flood;
 pub mod histogram;
+pub mod monitoring;
 pub mod moto;
 pub mod netns;
 pub mod notify;

@@ -174,6 +174,84 @@ fn malformed_oversized_and_unknown_requests_get_typed_4xx() {
     assert_still_serving(&sock);
 }
 
+/// Send `request` and read the answer while keeping the connection open for writing, as a
+/// client still "about to send" its body does; the answer and how long it took.
+fn answer_while_sending(sock: &Path, request: &[u8], timeout: Duration) -> (String, Duration) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let started = Instant::now();
+    // agentd may answer and close before all of it is written: that is the point.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn a_body_declared_or_sent_beyond_the_limit_is_refused_at_once() {
+    let ns = Netns::new("bl");
+    // A long request timeout: before the declared length was checked, these waited for it.
+    let fx = fixture("request_timeout = \"30s\"");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+    let quick = Duration::from_secs(3);
+
+    // 100 MB announced, not a byte sent.
+    for head in [
+        "POST /v1/reload HTTP/1.1\r\nhost: x\r\ncontent-length: 104857600\r\n\r\n",
+        "GET /v1/status HTTP/1.1\r\nhost: x\r\ncontent-length: 65537\r\n\r\n",
+    ] {
+        let (resp, took) = answer_while_sending(&sock, head.as_bytes(), Duration::from_secs(10));
+        assert!(
+            status_line(&resp).starts_with("HTTP/1.1 413"),
+            "{head:?}: {resp:?}"
+        );
+        assert!(resp.contains(r#""kind":"payload_too_large""#), "{resp:?}");
+        assert!(
+            resp.contains("is larger than the limit of 65536 bytes"),
+            "{resp:?}"
+        );
+        assert!(took < quick, "{head:?}: answered after {took:?}");
+    }
+
+    // Chunked, so nothing declared: 72 KiB in 8 KiB chunks and no end, cut off at the limit.
+    let mut chunked =
+        b"POST /v1/reload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..9 {
+        chunked.extend_from_slice(b"2000\r\n");
+        chunked.extend(std::iter::repeat_n(b'x', 0x2000));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let (resp, took) = answer_while_sending(&sock, &chunked, Duration::from_secs(10));
+    assert!(status_line(&resp).starts_with("HTTP/1.1 413"), "{resp:?}");
+    assert!(
+        resp.contains("request body larger than 65536 bytes"),
+        "{resp:?}"
+    );
+    assert!(took < quick, "chunked: answered after {took:?}");
+
+    // At the limit, a declared body is still read (and judged on what it says).
+    let mut at_limit =
+        b"POST /v1/groups/db/failover HTTP/1.1\r\nhost: x\r\ncontent-length: 65536\r\n\r\n"
+            .to_vec();
+    at_limit.extend(std::iter::repeat_n(b' ', 65536));
+    let resp = raw_exchange(&sock, &at_limit, Duration::from_secs(10));
+    assert!(status_line(&resp).starts_with("HTTP/1.1 400"), "{resp:?}");
+    assert!(resp.contains(r#""kind":"bad_request""#), "{resp:?}");
+
+    assert!(agentd.is_running());
+    assert_still_serving(&sock);
+}
+
 #[test]
 fn slow_clients_are_cut_off_and_too_many_clients_are_refused() {
     let ns = Netns::new("sl");

@@ -2,10 +2,13 @@
 //! broken reload while running on, reload a good one, stop cleanly on SIGTERM; plus start-up
 //! failures (bad config, socket in use) and the systemd notifications around all of it.
 
+use std::fmt::Write as _;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use isthmus_tests::{bin, netctl, Agentd, Fixture, Netns};
+use isthmus_tests::{bin, netctl, Agentd, Fixture, Netns, Output};
 use nix::sys::signal::Signal;
 
 /// A config whose 5th line has a type error at column 15.
@@ -92,6 +95,244 @@ fn check_config_reports_errors_with_location_and_fails() {
     let error = first_error(&json);
     assert_eq!(error["line"], 5);
     assert_eq!(error["column"], 15);
+}
+
+/// Generous: each of these takes well under a second here. Before the config checks were made
+/// linear, the 100,000 keys below took about 20 minutes.
+const QUICK: Duration = Duration::from_secs(10);
+
+/// `[agent]` with `n` unknown keys (`k0=1`, ..., `k255r=1`: names in base 36, at most 8 bytes a
+/// line, so that 100,000 stay under the size limit), and groups that exist on every host (no
+/// warnings).
+fn unknown_keys(n: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut text = String::with_capacity(n * 8 + 64);
+    text.push_str("[agent]\nname = \"big\"\n");
+    for i in 0..n {
+        let mut name = Vec::new();
+        let mut rest = i;
+        loop {
+            name.push(DIGITS[rest % 36]);
+            rest /= 36;
+            if rest == 0 {
+                break;
+            }
+        }
+        name.reverse();
+        let _ = writeln!(text, "k{}=1", String::from_utf8(name).unwrap());
+    }
+    text.push_str("[control]\nread_group = 0\nadmin_group = 0\n");
+    text
+}
+
+/// Runs `program args` with its output in files, killing it (by its PID) if it is not done
+/// within [`QUICK`].
+fn run_quickly(program: &Path, args: &[&str], dir: &Path) -> (Output, Duration) {
+    let (out_path, err_path) = (dir.join("run.stdout"), dir.join("run.stderr"));
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} still running after {QUICK:?}",
+                program.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    let out = Output {
+        code: status.code().unwrap_or(-1),
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    };
+    (out, took)
+}
+
+/// What a report of the 100,000 unknown keys must say: the first 100 errors, the count of the
+/// rest, the total.
+fn assert_first_hundred_listed(stderr: &str, file: &Path) {
+    let listed = stderr.lines().filter(|l| l.starts_with("error: ")).count();
+    assert_eq!(listed, 100, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains("error: [agent]: unknown key `k0`\n"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(
+        stderr.contains(
+            "\n… and 99900 more errors (not listed: only the first 100 of each kind are)\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("100000 errors in {}", file.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_is_quick_and_clear_on_huge_oversized_and_binary_files() {
+    let fx = Fixture::new("[agent]\nname = \"x\"\n");
+    let file = fx.config_path();
+    let path = file.to_str().unwrap();
+    let socket = fx.socket();
+    let socket = socket.to_str().unwrap();
+    let netctl = bin("netctl");
+
+    // 100,000 unknown keys: every one found, the first 100 listed, the rest counted.
+    fx.write_config(&unknown_keys(100_000));
+    let (out, took) = run_quickly(&bin("agentd"), &["--check-config", path], fx.dir());
+    assert_eq!(out.code, 64, "{out:?}");
+    println!("agentd --check-config: 100000 unknown keys in {took:?}");
+    assert_first_hundred_listed(&out.stderr, file);
+    let (out, took) = run_quickly(
+        &netctl,
+        &["--socket", socket, "check-config", path],
+        fx.dir(),
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    println!("netctl check-config: 100000 unknown keys in {took:?}");
+    assert_first_hundred_listed(&out.stderr, file);
+    let (out, _) = run_quickly(
+        &netctl,
+        &["--socket", socket, "--json", "check-config", path],
+        fx.dir(),
+    );
+    let json = out.json();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["omitted_errors"], 99_900);
+    assert_eq!(json["diagnostics"].as_array().unwrap().len(), 100);
+
+    // 10 MiB: refused from its size, with the limit and the size.
+    let f = std::fs::File::create(file).unwrap();
+    f.set_len(10 * 1024 * 1024).unwrap();
+    drop(f);
+    let (out, _) = run_quickly(&bin("agentd"), &["--check-config", path], fx.dir());
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "config file {path} is larger than the limit of 1 MiB (1048576 bytes) for config \
+             files: it is 10 MiB (10485760 bytes)"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // Not UTF-8 (a Latin-1 "é" on line 2): the line and column of the byte, and what to do.
+    std::fs::write(file, b"[agent]\nname = \"caf\xe9\"\n").unwrap();
+    for (program, args) in [
+        (bin("agentd"), vec!["--check-config", path]),
+        (
+            netctl.clone(),
+            vec!["--socket", socket, "check-config", path],
+        ),
+    ] {
+        let (out, _) = run_quickly(&program, &args, fx.dir());
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(
+            out.stderr.contains(&format!("--> {path}:2:12")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .contains("byte 0xE9 is not part of a UTF-8 character"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: save the file as UTF-8"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    // Binary (NUL bytes): one error at the first one, nothing unprintable echoed.
+    std::fs::write(
+        file,
+        b"[agent]\nname = \"x\"\n\x7fELF\x02\x01\x01\x00\x00\x00\x00\n",
+    )
+    .unwrap();
+    let (out, _) = run_quickly(&bin("agentd"), &["--check-config", path], fx.dir());
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("--> {path}:3:8")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("contains a NUL byte"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\0'), "{:?}", out.stderr);
+    assert_eq!(out.stderr.matches("error: ").count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_reload_of_a_huge_or_oversized_file_is_refused_quickly_and_agentd_runs_on() {
+    let ns = Netns::new("rh");
+    let fx = Fixture::new("[agent]\nname = \"steady\"\n");
+    let mut agentd = Agentd::start(&fx, &ns);
+    let sock = fx.socket();
+    let fingerprint = netctl(&sock, &["--json", "status"]).json()["config"]["fingerprint"].clone();
+
+    fx.write_config(&unknown_keys(100_000));
+    let started = Instant::now();
+    let out = netctl(&sock, &["reload"]);
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{}", &out.stderr[..out.stderr.len().min(2000)]);
+    assert!(took < QUICK, "reload answered after {took:?}");
+    let listed = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count();
+    assert_eq!(listed, 100);
+    assert!(
+        out.stderr.contains(
+            "\n… and 99900 more errors (not listed: only the first 100 of each kind are)\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("has 100000 error(s)"), "{}", out.stderr);
+    let json = netctl(&sock, &["--json", "reload"]).json();
+    assert_eq!(json["kind"], "config_invalid");
+    assert_eq!(json["omitted_errors"], 99_900);
+    assert_eq!(json["diagnostics"].as_array().unwrap().len(), 100);
+
+    // 10 MiB: refused without being read.
+    let f = std::fs::File::create(fx.config_path()).unwrap();
+    f.set_len(10 * 1024 * 1024).unwrap();
+    drop(f);
+    let started = Instant::now();
+    let out = netctl(&sock, &["reload"]);
+    assert!(started.elapsed() < QUICK);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("is larger than the limit of 1 MiB"),
+        "{}",
+        out.stderr
+    );
+
+    assert!(agentd.is_running());
+    let status = netctl(&sock, &["--json", "status"]).json();
+    assert_eq!(status["config"]["fingerprint"], fingerprint);
+    assert_eq!(status["config"]["reloads_rejected"], 3);
+    assert!(status["config"]["last_rejected"]["first_error"]
+        .as_str()
+        .unwrap()
+        .contains("larger than the limit"));
 }
 
 #[test]

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use isthmus_tests::monitoring;
 use isthmus_tests::topology::{TwoClouds, VPCS};
 use isthmus_tests::{http_get, http_get_response, promtool_check_metrics, repo_root, Prometheus};
 
@@ -319,7 +320,7 @@ const ALERT_METRICS_MAY_BE_EMPTY: &[&str] = &[
     "isthmus_group_checks_failing_everywhere",
     // Only `[[dns_group]]`s.
     "isthmus_dns_group_no_answer_passes",
-    // A hook result's series appears with its first run of that result.
+    // Only gateways with a `[[hook]]`.
     "isthmus_hook_runs_total",
 ];
 
@@ -633,6 +634,158 @@ fn healthz_follows_the_data_plane_and_a_reload_moves_the_listener() {
         "isthmus_control_requests_total{endpoint=\"/v1/reload\",status=\"200\"} 2\n",
     ] {
         assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    let (ok, problems) = promtool_check_metrics(&text);
+    assert!(
+        ok && problems.trim().is_empty(),
+        "promtool check metrics:\n{problems}"
+    );
+}
+
+/// Families the dashboard or the alert rules use that have no series on a fresh start, and why:
+/// each is a measurement or a state, and before there is one no value would be true (0 would
+/// claim a jitter of zero, a failing check, or a success in 1970), and the alerts on them compare
+/// values, not increases. Every counter is there from the start, at 0, so that `increase()`
+/// and `rate()` see the first event too.
+const ABSENT_UNTIL_MEASURED: &[&str] = &[
+    // Needs two probe replies.
+    "isthmus_link_jitter_seconds",
+    // Unknown until the target's first check finished; 0 means "failing" (IsthmusTargetFailing).
+    "isthmus_target_up",
+    // Unknown until the first check of the group finished; 0 means "failing".
+    "isthmus_group_link_checks_passing",
+    // Whether a target holds agentd's decision: there is none before the first (a DNS group's
+    // first answer, a route group's first active link); 0 would page IsthmusActionNotInSync
+    // for a target agentd never meant to touch.
+    "isthmus_action_in_sync",
+    // Absent until the first success: there is no time to give.
+    "isthmus_action_last_success_timestamp_seconds",
+];
+
+/// Series of a Prometheus text scrape: family name -> sample lines (`name{labels} value`).
+fn scrape_families(text: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            types.insert(name.to_owned(), kind.to_owned());
+            samples.entry(name.to_owned()).or_default();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = monitoring::family_of(name, &types);
+            samples
+                .entry(family.to_owned())
+                .or_default()
+                .push(line.to_owned());
+        }
+    }
+    samples
+}
+
+/// The first scrape of an agentd that has done nothing yet (its links cannot even bind: the
+/// namespace has no underlay addresses) has every counter and gauge that a dashboard panel or an
+/// alert rule uses, with a zero series for every label set the config determines.
+#[test]
+fn the_first_scrape_has_every_family_the_dashboard_and_the_alerts_use() {
+    let ns = isthmus_tests::Netns::new("mz");
+    let fx = isthmus_tests::Fixture::example("aws-gateway.toml");
+    let _agentd = isthmus_tests::Agentd::start(&fx, &ns);
+    let (status, text) = http_get(
+        &ns,
+        "127.0.0.1:9477".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let families = scrape_families(&text);
+    let types = monitoring::documented_types();
+
+    let used = monitoring::metrics_used();
+    assert!(used.len() >= 30, "{used:?}");
+    let mut missing = Vec::new();
+    for (name, place) in &used {
+        let family = monitoring::family_of(name, &types);
+        if ABSENT_UNTIL_MEASURED.contains(&family) {
+            continue;
+        }
+        let kind = types.get(family).map_or("process", String::as_str);
+        let present = families.get(family).is_some_and(|s| !s.is_empty());
+        println!(
+            "{:>8} {:<7} {family} ({place})",
+            if present { "present" } else { "MISSING" },
+            kind
+        );
+        if !present {
+            missing.push(format!("{family} ({kind}, used in {place})"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not on the first scrape:\n{}\n\n{text}",
+        missing.join("\n")
+    );
+    for name in ABSENT_UNTIL_MEASURED {
+        assert!(
+            used.iter().any(|(n, _)| n == name),
+            "{name} is allowed to be absent but no dashboard query or alert uses it"
+        );
+    }
+
+    // Every label set the config determines, at 0 (the example: links interconnect and
+    // internet, route group oci-vcn, hook page-oncall, DNS groups orders-db and orders-db-r53,
+    // two AWS route tables). Registered families list labels in alphabetical order.
+    let zero = |series: String| {
+        assert!(
+            text.contains(&format!("{series} 0\n")),
+            "no {series} 0 in\n{text}"
+        );
+    };
+    for link in ["interconnect", "internet"] {
+        for reason in ["malformed", "version", "forged", "replayed"] {
+            zero(format!(
+                r#"isthmus_link_probe_dropped_total{{link="{link}",reason="{reason}"}}"#
+            ));
+        }
+        for reason in ["bad_mac", "replay", "no_route", "under_load"] {
+            zero(format!(
+                r#"isthmus_link_dropped_packets_total{{link="{link}",reason="{reason}"}}"#
+            ));
+        }
+        zero(format!(
+            r#"isthmus_link_receive_bytes_total{{link="{link}"}}"#
+        ));
+        zero(format!(
+            r#"isthmus_link_transmit_bytes_total{{link="{link}"}}"#
+        ));
+    }
+    for reason in ["active_down", "manual", "checks_failing"] {
+        zero(format!(
+            r#"isthmus_group_failovers_total{{group="oci-vcn",reason="{reason}"}}"#
+        ));
+    }
+    for result in ["ok", "failed", "timeout", "dropped"] {
+        zero(format!(
+            r#"isthmus_hook_runs_total{{hook="page-oncall",result="{result}"}}"#
+        ));
+    }
+    for (kind, target) in [
+        ("dns", "orders-db"),
+        ("dns", "orders-db-r53"),
+        ("aws_route_table", "rtb-0a1b2c3d"),
+        ("aws_route_table", "rtb-0a1b2c3e"),
+    ] {
+        for result in ["changed", "conflict", "auth", "throttled", "not_verified"] {
+            zero(format!(
+                r#"isthmus_action_results_total{{kind="{kind}",result="{result}",target="{target}"}}"#
+            ));
+        }
+    }
+    for action in ["route", "dns", "aws_route_table", "hook"] {
+        zero(format!(
+            r#"isthmus_actions_total{{action="{action}",result="failure"}}"#
+        ));
     }
     let (ok, problems) = promtool_check_metrics(&text);
     assert!(

@@ -12,12 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
+use isthmus_tests::monitoring::{dashboard, queries, read, selectors, ALERTS, DASHBOARD};
 use serde_json::Value;
 
-const ALERTS: &str = "docs/prometheus/alerts.yml";
 const ALERT_TESTS: &str = "docs/prometheus/alerts.test.yml";
 const RUNBOOK: &str = "docs/prometheus/README.md";
-const DASHBOARD: &str = "docs/grafana/isthmus.json";
 const METRICS_DOC: &str = "docs/metrics.md";
 
 /// The only dashboard variables a query may use.
@@ -54,11 +53,6 @@ const PROCESS_METRICS: &[&str] = &[
 
 fn path(rel: &str) -> PathBuf {
     isthmus_tests::repo_root().join(rel)
-}
-
-fn read(rel: &str) -> String {
-    let p = path(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Runs `promtool ARGS` in the repository root; panics with its output if it fails.
@@ -216,60 +210,6 @@ fn alert_tests_cover_every_alert_firing_and_quiet() {
             "{ALERT_TESTS} tests {name}, which {ALERTS} does not define"
         );
     }
-}
-
-fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
-}
-
-/// Every query of the dashboard as (where, target object): panel targets and annotations.
-fn queries(d: &Value) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for panel in d["panels"].as_array().expect("panels") {
-        let title = panel["title"].as_str().unwrap_or("?");
-        for t in panel["targets"].as_array().into_iter().flatten() {
-            out.push((format!("panel {title:?} {}", t["refId"]), t.clone()));
-        }
-    }
-    for a in d["annotations"]["list"].as_array().expect("annotations") {
-        if a["builtIn"] == 1 {
-            continue;
-        }
-        out.push((format!("annotation {:?}", a["name"]), a.clone()));
-    }
-    out
-}
-
-fn ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
-/// Metric names (`isthmus_*`, `process_*`) in a PromQL expression, each with the text of the
-/// `{...}` that follows it, or `None` if none does.
-fn selectors(expr: &str) -> Vec<(String, Option<String>)> {
-    let mut out = Vec::new();
-    let bytes: Vec<char> = expr.chars().collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        if ident_char(bytes[i]) && (i == 0 || !ident_char(bytes[i - 1])) {
-            while i < bytes.len() && ident_char(bytes[i]) {
-                i += 1;
-            }
-            let word: String = bytes[start..i].iter().collect();
-            if word.starts_with("isthmus_") || word.starts_with("process_") {
-                let matchers = (bytes.get(i) == Some(&'{')).then(|| {
-                    let end = bytes[i..].iter().position(|&c| c == '}').map(|p| i + p);
-                    let end = end.unwrap_or_else(|| panic!("unclosed {{ in {expr}"));
-                    bytes[i + 1..end].iter().collect()
-                });
-                out.push((word, matchers));
-            }
-        } else {
-            i += 1;
-        }
-    }
-    out
 }
 
 /// `$name` and `${name}` uses in a string.

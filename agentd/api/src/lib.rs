@@ -119,9 +119,20 @@ impl ErrorKind {
 pub struct ErrorBody {
     pub kind: ErrorKind,
     pub message: String,
-    /// For `config_invalid`: every error and warning found in the rejected file.
+    /// For `config_invalid`: the errors and warnings found in the rejected file (the first
+    /// [`isthmus_config::MAX_LISTED`] of each, in file order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<Diagnostic>,
+    /// For `config_invalid`: errors found beyond those in `diagnostics`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_errors: usize,
+    /// For `config_invalid`: warnings found beyond those in `diagnostics`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_warnings: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ErrorBody {
@@ -130,6 +141,19 @@ impl ErrorBody {
             kind,
             message: message.into(),
             diagnostics: Vec::new(),
+            omitted_errors: 0,
+            omitted_warnings: 0,
+        }
+    }
+
+    /// A `config_invalid` error carrying `report`.
+    pub fn config_invalid(message: impl Into<String>, report: isthmus_config::Report) -> Self {
+        ErrorBody {
+            kind: ErrorKind::ConfigInvalid,
+            message: message.into(),
+            diagnostics: report.diagnostics,
+            omitted_errors: report.omitted_errors,
+            omitted_warnings: report.omitted_warnings,
         }
     }
 }

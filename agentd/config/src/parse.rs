@@ -2,11 +2,13 @@
 //!
 //! The TOML parser recovers from syntax errors and returns what it could read. Each section and
 //! each `[[list]]` entry is then deserialized on its own, so an error in one entry never hides
-//! the others. Within an entry serde stops at its first error; we report it, drop the offending
-//! key and deserialize the entry again, until it passes: so every bad key of an entry is
-//! reported too (only a second error nested inside the same key's value, e.g. inside
-//! `answers`, waits for the next run). Dropped keys are remembered in [`Entry::failed`] so that
-//! `validate` does not also call them missing.
+//! the others. Unknown keys of an entry are picked out first, in one pass against the keys its
+//! struct declares. Within the rest serde stops at its first error; we report it, drop the
+//! offending key and deserialize the entry again, until it passes: so every bad key of an entry
+//! is reported too (only a second error nested inside the same key's value, e.g. inside
+//! `answers`, waits for the next run). That retry runs at most once per known key, so an entry
+//! with 100,000 unknown keys costs one pass, not 100,000 runs over it. Dropped keys are
+//! remembered in [`Entry::failed`] so that `validate` does not also call them missing.
 
 use std::collections::BTreeSet;
 
@@ -274,14 +276,29 @@ fn entry<T: DeserializeOwned + Default>(
     };
     // Values the TOML parser made up while recovering from a syntax error (already reported)
     // have an empty span; reading them would only report the same mistake again.
-    let made_up: Vec<String> = items
-        .iter()
-        .filter(|(_, v)| recovered(v))
-        .map(|(k, _)| k.get_ref().to_string())
-        .collect();
-    for key in made_up {
-        items.remove(key.as_str());
-        failed.insert(key);
+    retain(&mut items, |k, v| {
+        let made_up = recovered(v);
+        if made_up {
+            failed.insert(k.get_ref().to_string());
+        }
+        !made_up
+    });
+    if let Some(keys) = raw::keys_of::<T>() {
+        let mut valid = keys.to_vec();
+        if table == "health" {
+            valid.push("damping");
+        }
+        let unknown: Vec<(String, Span)> = items
+            .keys()
+            .filter(|k| !keys.contains(&k.get_ref().as_ref()))
+            .map(|k| (k.get_ref().to_string(), k.span()))
+            .collect();
+        if !unknown.is_empty() {
+            retain(&mut items, |k, _| keys.contains(&k.get_ref().as_ref()));
+        }
+        for (name, span) in unknown {
+            failed.extend(unknown_key(sink, &label, &name, span, &valid));
+        }
     }
     loop {
         let attempt = Spanned::new(span.clone(), DeValue::Table(items.clone()));
@@ -322,6 +339,18 @@ fn entry<T: DeserializeOwned + Default>(
     }
 }
 
+/// Keeps the items for which `keep` holds, in one pass. (Not `remove` per key: removing from the
+/// ordered map shifts every item after it, and `DeTable::retain` hides the keys' spans.)
+fn retain(
+    items: &mut DeTable<'_>,
+    mut keep: impl FnMut(&Spanned<DeString<'_>>, &Spanned<DeValue<'_>>) -> bool,
+) {
+    *items = std::mem::take(items)
+        .into_iter()
+        .filter(|(k, v)| keep(k, v))
+        .collect();
+}
+
 /// Whether `value` is or contains a scalar that has no text (made up during recovery).
 fn recovered(value: &Spanned<DeValue<'_>>) -> bool {
     match value.get_ref() {
@@ -358,6 +387,24 @@ fn covers(value: &Spanned<DeValue<'_>>, at: usize) -> bool {
     }
 }
 
+/// Reports an unknown key; returns the key it was probably meant to be.
+fn unknown_key(
+    sink: &mut Sink,
+    label: &str,
+    name: &str,
+    span: Span,
+    valid: &[&str],
+) -> Option<String> {
+    let list = valid.join(", ");
+    let near = closest(name, valid);
+    let hint = match near {
+        Some(near) => format!("did you mean `{near}`? valid keys here: {list}"),
+        None => format!("remove it; valid keys here: {list}"),
+    };
+    sink.error(span, format!("{label}: unknown key `{name}`"), hint);
+    near.map(str::to_string)
+}
+
 /// Reports a serde error; returns the key that an unknown key was probably meant to be.
 fn report_serde_error(
     sink: &mut Sink,
@@ -370,19 +417,14 @@ fn report_serde_error(
     let message = error.message().trim();
     let span = error.span().unwrap_or_else(|| entry_span.clone());
     if let Some(rest) = message.strip_prefix("unknown field `") {
+        // Nested tables (inline route tables, DNS answers); an entry's own unknown keys were
+        // picked out before serde ran.
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let mut valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         if table == "health" {
             valid.push("damping");
         }
-        let list = valid.join(", ");
-        let near = closest(name, &valid);
-        let hint = match near {
-            Some(near) => format!("did you mean `{near}`? valid keys here: {list}"),
-            None => format!("remove it; valid keys here: {list}"),
-        };
-        sink.error(span, format!("{label}: unknown key `{name}`"), hint);
-        return near.map(str::to_string);
+        return unknown_key(sink, label, name, span, &valid);
     }
     let what = key.map_or_else(|| label.to_string(), |k| format!("{label}: {k}"));
     let example = key.and_then(|k| raw::example(table, k));

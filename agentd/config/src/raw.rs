@@ -275,6 +275,59 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+/// The keys of a table struct, as serde's derive lists them (renames applied), or `None` if `T`
+/// is not read as a struct. Lets `parse` pick out unknown keys in one pass instead of waiting
+/// for serde to reject them one per run.
+pub(crate) fn keys_of<'de, T: Deserialize<'de>>() -> Option<&'static [&'static str]> {
+    let mut probe = KeysProbe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0
+}
+
+/// A deserializer that only notes the field names a struct asks for, then stops.
+struct KeysProbe(Option<&'static [&'static str]>);
+
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stop")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl de::Error for Stop {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Stop
+    }
+}
+
+impl<'de> Deserializer<'de> for &mut KeysProbe {
+    type Error = Stop;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Stop> {
+        self.0 = Some(fields);
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
 /// An example line for a key, for hints about missing keys and wrong types. `table` is the
 /// section or list name (`agent`, `link`, `health.damping`, `answer`).
 pub(crate) fn example(table: &str, key: &str) -> Option<&'static str> {

@@ -9,13 +9,14 @@
 //! one message. A second occurrence is reported where it is, with the line of the first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnetwork::IpNetwork;
 use toml::Spanned;
 
 use crate::model::{DnsProviderKind, Endpoint, MAIN_TABLE};
 use crate::parse::{Entry, RawConfig};
+use crate::prefixes::PrefixIndex;
 use crate::raw::{RouteTables, Text, Texts};
 use crate::source::{Sink, Span};
 use crate::values::{self, closest};
@@ -107,7 +108,12 @@ fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
         .map_or(i64::from(crate::model::DEFAULT_PROBE_PORT), |p| {
             *p.get_ref()
         });
-    let mut seen: Vec<(SocketAddr, &str, Span)> = Vec::new();
+    // What is bound so far, without conflicts: on one port either a single wildcard or distinct
+    // addresses. So a clash is the address itself or the port's wildcard, and for a wildcard
+    // the port's first socket.
+    let mut exact: BTreeMap<(u16, IpAddr), Bound> = BTreeMap::new();
+    let mut wildcard: BTreeMap<u16, Bound> = BTreeMap::new();
+    let mut first_on_port: BTreeMap<u16, Bound> = BTreeMap::new();
     for e in &raw.links {
         let Some(listen) = &e.value.listen else {
             continue;
@@ -132,12 +138,14 @@ fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
             );
             continue;
         }
-        let clash = seen.iter().find(|(other, _, _)| {
-            other.port() == addr.port()
-                && (other.ip() == addr.ip()
-                    || other.ip().is_unspecified()
-                    || addr.ip().is_unspecified())
-        });
+        let port = addr.port();
+        let clash = if addr.ip().is_unspecified() {
+            first_on_port.get(&port)
+        } else {
+            exact
+                .get(&(port, addr.ip()))
+                .or_else(|| wildcard.get(&port))
+        };
         if let Some((other, owner, earlier)) = clash {
             let line = line_of(sink, earlier);
             sink.error(
@@ -148,68 +156,112 @@ fn unique_listen(raw: &RawConfig, sink: &mut Sink) {
                 ),
             );
         } else {
-            seen.push((addr, &e.label, listen.span()));
+            let bound = (addr, e.label.as_str(), listen.span());
+            first_on_port.entry(port).or_insert_with(|| bound.clone());
+            if addr.ip().is_unspecified() {
+                wildcard.insert(port, bound);
+            } else {
+                exact.insert((port, addr.ip()), bound);
+            }
         }
     }
 }
 
-fn names<T>(entries: &[Entry<T>], name: impl Fn(&T) -> &Text) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for n in entries.iter().filter_map(|e| name_of(name(&e.value))) {
-        if !out.contains(&n) {
-            out.push(n);
+/// A listen address taken, by which link, where.
+type Bound<'r> = (SocketAddr, &'r str, Span);
+
+/// The names defined in a list: in file order for hints, and as a set to look them up.
+struct Names<'r> {
+    listed: Vec<&'r str>,
+    set: BTreeSet<&'r str>,
+}
+
+impl<'r> Names<'r> {
+    fn add(&mut self, name: &'r str) {
+        if self.set.insert(name) {
+            self.listed.push(name);
         }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.set.contains(name)
+    }
+
+    /// `defined links: a, b, c` (at most [`NAMES_IN_HINT`], then how many more).
+    fn hint(&self, what: &str) -> String {
+        let shown = self.listed.len().min(NAMES_IN_HINT);
+        let mut out = format!("defined {what}: {}", self.listed[..shown].join(", "));
+        if self.listed.len() > shown {
+            out.push_str(&format!(" and {} more", self.listed.len() - shown));
+        }
+        out
+    }
+}
+
+/// Names a hint lists: enough to spot a typo's target, not a page of them.
+const NAMES_IN_HINT: usize = 20;
+
+fn names<T>(entries: &[Entry<T>], name: impl Fn(&T) -> &Text) -> Names<'_> {
+    let mut out = Names {
+        listed: Vec::new(),
+        set: BTreeSet::new(),
+    };
+    for n in entries.iter().filter_map(|e| name_of(name(&e.value))) {
+        out.add(n);
     }
     out
 }
 
 /// Reports a name that is not among `defined` (`what` is the list name, e.g. "link").
-fn dangling(sink: &mut Sink, label: &str, name: &Spanned<String>, what: &str, defined: &[&str]) {
+fn dangling(sink: &mut Sink, label: &str, name: &Spanned<String>, what: &str, defined: &Names) {
     let n = name.get_ref();
-    if defined.contains(&n.as_str()) {
+    if defined.contains(n) {
         return;
     }
-    let listed = if defined.is_empty() {
+    let message = format!("{label}: {what} {n:?} is not defined");
+    if !sink.may_list_error(&name.span()) {
+        // Counted, never listed: skip the search for a near name.
+        sink.error(name.span(), message, String::new());
+        return;
+    }
+    let listed = if defined.listed.is_empty() {
         format!("no [[{what}]] is defined yet")
     } else {
-        format!("defined {what}s: {}", defined.join(", "))
+        defined.hint(&format!("{what}s"))
     };
-    let hint = match closest(n, defined) {
+    let hint = match closest(n, &defined.listed) {
         Some(near) => {
             format!("did you mean {near:?}? otherwise define a [[{what}]] named {n:?}; {listed}")
         }
         None => format!("define a [[{what}]] named {n:?}, or remove it; {listed}"),
     };
-    sink.error(
-        name.span(),
-        format!("{label}: {what} {n:?} is not defined"),
-        hint,
-    );
+    sink.error(name.span(), message, hint);
 }
 
 /// A hook's group that is neither a route group nor a DNS group.
-fn dangling_group(sink: &mut Sink, label: &str, name: &Spanned<String>, defined: &[&str]) {
+fn dangling_group(sink: &mut Sink, label: &str, name: &Spanned<String>, defined: &Names) {
     let n = name.get_ref();
-    if defined.contains(&n.as_str()) {
+    if defined.contains(n) {
         return;
     }
-    let listed = if defined.is_empty() {
+    let message = format!("{label}: group {n:?} is not defined");
+    if !sink.may_list_error(&name.span()) {
+        sink.error(name.span(), message, String::new());
+        return;
+    }
+    let listed = if defined.listed.is_empty() {
         "no [[route_group]] or [[dns_group]] is defined yet".to_string()
     } else {
-        format!("defined groups: {}", defined.join(", "))
+        defined.hint("groups")
     };
-    let hint = match closest(n, defined) {
+    let hint = match closest(n, &defined.listed) {
         Some(near) => format!("did you mean {near:?}? {listed}"),
         None => format!(
             "name a [[route_group]] or [[dns_group]], or remove it (no groups = every group); \
              {listed}"
         ),
     };
-    sink.error(
-        name.span(),
-        format!("{label}: group {n:?} is not defined"),
-        hint,
-    );
+    sink.error(name.span(), message, hint);
 }
 
 fn each(list: &Texts) -> impl Iterator<Item = &Spanned<String>> {
@@ -229,10 +281,8 @@ fn references(raw: &RawConfig, sink: &mut Sink) {
         }
     }
     let mut groups = names(&raw.route_groups, |r| &r.name);
-    for g in names(&raw.dns_groups, |r| &r.name) {
-        if !groups.contains(&g) {
-            groups.push(g);
-        }
+    for g in names(&raw.dns_groups, |r| &r.name).listed {
+        groups.add(g);
     }
     for h in &raw.hooks {
         for group in each(&h.value.groups) {
@@ -297,12 +347,18 @@ fn table_name(table: u32) -> String {
     }
 }
 
+/// Each destination that overlaps an earlier one in the same table is reported with one of
+/// those (the first that contains it, or else one inside it).
 fn overlapping_destinations(destinations: &[Destination], sink: &mut Sink) {
+    let mut earlier = PrefixIndex::new();
     for (i, d) in destinations.iter().enumerate() {
-        let earlier = destinations[..i]
-            .iter()
-            .find(|e| e.table == d.table && values::nets_overlap(&e.net, &d.net));
-        let Some(e) = earlier else { continue };
+        let overlapping = earlier
+            .first_container(&d.table, &d.net)
+            .or_else(|| earlier.one_within(&d.table, &d.net));
+        earlier.insert(d.table, &d.net, i);
+        let Some(e) = overlapping.map(|j| &destinations[j]) else {
+            continue;
+        };
         let line = line_of(sink, &e.span);
         if e.group == d.group {
             let message = if e.net == d.net {
@@ -358,7 +414,19 @@ fn allowed_ips(raw: &RawConfig) -> BTreeMap<&str, Option<Vec<IpNetwork>>> {
 }
 
 fn carried_destinations(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
-    let allowed = allowed_ips(raw);
+    let allowed: BTreeMap<&str, Option<PrefixIndex<()>>> = allowed_ips(raw)
+        .into_iter()
+        .map(|(link, nets)| {
+            let index = nets.map(|nets| {
+                let mut index = PrefixIndex::new();
+                for (i, n) in nets.iter().enumerate() {
+                    index.insert((), n, i);
+                }
+                index
+            });
+            (link, index)
+        })
+        .collect();
     for d in destinations {
         let g = &raw.route_groups[d.group];
         let mut checked = BTreeSet::new();
@@ -370,7 +438,7 @@ fn carried_destinations(raw: &RawConfig, destinations: &[Destination], sink: &mu
             let Some(Some(nets)) = allowed.get(link) else {
                 continue;
             };
-            if !nets.iter().any(|n| values::net_contains(n, &d.net)) {
+            if nets.first_container(&(), &d.net).is_none() {
                 sink.error(
                     d.span.clone(),
                     format!(
@@ -387,6 +455,10 @@ fn carried_destinations(raw: &RawConfig, destinations: &[Destination], sink: &mu
 /// A peer endpoint inside a tunnel's own routes: the tunnel's packets could be routed into a
 /// tunnel. A warning, because agentd binds each link's socket to its underlay address.
 fn routing_loops(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
+    let mut carried = PrefixIndex::new();
+    for (i, d) in destinations.iter().enumerate() {
+        carried.insert((), &d.net, i);
+    }
     let hint = "routing loop risk: traffic to the peer's address could be routed into a tunnel. \
                 agentd binds each link's UDP socket to its underlay listen address, which keeps \
                 the tunnel's own packets on the underlay, but other traffic to the peer will not be";
@@ -415,7 +487,10 @@ fn routing_loops(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink)
             );
             continue;
         }
-        if let Some(d) = destinations.iter().find(|d| d.net.contains(ip)) {
+        if let Some(d) = carried
+            .first_container(&(), &IpNetwork::from(ip))
+            .map(|i| &destinations[i])
+        {
             sink.warning(
                 endpoint.span(),
                 format!(
@@ -522,18 +597,17 @@ fn each_table(tables: &RouteTables) -> impl Iterator<Item = &Spanned<String>> {
 /// not both steer the same destination in the same table.
 fn route_table_claims(raw: &RawConfig, destinations: &[Destination], sink: &mut Sink) {
     let mut claimed: BTreeMap<(&str, IpNetwork), (&str, Span)> = BTreeMap::new();
-    for (group, g) in raw.route_groups.iter().enumerate() {
-        let nets: Vec<IpNetwork> = destinations
-            .iter()
-            .filter(|d| d.group == group)
-            .map(|d| d.net)
-            .collect();
+    let mut by_group: Vec<Vec<IpNetwork>> = vec![Vec::new(); raw.route_groups.len()];
+    for d in destinations {
+        by_group[d.group].push(d.net);
+    }
+    for (g, nets) in raw.route_groups.iter().zip(&by_group) {
         let aws = each_table(&g.value.aws_route_tables)
             .filter(|id| values::aws_id(id.get_ref(), &["rtb"], "").is_ok());
         let oci = each_table(&g.value.oci_route_tables)
             .filter(|id| values::ocid(id.get_ref(), &["routetable"]).is_ok());
         for id in aws.chain(oci) {
-            for net in &nets {
+            for net in nets {
                 match claimed.get(&(id.get_ref().as_str(), *net)) {
                     Some((owner, earlier)) => {
                         let line = line_of(sink, earlier);

@@ -125,17 +125,6 @@ pub(crate) fn network_of(net: &IpNetwork) -> IpNetwork {
     IpNetwork::new(net.network(), net.prefix()).unwrap_or(*net)
 }
 
-/// Whether `outer` contains all of `inner` (same family, shorter or equal prefix).
-pub(crate) fn net_contains(outer: &IpNetwork, inner: &IpNetwork) -> bool {
-    outer.is_ipv4() == inner.is_ipv4()
-        && outer.prefix() <= inner.prefix()
-        && outer.contains(inner.network())
-}
-
-pub(crate) fn nets_overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
-    net_contains(a, b) || net_contains(b, a)
-}
-
 pub(crate) fn ip(text: &str) -> Parsed<IpAddr> {
     text.parse().map_err(|_| {
         Invalid::new(
@@ -602,10 +591,15 @@ pub(crate) fn public_key(text: &str) -> Parsed<PublicKey> {
 /// The candidate nearest to `word` if it is plausibly a typo of it.
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
+    let length = word.chars().count();
+    let limit = |c: &str| (c.len() / 3).max(1);
     candidates
         .iter()
+        // The distance is at least the difference in length: most candidates (and every one,
+        // for a long word) are ruled out without computing it.
+        .filter(|c| length.abs_diff(c.chars().count()) <= limit(c))
         .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .filter(|(d, c)| *d <= limit(c))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

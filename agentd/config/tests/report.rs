@@ -136,6 +136,7 @@ fn example_diagnostic() -> Diagnostic {
                 .into(),
         ),
         source_line: Some("links = [\"primary\", \"backup\"]".into()),
+        source_offset: 0,
     }
 }
 

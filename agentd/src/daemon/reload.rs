@@ -8,12 +8,11 @@
 //! routes adapter confirms that are they stopped; the caller's answer lists what the links
 //! adapter did.
 
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use isthmus_api::{ErrorBody, ErrorKind, EventKind, ReloadOutcome};
+use isthmus_api::{ErrorBody, EventKind, ReloadOutcome};
 use isthmus_config::{Config, Diagnostic, LoadOptions, Report};
 use tokio::sync::oneshot;
 
@@ -32,16 +31,14 @@ pub struct Running {
 }
 
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Running, Report> {
-    let text = fs::read_to_string(path);
-    let loaded = match &text {
-        Ok(text) => isthmus_config::parse_str(text, path, opts)?,
-        // Let the config crate produce the diagnostic for an unreadable file.
-        Err(_) => isthmus_config::load_file(path, opts)?,
-    };
+    // Bounded and checked for UTF-8 by the config crate, so that every read of the file (start,
+    // reload, --check-config) refuses the same files the same way.
+    let text = isthmus_config::read_file(path)?;
+    let loaded = isthmus_config::parse_str(&text, path, opts)?;
     Ok(Running {
         config: Arc::new(loaded.config),
         warnings: loaded.warnings,
-        fingerprint: fingerprint(text.as_deref().unwrap_or_default()),
+        fingerprint: fingerprint(&text),
         loaded_at: crate::clock::now(),
     })
 }
@@ -110,17 +107,14 @@ impl Shell {
             error_count: report.error_count(),
             first_error: first,
         });
-        ErrorBody {
-            kind: ErrorKind::ConfigInvalid,
-            message: format!(
-                "{} has {} error(s); agentd keeps running the config loaded before \
-                 (fingerprint {})",
-                self.running.config.path.display(),
-                report.error_count(),
-                self.running.fingerprint
-            ),
-            diagnostics: report.diagnostics,
-        }
+        let message = format!(
+            "{} has {} error(s); agentd keeps running the config loaded before \
+             (fingerprint {})",
+            self.running.config.path.display(),
+            report.error_count(),
+            self.running.fingerprint
+        );
+        ErrorBody::config_invalid(message, report)
     }
 
     fn apply(

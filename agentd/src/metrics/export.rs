@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use isthmus_core::Health;
+use isthmus_core::{Health, ProbeDrop};
 use prometheus::proto::MetricFamily;
 use prometheus::TextEncoder;
 
@@ -159,9 +159,14 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
             if let Some(j) = r.figures.jitter {
                 jitter.add(&l, j.as_secs_f64());
             }
-            for (reason, n) in &r.probe_drops {
-                probe_drops.add(&[("link", &link.name), ("reason", reason)], *n as f64);
-            }
+        }
+        // Every reason of every configured link, also before the engine reports on it.
+        for reason in ProbeDrop::ALL.map(ProbeDrop::as_str) {
+            let n = report.and_then(|r| r.probe_drops.get(reason)).copied();
+            probe_drops.add(
+                &[("link", &link.name), ("reason", reason)],
+                n.unwrap_or(0) as f64,
+            );
         }
         if let Some(e) = metrics.egress.get(&link.name) {
             if link.egress_price_per_gb.is_some() {
@@ -307,8 +312,17 @@ fn actions(state: &State) -> Vec<MetricFamily> {
         "isthmus_group_link_checks_passing",
         "1 when the route group's service checks pass over the link (at both gateways), 0 when they fail.",
     );
+    // Groups with `checks` in the config, also before their first check finished (then not
+    // failing anywhere: 0).
+    let checked: std::collections::BTreeSet<&str> = state
+        .config
+        .route_groups
+        .iter()
+        .filter(|g| !g.checks.is_empty())
+        .map(|g| g.name.as_str())
+        .collect();
     for g in &state.groups {
-        if g.checks.is_empty() {
+        if !checked.contains(g.name.as_str()) {
             continue;
         }
         everywhere.add(
@@ -341,12 +355,21 @@ fn actions(state: &State) -> Vec<MetricFamily> {
         .wall
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    let mut reported = std::collections::BTreeSet::new();
     for a in &state.actions {
         let l = [("kind", a.kind.as_str()), ("target", a.target.as_str())];
         in_sync.add(&l, f64::from(u8::from(a.state == ActionState::InSync)));
         failures.add(&l, f64::from(a.failures));
         if let Some(ago) = a.last_success_seconds_ago {
             last_ok.add(&l, (wall - ago as f64).floor());
+        }
+        reported.insert((a.kind.as_str(), a.target.as_str()));
+    }
+    // Targets nothing was decided for yet have failed nothing. Whether they are in sync has no
+    // answer before there is a decision to hold: that series waits for it.
+    for t in super::action_targets(&state.config) {
+        if !reported.contains(&(t.kind(), t.name())) {
+            failures.add(&[("kind", t.kind()), ("target", t.name())], 0.0);
         }
     }
     [

@@ -9,6 +9,12 @@
 //! [`export`], so there is no second copy to keep in step. A scrape asks the event loop for a
 //! [`crate::view::View`] (consistent with `netctl status` at that moment) and renders the text
 //! from it off the loop.
+//!
+//! Every counter (and histogram) whose label sets the config determines has all its series from
+//! the start, at 0: every reason of every link and group, every result of every hook and action
+//! target. `increase()` over a series that appears with its first event at 1 sees nothing, so
+//! an alert on the first failure would never fire. [`Metrics::follow_config`] creates them at
+//! start and after each reload, and removes those of names that are gone.
 
 mod export;
 mod family;
@@ -97,6 +103,9 @@ pub struct Metrics {
 struct Seen {
     links: BTreeSet<String>,
     groups: BTreeSet<String>,
+    hooks: BTreeSet<String>,
+    /// (kind, target) of every action target.
+    targets: BTreeSet<(&'static str, String)>,
 }
 
 /// One target's check durations (a histogram over [`TARGET_BUCKETS`]) and failures by reason.
@@ -348,9 +357,11 @@ impl Metrics {
         }
     }
 
-    /// At start and after a reload: drop the series of links, targets and groups that are gone,
-    /// and start each group's failover counters at 0, so that `increase()` sees the first
-    /// failover of each reason too.
+    /// At start and after a reload: drop the series of links, targets, groups, hooks and action
+    /// targets that are gone, and start every series the config determines at 0 (failovers of
+    /// each group by reason, RTTs of each link, checks of each probe target, runs of each hook
+    /// by result, attempts at each action target by result), so that `increase()` sees the
+    /// first event of each too.
     pub fn follow_config(&mut self, config: &isthmus_config::Config) {
         let links: BTreeSet<String> = config.links.iter().map(|l| l.name.clone()).collect();
         let targets: BTreeSet<(String, String)> = crate::probe::job::jobs(config)
@@ -361,6 +372,11 @@ impl Metrics {
             })
             .collect();
         let groups: BTreeSet<String> = config.route_groups.iter().map(|g| g.name.clone()).collect();
+        let hooks: BTreeSet<String> = config.hooks.iter().map(|h| h.name.clone()).collect();
+        let actions: BTreeSet<(&'static str, String)> = action_targets(config)
+            .into_iter()
+            .map(|t| (t.kind(), t.name().to_owned()))
+            .collect();
         for gone in self.seen.links.difference(&links) {
             let _ = self.rtt.remove_label_values(&[gone]);
         }
@@ -369,17 +385,55 @@ impl Metrics {
                 let _ = self.failovers.remove_label_values(&[gone.as_str(), reason]);
             }
         }
-        self.seen.links = links.clone();
+        for gone in self.seen.hooks.difference(&hooks) {
+            for result in HOOK_RESULTS {
+                let _ = self.hook_runs.remove_label_values(&[gone.as_str(), result]);
+            }
+        }
+        for (kind, target) in self.seen.targets.difference(&actions) {
+            let _ = self
+                .action_duration
+                .remove_label_values(&[kind, target.as_str()]);
+            for result in ACTION_RESULTS {
+                let _ = self
+                    .action_results
+                    .remove_label_values(&[kind, target.as_str(), result]);
+            }
+        }
         self.targets.retain(|t, _| targets.contains(t));
-        self.seen.groups = groups.clone();
-        for group in &self.seen.groups {
+        for t in targets {
+            self.targets.entry(t).or_default();
+        }
+        for link in &links {
+            self.rtt.with_label_values(&[link.as_str()]);
+        }
+        for group in &groups {
             for reason in REASONS {
                 self.failovers.with_label_values(&[group.as_str(), reason]);
+            }
+        }
+        for hook in &hooks {
+            for result in HOOK_RESULTS {
+                self.hook_runs.with_label_values(&[hook.as_str(), result]);
+            }
+        }
+        for (kind, target) in &actions {
+            self.action_duration
+                .with_label_values(&[kind, target.as_str()]);
+            for result in ACTION_RESULTS {
+                self.action_results
+                    .with_label_values(&[kind, target.as_str(), result]);
             }
         }
         self.link_since.retain(|l, _| links.contains(l));
         self.group_since.retain(|g, _| groups.contains(g));
         self.egress.retain(|l, _| links.contains(l));
+        self.seen = Seen {
+            links,
+            groups,
+            hooks,
+            targets: actions,
+        };
     }
 
     /// Add the cost of what each priced link sent since the last call. Called on every scrape
@@ -414,6 +468,41 @@ impl Metrics {
     }
 }
 
+/// Every action target the config names: each DNS group's record and each cloud route table
+/// listed by a route group (once, however many groups list it).
+pub fn action_targets(config: &isthmus_config::Config) -> BTreeSet<crate::actions::TargetId> {
+    use crate::actions::{Cloud, TargetId};
+    let dns = config
+        .dns_groups
+        .iter()
+        .map(|g| TargetId::Dns(g.name.clone()));
+    let tables = config.route_groups.iter().flat_map(|g| {
+        let aws = g.aws_route_tables.iter().map(|t| (Cloud::Aws, t));
+        let oci = g.oci_route_tables.iter().map(|t| (Cloud::Oci, t));
+        aws.chain(oci).map(|(cloud, t)| TargetId::RouteTable {
+            cloud,
+            id: t.id.clone(),
+        })
+    });
+    dns.chain(tables).collect()
+}
+
+/// Every `result` of `isthmus_hook_runs_total` (see [`Metrics::observe_hook`]).
+const HOOK_RESULTS: &[&str] = &["ok", "failed", "timeout", "dropped"];
+
+/// Every `result` of `isthmus_action_results_total`: `changed`, `in_place`, and each failure
+/// kind (`conflict` is both an event and a failure kind: one label).
+const ACTION_RESULTS: &[&str] = &[
+    "changed",
+    "in_place",
+    "conflict",
+    "auth",
+    "throttled",
+    "unavailable",
+    "rejected",
+    "not_verified",
+];
+
 /// The `action` labels of `isthmus_actions_total` besides `route`.
 const ACTION_KINDS: &[&str] = &["dns", "aws_route_table", "oci_route_table", "hook"];
 
@@ -441,6 +530,155 @@ const GIB: f64 = (1u64 << 30) as f64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A config with link "ic", probe "db" (checked over "ic" by group "vcn"), route group
+    /// "vcn" with a route table, DNS group "orders" and hook `hook`.
+    fn config(hook: &str) -> isthmus_config::Config {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            r#"
+[agent]
+name = "gw"
+[control]
+read_group = 0
+admin_group = 0
+[[link]]
+name = "ic"
+interface = "isth-ic"
+private_key_file = "k.key"
+listen = "192.0.2.1:51820"
+peer_public_key = "sTW6GPMPj3UsueeSgjVcAqH7BCh92Kd0K7aReWmVlEA="
+peer_endpoint = "192.0.2.2:51820"
+allowed_ips = ["10.2.0.0/16", "10.255.0.1/32"]
+addresses = ["10.255.0.0/31"]
+[[probe]]
+name = "db"
+kind = "tcp"
+target = "10.2.1.10:1522"
+[aws]
+region = "us-east-1"
+[[route_group]]
+name = "vcn"
+destinations = ["10.2.0.0/16"]
+links = ["ic"]
+checks = ["db"]
+aws_route_tables = [{{ id = "rtb-0a1b2c3d", target = "eni-0aaa1111", fallback = "none" }}]
+[[dns_provider]]
+name = "r53"
+kind = "route53"
+hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+[[dns_group]]
+name = "orders"
+provider = "r53"
+record = "orders.example.internal."
+ttl = 30
+answers = [{{ value = "10.2.1.10", checks = ["db"] }}]
+[[hook]]
+name = "{hook}"
+command = ["/bin/true"]
+"#
+        );
+        isthmus_config::parse_str(
+            &text,
+            &dir.path().join("agentd.toml"),
+            &isthmus_config::LoadOptions::default(),
+        )
+        .unwrap_or_else(|r| panic!("{r}"))
+        .config
+    }
+
+    /// The registered families as `name{label="value",...} value` lines, labels sorted.
+    fn series(m: &Metrics) -> Vec<String> {
+        let families = m.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("isthmus_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_series_the_config_determines_starts_at_zero_and_goes_with_its_name() {
+        let mut m = Metrics::new();
+        m.follow_config(&config("page"));
+        let lines = series(&m);
+        let has = |line: &str| lines.iter().any(|l| l == line);
+        for result in HOOK_RESULTS {
+            assert!(
+                has(&format!(
+                    "isthmus_hook_runs_total{{hook=\"page\",result=\"{result}\"}} 0"
+                )),
+                "{lines:#?}"
+            );
+        }
+        for (kind, target) in [("dns", "orders"), ("aws_route_table", "rtb-0a1b2c3d")] {
+            for result in ACTION_RESULTS {
+                assert!(has(&format!(
+                    "isthmus_action_results_total{{kind=\"{kind}\",result=\"{result}\",target=\"{target}\"}} 0"
+                )));
+            }
+            assert!(has(&format!(
+                "isthmus_action_duration_seconds_count{{kind=\"{kind}\",target=\"{target}\"}} 0"
+            )));
+        }
+        assert!(has("isthmus_link_rtt_seconds_count{link=\"ic\"} 0"));
+        assert!(has(
+            "isthmus_group_failovers_total{group=\"vcn\",reason=\"active_down\"} 0"
+        ));
+        // The check of "db" over "ic", as route group "vcn" runs it.
+        assert_eq!(
+            m.targets.keys().collect::<Vec<_>>(),
+            [&("db".to_owned(), "ic".to_owned())]
+        );
+
+        // Counted, then reloaded with the hook renamed: the old name's series go, counts of
+        // names that stay are kept, the new name starts at 0.
+        m.hook_runs.with_label_values(&["page", "failed"]).inc();
+        m.action_results
+            .with_label_values(&["dns", "orders", "auth"])
+            .inc();
+        m.follow_config(&config("notify"));
+        let lines = series(&m);
+        assert!(
+            !lines.iter().any(|l| l.contains("hook=\"page\"")),
+            "{lines:#?}"
+        );
+        assert!(lines
+            .iter()
+            .any(|l| l == "isthmus_hook_runs_total{hook=\"notify\",result=\"failed\"} 0"));
+        assert!(lines.iter().any(|l| l
+            == "isthmus_action_results_total{kind=\"dns\",result=\"auth\",target=\"orders\"} 1"));
+    }
+
+    #[test]
+    fn every_failure_kind_is_a_listed_action_result() {
+        use isthmus_actions::FailureKind as K;
+        // A new kind fails to compile here until it is listed.
+        let label = |k: K| match k {
+            K::Conflict
+            | K::Auth
+            | K::Throttled
+            | K::Unavailable
+            | K::Rejected
+            | K::NotVerified => k.as_str(),
+        };
+        for k in [
+            K::Conflict,
+            K::Auth,
+            K::Throttled,
+            K::Unavailable,
+            K::Rejected,
+            K::NotVerified,
+        ] {
+            assert!(ACTION_RESULTS.contains(&label(k)), "{k:?}");
+        }
+    }
 
     #[test]
     fn egress_cost_prices_underlay_bytes_per_gib_and_survives_counter_resets() {

@@ -557,9 +557,9 @@ pub(super) fn names_once(
     what: &str,
     non_empty: bool,
 ) -> Got<Vec<String>> {
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut parse = |f: &mut Fields, s: &str, span: Span| {
-        if seen.iter().any(|x| x == s) {
+        if seen.contains(s) {
             f.report(
                 span,
                 key,
@@ -570,7 +570,7 @@ pub(super) fn names_once(
             );
             return None;
         }
-        seen.push(s.to_string());
+        seen.insert(s.to_string());
         Some(s.to_string())
     };
     if non_empty {
