@@ -176,6 +176,9 @@ pub enum SwitchReason {
     /// The service checks fail over the active link (or for the published answer), at this
     /// gateway or at the peer, and pass over another.
     ChecksFailing,
+    /// A warm restart: the link that was active before it answers again
+    /// ([`Engine::restore`]).
+    Restored,
 }
 
 impl SwitchReason {
@@ -191,6 +194,7 @@ impl SwitchReason {
             SwitchReason::NoUsableLink => "no usable link: failing closed".into(),
             SwitchReason::Config => "configuration changed".into(),
             SwitchReason::ChecksFailing => "service checks fail over the active link".into(),
+            SwitchReason::Restored => "active before the restart, usable again".into(),
         }
     }
 
@@ -404,6 +408,33 @@ impl Engine {
         for l in self.links.values_mut() {
             l.start_seq_at(self.first_seq);
         }
+    }
+
+    /// A warm restart: `active` is each route group's active link before the restart (as the
+    /// shell kept it). A group takes its link again as soon as the link is usable, without
+    /// waiting for the other links' first verdicts (see `policy`), and leaves it as usual if
+    /// the probes do not confirm it; a group whose link does not answer while it settles starts
+    /// as from cold. Call right after [`Engine::new`]. Returns the entries it ignored: a group
+    /// not in the config, or a link not in its group.
+    pub fn restore(&mut self, active: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let mut ignored = Vec::new();
+        for (group, link) in active {
+            match self.groups.get_mut(group) {
+                Some((policy, state)) if state.active.is_none() && policy.links.contains(link) => {
+                    state.restored = Some(link.clone());
+                }
+                _ => ignored.push((group.clone(), link.clone())),
+            }
+        }
+        ignored
+    }
+
+    /// The link route group `group` waits to take again after a restart, until it has an
+    /// active link or gives up (see [`Engine::restore`]).
+    pub fn restoring(&self, group: &str) -> Option<&str> {
+        let (_, state) = self.groups.get(group)?;
+        state.active.is_none().then_some(())?;
+        state.restored.as_deref()
     }
 
     /// Apply a new config; links and groups that stay keep their state.
@@ -661,7 +692,7 @@ impl Engine {
         };
         let received = match p.kind {
             Kind::Request => {
-                if !l.handle_request(p.seq, p.view) {
+                if !l.handle_request(p.seq, p.view, at) {
                     return self.dropped(link, ProbeDrop::Replayed);
                 }
                 Received::Request
@@ -681,7 +712,7 @@ impl Engine {
                 let Some(rtt) = rtt else {
                     return self.dropped(link, ProbeDrop::Replayed);
                 };
-                l.handle_peer_view(p.view);
+                l.handle_peer_view(p.view, at);
                 Received::Reply { rtt }
             }
         };
@@ -1020,6 +1051,7 @@ impl Engine {
                         None => SwitchReason::PeerPin,
                     },
                     Why::NoUsableLink => SwitchReason::NoUsableLink,
+                    Why::Restored => SwitchReason::Restored,
                 };
                 let figures = from
                     .as_ref()

@@ -44,6 +44,7 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
         SwitchReason::NoUsableLink => "no_usable_link",
         SwitchReason::Config => "config",
         SwitchReason::ChecksFailing => "checks_failing",
+        SwitchReason::Restored => "restored",
     }
 }
 
@@ -485,6 +486,7 @@ mod tests {
             SwitchReason::NoUsableLink,
             SwitchReason::Config,
             SwitchReason::ChecksFailing,
+            SwitchReason::Restored,
         ];
         let labels: Vec<&str> = all.iter().map(switch_label).collect();
         assert_eq!(labels, REASONS);
