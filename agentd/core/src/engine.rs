@@ -95,6 +95,10 @@ pub struct AnswerReport {
 #[derive(Default)]
 struct Wire {
     key: Option<Box<dyn Authenticator>>,
+    /// A key just arrived: probe at once rather than at the next scheduled probe, which (for a
+    /// link not yet up) was put off by the fast interval when the unsendable one was due. At
+    /// start-up that first probe is the restart's first round trip.
+    new_key: bool,
     peer_version: u8,
     drops: BTreeMap<ProbeDrop, u64>,
 }
@@ -606,6 +610,7 @@ impl Engine {
         if let Some(w) = self.wires.get_mut(link) {
             if key.is_some() {
                 w.peer_version = 0;
+                w.new_key = true;
                 self.peer_drill.forget(link);
                 self.peer_answer_pins.forget(link);
             }
@@ -618,6 +623,7 @@ impl Engine {
         if let Some(t) = self.replies.pop_front() {
             return Some(t);
         }
+        self.probe_new_keys(now);
         loop {
             // Each turn takes one due probe, so this ends.
             let (link, seq) = self
@@ -822,8 +828,20 @@ impl Engine {
         self.mismatches.contains(link)
     }
 
+    /// Links that just got a key probe now (see `Wire::new_key`).
+    fn probe_new_keys(&mut self, now: Instant) {
+        for (name, w) in self.wires.iter_mut() {
+            if std::mem::take(&mut w.new_key) {
+                if let Some(l) = self.links.get_mut(name) {
+                    l.probe_now(now);
+                }
+            }
+        }
+    }
+
     /// Expire probes, decay damping, run timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.probe_new_keys(now);
         for l in self.links.values_mut() {
             l.handle_timeout(now);
         }
@@ -1185,10 +1203,13 @@ impl Engine {
             self.peer_drill.deadline(fresh_for),
             self.peer_answer_pins.deadline(fresh_for),
         ];
+        // A link that just got a key is due now: the epoch is as good as any past instant.
+        let keyed = self.wires.values().any(|w| w.new_key).then_some(self.epoch);
         links
             .chain(groups)
             .chain(dns)
             .chain(notices.into_iter().flatten())
+            .chain(keyed)
             .min()
     }
 

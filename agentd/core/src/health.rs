@@ -320,6 +320,11 @@ impl LinkHealth {
         Some(seq)
     }
 
+    /// Send the next probe now rather than when it is scheduled.
+    pub fn probe_now(&mut self, now: Instant) {
+        self.next_probe_at = self.next_probe_at.min(now);
+    }
+
     /// When probe `seq`, outstanding or recently counted lost, was sent (`None`: neither), so
     /// that a reply's echoed send time can be checked before it is accepted.
     pub fn sent_at(&self, seq: u32) -> Option<Instant> {

@@ -13,7 +13,7 @@ mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::Instant;
 
 use common::{ms, secs, Cond, Net, LINKS};
 use isthmus_core::{CheckState, Event, Health, SwitchReason, Timings};
@@ -94,7 +94,7 @@ proptest! {
         }));
         net.run_until(secs(3));
         // When each side's lives began: the hold-down is not kept across a restart.
-        let mut lives: [Vec<std::time::Instant>; 2] = [vec![net.t0], vec![net.t0]];
+        let mut lives: [Vec<Instant>; 2] = [vec![net.t0], vec![net.t0]];
         for s in &steps {
             match *s {
                 Step::Wait(n) => net.run_for(ms(n)),
@@ -138,12 +138,22 @@ proptest! {
         prop_assert!(violations.borrow().is_empty(), "{:?}", violations.borrow());
 
         // At most one elective switch per hold-down (5 s), per side.
-        for side in 0..2 {
-            let elective: Vec<std::time::Instant> = net.events[side].iter().filter_map(|e| match e {
+        // The move to the preferred link right after a first usable one (start-up, or the end
+        // of a total outage: links come back moments apart) is the settling's, not elective.
+        let settle = Timings::DEFAULT.detection_bound() + Timings::DEFAULT.interval * 2;
+        for (side, lives) in lives.iter().enumerate() {
+            let mut first_usable = None;
+            let elective: Vec<Instant> = net.events[side].iter().filter_map(|e| match e {
+                Event::ActiveLinkChanged { reason: SwitchReason::FirstUsable, at, .. } => {
+                    first_usable = Some(*at);
+                    None
+                }
+                Event::ActiveLinkChanged { reason: SwitchReason::Failback, at, .. }
+                    if first_usable.is_some_and(|f| *at - f <= settle) => None,
                 Event::ActiveLinkChanged { reason: SwitchReason::ActiveDegraded | SwitchReason::ChecksFailing | SwitchReason::Failback, at, .. } => Some(*at),
                 _ => None,
             }).collect();
-            let life = |t: std::time::Instant| lives[side].iter().filter(|s| **s <= t).count();
+            let life = |t: Instant| lives.iter().filter(|s| **s <= t).count();
             for w in elective.windows(2) {
                 if life(w[0]) == life(w[1]) {
                     prop_assert!(w[1] - w[0] >= secs(5), "elective switches {:?} apart on side {side}", w[1] - w[0]);

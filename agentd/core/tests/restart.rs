@@ -223,3 +223,21 @@ fn a_restored_link_waits_while_a_better_class_is_usable() {
         }
     );
 }
+
+#[test]
+fn a_link_probes_as_soon_as_it_gets_its_key() {
+    // At start-up the first probe is due before the link has a socket (no key): it is
+    // scheduled, unsent, and the next one put off by the fast interval. The key's arrival
+    // (the link is running) sends one at once: the restart's first round trip starts then.
+    let c = common::config(Timings::DEFAULT, &common::LINKS, secs(30));
+    let t0 = std::time::Instant::now();
+    let mut e = isthmus_core::Engine::new(c, t0);
+    assert!(e.poll_transmit(t0).is_none(), "no key, nothing sent");
+    let t = t0 + ms(10);
+    e.set_key("ic", Some(Box::new(common::KEY)));
+    assert!(e.poll_timeout().is_some_and(|d| d <= t), "due at once");
+    e.handle_timeout(t);
+    let sent = e.poll_transmit(t).expect("a probe at once");
+    assert_eq!(sent.link, "ic");
+    assert!(e.poll_transmit(t).is_none(), "one, on the keyed link only");
+}

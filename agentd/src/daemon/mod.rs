@@ -114,6 +114,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
     let writer = events::spawn_writer(&config.agent.state_dir);
+    let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
     let history = match tokio::time::timeout(events::HISTORY_WAIT, writer.history).await {
         Ok(Ok(h)) => h,
         _ => {
@@ -123,6 +124,16 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             );
             Vec::new()
         }
+    };
+
+    let loaded = match tokio::time::timeout(events::HISTORY_WAIT, state.loaded).await {
+        Ok(Ok(loaded)) => loaded,
+        // The writer thread did not start (said when it failed).
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(crate::state::Ignored::Slow {
+            path: config.agent.state_dir.join(crate::state::FILE),
+            waited: events::HISTORY_WAIT,
+        }),
     };
 
     let path = config.path.clone();
@@ -156,9 +167,10 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         metrics_listener,
         on_ready: Box::new(crate::notify::ready),
         watchdog: crate::notify::watchdog_interval(),
+        state: state.saver,
     };
     let now = crate::clock::now();
-    let shell = Shell::new(
+    let mut shell = Shell::new(
         running,
         metrics,
         history,
@@ -167,6 +179,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         inputs_tx,
         now,
     );
+    shell.restore(loaded);
     shell
         .run(Receivers {
             probes,
@@ -185,6 +198,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     // The shell is gone with its sender: the writer finishes what is queued (a stuck disk gets
     // a second, then is left behind).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.done).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state.done).await;
     socket.lock().unwrap_or_else(|e| e.into_inner()).remove();
     io.stop();
     tracing::info!("agentd stopped");

@@ -425,6 +425,7 @@ const REASONS: &[&str] = &[
     "no_usable_link",
     "config",
     "checks_failing",
+    "restored",
 ];
 
 /// Bytes per packet on the underlay beyond the tunnelled packet: WireGuard's data header and
