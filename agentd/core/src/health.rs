@@ -776,13 +776,47 @@ mod tests {
             l.penalty() > 900.0,
             "the crash still counts as a flap for damping"
         );
-        // Only the change to `unknown` counts: a later `unknown` does not wipe a new outage.
-        assert!(l.handle_request(9001, view(Health::Unknown), t + ms(5)));
         assert!(
             !l.handle_request(9000, view(Health::Unknown), t + ms(5)),
             "replay"
         );
-        assert_eq!(l.own(), Health::Up);
+        // Only the change to `unknown` counts: a later `unknown` does not wipe a new outage.
+        let mut t = t + ms(100);
+        while l.own() != Health::Down {
+            l.handle_timeout(t);
+            l.poll_probe(t);
+            t += ms(10);
+        }
+        assert!(l.handle_request(9001, view(Health::Unknown), t));
+        assert_eq!(l.own(), Health::Down);
+        assert!(l.figures().consecutive_lost >= 10);
+    }
+
+    #[test]
+    fn a_restarted_peer_heard_in_a_reply_is_accepted_even_if_its_clock_went_back() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let view = |health| View {
+            health,
+            pinned: false,
+            draining: false,
+            priority: 0,
+            fingerprint: 0,
+            rx_loss_ppm: None,
+        };
+        assert!(l.handle_request(5000, view(Health::Up), t0));
+        // Restarted with its clock set back: its requests number below the last one seen.
+        assert!(!l.handle_request(4000, view(Health::Unknown), t0 + ms(1)));
+        // Its reply to our probe (authenticated, matched to our request) says `unknown`: the
+        // record of its numbers starts over, and its requests are taken from then on.
+        let s = l.poll_probe(t0 + ms(1)).unwrap();
+        l.handle_reply(s, t0 + ms(3)).unwrap();
+        l.handle_peer_view(view(Health::Unknown), t0 + ms(3));
+        assert!(l.handle_request(4001, view(Health::Unknown), t0 + ms(4)));
+        assert!(
+            !l.handle_request(4001, view(Health::Unknown), t0 + ms(4)),
+            "replay"
+        );
     }
 
     #[test]
