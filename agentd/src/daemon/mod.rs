@@ -115,7 +115,12 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     }
     let writer = events::spawn_writer(&config.agent.state_dir);
     let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
-    let history = match tokio::time::timeout(events::HISTORY_WAIT, writer.history).await {
+    // Both files load on their writers' threads at once: a stuck disk costs one wait, not two.
+    let (history, loaded) = tokio::join!(
+        tokio::time::timeout(events::HISTORY_WAIT, writer.history),
+        tokio::time::timeout(events::HISTORY_WAIT, state.loaded),
+    );
+    let history = match history {
         Ok(Ok(h)) => h,
         _ => {
             tracing::warn!(
@@ -125,8 +130,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             Vec::new()
         }
     };
-
-    let loaded = match tokio::time::timeout(events::HISTORY_WAIT, state.loaded).await {
+    let loaded = match loaded {
         Ok(Ok(loaded)) => loaded,
         // The writer thread did not start (said when it failed).
         Ok(Err(_)) => Ok(None),
