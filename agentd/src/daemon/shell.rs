@@ -268,15 +268,16 @@ impl Shell {
                 "the state file names route groups or links that are not in the config: those start cold"
             );
         }
-        let restored: BTreeMap<String, String> = saved
-            .into_iter()
-            .filter(|entry| !ignored.contains(entry))
+        let restored: Vec<String> = saved
+            .iter()
+            .filter(|(g, l)| !ignored.contains(&((*g).clone(), (*l).clone())))
+            .map(|(g, l)| format!("{g} → {l}"))
             .collect();
         if !restored.is_empty() {
-            let list: Vec<String> = restored.iter().map(|(g, l)| format!("{g} → {l}")).collect();
-            tracing::info!(groups = %list.join(", "), "warm restart: each group takes its link again as soon as it answers");
+            tracing::info!(groups = %restored.join(", "), "warm restart: each group takes its link again as soon as it answers");
         }
-        self.adapters.state.assume(restored);
+        // What the file holds: the first save rewrites it only if entries were ignored.
+        self.adapters.state.assume(saved);
     }
 
     /// Serve until stopped; the routes are released and the links stopped on the way out.
