@@ -200,6 +200,17 @@ impl Failover {
         }
     }
 
+    /// A warm restart: each route group's active link before it (see [`Engine::restore`]).
+    /// Returns the entries that name a group or link no longer in the config (ignored).
+    pub fn restore(&mut self, saved: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        self.engine.restore(saved)
+    }
+
+    /// The link route group `group` waits to take again after a restart.
+    pub fn restoring(&self, group: &str) -> Option<String> {
+        self.engine.restoring(group).map(str::to_owned)
+    }
+
     pub fn update_config(&mut self, config: &Config, now: Instant) {
         self.engine.update_config(engine_config(config), now);
         self.answers = answer_values(config);

@@ -18,6 +18,7 @@ mod probe;
 mod resolve;
 mod routes;
 mod sockfile;
+mod state;
 mod status;
 mod tunnel;
 mod view;

@@ -95,6 +95,10 @@ pub struct AnswerReport {
 #[derive(Default)]
 struct Wire {
     key: Option<Box<dyn Authenticator>>,
+    /// A key just arrived: probe at once rather than at the next scheduled probe, which (for a
+    /// link not yet up) was put off by the fast interval when the unsendable one was due. At
+    /// start-up that first probe is the restart's first round trip.
+    new_key: bool,
     peer_version: u8,
     drops: BTreeMap<ProbeDrop, u64>,
 }
@@ -176,6 +180,9 @@ pub enum SwitchReason {
     /// The service checks fail over the active link (or for the published answer), at this
     /// gateway or at the peer, and pass over another.
     ChecksFailing,
+    /// A warm restart: the link that was active before it answers again
+    /// ([`Engine::restore`]).
+    Restored,
 }
 
 impl SwitchReason {
@@ -191,6 +198,7 @@ impl SwitchReason {
             SwitchReason::NoUsableLink => "no usable link: failing closed".into(),
             SwitchReason::Config => "configuration changed".into(),
             SwitchReason::ChecksFailing => "service checks fail over the active link".into(),
+            SwitchReason::Restored => "active before the restart, usable again".into(),
         }
     }
 
@@ -406,6 +414,33 @@ impl Engine {
         }
     }
 
+    /// A warm restart: `active` is each route group's active link before the restart (as the
+    /// shell kept it). A group takes its link again as soon as the link is usable, without
+    /// waiting for the other links' first verdicts (see `policy`), and leaves it as usual if
+    /// the probes do not confirm it; a group whose link does not answer while it settles starts
+    /// as from cold. Call right after [`Engine::new`]. Returns the entries it ignored: a group
+    /// not in the config, or a link not in its group.
+    pub fn restore(&mut self, active: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let mut ignored = Vec::new();
+        for (group, link) in active {
+            match self.groups.get_mut(group) {
+                Some((policy, state)) if state.active.is_none() && policy.links.contains(link) => {
+                    state.restored = Some(link.clone());
+                }
+                _ => ignored.push((group.clone(), link.clone())),
+            }
+        }
+        ignored
+    }
+
+    /// The link route group `group` waits to take again after a restart, until it has an
+    /// active link or gives up (see [`Engine::restore`]).
+    pub fn restoring(&self, group: &str) -> Option<&str> {
+        let (_, state) = self.groups.get(group)?;
+        state.active.is_none().then_some(())?;
+        state.restored.as_deref()
+    }
+
     /// Apply a new config; links and groups that stay keep their state.
     pub fn update_config(&mut self, config: EngineConfig, now: Instant) {
         let names: BTreeSet<&str> = config.links.iter().map(|l| l.name.as_str()).collect();
@@ -575,6 +610,7 @@ impl Engine {
         if let Some(w) = self.wires.get_mut(link) {
             if key.is_some() {
                 w.peer_version = 0;
+                w.new_key = true;
                 self.peer_drill.forget(link);
                 self.peer_answer_pins.forget(link);
             }
@@ -587,6 +623,7 @@ impl Engine {
         if let Some(t) = self.replies.pop_front() {
             return Some(t);
         }
+        self.probe_new_keys(now);
         loop {
             // Each turn takes one due probe, so this ends.
             let (link, seq) = self
@@ -661,7 +698,7 @@ impl Engine {
         };
         let received = match p.kind {
             Kind::Request => {
-                if !l.handle_request(p.seq, p.view) {
+                if !l.handle_request(p.seq, p.view, at) {
                     return self.dropped(link, ProbeDrop::Replayed);
                 }
                 Received::Request
@@ -681,7 +718,7 @@ impl Engine {
                 let Some(rtt) = rtt else {
                     return self.dropped(link, ProbeDrop::Replayed);
                 };
-                l.handle_peer_view(p.view);
+                l.handle_peer_view(p.view, at);
                 Received::Reply { rtt }
             }
         };
@@ -791,8 +828,20 @@ impl Engine {
         self.mismatches.contains(link)
     }
 
+    /// Links that just got a key probe now (see `Wire::new_key`).
+    fn probe_new_keys(&mut self, now: Instant) {
+        for (name, w) in self.wires.iter_mut() {
+            if std::mem::take(&mut w.new_key) {
+                if let Some(l) = self.links.get_mut(name) {
+                    l.probe_now(now);
+                }
+            }
+        }
+    }
+
     /// Expire probes, decay damping, run timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.probe_new_keys(now);
         for l in self.links.values_mut() {
             l.handle_timeout(now);
         }
@@ -1020,6 +1069,7 @@ impl Engine {
                         None => SwitchReason::PeerPin,
                     },
                     Why::NoUsableLink => SwitchReason::NoUsableLink,
+                    Why::Restored => SwitchReason::Restored,
                 };
                 let figures = from
                     .as_ref()
@@ -1153,10 +1203,13 @@ impl Engine {
             self.peer_drill.deadline(fresh_for),
             self.peer_answer_pins.deadline(fresh_for),
         ];
+        // A link that just got a key is due now: the epoch is as good as any past instant.
+        let keyed = self.wires.values().any(|w| w.new_key).then_some(self.epoch);
         links
             .chain(groups)
             .chain(dns)
             .chain(notices.into_iter().flatten())
+            .chain(keyed)
             .min()
     }
 

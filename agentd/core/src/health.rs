@@ -287,12 +287,16 @@ impl LinkHealth {
         self.peer
     }
 
-    /// The worse of both ends' views (the agreement rule), before damping.
+    /// The worse of both ends' views (the agreement rule), before damping. The peer's
+    /// suppression is its damping, not the path's state; its `unknown` is no verdict at all
+    /// (it just started and has had no answer yet: see [`LinkHealth::handle_request`]), so a
+    /// restarted peer does not pull a working link from under this side while it learns.
     pub fn effective_undamped(&self) -> Health {
         let own = self.undamped();
         match self.peer {
-            // The peer's suppression is its damping, not the path's state.
-            Some(p) if p.health != Health::Suppressed => own.max(p.health),
+            Some(p) if !matches!(p.health, Health::Suppressed | Health::Unknown) => {
+                own.max(p.health)
+            }
             _ => own,
         }
     }
@@ -328,6 +332,11 @@ impl LinkHealth {
         };
         self.next_probe_at = now + step;
         Some(seq)
+    }
+
+    /// Send the next probe now rather than when it is scheduled.
+    pub fn probe_now(&mut self, now: Instant) {
+        self.next_probe_at = self.next_probe_at.min(now);
     }
 
     /// When probe `seq`, outstanding or recently counted lost, was sent (`None`: neither), so
@@ -380,10 +389,7 @@ impl LinkHealth {
         };
         if self.state != Health::Up && self.consecutive_ok >= up_after {
             if self.state == Health::Down {
-                // The outage is over: its losses say nothing about the path's quality now.
-                self.window.clear();
-                self.lost_in_window = 0;
-                self.degraded = false;
+                self.forget_losses();
             }
             self.state = Health::Up;
             // Back to the normal rhythm.
@@ -393,18 +399,56 @@ impl LinkHealth {
         Some(rtt)
     }
 
-    /// A request from the peer with its view of this link. Returns false for a replay.
-    pub fn handle_request(&mut self, seq: u32, view: View) -> bool {
+    /// A request from the peer with its view of this link, at `now`. Returns false for a
+    /// replay.
+    pub fn handle_request(&mut self, seq: u32, view: View, now: Instant) -> bool {
         if !self.rx.accept(seq, self.timings.window) {
             return false;
         }
-        self.peer = Some(view);
+        if self.take_peer_view(view, now) {
+            // The restarted peer numbers from its clock: this is the first of its new life.
+            self.rx.accept(seq, self.timings.window);
+        }
         true
     }
 
-    /// The peer's view from a reply (replies carry it too).
-    pub fn handle_peer_view(&mut self, view: View) {
+    /// The peer's view from a reply (replies carry it too), at `now`.
+    pub fn handle_peer_view(&mut self, view: View, now: Instant) {
+        self.take_peer_view(view, now);
+    }
+
+    /// Keep the peer's view. A peer that starts saying `unknown` has just (re)started, or just
+    /// added the link: it has no verdict yet, and ours was formed while it was not there to
+    /// answer. So its absence is forgotten: a `down` becomes `unknown` again (the first answer
+    /// brings it up, as at start-up, instead of [`Timings::up_after`] of them), the run of
+    /// losses and the window's losses are cleared, and a probe goes out at once. Without this
+    /// the peer of a gateway that crashed and restarted kept the link down for `up_after`
+    /// probes after it came back, and sent the restarted gateway a view that was only about
+    /// the crash. The record of the peer's requests starts over too: its numbers jumped (they
+    /// follow its clock), which would read as the loss of every number in between. Once per
+    /// restart: only the change to `unknown` counts. Returns whether it was one.
+    fn take_peer_view(&mut self, view: View, now: Instant) -> bool {
+        let restarted =
+            view.health == Health::Unknown && self.peer.is_none_or(|p| p.health != Health::Unknown);
+        if restarted {
+            if self.state == Health::Down {
+                self.state = Health::Unknown;
+                self.next_probe_at = self.next_probe_at.min(now);
+            }
+            self.forget_losses();
+            self.rx = RxTracker::default();
+        }
         self.peer = Some(view);
+        restarted
+    }
+
+    /// An outage is over (or was only the peer's absence): its losses say nothing about the
+    /// path's quality now (its round trips do: a slow path keeps the timeout it needs).
+    fn forget_losses(&mut self) {
+        self.window.retain(|s| *s != Sample::Lost);
+        self.lost_in_window = 0;
+        self.consecutive_lost = 0;
+        self.degraded = false;
     }
 
     /// Expire overdue probes and decay the damping penalty.
@@ -730,12 +774,102 @@ mod tests {
             fingerprint: 0,
             rx_loss_ppm: None,
         };
-        let mut l = link(Instant::now());
-        assert!(l.handle_request(100, view));
-        assert!(!l.handle_request(100, view), "replay");
-        assert!(l.handle_request(99, view), "reordered, not yet seen");
-        assert!(l.handle_request(200, view));
-        assert!(!l.handle_request(120, view), "older than the 64 last");
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        assert!(l.handle_request(100, view, t0));
+        assert!(!l.handle_request(100, view, t0), "replay");
+        assert!(l.handle_request(99, view, t0), "reordered, not yet seen");
+        assert!(l.handle_request(200, view, t0));
+        assert!(!l.handle_request(120, view, t0), "older than the 64 last");
+    }
+
+    #[test]
+    fn a_peer_that_says_unknown_again_has_restarted_and_one_answer_brings_the_link_back() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let view = |health| View {
+            health,
+            pinned: false,
+            draining: false,
+            priority: 0,
+            fingerprint: 0,
+            rx_loss_ppm: None,
+        };
+        let s = l.poll_probe(t0).unwrap();
+        l.handle_reply(s, t0 + ms(1));
+        l.handle_peer_view(view(Health::Up), t0 + ms(1));
+        assert!(l.handle_request(5000, view(Health::Up), t0 + ms(2)));
+        // The peer dies: unanswered probes until `down`.
+        let mut t = t0 + ms(100);
+        while l.own() != Health::Down {
+            l.handle_timeout(t);
+            l.poll_probe(t);
+            t += ms(10);
+        }
+        assert_eq!(l.effective_undamped(), Health::Down);
+        // Its new life: numbered from its clock, above the old numbers, and `unknown`.
+        assert!(l.handle_request(9000, view(Health::Unknown), t));
+        assert_eq!(l.own(), Health::Unknown, "the crash's losses are forgotten");
+        assert_eq!(l.figures().consecutive_lost, 0);
+        assert_eq!(
+            l.figures().loss_in,
+            None,
+            "the old numbers are forgotten too"
+        );
+        assert_eq!(l.poll_timeout(), t, "a probe goes out at once");
+        let s = l.poll_probe(t).unwrap();
+        l.handle_reply(s, t + ms(4));
+        assert_eq!(l.own(), Health::Up, "one answer, as at start-up");
+        assert_eq!(
+            l.effective_undamped(),
+            Health::Up,
+            "its `unknown` is no verdict"
+        );
+        assert!(
+            l.penalty() > 900.0,
+            "the crash still counts as a flap for damping"
+        );
+        assert!(
+            !l.handle_request(9000, view(Health::Unknown), t + ms(5)),
+            "replay"
+        );
+        // Only the change to `unknown` counts: a later `unknown` does not wipe a new outage.
+        let mut t = t + ms(100);
+        while l.own() != Health::Down {
+            l.handle_timeout(t);
+            l.poll_probe(t);
+            t += ms(10);
+        }
+        assert!(l.handle_request(9001, view(Health::Unknown), t));
+        assert_eq!(l.own(), Health::Down);
+        assert!(l.figures().consecutive_lost >= 10);
+    }
+
+    #[test]
+    fn a_restarted_peer_heard_in_a_reply_is_accepted_even_if_its_clock_went_back() {
+        let t0 = Instant::now();
+        let mut l = link(t0);
+        let view = |health| View {
+            health,
+            pinned: false,
+            draining: false,
+            priority: 0,
+            fingerprint: 0,
+            rx_loss_ppm: None,
+        };
+        assert!(l.handle_request(5000, view(Health::Up), t0));
+        // Restarted with its clock set back: its requests number below the last one seen.
+        assert!(!l.handle_request(4000, view(Health::Unknown), t0 + ms(1)));
+        // Its reply to our probe (authenticated, matched to our request) says `unknown`: the
+        // record of its numbers starts over, and its requests are taken from then on.
+        let s = l.poll_probe(t0 + ms(1)).unwrap();
+        l.handle_reply(s, t0 + ms(3)).unwrap();
+        l.handle_peer_view(view(Health::Unknown), t0 + ms(3));
+        assert!(l.handle_request(4001, view(Health::Unknown), t0 + ms(4)));
+        assert!(
+            !l.handle_request(4001, view(Health::Unknown), t0 + ms(4)),
+            "replay"
+        );
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! - Moving back to a better-priority link of the same class (failback) needs `preempt`, the
 //!   hold-down, and that link being continuously better for `failback_after`.
 //! - No usable link: no active link (the routes fail closed).
+//! - A warm restart ([`GroupState::restored`]): the link that was active before the restart is
+//!   taken as soon as it is usable, without waiting for the other links' first verdicts, unless
+//!   a usable link ranks in a better class; from then on the group runs as if it had never
+//!   stopped (no start-up settling, so a failback still waits `failback_after`).
 //!
 //! Service checks: a usable link whose checks fail (at either gateway) ranks at least as
 //! degraded (class 1), whatever `failover_on_degraded` says: the probes did not fail, the
@@ -78,6 +82,8 @@ pub enum Why {
     Failback,
     /// An operator's pin (here or at the peer).
     Pinned,
+    /// A warm restart: the link active before it is usable again.
+    Restored,
     /// No usable link is left.
     NoUsableLink,
 }
@@ -102,6 +108,10 @@ pub struct GroupState {
     /// The service checks fail over every usable link, so they were ignored for ranking. While
     /// no link is usable, this keeps its value as long as some link's checks still fail.
     pub checks_failing_everywhere: bool,
+    /// After a restart, the link that was active before it: taken as soon as it is usable (see
+    /// the module's doc). Forgotten once the group has an active link, or when the start-up
+    /// settling ends without it.
+    pub restored: Option<String>,
 }
 
 impl GroupPolicy {
@@ -172,6 +182,25 @@ impl GroupPolicy {
         // Right after start-up (or a total outage) links come back within moments of each
         // other: until the settling ends, the preferred one is taken without a failback wait.
         let settling = state.settle_until.is_some();
+        if active.is_none() {
+            if let Some(r) = state.restored.take() {
+                let ri = self
+                    .links
+                    .iter()
+                    .position(|l| *l == r)
+                    .filter(|&i| i < candidates.len());
+                match (ri, best) {
+                    // `best` ranks lowest: the restored link is in the best usable class.
+                    (Some(ri), Some(b)) if rank(ri).0 == rank(b).0 => {
+                        state.settle_until = None;
+                        return self.switch(state, Some(r), Why::Restored, now, false);
+                    }
+                    // Not usable yet (or worse than another): it may still answer first.
+                    (Some(_), _) if settling => state.restored = Some(r),
+                    _ => {}
+                }
+            }
+        }
         match (active, best) {
             (None, None) => Choice::Stay,
             // Start-up: wait for every link's first verdict (or the end of settling).
@@ -277,6 +306,7 @@ impl GroupPolicy {
         state.active = to.clone();
         state.better = None;
         state.checks_better = None;
+        state.restored = None;
         if elective {
             state.last_elective = Some(now);
         }

@@ -171,7 +171,7 @@ impl OldPeer {
         };
         match p.kind {
             v0_1_0::Kind::Request => {
-                if !self.links[link].handle_request(p.seq, p.view) {
+                if !self.links[link].handle_request(p.seq, p.view, at) {
                     return None;
                 }
                 let b = v0_1_0::encode(
@@ -185,7 +185,7 @@ impl OldPeer {
             }
             v0_1_0::Kind::Reply => {
                 if self.links[link].handle_reply(p.seq, at).is_some() {
-                    self.links[link].handle_peer_view(p.view);
+                    self.links[link].handle_peer_view(p.view, at);
                 }
                 None
             }

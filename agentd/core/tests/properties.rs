@@ -5,12 +5,15 @@
 //!   unusable, even when they fail over every link);
 //! - at most one elective switch per hold-down (leaving a link whose checks fail is elective);
 //! - after a quiet period both ends have chosen the same link.
+//!
+//! A side may also crash and restart with its active link restored (a warm restart): the rules
+//! above hold for its new life from its own start-up on.
 
 mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::Instant;
 
 use common::{ms, secs, Cond, Net, LINKS};
 use isthmus_core::{CheckState, Event, Health, SwitchReason, Timings};
@@ -27,6 +30,8 @@ enum Step {
     Drain(usize, usize, bool),
     /// A side's verdict of the group's service checks over a link.
     Checks(usize, usize, u8),
+    /// A side crashes and restarts after this many milliseconds, its active link restored.
+    Restart(usize, u64),
 }
 
 const STATES: [CheckState; 3] = [CheckState::Unknown, CheckState::Pass, CheckState::Fail];
@@ -41,6 +46,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..2).prop_map(Step::Unpin),
         1 => (0usize..2, 0usize..2, any::<bool>()).prop_map(|(s, l, on)| Step::Drain(s, l, on)),
         3 => (0usize..2, 0usize..2, 0u8..3).prop_map(|(s, l, c)| Step::Checks(s, l, c)),
+        1 => (0usize..2, 0u64..3000).prop_map(|(s, d)| Step::Restart(s, d)),
     ]
 }
 
@@ -64,11 +70,14 @@ proptest! {
         let p = pinned.clone();
         net.check = Some(Box::new(move |net: &Net| {
             for side in 0..2 {
+                if net.dead[side] {
+                    continue;
+                }
                 let e = &net.sides[side];
                 let Some(active) = e.active("g") else {
                     let usable_links: Vec<&str> = LINKS.iter().copied().filter(|l| usable(e.health(l))).collect();
                     // Start-up waits for every link's first verdict: not failing closed.
-                    if !usable_links.is_empty() && net.now - net.t0 >= secs(3) {
+                    if !usable_links.is_empty() && net.now - net.started[side] >= secs(3) {
                         v.borrow_mut().push(format!("side {side} failed closed with {usable_links:?} usable at {:?}", net.now - net.t0));
                     }
                     continue;
@@ -84,6 +93,8 @@ proptest! {
             }
         }));
         net.run_until(secs(3));
+        // When each side's lives began: the hold-down is not kept across a restart.
+        let mut lives: [Vec<Instant>; 2] = [vec![net.t0], vec![net.t0]];
         for s in &steps {
             match *s {
                 Step::Wait(n) => net.run_for(ms(n)),
@@ -110,18 +121,43 @@ proptest! {
                     let now = net.now;
                     net.sides[side].handle_checks("g", LINKS[l], STATES[usize::from(c)], now);
                 }
+                Step::Restart(side, dead) => {
+                    let saved: std::collections::BTreeMap<String, String> = net.active(side)
+                        .map(|l| ("g".to_owned(), l.to_owned()))
+                        .into_iter()
+                        .collect();
+                    net.crash(side);
+                    net.run_for(ms(dead));
+                    prop_assert!(net.restart(side, &saved).is_empty());
+                    // Pins, drains and check verdicts are not kept across a restart.
+                    pinned.borrow_mut()[side] = false;
+                    lives[side].push(net.now);
+                }
             }
         }
         prop_assert!(violations.borrow().is_empty(), "{:?}", violations.borrow());
 
         // At most one elective switch per hold-down (5 s), per side.
-        for side in 0..2 {
-            let elective: Vec<Duration> = net.events[side].iter().filter_map(|e| match e {
-                Event::ActiveLinkChanged { reason: SwitchReason::ActiveDegraded | SwitchReason::ChecksFailing | SwitchReason::Failback, at, .. } => Some(*at - net.t0),
+        // The move to the preferred link right after a first usable one (start-up, or the end
+        // of a total outage: links come back moments apart) is the settling's, not elective.
+        let settle = Timings::DEFAULT.detection_bound() + Timings::DEFAULT.interval * 2;
+        for (side, lives) in lives.iter().enumerate() {
+            let mut first_usable = None;
+            let elective: Vec<Instant> = net.events[side].iter().filter_map(|e| match e {
+                Event::ActiveLinkChanged { reason: SwitchReason::FirstUsable, at, .. } => {
+                    first_usable = Some(*at);
+                    None
+                }
+                Event::ActiveLinkChanged { reason: SwitchReason::Failback, at, .. }
+                    if first_usable.is_some_and(|f| *at - f <= settle) => None,
+                Event::ActiveLinkChanged { reason: SwitchReason::ActiveDegraded | SwitchReason::ChecksFailing | SwitchReason::Failback, at, .. } => Some(*at),
                 _ => None,
             }).collect();
+            let life = |t: Instant| lives.iter().filter(|s| **s <= t).count();
             for w in elective.windows(2) {
-                prop_assert!(w[1] - w[0] >= secs(5), "elective switches {:?} apart on side {side}", w[1] - w[0]);
+                if life(w[0]) == life(w[1]) {
+                    prop_assert!(w[1] - w[0] >= secs(5), "elective switches {:?} apart on side {side}", w[1] - w[0]);
+                }
             }
         }
 

@@ -115,7 +115,13 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
     let writer = events::spawn_writer(&config.agent.state_dir);
-    let history = match tokio::time::timeout(events::HISTORY_WAIT, writer.history).await {
+    let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
+    // Both files load on their writers' threads at once: a stuck disk costs one wait, not two.
+    let (history, loaded) = tokio::join!(
+        tokio::time::timeout(events::HISTORY_WAIT, writer.history),
+        tokio::time::timeout(events::HISTORY_WAIT, state.loaded),
+    );
+    let history = match history {
         Ok(Ok(h)) => h,
         _ => {
             tracing::warn!(
@@ -124,6 +130,15 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             );
             Vec::new()
         }
+    };
+    let loaded = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        // The writer thread did not start (said when it failed).
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(crate::state::Ignored::Slow {
+            path: config.agent.state_dir.join(crate::state::FILE),
+            waited: events::HISTORY_WAIT,
+        }),
     };
 
     let path = config.path.clone();
@@ -157,9 +172,10 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         metrics_listener,
         on_ready: Box::new(crate::notify::ready),
         watchdog: crate::notify::watchdog_interval(),
+        state: state.saver,
     };
     let now = crate::clock::now();
-    let shell = Shell::new(
+    let mut shell = Shell::new(
         running,
         metrics,
         history,
@@ -168,6 +184,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         inputs_tx,
         now,
     );
+    shell.restore(loaded);
     shell
         .run(Receivers {
             probes,
@@ -186,6 +203,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     // The shell is gone with its sender: the writer finishes what is queued (a stuck disk gets
     // a second, then is left behind).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer.done).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state.done).await;
     socket.lock().unwrap_or_else(|e| e.into_inner()).remove();
     io.stop();
     tracing::info!("agentd stopped");

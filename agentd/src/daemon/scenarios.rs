@@ -129,6 +129,8 @@ async fn a_restart_after_a_crash_adopts_the_routes_and_duplicates_none() {
         route_dev(&aws.kernel, "10.2.0.0/16").as_deref(),
         Some("fk0-ic")
     );
+    // The writer thread is real: give it a moment of real time to write the state file.
+    wait_for_file(&dir.path().join("state0").join(crate::state::FILE)).await;
 
     // kill -9: nothing released; the TUNs vanish and the kernel flushes their routes, the
     // fail-closed route stays and keeps the VPC's traffic from leaking.
@@ -139,9 +141,29 @@ async fn a_restart_after_a_crash_adopts_the_routes_and_duplicates_none() {
     );
     kernel.writes.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        route_dev(&oci.kernel, "10.1.0.0/16"),
+        None,
+        "the peer failed closed"
+    );
 
     let [a, _] = configs(dir.path(), "203.0.113.1:51821");
+    let restarted = tokio::time::Instant::now();
     let aws = Gateway::start(0, a, net.clone(), kernel).await;
+    // Both ends route again within a few round trips (2 ms one way) of the first probe: the
+    // saved link is taken at its first answer, and the peer takes it back at once.
+    let mut both = None;
+    for _ in 0..500 {
+        if route_dev(&aws.kernel, "10.2.0.0/16").is_some()
+            && route_dev(&oci.kernel, "10.1.0.0/16").is_some()
+        {
+            both = Some(restarted.elapsed());
+            break;
+        }
+        tokio::time::sleep(ms(1)).await;
+    }
+    let both = both.expect("routes never came back");
+    assert!(both <= ms(50), "both ends route again after {both:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = aws.kernel.ip_route();
     assert_eq!(
@@ -150,22 +172,37 @@ async fn a_restart_after_a_crash_adopts_the_routes_and_duplicates_none() {
          unreachable 10.2.0.0/16 proto 73 metric 4294967040",
         "adopted, not duplicated"
     );
-    // The fail-closed route is adopted: never written again. (The tunnel route may come and go
-    // once while the peer still reports the links down from the time of the crash.)
+    // One write: the tunnel route, once. The fail-closed route is adopted, and there is no
+    // flip through fail-closed while the peer still reports the links down from the crash.
     let writes = aws.kernel.writes.lock().unwrap().clone();
-    assert!(!writes.is_empty());
     assert!(
-        writes.iter().all(|w| !matches!(
-            w,
-            crate::routes::plan::Change::Add(r) | crate::routes::plan::Change::Replace(r) | crate::routes::plan::Change::Delete(r)
-                if r.target == crate::routes::plan::Target::Unreachable
-        )),
-        "the fail-closed route was rewritten: {writes:?}"
+        matches!(&writes[..], [crate::routes::plan::Change::Add(r)] if r.target != crate::routes::plan::Target::Unreachable),
+        "{writes:?}"
     );
+    let moves: Vec<_> = aws
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ActiveLinkChanged)
+        .collect();
+    assert_eq!(moves.len(), 1, "{moves:#?}");
+    assert_eq!(moves[0].to.as_deref(), Some("ic"));
+    assert!(moves[0].reason.contains("restart"), "{moves:#?}");
     // The peer takes the restarted gateway's probes (numbered on from the clock, not from 1).
     assert_eq!(health(&aws, "ic").await, Health::Up);
     assert_eq!(health(&oci, "ic").await, Health::Up);
     aws.stop().await;
+}
+
+/// Wait (in real time: the writer is a thread) until `path` exists.
+async fn wait_for_file(path: &std::path::Path) {
+    for _ in 0..500 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} was never written", path.display());
 }
 
 #[tokio::test(start_paused = true)]

@@ -83,6 +83,8 @@ pub struct Adapters {
     pub on_ready: Box<dyn FnMut() + Send>,
     /// The watchdog ping interval, if systemd asked for one.
     pub watchdog: Option<Duration>,
+    /// Keeps each route group's active link in the state directory, for a warm restart.
+    pub state: crate::state::Saver,
 }
 
 impl Adapters {
@@ -241,6 +243,41 @@ impl Shell {
             adapters,
             inputs,
         }
+    }
+
+    /// A warm restart: what the state file held at start-up (see [`crate::state`]). Call
+    /// before [`Shell::run`]. A file that is not used, or entries that name a group or link no
+    /// longer in the config, are said once, as one warning; the rest is restored.
+    pub fn restore(
+        &mut self,
+        loaded: Result<Option<BTreeMap<String, String>>, crate::state::Ignored>,
+    ) {
+        let saved = match loaded {
+            Ok(Some(saved)) => saved,
+            Ok(None) => return,
+            Err(why) => {
+                tracing::warn!(reason = %why, "not restoring the active links: a cold start");
+                return;
+            }
+        };
+        let ignored = self.failover.restore(&saved);
+        if !ignored.is_empty() {
+            let list: Vec<String> = ignored.iter().map(|(g, l)| format!("{g} → {l}")).collect();
+            tracing::warn!(
+                ignored = %list.join(", "),
+                "the state file names route groups or links that are not in the config: those start cold"
+            );
+        }
+        let restored: Vec<String> = saved
+            .iter()
+            .filter(|(g, l)| !ignored.contains(&((*g).clone(), (*l).clone())))
+            .map(|(g, l)| format!("{g} → {l}"))
+            .collect();
+        if !restored.is_empty() {
+            tracing::info!(groups = %restored.join(", "), "warm restart: each group takes its link again as soon as it answers");
+        }
+        // What the file holds: the first save rewrites it only if entries were ignored.
+        self.adapters.state.assume(saved);
     }
 
     /// Serve until stopped; the routes are released and the links stopped on the way out.
@@ -733,8 +770,28 @@ impl Shell {
             .collect()
     }
 
-    /// Send the desired routes if they changed; the generation that covers them.
+    /// What a restart should take again: each route group's active link, or the one it still
+    /// waits to take again after this start.
+    fn persisted_links(&self) -> BTreeMap<String, String> {
+        self.running
+            .config
+            .route_groups
+            .iter()
+            .filter_map(|g| {
+                let link = self
+                    .failover
+                    .active(&g.name)
+                    .or_else(|| self.failover.restoring(&g.name))?;
+                Some((g.name.clone(), link))
+            })
+            .collect()
+    }
+
+    /// Send the desired routes if they changed; the generation that covers them. The state
+    /// file follows the same active links.
     pub(super) fn reconcile_routes(&mut self) -> u64 {
+        let persisted = self.persisted_links();
+        self.adapters.state.save(&persisted, crate::clock::wall());
         let config = &self.running.config;
         let desired = routes::desired(config, &self.active_links(), |l| self.links.ifindex(l));
         let host = HostCheck {

@@ -268,6 +268,8 @@ pub struct Gateway {
     pub endpoints: Arc<Mutex<Vec<(String, std::net::SocketAddr)>>>,
     pub ready: watch::Receiver<bool>,
     task: JoinHandle<()>,
+    /// The adapters' tasks: a crash stops them too, as `kill -9` stops every thread.
+    adapters: Vec<JoinHandle<()>>,
     _stuck_writer: mpsc::Receiver<isthmus_api::EventRecord>,
 }
 
@@ -287,31 +289,34 @@ impl Gateway {
         let (resolver_tx, mut resolver_rx) = mpsc::unbounded_channel();
         let (targets_tx, _targets_rx) = mpsc::unbounded_channel();
         let (actions_tx, actions_rx) = mpsc::unbounded_channel();
-        tokio::spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
+        let mut adapters_tasks = vec![tokio::spawn(crate::actions::run(
+            actions_rx,
+            inputs_tx.clone(),
+        ))];
         let endpoints = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(fake_links(
+        adapters_tasks.push(tokio::spawn(fake_links(
             links_rx,
             inputs_tx.clone(),
             kernel.clone(),
             100 * (side as u32 + 1),
             endpoints.clone(),
-        ));
+        )));
         let (_events_tx, kernel_events) = mpsc::channel(1);
-        tokio::spawn(routes::run(
+        adapters_tasks.push(tokio::spawn(routes::run(
             RouteManager::new(KernelHandle(kernel.clone()), config.routes.protocol),
             routes_rx,
             kernel_events,
             Box::new(|_| Vec::new()),
             inputs_tx.clone(),
-        ));
+        )));
         let lookups = Arc::new(Mutex::new(Vec::new()));
         let held = lookups.clone();
-        tokio::spawn(async move {
+        adapters_tasks.push(tokio::spawn(async move {
             // A resolver that never answers: it takes the question and keeps it.
             while let Some(l) = resolver_rx.recv().await {
                 held.lock().unwrap().push(l);
             }
-        });
+        }));
         let (ready_tx, ready) = watch::channel(false);
         let (_listen, metrics_listener) = watch::channel(isthmus_api::MetricsListener {
             listen: "127.0.0.1:0".into(),
@@ -353,11 +358,12 @@ impl Gateway {
                 let _ = ready_tx.send(true);
             }),
             watchdog: None,
+            state: crate::state::spawn(&config.agent.state_dir, crate::clock::wall()).saver,
         };
         // An event log writer that never takes anything: a disk that blocks forever.
         let (writer, stuck) = mpsc::channel(crate::events::WRITER_QUEUE);
         let now = crate::clock::now();
-        let shell = Shell::new(
+        let mut shell = Shell::new(
             running,
             crate::metrics::Metrics::new(),
             Vec::new(),
@@ -366,6 +372,12 @@ impl Gateway {
             inputs_tx.clone(),
             now,
         );
+        // A restart finds what the gateway's previous life kept (read here, not on the writer
+        // thread: paused time would not wait for it).
+        shell.restore(crate::state::load(
+            &config.agent.state_dir,
+            crate::clock::wall(),
+        ));
         let task = tokio::spawn(shell.run(Receivers {
             probes,
             inputs,
@@ -379,6 +391,7 @@ impl Gateway {
             endpoints,
             ready,
             task,
+            adapters: adapters_tasks,
             _stuck_writer: stuck,
         }
     }
@@ -407,7 +420,12 @@ impl Gateway {
 
     /// A crash: the task is gone, no routes released, the kernel drops the TUNs' routes.
     pub fn crash(self) -> Arc<FakeKernel> {
+        // Every task at once (the test runtime has one thread: none of them runs now, and an
+        // aborted one is never polled again), so that no adapter writes after the crash.
         self.task.abort();
+        for t in &self.adapters {
+            t.abort();
+        }
         self.kernel.lose_interfaces();
         self.kernel
     }

@@ -50,6 +50,7 @@ pub fn switch_label(reason: &SwitchReason) -> &'static str {
         SwitchReason::NoUsableLink => "no_usable_link",
         SwitchReason::Config => "config",
         SwitchReason::ChecksFailing => "checks_failing",
+        SwitchReason::Restored => "restored",
     }
 }
 
@@ -518,6 +519,7 @@ const REASONS: &[&str] = &[
     "no_usable_link",
     "config",
     "checks_failing",
+    "restored",
 ];
 
 /// Bytes per packet on the underlay beyond the tunnelled packet: WireGuard's data header and
@@ -728,6 +730,7 @@ command = ["/bin/true"]
             SwitchReason::NoUsableLink,
             SwitchReason::Config,
             SwitchReason::ChecksFailing,
+            SwitchReason::Restored,
         ];
         let labels: Vec<&str> = all.iter().map(switch_label).collect();
         assert_eq!(labels, REASONS);

@@ -104,6 +104,9 @@ pub struct Cond {
 struct Msg {
     /// 0: to A, 1: to B.
     to: usize,
+    /// The life of the receiver it was sent to: a gateway that crashed and restarted never
+    /// gets what was sent to the old process (a new WireGuard session drops it).
+    life: u32,
     link: usize,
     bytes: Vec<u8>,
 }
@@ -141,6 +144,14 @@ pub struct Net {
     pub check: Option<Check>,
     /// Every datagram sent: (time since t0, side, version, kind).
     pub traffic: Vec<(Duration, usize, u8, Kind)>,
+    /// Each side's config, to start it again after a crash.
+    configs: [EngineConfig; 2],
+    /// A side that crashed and was not restarted: no timers, no input, no output.
+    pub dead: [bool; 2],
+    /// Each side's process: bumped by a crash.
+    life: [u32; 2],
+    /// When each side's current process started.
+    pub started: [Instant; 2],
 }
 
 impl Net {
@@ -149,7 +160,14 @@ impl Net {
         Net {
             t0,
             now: t0,
-            sides: [keyed(Engine::new(a, t0)), keyed(Engine::new(b, t0))],
+            sides: [
+                keyed(Engine::new(a.clone(), t0)),
+                keyed(Engine::new(b.clone(), t0)),
+            ],
+            configs: [a, b],
+            dead: [false; 2],
+            life: [0; 2],
+            started: [t0; 2],
             queue: BinaryHeap::new(),
             n: 0,
             cond: [[Cond::default(); 2]; 2],
@@ -189,6 +207,7 @@ impl Net {
         self.n += 1;
         let msg = Msg {
             to: 1 - from,
+            life: self.life[1 - from],
             link,
             bytes,
         };
@@ -201,6 +220,9 @@ impl Net {
 
     fn drain_outputs(&mut self) {
         for side in 0..2 {
+            if self.dead[side] {
+                continue;
+            }
             while let Some(e) = self.sides[side].poll_event() {
                 self.events[side].push(e);
             }
@@ -230,13 +252,16 @@ impl Net {
     pub fn run_until(&mut self, until: Duration) {
         let end = self.t0 + until;
         loop {
-            let timer = self.sides.iter().filter_map(Engine::poll_timeout).min();
+            let timer = self
+                .live()
+                .filter_map(|side| self.sides[side].poll_timeout())
+                .min();
             let delivery = self.queue.peek().map(|Reverse((t, _, _))| *t);
             let next = [timer, delivery].into_iter().flatten().min().unwrap_or(end);
             if next > end {
                 self.now = end;
-                for s in &mut self.sides {
-                    s.handle_timeout(end);
+                for side in self.live().collect::<Vec<_>>() {
+                    self.sides[side].handle_timeout(end);
                 }
                 self.drain_outputs();
                 return;
@@ -248,8 +273,9 @@ impl Net {
                 };
                 self.deliver(msg);
             } else {
-                for s in &mut self.sides {
-                    s.handle_timeout(self.now);
+                let now = self.now;
+                for side in self.live().collect::<Vec<_>>() {
+                    self.sides[side].handle_timeout(now);
                 }
             }
             self.drain_outputs();
@@ -261,7 +287,41 @@ impl Net {
         self.run_until(at);
     }
 
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..2).filter(|&side| !self.dead[side])
+    }
+
+    /// `kill -9` of a side: it stops at once; what was sent to it is lost.
+    pub fn crash(&mut self, side: usize) {
+        self.dead[side] = true;
+        self.life[side] += 1;
+    }
+
+    /// Start a crashed side again, as agentd does: a new engine numbering its probes from the
+    /// clock (hundredths of a second since t0, above anything the old one sent), given
+    /// `restored` as the active links the old one persisted.
+    pub fn restart(
+        &mut self,
+        side: usize,
+        restored: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        assert!(self.dead[side], "crash() the side first");
+        let now = self.now;
+        let mut e = Engine::new(self.configs[side].clone(), now);
+        let centis = now.saturating_duration_since(self.t0).as_millis() / 10;
+        e.start_seqs_at(1_000_000 + centis as u32);
+        let ignored = e.restore(restored);
+        self.sides[side] = keyed(e);
+        self.dead[side] = false;
+        self.started[side] = now;
+        self.drain_outputs();
+        ignored
+    }
+
     fn deliver(&mut self, m: Msg) {
+        if self.dead[m.to] || m.life != self.life[m.to] {
+            return;
+        }
         let now = self.now;
         let got = self.sides[m.to].handle_datagram(LINKS[m.link], &m.bytes, now);
         if let Received::Reply { .. } = got {
