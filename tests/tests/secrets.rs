@@ -120,7 +120,9 @@ impl Secret {
     }
 
     /// A PEM private key: its body lines (joined, so that a piece across a line break
-    /// counts too) and the DER they encode.
+    /// counts too) and the DER they encode, after the first 48 bytes (the first body line):
+    /// the ASN.1 header and the start of the public modulus, the same in every RSA key of a
+    /// size, so not a secret (and shared with the public key).
     fn pem(kind: &str, pem: &str) -> Secret {
         let body: String = pem
             .lines()
@@ -130,11 +132,15 @@ impl Secret {
         let der = STANDARD
             .decode(&body)
             .unwrap_or_else(|e| panic!("{kind}: PEM body not base64: {e}"));
-        let mut s = Secret::bytes(kind, &der);
-        s.forms.insert(0, ("PEM body", body, TEXT_WINDOW));
+        let mut s = Secret::bytes(kind, &der[PEM_HEADER_BYTES..]);
+        s.forms
+            .insert(0, ("PEM body", body[PEM_HEADER_BYTES / 3 * 4..].to_string(), TEXT_WINDOW));
         s
     }
 }
+
+/// See [`Secret::pem`]: one PEM line.
+const PEM_HEADER_BYTES: usize = 48;
 
 /// One hit: where, which secret, and the line with every piece of a secret masked.
 #[derive(Debug)]
@@ -155,14 +161,23 @@ struct Scanner {
 impl Scanner {
     fn new(secrets: Vec<Secret>) -> Scanner {
         let mut windows: BTreeMap<usize, HashMap<Vec<u8>, (usize, usize)>> = BTreeMap::new();
+        // A piece in two secrets is structure both share (a key format's header), not either
+        // secret: it is dropped.
+        let mut shared = Vec::new();
         for (i, s) in secrets.iter().enumerate() {
             for (j, (_, text, w)) in s.forms.iter().enumerate() {
                 assert!(text.len() >= *w, "{}: a form shorter than its window", s.kind);
                 let map = windows.entry(*w).or_default();
                 for piece in text.as_bytes().windows(*w) {
-                    map.entry(piece.to_vec()).or_insert((i, j));
+                    let seen = *map.entry(piece.to_vec()).or_insert((i, j));
+                    if seen.0 != i {
+                        shared.push((*w, piece.to_vec()));
+                    }
                 }
             }
+        }
+        for (w, piece) in shared {
+            windows.get_mut(&w).map(|m| m.remove(&piece));
         }
         Scanner { windows, secrets }
     }
@@ -258,9 +273,10 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
     let b64 = STANDARD.encode(&key);
     let pem_body = STANDARD.encode((0u8..=200).collect::<Vec<_>>());
     let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\n{}\n{}\n{}\n-----END PRIVATE KEY-----\n",
         &pem_body[..64],
-        &pem_body[64..]
+        &pem_body[64..128],
+        &pem_body[128..]
     );
     let scanner = Scanner::new(vec![
         Secret::base64("WireGuard private key", &b64),
@@ -276,8 +292,8 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
         ("HEX", format!("decoded {} end", hex.to_uppercase())),
         ("byte list", format!("Key({key:?})")),
         ("half a key", format!("truncated: {}…", &b64[..20])),
-        ("a PEM line", format!("error near `{}`", &pem_body[70..100])),
-        ("across PEM lines", format!("got {}", &pem_body[50..80])),
+        ("a PEM line", format!("error near `{}`", &pem_body[170..200])),
+        ("across PEM lines", format!("got {}", &pem_body[120..150])),
         ("the AWS secret", "sk=isthmusAwsSecret/k9Q2w8E7r6T5y4U3&x=1".to_string()),
     ];
     for (what, line) in &planted {
@@ -307,6 +323,8 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
     // Text without secrets: nothing, also for numbers and base64 of other things.
     let clean = "rtt_ms=12 loss=0.0 [1, 2, 3, 4, 5, 6, 7, 8]\nfingerprint 20:3a:9f\nAAAAAAAAAAAAAAAAAAAAAAAA\n";
     assert!(scanner.scan("clean", clean).is_empty());
+    // A PEM's first line is the key format's header, the same in every key: not a secret.
+    assert!(scanner.scan("header", &pem_body[..60]).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
