@@ -98,7 +98,8 @@ impl Secret {
             .decode(b64.trim())
             .unwrap_or_else(|e| panic!("{kind}: not base64: {e}"));
         let mut s = Secret::bytes(kind, &bytes);
-        s.forms.insert(0, ("base64", b64.trim().to_string(), TEXT_WINDOW));
+        s.forms
+            .insert(0, ("base64", b64.trim().to_string(), TEXT_WINDOW));
         s
     }
 
@@ -110,11 +111,19 @@ impl Secret {
             kind: kind.into(),
             forms: vec![
                 ("base64", STANDARD.encode(bytes), TEXT_WINDOW),
-                ("base64, unpadded", STANDARD_NO_PAD.encode(bytes), TEXT_WINDOW),
+                (
+                    "base64, unpadded",
+                    STANDARD_NO_PAD.encode(bytes),
+                    TEXT_WINDOW,
+                ),
                 ("base64, URL-safe", URL_SAFE.encode(bytes), TEXT_WINDOW),
                 ("hex", hex.clone(), HEX_WINDOW),
                 ("HEX", hex.to_uppercase(), HEX_WINDOW),
-                ("byte list", debug[1..debug.len() - 1].to_string(), DEBUG_WINDOW),
+                (
+                    "byte list",
+                    debug[1..debug.len() - 1].to_string(),
+                    DEBUG_WINDOW,
+                ),
             ],
         }
     }
@@ -133,8 +142,14 @@ impl Secret {
             .decode(&body)
             .unwrap_or_else(|e| panic!("{kind}: PEM body not base64: {e}"));
         let mut s = Secret::bytes(kind, &der[PEM_HEADER_BYTES..]);
-        s.forms
-            .insert(0, ("PEM body", body[PEM_HEADER_BYTES / 3 * 4..].to_string(), TEXT_WINDOW));
+        s.forms.insert(
+            0,
+            (
+                "PEM body",
+                body[PEM_HEADER_BYTES / 3 * 4..].to_string(),
+                TEXT_WINDOW,
+            ),
+        );
         s
     }
 }
@@ -166,7 +181,11 @@ impl Scanner {
         let mut shared = Vec::new();
         for (i, s) in secrets.iter().enumerate() {
             for (j, (_, text, w)) in s.forms.iter().enumerate() {
-                assert!(text.len() >= *w, "{}: a form shorter than its window", s.kind);
+                assert!(
+                    text.len() >= *w,
+                    "{}: a form shorter than its window",
+                    s.kind
+                );
                 let map = windows.entry(*w).or_default();
                 for piece in text.as_bytes().windows(*w) {
                     let seen = *map.entry(piece.to_vec()).or_insert((i, j));
@@ -244,12 +263,15 @@ fn mask(line: &str, masked: &[bool]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Panics naming every hit (the secret masked), grouped by source.
-fn assert_no_hits(hits: &[Hit], sources: usize, bytes: usize) {
+/// The failure message for `hits`, naming each (the secret masked); `None` without hits.
+fn hits_report(hits: &[Hit], sources: usize, bytes: usize) -> Option<String> {
     if hits.is_empty() {
-        return;
+        return None;
     }
-    let mut report = String::new();
+    let mut report = format!(
+        "{} secret hit(s) in what {sources} sources ({bytes} bytes) show:\n",
+        hits.len()
+    );
     for h in hits.iter().take(50) {
         report += &format!(
             "  {} ({}) in {}, line {}: {}\n",
@@ -259,10 +281,7 @@ fn assert_no_hits(hits: &[Hit], sources: usize, bytes: usize) {
     if hits.len() > 50 {
         report += &format!("  … and {} more\n", hits.len() - 50);
     }
-    panic!(
-        "{} secret hit(s) in what {sources} sources ({bytes} bytes) show:\n{report}",
-        hits.len()
-    );
+    Some(report)
 }
 
 #[test]
@@ -286,15 +305,24 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let planted = [
         ("base64", format!("key = {b64}")),
-        ("base64, unpadded", format!("key={}", STANDARD_NO_PAD.encode(&key))),
+        (
+            "base64, unpadded",
+            format!("key={}", STANDARD_NO_PAD.encode(&key)),
+        ),
         ("base64, URL-safe", format!("k {}", URL_SAFE.encode(&key))),
         ("hex", format!("decoded {hex} end")),
         ("HEX", format!("decoded {} end", hex.to_uppercase())),
         ("byte list", format!("Key({key:?})")),
         ("half a key", format!("truncated: {}…", &b64[..20])),
-        ("a PEM line", format!("error near `{}`", &pem_body[170..200])),
+        (
+            "a PEM line",
+            format!("error near `{}`", &pem_body[170..200]),
+        ),
         ("across PEM lines", format!("got {}", &pem_body[120..150])),
-        ("the AWS secret", "sk=isthmusAwsSecret/k9Q2w8E7r6T5y4U3&x=1".to_string()),
+        (
+            "the AWS secret",
+            "sk=isthmusAwsSecret/k9Q2w8E7r6T5y4U3&x=1".to_string(),
+        ),
     ];
     for (what, line) in &planted {
         let text = format!("an innocent line\n{line}\nanother innocent line\n");
@@ -310,16 +338,13 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
             );
         }
     }
-    // assert_no_hits fails on a hit, naming the kind and not showing the secret.
+    // A hit fails the test with a message that names the kind and the place, not the secret.
     let hits = scanner.scan("agentd log", &format!("DEBUG loaded key {b64}\n"));
-    let message = std::panic::catch_unwind(|| assert_no_hits(&hits, 1, 10))
-        .expect_err("a hit must fail the test");
-    let message = message
-        .downcast_ref::<String>()
-        .expect("a formatted panic message");
+    let message = hits_report(&hits, 1, 10).expect("a hit must fail the test");
     assert!(message.contains("WireGuard private key"), "{message}");
     assert!(message.contains("agentd log, line 1"), "{message}");
     assert!(!message.contains(&b64[..16]), "{message}");
+    assert!(hits_report(&[], 1, 10).is_none());
     // Text without secrets: nothing, also for numbers and base64 of other things.
     let clean = "rtt_ms=12 loss=0.0 [1, 2, 3, 4, 5, 6, 7, 8]\nfingerprint 20:3a:9f\nAAAAAAAAAAAAAAAAAAAAAAAA\n";
     assert!(scanner.scan("clean", clean).is_empty());
@@ -443,7 +468,10 @@ fn oci_route(stub: &OciStub) -> Option<String> {
 fn action_list(side: &Side) -> Vec<Value> {
     let out = netctl(&side.fx.socket(), &["--json", "actions"]);
     assert_eq!(out.code, 0, "netctl actions: {out:?}");
-    out.json()["actions"].as_array().cloned().unwrap_or_default()
+    out.json()["actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Whether all three action targets (the record, both route tables) are in sync; and them.
@@ -664,8 +692,10 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
     // that BIND does not know, and an OCI key the stub does not know.
     let wrong_tsig = tsig_keygen(&bed.key.name);
     let wrong_api = api_key();
-    aws.fx.write_key_text("wrong-tsig.key", wrong_tsig.text.trim_end());
-    aws.fx.write_key_text("wrong-oci.pem", wrong_api.pem.trim_end());
+    aws.fx
+        .write_key_text("wrong-tsig.key", wrong_tsig.text.trim_end());
+    aws.fx
+        .write_key_text("wrong-oci.pem", wrong_api.pem.trim_end());
     let wrong_aws_secret = random_b64(30);
     let wrong_aws_token = format!("IQoJ{}", random_b64(120));
     // The secret lines unparsable (no `=`), the file still the shared-file format.
@@ -696,7 +726,10 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
     // means the secrets are absent, not that the search misses them.
     let files = [
         ("private.key", vec!["WireGuard private key (aws gw)"]),
-        ("interconnect.psk", vec!["WireGuard preshared key (interconnect)"]),
+        (
+            "interconnect.psk",
+            vec!["WireGuard preshared key (interconnect)"],
+        ),
         ("internet.psk", vec!["WireGuard preshared key (internet)"]),
         ("tsig.key", vec!["TSIG secret"]),
         ("wrong-tsig.key", vec!["TSIG secret (the wrong key)"]),
@@ -837,11 +870,17 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
 
     // A rejected reload: a broken config, each key file pointing at another kind of secret
     // (which must not be quoted back), and a bad value next to them.
-    let broken = broken_config(&good_config);
+    let broken = broken_config(
+        &good_config,
+        [&aws.key.private, &psks[1], aws_secret.as_str()],
+    );
     aws.fx.write_config(&broken);
     let rejected = netctl(&aws.fx.socket(), &["reload"]);
     seen.add_output("netctl reload (broken config)", &rejected);
-    assert_ne!(rejected.code, 0, "a broken config must be rejected: {rejected:?}");
+    assert_ne!(
+        rejected.code, 0,
+        "a broken config must be rejected: {rejected:?}"
+    );
     let rejected_json = netctl(&aws.fx.socket(), &["--json", "reload"]);
     seen.add_output("netctl --json reload (broken config)", &rejected_json);
     let raw = control(&aws.fx.socket(), "POST", "/v1/reload", Some("{}"));
@@ -909,7 +948,10 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
     seen.add("aws gw /metrics", metrics(aws));
     seen.add("oci gw /metrics", metrics(oci));
     for side in [aws, oci] {
-        seen.add_dir(&format!("{} state dir", side.name), &side.fx.dir().join("state"));
+        seen.add_dir(
+            &format!("{} state dir", side.name),
+            &side.fx.dir().join("state"),
+        );
     }
     seen.add_dir("drill reports", &reports);
     let aws_log = aws_agentd.log_text();
@@ -924,8 +966,13 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
         ("a failed action", "action_failed"),
         ("the diagnostics of a key file", "oci_api_key.pem"),
         ("check-config of the copy", "broken-copy.toml"),
+        ("the pasted key refused", "unknown key `private_key`"),
+        ("the key given as a path refused", "looks like a key itself"),
     ] {
-        assert!(everything.contains(needle), "no {what} ({needle:?}) in the output");
+        assert!(
+            everything.contains(needle),
+            "no {what} ({needle:?}) in the output"
+        );
     }
 
     let hits: Vec<Hit> = seen
@@ -933,7 +980,9 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
         .iter()
         .flat_map(|(source, text)| scanner.scan(source, text))
         .collect();
-    assert_no_hits(&hits, seen.texts.len(), everything.len());
+    if let Some(report) = hits_report(&hits, seen.texts.len(), everything.len()) {
+        panic!("{report}");
+    }
     println!(
         "searched {} sources, {} bytes, for {} secrets: no hit",
         seen.texts.len(),
@@ -943,16 +992,24 @@ fn no_secret_shows_in_logs_status_events_metrics_drill_reports_or_errors() {
     drop(runtime);
 }
 
-/// `good` with every key file pointing at another kind of secret and a bad value on the
-/// line next to each: what an operator's slip looks like.
-fn broken_config(good: &str) -> String {
+/// `good` with every key file pointing at another kind of secret, a bad value on the line
+/// next to each, and secrets pasted into the config itself (`pasted`: a WireGuard key, a PSK,
+/// an AWS secret access key): what an operator's slips look like.
+fn broken_config(good: &str, pasted: [&str; 3]) -> String {
     let mut doc: toml::Table = good.parse().unwrap();
+    let [wg, psk, aws_secret] = pasted;
+    link_mut(&mut doc, "internet").insert("private_key".into(), wg.into());
+    link_mut(&mut doc, "internet").insert("psk".into(), psk.into());
+    doc["aws"]
+        .as_table_mut()
+        .unwrap()
+        .insert("aws_secret_access_key".into(), aws_secret.into());
     let link = link_mut(&mut doc, "interconnect");
     link.insert("private_key_file".into(), "oci_api_key.pem".into());
     link.insert("preshared_key_file".into(), "tsig.key".into());
     link.insert("listen".into(), "192.0.2.1:99999".into());
     let link = link_mut(&mut doc, "internet");
-    link.insert("private_key_file".into(), "aws-credentials".into());
+    link.insert("private_key_file".into(), wg.into());
     link.insert("preshared_key_file".into(), "oci_api_key.pem".into());
     let provider = doc["dns_provider"].as_array_mut().unwrap()[0]
         .as_table_mut()
@@ -964,6 +1021,10 @@ fn broken_config(good: &str) -> String {
     oci.insert("fingerprint".into(), "not-a-fingerprint".into());
     let aws = doc["aws"].as_table_mut().unwrap();
     aws.insert("credentials_file".into(), "relative/credentials".into());
+    doc["agent"].as_table_mut().unwrap().insert(
+        "aws_session_token".into(),
+        format!("{aws_secret}token").into(),
+    );
     toml::to_string(&doc).unwrap()
 }
 
