@@ -163,6 +163,15 @@ impl KeyFiles {
                 "give the path of the file, e.g. \"private.key\"",
             ));
         }
+        if crate::redact::looks_like_secret(written) {
+            return Err(Invalid::new(
+                format!("the {what} path looks like a key itself, not a file name (not shown)"),
+                format!(
+                    "write the key into a file that only root can read and give its path: {}",
+                    kind.create_hint(Path::new("FILE"))
+                ),
+            ));
+        }
         let (path, credential) = self.resolve(written);
         let p = path.display();
         let meta = match fs::metadata(&path) {

@@ -21,6 +21,7 @@ mod parse;
 mod pem;
 mod prefixes;
 mod raw;
+mod redact;
 mod relations;
 mod source;
 mod tsig;

@@ -78,6 +78,9 @@ impl<'a> Source<'a> {
             .get(line as usize)
             .map_or(self.text.len(), |next| next - 1);
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
+        // Same width: the column and width below still count characters of the real line.
+        let line_text = crate::redact::mask_line(line_text);
+        let line_text = line_text.as_ref();
         let column = self.text[line_start..start].chars().count();
         let width = self.text[start..end.min(line_end)].chars().count().max(1);
         let length = line_text.chars().count();

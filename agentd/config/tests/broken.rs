@@ -1191,6 +1191,52 @@ fn tsig_key_file_errors_never_show_the_secret() {
     }
 }
 
+/// A key pasted into the config itself (under a key of its own, or where its file's path
+/// belongs, or as an AWS secret where the credentials file goes) is refused without being
+/// repeated: not in a message, a hint or the line shown.
+#[test]
+fn a_secret_pasted_into_the_config_is_never_shown() {
+    let (dir, _) = common::key_dir();
+    let path = dir.path().join("agentd.toml");
+    let key = "sGmCGSIGMcfR6vYHcRs3ZWvucxpbDj+gaTjB8d2o8n4=";
+    let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let text = format!(
+        "[agent]\nname = \"gw\"\n[[link]]\nname = \"ic\"\ninterface = \"ic0\"\n\
+         private_key_file = \"{key}\"\nprivate_key = \"{key}\"\npsk = {key}\n\
+         listen = \"192.0.2.1:51820\"\n\
+         peer_public_key = \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\"\n\
+         peer_endpoint = \"192.0.2.2:51820\"\nallowed_ips = [\"10.2.0.0/16\", \"10.255.0.1/32\"]\n\
+         addresses = [\"10.255.0.0/31\"]\n\
+         [aws]\nregion = \"eu-central-1\"\ncredentials_file = \"{aws}\"\n\
+         aws_secret_access_key = \"{aws}\"\n"
+    );
+    let report = parse_str(&text, &path, &LoadOptions::default()).unwrap_err();
+    let rendered = report.render();
+    let json = serde_json::to_string(&report).unwrap();
+    for secret in [key, aws] {
+        for window in secret.as_bytes().windows(8) {
+            let piece = std::str::from_utf8(window).unwrap();
+            assert!(!rendered.contains(piece), "{piece:?} leaked:\n{rendered}");
+            assert!(!json.contains(piece), "{piece:?} leaked:\n{json}");
+        }
+    }
+    // Each is still reported at its place, the key named.
+    for (line, what) in [
+        (6, "looks like a key itself"),
+        (7, "unknown key `private_key`"),
+        (8, "unknown key `psk`"),
+        (16, "looks like a key or secret itself"),
+        (17, "unknown key `aws_secret_access_key`"),
+    ] {
+        assert!(
+            report
+                .errors()
+                .any(|d| d.line == Some(line) && d.message.contains(what)),
+            "no error {what:?} at line {line}:\n{rendered}"
+        );
+    }
+}
+
 #[test]
 fn a_file_without_agent_section_says_so_without_a_line() {
     let report = parse_str(

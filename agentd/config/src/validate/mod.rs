@@ -133,6 +133,12 @@ pub(super) fn name(f: &mut Fields, field: &crate::raw::Text, max: usize) -> Opti
 }
 
 pub(super) fn absolute_path(text: &str) -> Result<PathBuf, Invalid> {
+    if crate::redact::looks_like_secret(text) {
+        return Err(Invalid::new(
+            "the value looks like a key or secret itself, not a path (not shown)",
+            "write the secret into a file that only root can read and give its absolute path",
+        ));
+    }
     let path = Path::new(text);
     if text.is_empty() || !path.is_absolute() {
         return Err(Invalid::new(
