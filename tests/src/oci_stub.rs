@@ -447,3 +447,55 @@ fn route(
         _ => error(404, "NotFound", "no such API"),
     }
 }
+
+/// An RSA API key made with `openssl genrsa 2048` for one test.
+pub struct ApiKey {
+    pub pem: String,
+    /// DER `RSAPublicKey`, for the stub.
+    pub public_der: Vec<u8>,
+    /// `openssl md5 -c` of the public key's DER, as the console shows it.
+    pub fingerprint: String,
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn api_key() -> ApiKey {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    openssl(&["genrsa", "-out", &p("key.pem"), "2048"]);
+    for (flag, out) in [("-RSAPublicKey_out", "rsa.der"), ("-pubout", "spki.der")] {
+        openssl(&[
+            "rsa",
+            "-in",
+            &p("key.pem"),
+            flag,
+            "-outform",
+            "DER",
+            "-out",
+            &p(out),
+        ]);
+    }
+    let md5 = openssl(&["md5", "-c", &p("spki.der")]);
+    let fingerprint = md5
+        .rsplit("= ")
+        .next()
+        .expect("openssl md5 prints `MD5(file)= ..`")
+        .trim()
+        .to_string();
+    ApiKey {
+        pem: std::fs::read_to_string(p("key.pem")).unwrap(),
+        public_der: std::fs::read(p("rsa.der")).unwrap(),
+        fingerprint,
+    }
+}

@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::oci_stub::OciStub;
+use isthmus_tests::oci_stub::{api_key, ApiKey, OciStub};
 use isthmus_tests::topology::{now_ms, Side, TwoClouds, VPCS};
 use isthmus_tests::{netctl, Agentd, TcpService};
 use serde_json::{json, Value};
@@ -51,60 +51,6 @@ const FAILBACK_AFTER: Duration = Duration::from_secs(4);
 const DNS_TARGET: &str = "dns group orders-db";
 const TABLE_TARGET: &str = "oci route table ocid1.routetable.oc1.iad.aaaaaaaaisthmustesttable";
 const LONG: Duration = Duration::from_secs(30);
-
-/// An RSA API key made with `openssl genrsa 2048` for one test.
-struct ApiKey {
-    _dir: tempfile::TempDir,
-    pem: String,
-    /// DER `RSAPublicKey`, for the stub.
-    public_der: Vec<u8>,
-    /// `openssl md5 -c` of the public key's DER, as the console shows it.
-    fingerprint: String,
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn api_key() -> ApiKey {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    openssl(&["genrsa", "-out", &p("key.pem"), "2048"]);
-    for (flag, out) in [("-RSAPublicKey_out", "rsa.der"), ("-pubout", "spki.der")] {
-        openssl(&[
-            "rsa",
-            "-in",
-            &p("key.pem"),
-            flag,
-            "-outform",
-            "DER",
-            "-out",
-            &p(out),
-        ]);
-    }
-    let md5 = openssl(&["md5", "-c", &p("spki.der")]);
-    let fingerprint = md5
-        .rsplit("= ")
-        .next()
-        .expect("openssl md5 prints `MD5(file)= ..`")
-        .trim()
-        .to_string();
-    ApiKey {
-        pem: std::fs::read_to_string(p("key.pem")).unwrap(),
-        public_der: std::fs::read(p("rsa.der")).unwrap(),
-        fingerprint,
-        _dir: dir,
-    }
-}
 
 /// The rules somebody else keeps in the table: a default route with a description, a route to
 /// an on-premises network through another DRG, and one to Oracle's services.

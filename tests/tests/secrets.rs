@@ -40,7 +40,7 @@ use isthmus_tests::dns_bed::{
     listener_addr, record_action, serve_group, wait_in_sync, DnsBed, Listener, DR, PRIMARY,
 };
 use isthmus_tests::moto::{self, Moto, Vpc};
-use isthmus_tests::oci_stub::OciStub;
+use isthmus_tests::oci_stub::{api_key, OciStub};
 use isthmus_tests::topology::Side;
 use isthmus_tests::{bin, http_get, netctl, Fixture};
 use serde_json::Value;
@@ -354,57 +354,6 @@ fn the_scanner_finds_a_planted_secret_in_every_encoding_and_masks_it() {
 
 // ---------------------------------------------------------------------------------------------
 // The bed.
-
-/// An RSA API key made with `openssl genrsa 2048` for one test.
-struct ApiKey {
-    pem: String,
-    /// DER `RSAPublicKey`, for the stub.
-    public_der: Vec<u8>,
-    fingerprint: String,
-}
-
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn api_key() -> ApiKey {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    openssl(&["genrsa", "-out", &p("key.pem"), "2048"]);
-    for (flag, out) in [("-RSAPublicKey_out", "rsa.der"), ("-pubout", "spki.der")] {
-        openssl(&[
-            "rsa",
-            "-in",
-            &p("key.pem"),
-            flag,
-            "-outform",
-            "DER",
-            "-out",
-            &p(out),
-        ]);
-    }
-    let md5 = openssl(&["md5", "-c", &p("spki.der")]);
-    let fingerprint = md5
-        .rsplit("= ")
-        .next()
-        .expect("openssl md5 prints `MD5(file)= ..`")
-        .trim()
-        .to_string();
-    ApiKey {
-        pem: std::fs::read_to_string(p("key.pem")).unwrap(),
-        public_der: std::fs::read(p("rsa.der")).unwrap(),
-        fingerprint,
-    }
-}
 
 fn random_b64(n: usize) -> String {
     use std::io::Read;
