@@ -616,7 +616,12 @@ fn with_both_paths_down_traffic_fails_closed_without_leaking_and_resumes_over_th
     for side in [&clouds.aws, &clouds.oci] {
         let s = switches(side, down);
         fig.row("switches", format!("{}: {}", side.name, moves(&s)));
-        let tos: Vec<Option<&str>> = s.iter().map(|e| e["to"].as_str()).collect();
+        let mut tos: Vec<Option<&str>> = s.iter().map(|e| e["to"].as_str()).collect();
+        // The two cuts are two nftables loads: a gateway may see the interconnect die a probe
+        // earlier than the internet and move there first, for the moment until it dies too.
+        if tos.first() == Some(&Some("internet")) {
+            tos.remove(0);
+        }
         assert_eq!(
             tos,
             [None, Some("internet"), Some("interconnect")],
