@@ -2,7 +2,6 @@
 //! runs), give the state machine ([`crate::drill::Drill`]) what the loop sees, and carry out
 //! what it asks (pin, release, stop the stream), recording each step in the event log.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use isthmus_api::{
@@ -77,11 +76,16 @@ fn link_checks(shell: &Shell, group: &str, link: &str) -> (bool, String) {
     let Some(c) = checks.first() else {
         return (false, "no verdict yet".into());
     };
+    verdict(c.own, c.peer)
+}
+
+/// Both gateways' verdicts: passing here, and at the peer once it has said.
+fn verdict(own: isthmus_api::CheckState, peer: Option<isthmus_api::CheckState>) -> (bool, String) {
     let pass = |s: isthmus_api::CheckState| s == isthmus_api::CheckState::Pass;
-    let ok = pass(c.own) && c.peer.is_none_or(pass);
-    let words = match c.peer {
-        Some(p) => format!("here {}, at the peer {}", c.own.as_str(), p.as_str()),
-        None => format!("here {}, the peer has not said", c.own.as_str()),
+    let ok = pass(own) && peer.is_none_or(pass);
+    let words = match peer {
+        Some(p) => format!("here {}, at the peer {}", own.as_str(), p.as_str()),
+        None => format!("here {}, the peer has not said", own.as_str()),
     };
     (ok, words)
 }
@@ -95,13 +99,7 @@ fn answer_checks(shell: &Shell, group: &str, i: usize) -> (bool, String) {
         .copied()
         .unwrap_or(isthmus_api::CheckState::Unknown);
     let peer = states.peer.as_ref().and_then(|p| p.get(i).copied());
-    let pass = |s: isthmus_api::CheckState| s == isthmus_api::CheckState::Pass;
-    let ok = pass(own) && peer.is_none_or(pass);
-    let words = match peer {
-        Some(p) => format!("here {}, at the peer {}", own.as_str(), p.as_str()),
-        None => format!("here {}, the peer has not said", own.as_str()),
-    };
-    (ok, words)
+    verdict(own, peer)
 }
 
 fn stream_links(shell: &Shell, names: &[String]) -> Vec<StreamLink> {
@@ -297,11 +295,7 @@ pub fn start(shell: &mut Shell, req: DrillRequest, now: Instant) -> Result<Drill
     }
     // Dry runs: every target of the group, with what it would hold after the switch.
     let wants = {
-        let mut active: BTreeMap<String, String> = config
-            .route_groups
-            .iter()
-            .filter_map(|g| shell.failover.active(&g.name).map(|l| (g.name.clone(), l)))
-            .collect();
+        let mut active = shell.active_links();
         let mut decided = shell.decided_groups.clone();
         if target == DrillTarget::RouteGroup {
             if let Some(to) = &to {

@@ -761,7 +761,7 @@ impl Shell {
     }
 
     /// Each route group's active link, as the failover engine chose it (none: fail closed).
-    fn active_links(&self) -> BTreeMap<String, String> {
+    pub(super) fn active_links(&self) -> BTreeMap<String, String> {
         self.running
             .config
             .route_groups
