@@ -9,6 +9,7 @@ mod daemon;
 mod drill;
 mod events;
 mod failover;
+mod faults;
 mod host;
 mod logging;
 mod metrics;

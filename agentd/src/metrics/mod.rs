@@ -80,6 +80,10 @@ pub struct Metrics {
     pub control_requests: IntCounterVec,
     /// `isthmus_control_refused_total{reason}`, counted by the control server.
     pub control_refused: IntCounterVec,
+    /// `isthmus_faults_total{kind}` and `isthmus_faults_active{kind}`, raised and cleared by
+    /// the adapters that meet the faults ([`crate::faults`]).
+    #[allow(dead_code)] // until the adapters take it
+    pub faults: crate::faults::Faults,
     /// `isthmus_action_duration_seconds{kind,target}`: decision → verified change.
     action_duration: HistogramVec,
     /// `isthmus_action_results_total{kind,target,result}`.
@@ -201,6 +205,7 @@ impl Metrics {
         )
         .expect("valid counter");
         let control_refused = crate::control::refused_family();
+        let (faults_total, faults_active) = crate::faults::families();
         let action_duration = HistogramVec::new(
             HistogramOpts::new(
                 "isthmus_action_duration_seconds",
@@ -235,6 +240,8 @@ impl Metrics {
             Box::new(loop_lag.clone()),
             Box::new(control_requests.clone()),
             Box::new(control_refused.clone()),
+            Box::new(faults_total.clone()),
+            Box::new(faults_active.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -247,6 +254,7 @@ impl Metrics {
             failovers,
             control_requests,
             control_refused,
+            faults: crate::faults::Faults::new(&faults_total, &faults_active),
             action_duration,
             action_results,
             hook_runs,
