@@ -28,6 +28,8 @@ pub enum OffloadError {
     Ipv6ExtensionHeaders,
     /// The TCP data offset is below 5 words.
     BadTcpHeader,
+    /// A TCP option runs past the header, has a length below 2, or an MSS option is not 4 bytes.
+    BadTcpOptions,
     /// The arena and lengths given to [`crate::Coalescer::coalesce`] do not fit its slot layout
     /// (a bug in the caller, not a bad packet).
     BadBatch,
@@ -47,6 +49,7 @@ impl OffloadError {
             OffloadError::NotTcp => "not_tcp",
             OffloadError::Ipv6ExtensionHeaders => "ipv6_extension_headers",
             OffloadError::BadTcpHeader => "bad_tcp_header",
+            OffloadError::BadTcpOptions => "bad_tcp_options",
             OffloadError::BadBatch => "bad_batch",
         }
     }
@@ -69,6 +72,7 @@ impl fmt::Display for OffloadError {
                 f.write_str("IPv6 extension headers in a TCP super-packet")
             }
             OffloadError::BadTcpHeader => f.write_str("invalid TCP data offset"),
+            OffloadError::BadTcpOptions => f.write_str("malformed TCP options"),
             OffloadError::BadBatch => f.write_str("batch does not fit the coalescer's slot layout"),
         }
     }

@@ -58,6 +58,7 @@
 mod checksum;
 mod coalesce;
 mod error;
+mod mss;
 mod packet;
 mod split;
 mod vnet;
@@ -65,6 +66,7 @@ mod vnet;
 pub use checksum::internet_checksum;
 pub use coalesce::{Coalescer, Stats, SLOT_LEN};
 pub use error::OffloadError;
+pub use mss::{clamp_mss, mss_for_mtu, Checksum, Clamp, MIN_CLAMPED_MSS};
 pub use split::split;
 pub use vnet::{
     VnetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
