@@ -15,6 +15,7 @@
 //!   drill notices, the peer's views and versions;
 //! - [`checks`]: service-check verdicts, what the gateways tell each other of them, and how
 //!   both gateways' verdicts combine;
+//! - [`pmtu`]: one link's path-MTU search (DPLPMTUD: padded probes confirmed by the peer);
 //! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too);
 //! - `notice`: what the peer says of itself on every link (a drill, its answer pins), and
 //!   which of it holds now.
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod fnv;
 pub mod health;
 mod notice;
+pub mod pmtu;
 pub mod policy;
 pub mod profile;
 pub mod wire;
