@@ -10,6 +10,7 @@ use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
 use isthmus_config::{Config, FailoverOn, Link, Profile};
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
+use isthmus_core::pmtu::PmtuReason;
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;
 use isthmus_core::{
@@ -77,6 +78,8 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .iter()
             .map(|l| LinkConfig {
                 name: l.name.clone(),
+                // `mtu = "auto"` comes with the data path that carries the probes.
+                pmtu: None,
             })
             .collect(),
         groups: config
@@ -250,7 +253,7 @@ impl Failover {
         }
         match self.engine.handle_datagram(&p.link, &p.bytes, p.at) {
             Received::Reply { rtt } => Some(rtt),
-            Received::Request => None,
+            Received::Request | Received::MtuProbe | Received::MtuAck { .. } => None,
             Received::Dropped(reason) => {
                 tracing::trace!(link = %p.link, reason = reason.as_str(), "probe dropped");
                 None
@@ -506,6 +509,21 @@ pub fn log_event(e: &Event) {
             Some(group) => tracing::info!(group = %group, "the peer runs a failover drill"),
             None => tracing::info!("the peer's failover drill is over"),
         },
+        Event::PathMtuChanged {
+            link,
+            from,
+            to,
+            reason,
+            ..
+        } => match reason {
+            PmtuReason::BlackHole => tracing::warn!(
+                link = %link, from, to, reason = reason.as_str(),
+                "path mtu fell back: probes of the path mtu were lost while the link answered"
+            ),
+            _ => {
+                tracing::info!(link = %link, from, to, reason = reason.as_str(), "path mtu changed")
+            }
+        },
     }
 }
 
@@ -615,6 +633,26 @@ pub fn to_record(
             };
             r.group = group.clone();
             r.to = Some(if group.is_some() { "started" } else { "ended" }.into());
+            (r, wall(at))
+        }
+        Event::PathMtuChanged {
+            link,
+            from,
+            to,
+            reason,
+            at,
+        } => {
+            let why = match reason {
+                PmtuReason::Confirmed => "path mtu confirmed by padded probes",
+                PmtuReason::BlackHole => {
+                    "probes of the path mtu lost while the link answered: fell back to the floor"
+                }
+                PmtuReason::Config => "path mtu bounds changed by a reload",
+            };
+            let mut r = events::record(EventKind::PathMtu, why);
+            r.link = Some(link.clone());
+            r.from = Some(from.to_string());
+            r.to = Some(to.to_string());
             (r, wall(at))
         }
     }

@@ -345,6 +345,9 @@ pub enum EventKind {
     /// The peer gateway says a drill is in progress on it (`to`: `started` with `group`) or is
     /// over (`to`: `ended`).
     PeerDrill,
+    /// A link's path MTU towards the peer changed (`link`, `from`, `to` in bytes of inner
+    /// packet; `reason`: confirmed by the search, a black hole, or the config).
+    PathMtu,
     /// A kind this netctl does not know (written by a newer agentd).
     #[serde(other)]
     Unknown,
@@ -352,7 +355,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind agentd writes.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Started,
         EventKind::Stopped,
         EventKind::HealthChanged,
@@ -374,6 +377,7 @@ impl EventKind {
         EventKind::HookFailed,
         EventKind::Drill,
         EventKind::PeerDrill,
+        EventKind::PathMtu,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -399,6 +403,7 @@ impl EventKind {
             EventKind::HookFailed => "hook_failed",
             EventKind::Drill => "drill",
             EventKind::PeerDrill => "peer_drill",
+            EventKind::PathMtu => "path_mtu",
             EventKind::Unknown => "unknown",
         }
     }

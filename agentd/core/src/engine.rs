@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use crate::checks::{answer_health, CheckState, PeerChecks};
 use crate::health::{Damping, Figures, Health, LinkHealth, Thresholds, View};
 use crate::notice::Notices;
+use crate::pmtu::{PmtuConfig, PmtuCounts, PmtuReason, PmtuSearch, PmtuState};
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
 use crate::profile::Timings;
 use crate::wire::{self, AnswerPin, Authenticator, Kind, Packet, ProbeDrop, Tail};
@@ -55,8 +56,27 @@ pub enum Received {
     Request,
     /// A reply to one of our requests, with its round-trip time.
     Reply { rtt: Duration },
+    /// A path-MTU probe of the peer's, accepted; its acknowledgement is queued.
+    MtuProbe,
+    /// The acknowledgement of one of our path-MTU probes, of `size` bytes (inner packet).
+    MtuAck { size: u16 },
     /// Dropped, and counted in [`Engine::probe_drops`].
     Dropped(ProbeDrop),
+}
+
+/// A link's path-MTU search ([`crate::pmtu`]), for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtuReport {
+    pub state: PmtuState,
+    /// This side's PLPMTU towards the peer (the floor until a probe is confirmed).
+    pub tx: u16,
+    /// Whether `tx` was measured (a probe confirmed) rather than assumed.
+    pub tx_confirmed: bool,
+    /// The peer's confirmed PLPMTU towards this side, as its probes report it.
+    pub rx: Option<u16>,
+    /// The peer answers path-MTU probes (it says so in every probe).
+    pub peer_answers: bool,
+    pub counts: PmtuCounts,
 }
 
 /// Everything known about one link, for status and metrics.
@@ -100,12 +120,38 @@ struct Wire {
     /// start-up that first probe is the restart's first round trip.
     new_key: bool,
     peer_version: u8,
+    /// The peer answers path-MTU probes, and what it measured towards us.
+    peer_pmtu: bool,
+    peer_path_mtu: Option<u16>,
     drops: BTreeMap<ProbeDrop, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkConfig {
     pub name: String,
+    /// Search the link's path MTU (`mtu = "auto"`); `None`: the configured MTU is used.
+    pub pmtu: Option<LinkPmtu>,
+}
+
+/// How a link searches its path MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkPmtu {
+    pub search: PmtuConfig,
+    /// The inner IP and UDP headers in front of a probe's datagram: 28 bytes when the
+    /// tunnel's inner addresses are IPv4, 48 when IPv6. A probe of size `s` is a datagram of
+    /// `s - overhead` bytes.
+    pub overhead: u16,
+}
+
+/// The most path-MTU probes of a link remembered while unanswered.
+const MTU_OUTSTANDING: usize = 32;
+
+/// A link's path-MTU search and its probes in flight (seq, inner size, sent).
+struct LinkMtu {
+    config: LinkPmtu,
+    search: PmtuSearch,
+    next_seq: u32,
+    outstanding: VecDeque<(u32, u16, Instant)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +307,14 @@ pub enum Event {
     /// The peer's drill notice started, changed or ended: `group` is the group a failover drill
     /// on the peer moves (`None`: no drill there any more, or the peer cannot be heard).
     PeerDrill { group: Option<String>, at: Instant },
+    /// A link's path MTU towards the peer changed (inner packet sizes).
+    PathMtuChanged {
+        link: String,
+        from: u16,
+        to: u16,
+        reason: PmtuReason,
+        at: Instant,
+    },
 }
 
 struct Pin {
@@ -344,6 +398,8 @@ pub struct Engine {
     wires: BTreeMap<String, Wire>,
     /// Replies waiting for [`Engine::poll_transmit`].
     replies: VecDeque<Transmit>,
+    /// The path-MTU searches of the links that have one.
+    mtus: BTreeMap<String, LinkMtu>,
     /// The first sequence number of new links' probes.
     first_seq: u32,
     /// This side's service-check verdicts: group → link → state.
@@ -390,6 +446,7 @@ impl Engine {
             epoch: now,
             wires: BTreeMap::new(),
             replies: VecDeque::new(),
+            mtus: BTreeMap::new(),
             first_seq: 1,
             checks: BTreeMap::new(),
             peer_checks: BTreeMap::new(),
@@ -448,11 +505,13 @@ impl Engine {
         self.reported.retain(|n, _| names.contains(n.as_str()));
         self.wires.retain(|n, _| names.contains(n.as_str()));
         self.replies.retain(|t| names.contains(t.link.as_str()));
+        self.mtus.retain(|n, _| names.contains(n.as_str()));
         self.peer_checks.retain(|n, _| names.contains(n.as_str()));
         self.peer_drill.retain_links(|n| names.contains(n));
         self.peer_answer_pins.retain_links(|n| names.contains(n));
         for l in &config.links {
             self.wires.entry(l.name.clone()).or_default();
+            self.update_mtu(l, now);
             let (t, th, d) = (config.timings, config.thresholds, config.damping);
             self.links
                 .entry(l.name.clone())
@@ -593,6 +652,11 @@ impl Engine {
                     })
                 })
                 .collect(),
+            path_mtu: self
+                .mtus
+                .get(link)
+                .filter(|m| m.search.confirmed())
+                .map(|m| m.search.mtu()),
             ..Tail::default()
         }
     }
@@ -626,10 +690,13 @@ impl Engine {
         self.probe_new_keys(now);
         loop {
             // Each turn takes one due probe, so this ends.
-            let (link, seq) = self
+            let due = self
                 .links
                 .iter_mut()
-                .find_map(|(name, l)| l.poll_probe(now).map(|seq| (name.clone(), seq)))?;
+                .find_map(|(name, l)| l.poll_probe(now).map(|seq| (name.clone(), seq)));
+            let Some((link, seq)) = due else {
+                return self.poll_mtu_probe(now);
+            };
             let (Some(view), Some(w)) = (self.own_view(&link), self.wires.get(&link)) else {
                 continue;
             };
@@ -644,6 +711,7 @@ impl Engine {
                 sent_us: micros(self.epoch, now),
                 view,
                 speaks_v2: true,
+                speaks_pmtu: true,
                 tail: if v2 {
                     self.own_tail(&link)
                 } else {
@@ -693,6 +761,11 @@ impl Engine {
             Ok(p) => p,
             Err(drop) => return self.dropped(link, drop),
         };
+        match p.kind {
+            Kind::MtuProbe => return self.handle_mtu_probe(link, &p, bytes.len()),
+            Kind::MtuAck => return self.handle_mtu_ack(link, &p, at),
+            Kind::Request | Kind::Reply => {}
+        }
         let Some(l) = self.links.get_mut(link) else {
             return Received::Dropped(ProbeDrop::Malformed);
         };
@@ -719,12 +792,21 @@ impl Engine {
                     return self.dropped(link, ProbeDrop::Replayed);
                 };
                 l.handle_peer_view(p.view, at);
+                if let Some(m) = self.mtus.get_mut(link) {
+                    m.search.on_link_alive(at);
+                }
                 Received::Reply { rtt }
             }
+            // Dispatched above.
+            Kind::MtuProbe | Kind::MtuAck => return Received::Dropped(ProbeDrop::Malformed),
         };
         // Only accepted packets teach what the peer speaks: a replayed old one must not.
         if let Some(w) = self.wires.get_mut(link) {
             w.peer_version = if p.speaks_v2 { wire::V2 } else { wire::V1 };
+            w.peer_pmtu = p.speaks_pmtu;
+            if p.version >= wire::V2 || !p.speaks_v2 {
+                w.peer_path_mtu = p.tail.path_mtu;
+            }
         }
         // Every accepted probe says what the peer's checks are now; none is "nothing to say".
         match &p.tail.checks {
@@ -777,6 +859,7 @@ impl Engine {
             sent_us: request.sent_us,
             view,
             speaks_v2: true,
+            speaks_pmtu: true,
             tail,
         };
         let bytes = wire::encode(key, &reply);
@@ -1186,6 +1269,17 @@ impl Engine {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
+        for (link, m) in &mut self.mtus {
+            while let Some(c) = m.search.poll_change() {
+                self.events.push_back(Event::PathMtuChanged {
+                    link: link.clone(),
+                    from: c.from,
+                    to: c.to,
+                    reason: c.reason,
+                    at: c.at,
+                });
+            }
+        }
         self.events.pop_front()
     }
 
@@ -1205,7 +1299,9 @@ impl Engine {
         ];
         // A link that just got a key is due now: the epoch is as good as any past instant.
         let keyed = self.wires.values().any(|w| w.new_key).then_some(self.epoch);
+        let mtus = self.mtus.values().filter_map(|m| m.search.poll_timeout());
         links
+            .chain(mtus)
             .chain(groups)
             .chain(dns)
             .chain(notices.into_iter().flatten())
@@ -1234,6 +1330,155 @@ impl Engine {
             checks: self.own_link_checks(link),
             peer_checks: self.peer_link_checks(link),
         })
+    }
+
+    /// The path-MTU search of `link`, if its config asks for one.
+    pub fn path_mtu(&self, link: &str) -> Option<PathMtuReport> {
+        let m = self.mtus.get(link)?;
+        let w = self.wires.get(link);
+        Some(PathMtuReport {
+            state: m.search.state(),
+            tx: m.search.mtu(),
+            tx_confirmed: m.search.confirmed(),
+            rx: w.and_then(|w| w.peer_path_mtu),
+            peer_answers: w.is_some_and(|w| w.peer_pmtu),
+            counts: m.search.counts(),
+        })
+    }
+
+    /// Starts, reconfigures or ends `l`'s path-MTU search.
+    fn update_mtu(&mut self, l: &LinkConfig, now: Instant) {
+        let Some(config) = l.pmtu else {
+            self.mtus.remove(&l.name);
+            return;
+        };
+        match self.mtus.get_mut(&l.name) {
+            Some(m) if m.config == config => {}
+            Some(m) => {
+                m.config = config;
+                m.search.reconfigure(config.search, now);
+            }
+            None => {
+                self.mtus.insert(
+                    l.name.clone(),
+                    LinkMtu {
+                        config,
+                        search: PmtuSearch::new(config.search, now),
+                        next_seq: 1,
+                        outstanding: VecDeque::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The next path-MTU probe due, on a link whose peer answers them and that carries
+    /// traffic (a dead link is not a small path).
+    fn poll_mtu_probe(&mut self, now: Instant) -> Option<Transmit> {
+        let names: Vec<String> = self.mtus.keys().cloned().collect();
+        for name in names {
+            let ready = self
+                .wires
+                .get(&name)
+                .is_some_and(|w| w.key.is_some() && w.peer_pmtu && w.peer_version >= wire::V2);
+            let up = ready && self.links.get(&name).is_some_and(|l| l.own().carries());
+            let view = self.own_view(&name);
+            let Some(m) = self.mtus.get_mut(&name) else {
+                continue;
+            };
+            m.search.set_link_up(up, now);
+            if !up {
+                continue;
+            }
+            let Some(size) = m.search.poll_probe(now) else {
+                continue;
+            };
+            let seq = m.next_seq;
+            m.next_seq = m.next_seq.wrapping_add(1);
+            if m.outstanding.len() == MTU_OUTSTANDING {
+                m.outstanding.pop_front();
+            }
+            m.outstanding.push_back((seq, size, now));
+            let datagram = size.saturating_sub(m.config.overhead);
+            let (Some(view), Some(key)) =
+                (view, self.wires.get(&name).and_then(|w| w.key.as_deref()))
+            else {
+                continue;
+            };
+            let packet = Packet {
+                version: wire::V2,
+                kind: Kind::MtuProbe,
+                seq,
+                sent_us: micros(self.epoch, now),
+                view,
+                speaks_v2: true,
+                speaks_pmtu: true,
+                tail: Tail {
+                    pad_to: Some(datagram),
+                    ..Tail::default()
+                },
+            };
+            return Some(Transmit {
+                link: name,
+                bytes: wire::encode(key, &packet),
+            });
+        }
+        None
+    }
+
+    /// A path-MTU probe of the peer's: acknowledged with its size, small. Probes are never
+    /// part of the link's health (their loss is the point), and WireGuard already drops
+    /// replayed datagrams, so any number of them may be answered.
+    fn handle_mtu_probe(&mut self, link: &str, p: &Packet, size: usize) -> Received {
+        let (Some(view), Some(w)) = (self.own_view(link), self.wires.get_mut(link)) else {
+            return Received::Dropped(ProbeDrop::Malformed);
+        };
+        w.peer_pmtu = true;
+        let Some(key) = w.key.as_deref() else {
+            return Received::Dropped(ProbeDrop::Forged);
+        };
+        let ack = Packet {
+            version: wire::V2,
+            kind: Kind::MtuAck,
+            seq: p.seq,
+            sent_us: p.sent_us,
+            view,
+            speaks_v2: true,
+            speaks_pmtu: true,
+            tail: Tail {
+                confirms_size: Some(u16::try_from(size).unwrap_or(u16::MAX)),
+                ..Tail::default()
+            },
+        };
+        let bytes = wire::encode(key, &ack);
+        self.replies.push_back(Transmit {
+            link: link.to_owned(),
+            bytes,
+        });
+        Received::MtuProbe
+    }
+
+    /// The acknowledgement of one of our path-MTU probes: it must match a probe in flight (seq
+    /// and send time) and confirm all of its bytes.
+    fn handle_mtu_ack(&mut self, link: &str, p: &Packet, at: Instant) -> Received {
+        let epoch = self.epoch;
+        let Some(m) = self.mtus.get_mut(link) else {
+            return self.dropped(link, ProbeDrop::Replayed);
+        };
+        let overhead = m.config.overhead;
+        let found = m.outstanding.iter().position(|&(seq, size, sent)| {
+            seq == p.seq
+                && micros(epoch, sent) == p.sent_us
+                && p.tail.confirms_size == Some(size.saturating_sub(overhead))
+        });
+        let Some(i) = found else {
+            return self.dropped(link, ProbeDrop::Replayed);
+        };
+        let Some((_, size, _)) = m.outstanding.remove(i) else {
+            return Received::Dropped(ProbeDrop::Replayed);
+        };
+        m.search.on_confirmed(size, at);
+        Received::MtuAck { size }
     }
 
     /// This side's verdicts of route group `group`'s checks, by link.

@@ -112,6 +112,7 @@ pub struct PmtuChange {
     pub from: u16,
     pub to: u16,
     pub reason: PmtuReason,
+    pub at: Instant,
 }
 
 /// Counters for status and metrics.
@@ -131,7 +132,15 @@ const ROUND: usize = 4;
 pub struct PmtuSearch {
     config: PmtuConfig,
     state: PmtuState,
+    /// The largest size confirmed so far (grows during a search).
     plpmtu: u16,
+    /// The size last announced ([`Self::mtu`]): the PLPMTU once a search completes, the floor
+    /// at once after a black hole.
+    announced: u16,
+    /// When the current round started, and when a small probe of the link's was last
+    /// answered: a round's losses count only if the link answered meanwhile.
+    round_started: Option<Instant>,
+    alive_at: Option<Instant>,
     /// The smallest size found too large: the exclusive upper bound of the search.
     too_large: u32,
     /// The sizes of the current round, the probes of it sent so far, and when it times out.
@@ -156,6 +165,9 @@ impl PmtuSearch {
         PmtuSearch {
             state: PmtuState::Searching,
             plpmtu: config.floor,
+            announced: config.floor,
+            round_started: None,
+            alive_at: None,
             too_large: u32::from(config.ceiling) + 1,
             round: Vec::new(),
             in_flight: Vec::new(),
@@ -171,9 +183,16 @@ impl PmtuSearch {
         }
     }
 
-    /// The largest size confirmed (the floor until one is).
-    pub fn plpmtu(&self) -> u16 {
-        self.plpmtu
+    /// The path MTU to use: the largest size confirmed by the last complete search (the
+    /// floor until one completes, and after a black hole).
+    pub fn mtu(&self) -> u16 {
+        self.announced
+    }
+
+    /// A small probe of the link's was answered: the link is alive, so padded probes lost
+    /// meanwhile were lost for their size.
+    pub fn on_link_alive(&mut self, now: Instant) {
+        self.alive_at = Some(now);
     }
 
     pub fn state(&self) -> PmtuState {
@@ -186,6 +205,11 @@ impl PmtuSearch {
 
     pub fn config(&self) -> PmtuConfig {
         self.config
+    }
+
+    /// Whether the peer ever confirmed a probe (the PLPMTU is measured, not assumed).
+    pub fn confirmed(&self) -> bool {
+        self.ever_confirmed
     }
 
     /// Whether the link answers its small probes. Losses of padded probes count only while it
@@ -203,12 +227,10 @@ impl PmtuSearch {
     /// A new floor or ceiling (a reload): the PLPMTU is kept if it still fits, and the search
     /// starts again from it.
     pub fn reconfigure(&mut self, config: PmtuConfig, now: Instant) {
-        let from = self.plpmtu;
         self.config = config;
-        self.plpmtu = from.clamp(config.floor, config.ceiling);
-        if self.plpmtu != from {
-            self.change(from, PmtuReason::Config);
-        }
+        self.plpmtu = self.plpmtu.clamp(config.floor, config.ceiling);
+        let kept = self.announced.clamp(config.floor, config.ceiling);
+        self.announce(kept, PmtuReason::Config, now);
         self.search_up(now);
     }
 
@@ -244,11 +266,7 @@ impl PmtuSearch {
         self.counts.probes_confirmed += 1;
         self.ever_confirmed = true;
         self.losses.retain(|&(s, _)| s > size);
-        if size > self.plpmtu {
-            let from = self.plpmtu;
-            self.plpmtu = size;
-            self.change(from, PmtuReason::Confirmed);
-        }
+        self.plpmtu = self.plpmtu.max(size);
         match self.state {
             PmtuState::Unsupported => {
                 // A peer upgraded in place: search from the top again.
@@ -329,6 +347,7 @@ impl PmtuSearch {
 
     fn start_round(&mut self, now: Instant) {
         self.round = self.round_sizes();
+        self.round_started = Some(now);
         self.in_flight.clear();
         self.round_deadline = Some(now + self.config.probe_timeout);
     }
@@ -346,7 +365,13 @@ impl PmtuSearch {
         let sent = std::mem::take(&mut self.in_flight);
         self.round_deadline = None;
         self.next_probe = now;
-        if !self.link_up {
+        // A dead link is not a small path: losses count only if the link's small probes were
+        // answered while the round was out.
+        let alive = self
+            .alive_at
+            .zip(self.round_started)
+            .is_some_and(|(alive, started)| alive >= started);
+        if !self.link_up || !alive {
             return;
         }
         for size in sent {
@@ -392,9 +417,7 @@ impl PmtuSearch {
                     self.counts.black_holes += 1;
                     let from = self.plpmtu;
                     self.plpmtu = self.config.floor;
-                    if from != self.plpmtu {
-                        self.change(from, PmtuReason::BlackHole);
-                    }
+                    self.announce(self.config.floor, PmtuReason::BlackHole, now);
                     self.losses.clear();
                     self.state = PmtuState::Searching;
                     self.too_large = u32::from(from);
@@ -426,6 +449,7 @@ impl PmtuSearch {
     }
 
     fn complete(&mut self, now: Instant) {
+        self.announce(self.plpmtu, PmtuReason::Confirmed, now);
         self.state = PmtuState::Complete;
         self.losses.clear();
         self.end_round(now);
@@ -448,12 +472,17 @@ impl PmtuSearch {
         }
     }
 
-    fn change(&mut self, from: u16, reason: PmtuReason) {
+    fn announce(&mut self, to: u16, reason: PmtuReason, at: Instant) {
+        if to == self.announced {
+            return;
+        }
         self.changes.push(PmtuChange {
-            from,
-            to: self.plpmtu,
+            from: self.announced,
+            to,
             reason,
+            at,
         });
+        self.announced = to;
     }
 }
 
@@ -470,6 +499,9 @@ mod tests {
         lose: Vec<u64>,
         sent: u64,
         in_flight: Vec<(Instant, u16)>,
+        t0: Instant,
+        /// The link's small probes are answered.
+        alive: bool,
     }
 
     impl Path {
@@ -480,6 +512,8 @@ mod tests {
                 lose: Vec::new(),
                 sent: 0,
                 in_flight: Vec::new(),
+                t0: Instant::now(),
+                alive: true,
             }
         }
     }
@@ -500,6 +534,14 @@ mod tests {
             for size in due {
                 s.on_confirmed(size, t);
             }
+            // The link's small probes cross while the path is up at all.
+            if path.alive
+                && t.saturating_duration_since(path.t0)
+                    .as_millis()
+                    .is_multiple_of(100)
+            {
+                s.on_link_alive(t);
+            }
             while let Some(size) = s.poll_probe(t) {
                 sizes.push(size);
                 path.sent += 1;
@@ -513,8 +555,10 @@ mod tests {
         sizes
     }
 
-    fn changes(s: &mut PmtuSearch) -> Vec<PmtuChange> {
-        std::iter::from_fn(|| s.poll_change()).collect()
+    fn changes(s: &mut PmtuSearch) -> Vec<(u16, u16, PmtuReason)> {
+        std::iter::from_fn(|| s.poll_change())
+            .map(|c| (c.from, c.to, c.reason))
+            .collect()
     }
 
     fn search(floor: u16, ceiling: u16, now: Instant) -> PmtuSearch {
@@ -531,16 +575,9 @@ mod tests {
         let sizes = run(&mut s, &mut path, &mut now, Duration::from_millis(20));
         // The ceiling and the floor go out together; the ceiling's reply settles it.
         assert_eq!(sizes, vec![8920, 1280]);
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         assert_eq!(s.state(), PmtuState::Complete);
-        assert_eq!(
-            changes(&mut s),
-            vec![PmtuChange {
-                from: 1280,
-                to: 8920,
-                reason: PmtuReason::Confirmed
-            }]
-        );
+        assert_eq!(changes(&mut s), vec![(1280, 8920, PmtuReason::Confirmed)]);
     }
 
     #[test]
@@ -553,12 +590,12 @@ mod tests {
             run(&mut s, &mut path, &mut now, Duration::from_secs(10));
             assert_eq!(s.state(), PmtuState::Complete, "mtu {mtu}");
             assert!(
-                s.plpmtu() <= mtu && mtu - s.plpmtu() < 8,
+                s.mtu() <= mtu && mtu - s.mtu() < 8,
                 "mtu {mtu}: {}",
-                s.plpmtu()
+                s.mtu()
             );
             // Never announced a size larger than the path.
-            assert!(changes(&mut s).iter().all(|c| c.to <= mtu));
+            assert!(changes(&mut s).iter().all(|c| c.1 <= mtu));
             let mut s2 = search(1280, 8920, start);
             let mut now2 = start;
             let mut path2 = Path::new(mtu);
@@ -582,13 +619,13 @@ mod tests {
         let mut path = Path::new(8920);
         path.lose = vec![1]; // the first probe of the ceiling
         run(&mut s, &mut path, &mut now, Duration::from_secs(3));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         assert_eq!(s.counts().probes_lost, 1);
         // Once complete, one lost confirmation is retried, not a black hole.
         let sent = path.sent;
         path.lose = vec![sent + 1, sent + 2];
         run(&mut s, &mut path, &mut now, Duration::from_secs(3));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         assert_eq!(s.counts().black_holes, 0);
     }
 
@@ -598,14 +635,14 @@ mod tests {
         let mut s = search(1280, 8920, now);
         let mut path = Path::new(8920);
         run(&mut s, &mut path, &mut now, Duration::from_secs(2));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         changes(&mut s);
         path.mtu = 1400;
         let shrunk = now;
         let mut fell_at = None;
         for _ in 0..400 {
             run(&mut s, &mut path, &mut now, Duration::from_millis(10));
-            if fell_at.is_none() && s.plpmtu() < 8920 {
+            if fell_at.is_none() && s.mtu() < 8920 {
                 fell_at = Some(now);
             }
         }
@@ -615,16 +652,9 @@ mod tests {
             "noticed after {fell:?}"
         );
         let c = changes(&mut s);
-        assert_eq!(
-            c[0],
-            PmtuChange {
-                from: 8920,
-                to: 1280,
-                reason: PmtuReason::BlackHole
-            }
-        );
+        assert_eq!(c[0], (8920, 1280, PmtuReason::BlackHole));
         assert_eq!(s.counts().black_holes, 1);
-        assert!(s.plpmtu() <= 1400 && s.plpmtu() > 1390, "{}", s.plpmtu());
+        assert!(s.mtu() <= 1400 && s.mtu() > 1390, "{}", s.mtu());
         assert_eq!(s.state(), PmtuState::Complete);
     }
 
@@ -649,9 +679,9 @@ mod tests {
             let mut path = Path::new(1440);
             path.lose = lose;
             run(&mut s, &mut path, &mut now, Duration::from_secs(10));
-            assert!(s.plpmtu() <= 1440, "seed {seed}: {}", s.plpmtu());
+            assert!(s.mtu() <= 1440, "seed {seed}: {}", s.mtu());
             assert!(std::iter::from_fn(|| s.poll_change()).all(|c| c.to <= 1440));
-            if s.plpmtu() >= 1400 {
+            if s.mtu() >= 1400 {
                 close += 1;
             }
         }
@@ -667,19 +697,53 @@ mod tests {
         let mut s = search(1280, 8920, now);
         let mut path = Path::new(8920);
         run(&mut s, &mut path, &mut now, Duration::from_secs(1));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         // Everything is lost, but the link is known down: nothing counts.
         path.mtu = 0;
+        path.alive = false;
         s.set_link_up(false, now);
         run(&mut s, &mut path, &mut now, Duration::from_secs(5));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         assert_eq!(s.counts().black_holes, 0);
         assert_eq!(s.poll_timeout(), None);
         path.mtu = 8920;
+        path.alive = true;
         s.set_link_up(true, now);
         run(&mut s, &mut path, &mut now, Duration::from_secs(1));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
         assert_eq!(s.state(), PmtuState::Complete);
+    }
+
+    #[test]
+    fn a_cut_not_yet_seen_by_the_links_health_is_not_a_black_hole() {
+        let mut now = Instant::now();
+        let mut s = search(1280, 8920, now);
+        let mut path = Path::new(8920);
+        run(&mut s, &mut path, &mut now, Duration::from_secs(1));
+        // Everything is lost and no small probe is answered; the shell still says up (its
+        // health takes a moment to notice).
+        path.mtu = 0;
+        path.alive = false;
+        run(&mut s, &mut path, &mut now, Duration::from_secs(5));
+        assert_eq!(s.mtu(), 8920);
+        assert_eq!(s.counts().black_holes, 0);
+        path.mtu = 8920;
+        path.alive = true;
+        run(&mut s, &mut path, &mut now, Duration::from_secs(2));
+        assert_eq!(s.mtu(), 8920);
+        assert_eq!(s.state(), PmtuState::Complete);
+    }
+
+    #[test]
+    fn a_search_announces_once_when_it_completes() {
+        let mut now = Instant::now();
+        let mut s = search(1280, 8920, now);
+        let mut path = Path::new(1420);
+        run(&mut s, &mut path, &mut now, Duration::from_secs(5));
+        let c = changes(&mut s);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].0, c[0].2), (1280, PmtuReason::Confirmed));
+        assert!(c[0].1 > 1412 && c[0].1 <= 1420);
     }
 
     #[test]
@@ -691,20 +755,20 @@ mod tests {
         s.set_link_up(true, now);
         let mut path = Path::new(1420);
         run(&mut s, &mut path, &mut now, Duration::from_secs(4));
-        assert!(s.plpmtu() <= 1420 && s.plpmtu() > 1410);
+        assert!(s.mtu() <= 1420 && s.mtu() > 1410);
         path.mtu = 8920; // the circuit was upgraded
         run(&mut s, &mut path, &mut now, Duration::from_secs(3));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
     }
 
     #[test]
     fn a_peer_that_never_confirms_leaves_the_floor_and_says_unsupported() {
         let mut now = Instant::now();
         let mut s = search(1280, 8920, now);
-        let mut path = Path::new(0); // nothing is ever confirmed
+        let mut path = Path::new(0); // the link answers, but no padded probe is confirmed
         let sizes = run(&mut s, &mut path, &mut now, Duration::from_secs(10));
         assert_eq!(s.state(), PmtuState::Unsupported);
-        assert_eq!(s.plpmtu(), 1280);
+        assert_eq!(s.mtu(), 1280);
         assert!(changes(&mut s).is_empty());
         // It gave up after the search reached the floor, and then probes rarely.
         let before = sizes.len();
@@ -717,7 +781,7 @@ mod tests {
         // A peer upgraded in place is found again.
         path.mtu = 8920;
         run(&mut s, &mut path, &mut now, Duration::from_secs(70));
-        assert_eq!(s.plpmtu(), 8920);
+        assert_eq!(s.mtu(), 8920);
     }
 
     #[test]
@@ -733,7 +797,7 @@ mod tests {
         // Confirmations outside the bounds are ignored.
         s.on_confirmed(9500, now);
         s.on_confirmed(600, now);
-        assert!(s.plpmtu() <= 3000);
+        assert!(s.mtu() <= 3000);
     }
 
     #[test]
@@ -744,8 +808,8 @@ mod tests {
         run(&mut s, &mut path, &mut now, Duration::from_secs(1));
         changes(&mut s);
         s.reconfigure(PmtuConfig::new(1280, 1420), now);
-        assert_eq!(s.plpmtu(), 1420);
-        assert_eq!(changes(&mut s)[0].reason, PmtuReason::Config);
+        assert_eq!(s.mtu(), 1420);
+        assert_eq!(changes(&mut s)[0].2, PmtuReason::Config);
         assert_eq!(s.state(), PmtuState::Complete);
     }
 }

@@ -44,6 +44,8 @@ pub const V2_MIN_LEN: usize = HEADER_LEN + TAG_LEN;
 pub const MAX_LEN: usize = 65_535;
 /// Capability bit (byte 25): the sender speaks version 2.
 pub const CAP_V2: u8 = 1;
+/// Capability bit (byte 25): the sender answers path-MTU probes ([`Kind::MtuProbe`]).
+pub const CAP_PMTU: u8 = 2;
 /// A TLV's type and length.
 const TLV_HEADER: usize = 3;
 
@@ -66,6 +68,9 @@ pub mod tlv {
     pub const DRILL: u8 = 0x04;
     /// Reserved: the sender's HA role and the revision of its lease.
     pub const HA_ROLE: u8 = 0x05;
+    /// The largest inner packet (bytes, 2 bytes big-endian) the sender's path-MTU search
+    /// confirmed towards the receiver: the receiver's path MTU in the other direction.
+    pub const PATH_MTU: u8 = 0x07;
     /// The sender's answer pins ([`super::AnswerPin`]): byte 0 the number of pins (at most
     /// 64), then per pin the DNS group's id (4 bytes) and the pinned answer's index (1 byte,
     /// below 32).
@@ -134,6 +139,12 @@ impl ProbeDrop {
 pub enum Kind {
     Request = 1,
     Reply = 2,
+    /// A path-MTU probe (version 2, to peers with [`CAP_PMTU`] only): padded to the size
+    /// tried, in a sequence space of its own, never counted in the link's health.
+    MtuProbe = 3,
+    /// The answer to a [`Kind::MtuProbe`]: small, echoing its seq and send time, with
+    /// [`tlv::CONFIRMS_SIZE`].
+    MtuAck = 4,
 }
 
 /// A TLV this module has no field for: skipped on receipt, but kept so that callers (and
@@ -153,6 +164,8 @@ pub struct Tail {
     pub pad_to: Option<u16>,
     /// The size of the request datagram a reply confirms ([`tlv::CONFIRMS_SIZE`]).
     pub confirms_size: Option<u16>,
+    /// The sender's confirmed path MTU towards the receiver ([`tlv::PATH_MTU`]).
+    pub path_mtu: Option<u16>,
     /// The sender's service-check verdicts ([`tlv::SERVICE_CHECKS`]). Sending: groups past
     /// the 64th, and groups of more than 32 answers, are left out.
     pub checks: Option<PeerChecks>,
@@ -179,6 +192,8 @@ pub struct Packet {
     pub view: View,
     /// The sender speaks version 2 (a version-2 packet always does).
     pub speaks_v2: bool,
+    /// The sender answers path-MTU probes ([`CAP_PMTU`]).
+    pub speaks_pmtu: bool,
     pub tail: Tail,
 }
 
@@ -196,7 +211,8 @@ pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
     b.extend_from_slice(&p.sent_us.to_be_bytes());
     b.extend_from_slice(&p.view.rx_loss_ppm.unwrap_or(u32::MAX).to_be_bytes());
     b.push(p.view.priority);
-    b.push(if v2 || p.speaks_v2 { CAP_V2 } else { 0 });
+    let v2_bit = if v2 || p.speaks_v2 { CAP_V2 } else { 0 };
+    b.push(v2_bit | if p.speaks_pmtu { CAP_PMTU } else { 0 });
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&p.view.fingerprint.to_be_bytes());
     if v2 {
@@ -210,6 +226,9 @@ pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
         };
         if let Some(size) = p.tail.confirms_size {
             put(&mut b, tlv::CONFIRMS_SIZE, &size.to_be_bytes());
+        }
+        if let Some(mtu) = p.tail.path_mtu {
+            put(&mut b, tlv::PATH_MTU, &mtu.to_be_bytes());
         }
         if let Some(checks) = &p.tail.checks {
             put(&mut b, tlv::SERVICE_CHECKS, &encode_checks(checks));
@@ -264,9 +283,11 @@ pub fn decode(auth: &dyn Authenticator, b: &[u8]) -> Result<Packet, ProbeDrop> {
     if diff != 0 {
         return Err(ProbeDrop::Forged);
     }
-    let kind = match b[5] {
-        1 => Kind::Request,
-        2 => Kind::Reply,
+    let kind = match (b[5], version) {
+        (1, _) => Kind::Request,
+        (2, _) => Kind::Reply,
+        (3, V2) => Kind::MtuProbe,
+        (4, V2) => Kind::MtuAck,
         _ => return Err(ProbeDrop::Malformed),
     };
     let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
@@ -292,6 +313,7 @@ pub fn decode(auth: &dyn Authenticator, b: &[u8]) -> Result<Packet, ProbeDrop> {
             rx_loss_ppm: (ppm != u32::MAX).then_some(ppm),
         },
         speaks_v2: version == V2 || b[25] & CAP_V2 != 0,
+        speaks_pmtu: b[25] & CAP_PMTU != 0,
         tail,
     })
 }
@@ -315,6 +337,10 @@ fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
             tlv::PAD => tail.pad_to = Some(datagram as u16),
             tlv::CONFIRMS_SIZE => match *value {
                 [hi, lo, ..] => tail.confirms_size = Some(u16::from_be_bytes([hi, lo])),
+                _ => return Err(ProbeDrop::Malformed),
+            },
+            tlv::PATH_MTU => match *value {
+                [hi, lo, ..] => tail.path_mtu = Some(u16::from_be_bytes([hi, lo])),
                 _ => return Err(ProbeDrop::Malformed),
             },
             tlv::SERVICE_CHECKS => tail.checks = Some(decode_checks(value)?),

@@ -482,3 +482,28 @@ fn a_peer_rolled_back_to_agentd_0_1_0_holds_no_pin_and_runs_no_drill_any_more() 
         .any(|e| matches!(e, isthmus_core::Event::PeerDrill { group: None, .. }));
     assert!(ended, "the end of the peer's drill is an event");
 }
+
+#[test]
+fn an_agentd_0_1_0_peer_gets_no_path_mtu_probe_and_the_configured_mtu_stays() {
+    // The old peer never says it answers path-MTU probes, so none is sent to it, however long
+    // the search waits: the link keeps the floor (the shell keeps the configured MTU).
+    let mut c = config(Timings::DEFAULT, &LINKS, secs(30));
+    for l in &mut c.links {
+        l.pmtu = Some(isthmus_core::engine::LinkPmtu {
+            search: isthmus_core::pmtu::PmtuConfig::new(1280, 8920),
+            overhead: 28,
+        });
+    }
+    let t0 = Instant::now();
+    let mut m = Mixed::new(keyed(&c, t0), &c, t0);
+    m.run_until(secs(10));
+    assert!(m.old.rejected.is_empty(), "{:?}", m.old.rejected);
+    assert!(m.versions.iter().all(|v| *v == wire::V1));
+    for link in LINKS {
+        let r = m.new.path_mtu(link).expect("a search");
+        assert!(!r.peer_answers && !r.tx_confirmed, "{r:?}");
+        assert_eq!(r.counts.probes_sent, 0);
+        assert_eq!(r.tx, 1280);
+        assert_eq!(m.new.health(link), Some(Health::Up));
+    }
+}

@@ -34,6 +34,7 @@ fn packet(version: u8, kind: Kind) -> Packet {
         sent_us: 1_000_042,
         view: view(),
         speaks_v2: true,
+        speaks_pmtu: true,
         tail: Tail::default(),
     }
 }
@@ -89,6 +90,7 @@ fn every_flipped_bit_of_a_v2_packet_is_rejected() {
     p.tail = Tail {
         pad_to: Some(120),
         confirms_size: Some(9000),
+        path_mtu: Some(8920),
         checks: Some(PeerChecks {
             link: Some(CheckState::Fail),
             dns: vec![(7, vec![CheckState::Pass])],
@@ -747,9 +749,12 @@ proptest! {
     }
 
     #[test]
-    fn any_authenticated_tail_is_read_or_malformed_never_a_panic(kind in 0u8..4, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+    fn any_authenticated_tail_is_read_or_malformed_never_a_panic(kind in 0u8..6, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
         match wire::decode(&KEY, &raw_v2(&KEY, kind, &tail)) {
-            Ok(p) => prop_assert!(matches!(p.kind, Kind::Request | Kind::Reply)),
+            Ok(p) => prop_assert!(matches!(
+                (kind, p.kind),
+                (1, Kind::Request) | (2, Kind::Reply) | (3, Kind::MtuProbe) | (4, Kind::MtuAck)
+            )),
             Err(e) => prop_assert_eq!(e, ProbeDrop::Malformed),
         }
     }

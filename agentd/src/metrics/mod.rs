@@ -362,7 +362,8 @@ impl Metrics {
             | Event::ChecksFailingEverywhere { .. }
             | Event::ChecksRecovered { .. }
             | Event::NoAnswerPasses { .. }
-            | Event::PeerDrill { .. } => {}
+            | Event::PeerDrill { .. }
+            | Event::PathMtuChanged { .. } => {}
         }
     }
 

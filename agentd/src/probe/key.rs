@@ -66,6 +66,7 @@ mod tests {
                 rx_loss_ppm: Some(50_000),
             },
             speaks_v2: true,
+            speaks_pmtu: true,
             tail: Tail::default(),
         }
     }

@@ -76,6 +76,7 @@ pub fn config(timings: Timings, links: &[&str], failback_after: Duration) -> Eng
             .iter()
             .map(|n| LinkConfig {
                 name: (*n).to_owned(),
+                pmtu: None,
             })
             .collect(),
         groups: vec![GroupConfig {
@@ -133,6 +134,9 @@ pub struct Net {
     pub latency: Duration,
     /// Latency added on each link (both directions), for links of different lengths.
     pub extra_latency: [Duration; 2],
+    /// [link][direction]: the largest inner packet that crosses (a probe datagram plus 28
+    /// bytes of IPv4 and UDP headers); larger ones vanish, as on a path that drops them.
+    pub mtu: [[Option<usize>; 2]; 2],
     rng: u64,
     /// Every event of each side, with the side's time.
     pub events: [Vec<Event>; 2],
@@ -173,6 +177,7 @@ impl Net {
             cond: [[Cond::default(); 2]; 2],
             latency: ms(2),
             extra_latency: [Duration::ZERO; 2],
+            mtu: [[None; 2]; 2],
             rng: seed | 1,
             events: [Vec::new(), Vec::new()],
             sent: Default::default(),
@@ -202,6 +207,9 @@ impl Net {
         let dir = from; // 0: A→B, 1: B→A
         let c = self.cond[link][dir];
         if c.cut || (c.loss > 0.0 && self.random() < c.loss) {
+            return;
+        }
+        if self.mtu[link][dir].is_some_and(|mtu| bytes.len() + 28 > mtu) {
             return;
         }
         self.n += 1;
