@@ -69,6 +69,17 @@ pub const DEFAULT_DAMPING_REUSE_BELOW: u32 = 750;
 pub const DEFAULT_DAMPING_MAX_SUPPRESS: Duration = Duration::from_secs(600);
 /// 1500 minus the WireGuard overhead over IPv6 underlay (80 bytes): safe on any path.
 pub const DEFAULT_MTU: u16 = 1420;
+/// `mtu = "auto"`: the default floor (IPv6's minimum MTU; Linux removes a device's IPv6
+/// addresses below it) and ceiling (a 9000-byte underlay less WireGuard's 80 bytes).
+pub const DEFAULT_MTU_MIN: u16 = 1280;
+pub const DEFAULT_MTU_MAX: u16 = 8920;
+
+/// `mtu = "auto"`: the bounds of the link's path-MTU search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtuBounds {
+    pub min: u16,
+    pub max: u16,
+}
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_EXPECT_STATUS: u16 = 200;
@@ -422,7 +433,11 @@ pub struct Link {
     /// one of `addresses` (so it is routed through this link's interface), covered by
     /// `allowed_ips`, and not one of this end's own addresses.
     pub peer_address: IpAddr,
+    /// The MTU in use: the configured one, or with `mtu = "auto"` the floor until the search
+    /// confirms more.
     pub mtu: u16,
+    /// `mtu = "auto"`: search the path MTU between these bounds.
+    pub path_mtu: Option<PathMtuBounds>,
     pub persistent_keepalive: Option<Duration>,
     /// What the cloud charges per GiB sent over this path, in any currency: turns transmitted
     /// bytes into the `isthmus_link_egress_cost_total` estimate. Finite and not negative.

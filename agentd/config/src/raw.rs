@@ -94,7 +94,10 @@ pub(crate) struct RawLink {
     pub allowed_ips: Texts,
     pub addresses: Texts,
     pub peer_address: Text,
-    pub mtu: Int,
+    /// An integer, or "auto".
+    pub mtu: Value,
+    pub mtu_min: Int,
+    pub mtu_max: Int,
     pub persistent_keepalive: Dur,
     pub egress_price_per_gb: Float,
 }
@@ -423,6 +426,8 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("link", "addresses", r#"addresses = ["10.255.0.0/31"]"#),
     ("link", "peer_address", r#"peer_address = "10.255.0.1""#),
     ("link", "mtu", "mtu = 1420"),
+    ("link", "mtu_min", "mtu_min = 1280"),
+    ("link", "mtu_max", "mtu_max = 8920"),
     (
         "link",
         "persistent_keepalive",

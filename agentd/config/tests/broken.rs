@@ -716,6 +716,38 @@ addresses = ["10.255.0.0/31"]
         column: 7,
     },
     Case {
+        name: "mtu neither a number nor auto",
+        toml: concat!(agent!(), link_ic!(), "mtu = \"jumbo\"\n"),
+        message: "link \"ic\": mtu \"jumbo\" is neither a number nor \"auto\"",
+        line: 12,
+        column: 7,
+    },
+    Case {
+        name: "mtu_max without mtu = auto",
+        toml: concat!(agent!(), link_ic!(), "mtu = 1420\nmtu_max = 8920\n"),
+        message: "link \"ic\": mtu_max applies only with mtu = \"auto\"",
+        line: 13,
+        column: 11,
+    },
+    Case {
+        name: "mtu_min above mtu_max",
+        toml: concat!(
+            agent!(),
+            link_ic!(),
+            "mtu = \"auto\"\nmtu_min = 4000\nmtu_max = 1500\n"
+        ),
+        message: "link \"ic\": mtu_min 4000 is above mtu_max 1500",
+        line: 14,
+        column: 11,
+    },
+    Case {
+        name: "mtu_min below IPv6's minimum",
+        toml: concat!(agent!(), link_ic!(), "mtu = \"auto\"\nmtu_min = 1200\n"),
+        message: "link \"ic\": mtu_min 1200 is out of range 1280..=9000",
+        line: 13,
+        column: 11,
+    },
+    Case {
         name: "persistent_keepalive zero",
         toml: concat!(agent!(), link_ic!(), "persistent_keepalive = \"0s\"\n"),
         message: "persistent_keepalive 0ms is too short",
@@ -1266,4 +1298,26 @@ fn an_unreadable_file_is_one_diagnostic_without_a_line() {
         "{d}"
     );
     assert!(d.hint.is_some());
+}
+
+#[test]
+fn mtu_is_a_number_and_auto_is_refused_until_the_data_path_carries_probes() {
+    let (dir, _) = common::key_dir();
+    let path = dir.path().join("agentd.toml");
+    let link = |extra: &str| {
+        let toml = format!("{}{}{extra}", agent!(), link_ic!());
+        parse_str(&toml, &path, &LoadOptions::default())
+            .map(|c| (c.config.links[0].mtu, c.config.links[0].path_mtu))
+            .map_err(|r| r.render())
+    };
+    assert_eq!(link(""), Ok((1420, None)));
+    assert_eq!(link("mtu = 9000\n"), Ok((9000, None)));
+    for auto in [
+        "mtu = \"auto\"\n",
+        "mtu = \"auto\"\nmtu_min = 1380\nmtu_max = 1420\n",
+    ] {
+        let err = link(auto).expect_err("refused");
+        assert!(err.contains("mtu = \"auto\" is not available"), "{err}");
+        assert!(err.contains("agentd.toml:12:7"), "{err}");
+    }
 }

@@ -11,7 +11,7 @@ use crate::fields::{Fields, Got};
 use crate::keys::{KeyFiles, KeyKind};
 use crate::model::*;
 use crate::parse::Entry;
-use crate::raw::{RawLink, RawProbe, RawRouteGroup, RawRouteTable, RouteTables};
+use crate::raw::{Int, RawLink, RawProbe, RawRouteGroup, RawRouteTable, RouteTables, Scalar};
 use crate::source::{Sink, Span};
 use crate::values::{self, Invalid};
 
@@ -77,10 +77,7 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
         addresses.as_deref(),
         allowed_ips.as_deref().zip(allowed_span),
     );
-    let mtu = f
-        .int(&r.mtu, "mtu", 1280..=9000)
-        .map(|n| n as u16)
-        .or(DEFAULT_MTU);
+    let (mtu, path_mtu) = link_mtu(&mut f, r);
     let keepalive = f
         .duration(
             &r.persistent_keepalive,
@@ -121,6 +118,7 @@ pub(super) fn link(e: &Entry<RawLink>, keys: &KeyFiles, sink: &mut Sink) -> Opti
         addresses: addresses?,
         peer_address: peer_address?,
         mtu: mtu?,
+        path_mtu: path_mtu?,
         persistent_keepalive: keepalive?,
         egress_price_per_gb: egress_price?,
     })
@@ -579,6 +577,85 @@ pub(super) fn names_once(
         f.list(field, &mut parse)
     }
 }
+
+/// `mtu`: an integer, or `"auto"` with the search's bounds `mtu_min` and `mtu_max`.
+fn link_mtu(f: &mut Fields, r: &RawLink) -> (Option<u16>, Option<Option<PathMtuBounds>>) {
+    let auto = match &r.mtu {
+        None => false,
+        Some(v) => match v.get_ref() {
+            Scalar::Text(t) if t == "auto" => true,
+            Scalar::Text(t) => {
+                f.error(
+                    v.span(),
+                    format!("mtu \"{t}\" is neither a number nor \"auto\""),
+                    "use a number from 1280 to 9000 (e.g. mtu = 1420), or mtu = \"auto\" to measure the path",
+                );
+                return (None, None);
+            }
+            Scalar::Int(_) => false,
+        },
+    };
+    let bound = |f: &mut Fields, field: &Int, key: &str, default: u16| {
+        f.int(field, key, 1280..=9000).map(|n| n as u16).or(default)
+    };
+    if !auto {
+        for (field, key) in [(&r.mtu_min, "mtu_min"), (&r.mtu_max, "mtu_max")] {
+            if let Some(v) = field {
+                f.error(
+                    v.span(),
+                    format!("{key} applies only with mtu = \"auto\""),
+                    "set mtu = \"auto\" to measure the path between mtu_min and mtu_max, or remove it",
+                );
+                return (None, None);
+            }
+        }
+        let mtu = match &r.mtu {
+            Some(v) => match v.get_ref() {
+                Scalar::Int(n) => {
+                    let field = Some(toml::Spanned::new(v.span(), *n));
+                    f.int(&field, "mtu", 1280..=9000)
+                        .map(|n| n as u16)
+                        .or(DEFAULT_MTU)
+                }
+                Scalar::Text(_) => None,
+            },
+            None => Some(DEFAULT_MTU),
+        };
+        return (mtu, Some(None));
+    }
+    let (Some(min), Some(max)) = (
+        bound(f, &r.mtu_min, "mtu_min", DEFAULT_MTU_MIN),
+        bound(f, &r.mtu_max, "mtu_max", DEFAULT_MTU_MAX),
+    ) else {
+        return (None, None);
+    };
+    if min > max {
+        let span = r.mtu_max.as_ref().or(r.mtu_min.as_ref()).map(|v| v.span());
+        if let Some(span) = span {
+            f.error(
+                span,
+                format!("mtu_min {min} is above mtu_max {max}"),
+                "the search runs from mtu_min up to mtu_max: make mtu_min the smaller",
+            );
+        }
+        return (None, None);
+    }
+    if !PATH_MTU_SEARCH {
+        if let Some(v) = &r.mtu {
+            f.error(
+                v.span(),
+                "mtu = \"auto\" is not available in this version of agentd: its data path does not carry path-MTU probes yet",
+                "set the MTU the path carries, e.g. mtu = 1420 (mtu = 8920 on a 9000-byte interconnect)",
+            );
+        }
+        return (None, None);
+    }
+    (Some(min), Some(Some(PathMtuBounds { min, max })))
+}
+
+/// Whether `mtu = "auto"` is accepted: the engine searches, but the data path (a TUN at the
+/// ceiling, probes sent unfragmented, routes and MSS following the result) is not there yet.
+const PATH_MTU_SEARCH: bool = false;
 
 #[cfg(test)]
 mod tests {
