@@ -15,6 +15,8 @@
 //!   drill notices, the peer's views and versions;
 //! - [`checks`]: service-check verdicts, what the gateways tell each other of them, and how
 //!   both gateways' verdicts combine;
+//! - [`ha`]: the HA role of one gateway of a cloud's pair, elected on a lease in a consistent
+//!   store, fenced for cloud writes;
 //! - [`pmtu`]: one link's path-MTU search (DPLPMTUD: padded probes confirmed by the peer);
 //! - [`fnv`]: the stable hash that fingerprints and spreads (agentd uses it too);
 //! - `notice`: what the peer says of itself on every link (a drill, its answer pins), and
@@ -23,6 +25,7 @@
 pub mod checks;
 pub mod engine;
 pub mod fnv;
+pub mod ha;
 pub mod health;
 mod notice;
 pub mod pmtu;
