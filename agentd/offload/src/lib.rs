@@ -58,6 +58,7 @@
 mod checksum;
 mod coalesce;
 mod error;
+mod icmp;
 mod mss;
 mod packet;
 mod split;
@@ -66,6 +67,7 @@ mod vnet;
 pub use checksum::internet_checksum;
 pub use coalesce::{Coalescer, Stats, SLOT_LEN};
 pub use error::OffloadError;
+pub use icmp::{packet_too_big, IcmpRate, NoAnswer};
 pub use mss::{clamp_mss, mss_for_mtu, Checksum, Clamp, MIN_CLAMPED_MSS};
 pub use split::split;
 pub use vnet::{
