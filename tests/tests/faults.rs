@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::topology::{TwoClouds, PATHS, VPCS};
-use isthmus_tests::{http_get, Agentd, Netns};
+use isthmus_tests::{http_get, netctl, Agentd, Netns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const UP: Duration = Duration::from_secs(15);
@@ -261,6 +261,11 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
         (2, 1),
         "retries are not logged"
     );
+    let status = netctl(&clouds.aws.fx.socket(), &["status"]).stdout;
+    assert!(
+        status.contains("fault    tun_gone interconnect for "),
+        "netctl status shows the fault: {status}"
+    );
     clouds.aws.wait_active("remote", "internet", UP);
     assert!(
         owned_routes(ns)
@@ -294,14 +299,16 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
     );
     assert_eq!(fault_lines(&aws, "tun_gone"), (2, 2));
     assert_eq!(faults(&clouds, "tun_gone"), (2, 0));
+    let status = netctl(&clouds.aws.fx.socket(), &["status"]).stdout;
+    assert!(
+        !status.contains("fault "),
+        "a cleared fault in netctl status: {status}"
+    );
     assert_eq!(
         faults(&clouds, "underlay_send").1,
         0,
         "underlay fault cleared"
     );
-    if std::env::var_os("FAULTS_DEBUG").is_some() {
-        println!("{}", aws.log_text());
-    }
     assert_eq!(
         leaks.packets(),
         0,
