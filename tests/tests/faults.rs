@@ -267,6 +267,8 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
         "netctl status shows the fault: {status}"
     );
     clouds.aws.wait_active("remote", "internet", UP);
+    // A retry looks for the underlay before it makes a device: none is made and deleted again.
+    assert!(!interfaces(ns).contains(&ic), "{:?}", interfaces(ns));
     assert!(
         owned_routes(ns)
             .iter()

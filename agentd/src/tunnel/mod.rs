@@ -532,11 +532,8 @@ async fn start(
     faults: Faults,
     on_end: impl FnOnce(String) + Send + 'static,
 ) -> anyhow::Result<(Running, u32)> {
-    let tun = tun::TunDevice::create(&link.interface)
-        .with_context(|| format!("creating TUN interface {}", link.interface))?;
-    let ifindex = netlink
-        .configure(&link.interface, u32::from(link.mtu), &link.addresses)
-        .await?;
+    // The underlay first: a link retried while its address is missing then makes no TUN
+    // device only to delete it again.
     let device = if link.listen.ip().is_unspecified() {
         None
     } else {
@@ -553,6 +550,11 @@ async fn start(
     };
     let udp = udp::UdpSocket::bind(link.listen, device.as_deref())
         .with_context(|| format!("binding UDP {}", link.listen))?;
+    let tun = tun::TunDevice::create(&link.interface)
+        .with_context(|| format!("creating TUN interface {}", link.interface))?;
+    let ifindex = netlink
+        .configure(&link.interface, u32::from(link.mtu), &link.addresses)
+        .await?;
     // A hostname endpoint arrives later from the resolver (LinkCmd::SetEndpoint).
     let endpoint = match link.peer_endpoint {
         Endpoint::Addr(addr) => Some(addr),
