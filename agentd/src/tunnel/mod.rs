@@ -318,6 +318,9 @@ impl Tunnels {
             if let Some(mut entry) = self.links.remove(&name) {
                 entry.uapi = None;
                 stop(entry.running.take()).await;
+                // A link that is gone has no fault left to recover from.
+                self.faults.clear(FaultKind::TunGone, &name);
+                self.faults.clear(FaultKind::UnderlaySend, &name);
                 self.report(LinkReport::Stopped {
                     link: name.clone(),
                     error: None,
@@ -444,21 +447,21 @@ impl Tunnels {
         }
         entry.last_attempt = crate::clock::now();
         self.next_id += 1;
-        let id = self.next_id;
-        let ended = self.ended.clone();
+        let ended = Ended {
+            tx: self.ended.clone(),
+            id: self.next_id,
+        };
         let started = start(
             &self.netlink,
             &entry.config,
             entry.counters.clone(),
             self.faults.clone(),
-            move |link: String| {
-                let _ = ended.send((link, id));
-            },
+            ended,
         )
         .await;
         match started {
-            Ok((mut running, ifindex)) => {
-                running.id = id;
+            Ok(running) => {
+                let ifindex = running.ifindex;
                 tracing::info!(link = name, interface = %entry.config.interface, "link started");
                 entry.running = Some(running);
                 entry.error = None;
@@ -523,15 +526,20 @@ impl Drop for Tunnels {
     }
 }
 
-/// Set up a link and spawn its worker; `on_end` runs on the worker's thread when it ends on its
-/// own. The caller sets [`Running::id`].
+/// Where a worker says that it ended on its own, and under which id.
+struct Ended {
+    tx: tokio_mpsc::UnboundedSender<(String, u64)>,
+    id: u64,
+}
+
+/// Set up a link and spawn its worker, which tells `ended` if it ends on its own.
 async fn start(
     netlink: &Netlink,
     link: &Link,
     counters: Arc<Counters>,
     faults: Faults,
-    on_end: impl FnOnce(String) + Send + 'static,
-) -> anyhow::Result<(Running, u32)> {
+    ended: Ended,
+) -> anyhow::Result<Running> {
     // The underlay first: a link retried while its address is missing then makes no TUN
     // device only to delete it again.
     let device = if link.listen.ip().is_unspecified() {
@@ -574,25 +582,24 @@ async fn start(
     let (commands, rx) = mpsc::channel();
     let waker = Arc::new(Waker::new().context("creating an eventfd")?);
     let thread_waker = waker.clone();
-    let name = link.name.clone();
+    let (name, id) = (link.name.clone(), ended.id);
     let thread = std::thread::Builder::new()
         .name(format!("link-{}", link.name))
         .spawn(move || {
             let exit = worker.run(rx, thread_waker);
             if !matches!(exit, Exit::Stopped) {
-                on_end(name);
+                let _ = ended.tx.send((name, ended.id));
             }
             exit
         })
         .context("spawning the link thread")?;
-    let running = Running {
-        id: 0,
+    Ok(Running {
+        id,
         ifindex,
         commands,
         waker,
         thread,
-    };
-    Ok((running, ifindex))
+    })
 }
 
 /// What `wg show` reads: keys and settings from the config, traffic from the counters.
