@@ -39,6 +39,18 @@ pub fn build(v: &View, caller_access: Access) -> Status {
         actions: v.actions.clone(),
         drill: v.drill.clone(),
         peer_drill: v.peer_drill.clone(),
+        faults: v
+            .metrics
+            .faults
+            .snapshot()
+            .into_iter()
+            .map(|f| isthmus_api::FaultStatus {
+                kind: f.kind.label().to_owned(),
+                subject: f.subject,
+                error: f.detail,
+                seconds: ago(f.since),
+            })
+            .collect(),
     }
 }
 

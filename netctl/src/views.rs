@@ -138,6 +138,13 @@ pub fn status(s: &Status) -> String {
     for w in &s.warnings {
         let _ = writeln!(out, "warning  {w}");
     }
+    for f in &s.faults {
+        let _ = writeln!(
+            out,
+            "fault    {} {} for {} s, recovering: {}",
+            f.kind, f.subject, f.seconds, f.error
+        );
+    }
     out
 }
 
@@ -691,5 +698,34 @@ mod failover_plan_tests {
         );
         let plan = failover_plan(&status(), None, "nope", "internet");
         assert!(plan.contains("route group nope: not found"), "{plan}");
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn active_faults_get_a_line_each_and_none_without_them() {
+        let mut s: Status = serde_json::from_value(serde_json::json!({
+            "agent": {"name": "aws-gw", "version": "0.1.0", "api_version": "v1", "pid": 1,
+                      "uptime_seconds": 5, "caller_access": "read"},
+            "config": {"path": "/etc/isthmus/agentd.toml", "fingerprint": "f", "loaded_seconds_ago": 1,
+                       "reloads_applied": 0, "reloads_rejected": 0},
+            "links": [], "route_groups": []
+        }))
+        .unwrap();
+        assert!(!status(&s).contains("fault"), "{}", status(&s));
+        s.faults.push(isthmus_api::FaultStatus {
+            kind: "tun_gone".to_owned(),
+            subject: "interconnect".to_owned(),
+            error: "File descriptor in bad state (os error 77)".to_owned(),
+            seconds: 3,
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("fault    tun_gone interconnect for 3 s, recovering: File descriptor"),
+            "{text}"
+        );
     }
 }

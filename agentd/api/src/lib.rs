@@ -188,6 +188,21 @@ pub struct Status {
     /// The group a drill on the peer gateway moves, as its probes say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_drill: Option<String>,
+    /// Faults agentd is recovering from by itself right now (docs/reliability.md#faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultStatus>,
+}
+
+/// One active fault: a TUN device lost, an underlay gone, route writes refused, ….
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultStatus {
+    /// The `kind` label of `isthmus_faults_total` (`tun_gone`, `underlay_send`, …).
+    pub kind: String,
+    /// What it happened to: a link, `routes`, a file, a target.
+    pub subject: String,
+    /// The error of the first attempt that failed.
+    pub error: String,
+    pub seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

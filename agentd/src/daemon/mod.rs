@@ -97,13 +97,18 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     {
         let _io = io.enter();
         let netlink = netlink::Netlink::connect()?;
-        let tunnels = Tunnels::new(netlink, config.agent.uapi_dir.clone(), inputs_tx.clone());
+        let tunnels = Tunnels::new(
+            netlink,
+            config.agent.uapi_dir.clone(),
+            inputs_tx.clone(),
+            metrics.faults.clone(),
+        );
         io.spawn(tunnels.run(links_rx));
         let kernel = routes::kernel::Kernel::connect()?;
         let (kernel_events_tx, kernel_events) = mpsc::channel(1);
         routes::kernel::watch(kernel_events_tx);
         io.spawn(routes::run(
-            RouteManager::new(kernel, config.routes.protocol),
+            RouteManager::new(kernel, config.routes.protocol).with_faults(metrics.faults.clone()),
             routes_rx,
             kernel_events,
             Box::new(|h: &routes::HostCheck| crate::host::forwarding_warnings(&h.interfaces, h.v6)),

@@ -27,6 +27,12 @@
 //! **MTU.** The tunnel route carries the smallest MTU of the group's links, so that a flow
 //! established over a jumbo interconnect survives a failover to a 1420-byte internet tunnel:
 //! TCP learns the path MTU from the route, no MSS clamping needed.
+//!
+//! **A refused write** (the kernel answers `ENODEV` for a route on a TUN device that vanished
+//! before the loop heard of it, or any other error) is [`FaultKind::RouteWrite`]: raised by the
+//! first run with a failed step, with that step's error, and cleared by the next run in which
+//! every step succeeds. Runs retry on kernel events and every [`RESYNC_EVERY`], so a refusal
+//! that lasts is retried at that pace and logged once, not once per step and run.
 
 pub mod kernel;
 pub mod plan;
@@ -40,7 +46,12 @@ use isthmus_config::Config;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::daemon::input::Input;
+use crate::faults::{FaultKind, Faults};
 use plan::{Change, KernelRoute, Target};
+
+/// The subject of [`FaultKind::RouteWrite`]: one for all of agentd's routes, so that a device
+/// that vanished under ten routes is one fault, logged once.
+pub const FAULT_SUBJECT: &str = "routes";
 
 /// Kernel route events come in bursts (our own writes among them): wait this long and
 /// reconcile once.
@@ -207,6 +218,9 @@ pub struct RouteManager<K> {
     pub fresh_conflicts: Vec<String>,
     /// Tables that held agentd's routes at the last reconcile (to clean them when unused).
     tables: Vec<u32>,
+    faults: Faults,
+    /// The first failed step's error in the current run.
+    run_error: Option<String>,
 }
 
 impl<K: KernelApi> RouteManager<K> {
@@ -221,7 +235,16 @@ impl<K: KernelApi> RouteManager<K> {
             logged: BTreeSet::new(),
             fresh_conflicts: Vec::new(),
             tables: Vec::new(),
+            faults: Faults::detached(),
+            run_error: None,
         }
+    }
+
+    /// Raise and clear [`FaultKind::RouteWrite`] in `faults` (the daemon's, counted in
+    /// `/metrics`) instead of a private table.
+    pub fn with_faults(mut self, faults: Faults) -> RouteManager<K> {
+        self.faults = faults;
+        self
     }
 
     pub fn set_protocol(&mut self, protocol: u8) {
@@ -238,6 +261,14 @@ impl<K: KernelApi> RouteManager<K> {
             self.stats.actions_failed += 1;
         } else if self.stats.writes > writes {
             self.stats.actions_ok += 1;
+        }
+        match self.run_error.take() {
+            Some(e) => {
+                self.faults.raise(FaultKind::RouteWrite, FAULT_SUBJECT, &e);
+            }
+            None => {
+                self.faults.clear(FaultKind::RouteWrite, FAULT_SUBJECT);
+            }
         }
     }
 
@@ -335,11 +366,13 @@ impl<K: KernelApi> RouteManager<K> {
         }
     }
 
+    /// A step failed: counted, and kept for the run's fault (logged there, once per episode).
     fn fail(&mut self, e: anyhow::Error) {
         let msg = format!("{e:#}");
-        tracing::warn!(error = %msg, "route reconcile step failed; retrying on the next run");
+        tracing::debug!(error = %msg, "route reconcile step failed; retrying on the next run");
         self.stats.errors += 1;
-        self.stats.last_error = Some(msg);
+        self.stats.last_error = Some(msg.clone());
+        self.run_error.get_or_insert(msg);
     }
 
     /// On a clean stop: remove the tunnel routes, keep the fail-closed ones and the rules.
@@ -351,7 +384,13 @@ impl<K: KernelApi> RouteManager<K> {
             .collect();
         let current = match self.kernel.routes(&desired.tables()).await {
             Ok(c) => c,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                self.fail(e);
+                if let Some(e) = self.run_error.take() {
+                    tracing::warn!(error = %e, "cannot read the routes to release them");
+                }
+                return;
+            }
         };
         for change in plan::plan(&keep, &current, self.protocol).changes {
             if let Change::Delete(_) = change {
@@ -583,5 +622,136 @@ pub async fn run<K: KernelApi>(
         if inputs.send(Input::Routes(report)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A kernel with one interface that can vanish: a route on a device it does not have is
+    /// refused with ENODEV, as netlink refuses it.
+    #[derive(Clone, Default)]
+    struct Kernel {
+        routes: Arc<Mutex<Vec<KernelRoute>>>,
+        devices: Arc<Mutex<Vec<u32>>>,
+        attempts: Arc<Mutex<u64>>,
+    }
+
+    impl KernelApi for Kernel {
+        async fn routes(&self, tables: &[u32]) -> anyhow::Result<Vec<KernelRoute>> {
+            let routes = self.routes.lock().unwrap();
+            Ok(routes
+                .iter()
+                .filter(|r| tables.contains(&r.table))
+                .cloned()
+                .collect())
+        }
+
+        async fn apply(&self, change: &Change) -> anyhow::Result<()> {
+            *self.attempts.lock().unwrap() += 1;
+            let mut routes = self.routes.lock().unwrap();
+            match change {
+                Change::Add(r) | Change::Replace(r) => {
+                    if let Target::Dev { ifindex, .. } = r.target {
+                        if !self.devices.lock().unwrap().contains(&ifindex) {
+                            anyhow::bail!("adding route {r}: No such device (os error 19)");
+                        }
+                    }
+                    routes.retain(|x| x.identity() != r.identity());
+                    routes.push(r.clone());
+                }
+                Change::Delete(r) => routes.retain(|x| x != r),
+            }
+            Ok(())
+        }
+
+        async fn rules(&self, _protocol: u8) -> anyhow::Result<Vec<Rule>> {
+            Ok(Vec::new())
+        }
+
+        async fn add_rule(&self, _rule: Rule) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn delete_rule(&self, _rule: Rule) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn wanted(ifindex: u32) -> Desired {
+        let dst = "10.2.0.0/16".parse().unwrap();
+        let route = |metric, target| Wanted {
+            route: KernelRoute {
+                table: isthmus_config::MAIN_TABLE,
+                dst,
+                metric,
+                protocol: 73,
+                target,
+                mtu: None,
+            },
+            group: "remote".to_owned(),
+            link: None,
+        };
+        Desired {
+            routes: vec![
+                route(
+                    100,
+                    Target::Dev {
+                        ifindex,
+                        gateway: None,
+                    },
+                ),
+                route(FAIL_CLOSED_METRIC, Target::Unreachable),
+            ],
+            rules: BTreeSet::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_on_a_vanished_device_is_one_fault_retried_until_the_new_device_comes() {
+        let kernel = Kernel::default();
+        kernel.devices.lock().unwrap().push(7);
+        let faults = Faults::detached();
+        let mut manager = RouteManager::new(kernel.clone(), 73).with_faults(faults.clone());
+        manager.reconcile(&wanted(7)).await;
+        assert_eq!(kernel.routes.lock().unwrap().len(), 2);
+
+        // The device vanishes (its route with it) before the loop hears of it: every run
+        // retries the write and is refused, one fault for all of them.
+        kernel.devices.lock().unwrap().clear();
+        kernel
+            .routes
+            .lock()
+            .unwrap()
+            .retain(|r| r.target == Target::Unreachable);
+        for _ in 0..5 {
+            manager.reconcile(&wanted(7)).await;
+        }
+        assert_eq!(faults.count(FaultKind::RouteWrite), 1);
+        assert!(faults.is_active(FaultKind::RouteWrite, FAULT_SUBJECT));
+        assert_eq!(manager.stats.errors, 5);
+        assert!(
+            faults.snapshot()[0].detail.contains("No such device"),
+            "{:?}",
+            faults.snapshot()
+        );
+        // The fail-closed route stayed: nothing leaks meanwhile.
+        assert_eq!(
+            *kernel.routes.lock().unwrap(),
+            vec![wanted(7).routes[1].route.clone()]
+        );
+
+        // The link is back on a new device: the plan names it, the write goes, the fault
+        // clears, and each route is there once.
+        kernel.devices.lock().unwrap().push(8);
+        manager.reconcile(&wanted(8)).await;
+        assert!(!faults.is_active(FaultKind::RouteWrite, FAULT_SUBJECT));
+        let mut routes = kernel.routes.lock().unwrap().clone();
+        routes.sort_by_key(|r| r.metric);
+        assert_eq!(routes, wanted(8).kernel_routes());
+        assert_eq!(faults.count(FaultKind::RouteWrite), 1);
     }
 }

@@ -13,12 +13,22 @@
 //! failed with the reason and retried every [`RETRY_EVERY`]; the other links run on. Hostname
 //! endpoints are resolved by the resolver adapter, never here: the loop sends the address with
 //! [`LinkCmd::SetEndpoint`].
+//!
+//! **A TUN device lost while running** (deleted behind agentd's back, moved to another
+//! namespace) is [`FaultKind::TunGone`]: the worker notices a deleted device at once and ends
+//! (it tells the adapter through the `ended` channel); a device that vanished from agentd's
+//! namespace while its fd still works is noticed by [`LinkCmd::Maintain`], which checks that
+//! each running link's interface still has its index. The link is reported stopped (its routes
+//! fall back to the fail-closed route) and recreated with the same name, MTU and addresses at
+//! once, then after [`RECREATE_FIRST`], doubling up to [`RECREATE_MAX`] while it cannot be; the
+//! fault is logged once and cleared when the link runs again.
 
 pub mod counters;
 pub mod table;
 mod tun;
 pub mod uapi;
 mod udp;
+mod underlay;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -35,12 +45,19 @@ use isthmus_config::{Endpoint, Link};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::daemon::input::Input;
+use crate::faults::{FaultKind, Faults};
 use crate::netlink::Netlink;
 use counters::Counters;
-use worker::{Command, Keys, Waker, Worker};
+use worker::{Command, Exit, Keys, Parts, Waker, Worker};
 
 /// How often a link that failed to start (or whose worker ended) is tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(10);
+/// A link whose TUN device was lost is recreated at once; if that fails, again after this,
+/// doubling each time: quick when the name frees up soon, paced when it does not.
+pub const RECREATE_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts to recreate a lost TUN device: recovery comes at most
+/// this long after the device can be created again.
+pub const RECREATE_MAX: Duration = Duration::from_secs(4);
 
 /// What the event loop asks of the links adapter.
 #[derive(Debug)]
@@ -77,11 +94,20 @@ pub enum LinkReport {
 }
 
 struct Running {
+    /// Tells this worker's end (in the `ended` channel) from an earlier one's.
+    id: u64,
     /// The TUN interface's index, for routes.
     ifindex: u32,
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
-    thread: JoinHandle<()>,
+    thread: JoinHandle<Exit>,
+}
+
+/// A link being recreated after its TUN device was lost: when to try next, and the wait after.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    next: Instant,
+    delay: Duration,
 }
 
 struct LinkEntry {
@@ -93,6 +119,8 @@ struct LinkEntry {
     uapi: Option<uapi::UapiHandle>,
     error: Option<String>,
     last_attempt: Instant,
+    /// Set while the link recreates a lost TUN device ([`FaultKind::TunGone`] is active).
+    recovery: Option<Recovery>,
 }
 
 pub struct Tunnels {
@@ -100,6 +128,11 @@ pub struct Tunnels {
     uapi_dir: PathBuf,
     links: BTreeMap<String, LinkEntry>,
     reports: tokio_mpsc::Sender<Input>,
+    faults: Faults,
+    /// Workers say here that they ended on their own: (link, worker id).
+    ended: tokio_mpsc::UnboundedSender<(String, u64)>,
+    ended_rx: Option<tokio_mpsc::UnboundedReceiver<(String, u64)>>,
+    next_id: u64,
 }
 
 fn keys_of(link: &Link) -> Keys {
@@ -122,18 +155,52 @@ fn needs_restart(old: &Link, new: &Link) -> bool {
 }
 
 impl Tunnels {
-    pub fn new(netlink: Netlink, uapi_dir: PathBuf, reports: tokio_mpsc::Sender<Input>) -> Tunnels {
+    pub fn new(
+        netlink: Netlink,
+        uapi_dir: PathBuf,
+        reports: tokio_mpsc::Sender<Input>,
+        faults: Faults,
+    ) -> Tunnels {
+        let (ended, ended_rx) = tokio_mpsc::unbounded_channel();
         Tunnels {
             netlink,
             uapi_dir,
             links: BTreeMap::new(),
             reports,
+            faults,
+            ended,
+            ended_rx: Some(ended_rx),
+            next_id: 0,
         }
     }
 
-    /// The adapter: carry out commands one at a time until the loop goes away.
+    /// The adapter: carry out commands one at a time until the loop goes away; recreate links
+    /// whose TUN device was lost.
     pub async fn run(mut self, mut commands: tokio_mpsc::UnboundedReceiver<LinkCmd>) {
-        while let Some(cmd) = commands.recv().await {
+        let Some(mut ended) = self.ended_rx.take() else {
+            return;
+        };
+        loop {
+            let due = self
+                .links
+                .values()
+                .filter_map(|e| e.recovery)
+                .map(|r| r.next)
+                .min();
+            let cmd = tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+                Some((link, id)) = ended.recv() => {
+                    self.worker_ended(&link, Some(id)).await;
+                    continue;
+                }
+                _ = sleep_until(due), if due.is_some() => {
+                    self.recover_due().await;
+                    continue;
+                }
+            };
             match cmd {
                 LinkCmd::Apply(links) => {
                     let changes = self.apply(links).await;
@@ -152,6 +219,80 @@ impl Tunnels {
             }
         }
         self.stop_all().await;
+    }
+
+    /// A worker ended on its own (`id`: the one that said so; `None`: noticed by
+    /// [`Tunnels::maintain`]). A lost TUN device starts a recovery; anything else is a bug,
+    /// logged, and the link restarts like one that failed to start.
+    async fn worker_ended(&mut self, name: &str, id: Option<u64>) {
+        let Some(entry) = self.links.get_mut(name) else {
+            return;
+        };
+        let Some(running) = entry.running.take_if(|r| id.is_none_or(|id| r.id == id)) else {
+            return;
+        };
+        entry.uapi = None;
+        let exit = join(running).await;
+        let error = match exit {
+            Some(Exit::TunGone(e)) => {
+                // The worker raised the fault (the one warning of this episode).
+                entry.recovery = Some(Recovery {
+                    next: crate::clock::now(),
+                    delay: RECREATE_FIRST,
+                });
+                format!("the TUN device is gone ({e}); recreating it")
+            }
+            Some(Exit::Stopped) | None => {
+                let error = "the link's worker thread ended; restarting it".to_owned();
+                tracing::error!(link = %name, "{error}");
+                entry.last_attempt = crate::clock::now();
+                error
+            }
+        };
+        entry.error = Some(error.clone());
+        self.report(LinkReport::Stopped {
+            link: name.to_owned(),
+            error: Some(error),
+        })
+        .await;
+        self.recover_due().await;
+    }
+
+    /// The TUN device of a running link vanished from the namespace while its fd still works
+    /// (moved to another namespace): stop the worker and recover as if it had ended.
+    async fn tun_vanished(&mut self, name: &str, detail: String) {
+        let Some(entry) = self.links.get_mut(name) else {
+            return;
+        };
+        self.faults.raise(FaultKind::TunGone, name, &detail);
+        entry.uapi = None;
+        stop(entry.running.take()).await;
+        entry.recovery = Some(Recovery {
+            next: crate::clock::now(),
+            delay: RECREATE_FIRST,
+        });
+        let error = format!("{detail}; recreating it");
+        entry.error = Some(error.clone());
+        self.report(LinkReport::Stopped {
+            link: name.to_owned(),
+            error: Some(error),
+        })
+        .await;
+        self.recover_due().await;
+    }
+
+    /// Try again every link whose recovery is due.
+    async fn recover_due(&mut self) {
+        let now = crate::clock::now();
+        let due: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, e)| e.running.is_none() && e.recovery.is_some_and(|r| r.next <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.start_if_stopped(&name).await;
+        }
     }
 
     async fn report(&self, r: LinkReport) {
@@ -177,6 +318,9 @@ impl Tunnels {
             if let Some(mut entry) = self.links.remove(&name) {
                 entry.uapi = None;
                 stop(entry.running.take()).await;
+                // A link that is gone has no fault left to recover from.
+                self.faults.clear(FaultKind::TunGone, &name);
+                self.faults.clear(FaultKind::UnderlaySend, &name);
                 self.report(LinkReport::Stopped {
                     link: name.clone(),
                     error: None,
@@ -220,6 +364,7 @@ impl Tunnels {
                             uapi: None,
                             error: None,
                             last_attempt: crate::clock::now(),
+                            recovery: None,
                         },
                     );
                     changes.push(format!("link {name}: added"));
@@ -255,32 +400,37 @@ impl Tunnels {
         changes
     }
 
-    /// Retry links that failed to start, and notice workers that ended on their own.
+    /// Retry links that failed to start, notice workers that ended on their own and TUN
+    /// devices that left the namespace.
     async fn maintain(&mut self) {
         let names: Vec<String> = self.links.keys().cloned().collect();
         for name in names {
             let Some(entry) = self.links.get_mut(&name) else {
                 continue;
             };
-            if entry
-                .running
-                .as_ref()
-                .is_some_and(|r| r.thread.is_finished())
-            {
-                entry.uapi = None;
-                stop(entry.running.take()).await;
-                let error = "the link's worker thread ended; restarting it".to_owned();
-                tracing::error!(link = %name, "{error}");
-                entry.error = Some(error.clone());
-                entry.last_attempt = crate::clock::now();
-                self.report(LinkReport::Stopped {
-                    link: name.clone(),
-                    error: Some(error),
-                })
-                .await;
+            if let Some(running) = &entry.running {
+                if running.thread.is_finished() {
+                    self.worker_ended(&name, None).await;
+                    continue;
+                }
+                let (interface, ifindex) = (entry.config.interface.clone(), running.ifindex);
+                match self.netlink.index_of(&interface).await {
+                    Ok(Some(i)) if i == ifindex => {}
+                    Ok(found) => {
+                        let now = found.map_or("none".to_owned(), |i| i.to_string());
+                        let detail = format!(
+                            "interface {interface} (index {ifindex}) is gone from agentd's \
+                             namespace (index now: {now})"
+                        );
+                        self.tun_vanished(&name, detail).await;
+                    }
+                    // Netlink itself failing is not the device's fault: look again next time.
+                    Err(e) => tracing::debug!(link = %name, error = %format!("{e:#}"),
+                        "cannot check the link's interface"),
+                }
                 continue;
             }
-            if entry.running.is_none()
+            if entry.recovery.is_none()
                 && crate::clock::now().saturating_duration_since(entry.last_attempt) >= RETRY_EVERY
             {
                 self.start_if_stopped(&name).await;
@@ -296,12 +446,28 @@ impl Tunnels {
             return;
         }
         entry.last_attempt = crate::clock::now();
-        match start(&self.netlink, &entry.config, entry.counters.clone()).await {
+        self.next_id += 1;
+        let ended = Ended {
+            tx: self.ended.clone(),
+            id: self.next_id,
+        };
+        let started = start(
+            &self.netlink,
+            &entry.config,
+            entry.counters.clone(),
+            self.faults.clone(),
+            ended,
+        )
+        .await;
+        match started {
             Ok(running) => {
-                tracing::info!(link = name, interface = %entry.config.interface, "link started");
                 let ifindex = running.ifindex;
+                tracing::info!(link = name, interface = %entry.config.interface, "link started");
                 entry.running = Some(running);
                 entry.error = None;
+                if entry.recovery.take().is_some() {
+                    self.faults.clear(FaultKind::TunGone, name);
+                }
                 let snapshot = uapi_snapshot(entry.shared.clone(), entry.counters.clone());
                 match uapi::serve(&self.uapi_dir, &entry.config.interface, snapshot) {
                     Ok(handle) => entry.uapi = Some(handle),
@@ -319,7 +485,14 @@ impl Tunnels {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                if entry.error.as_deref() != Some(&msg) {
+                if let Some(r) = &mut entry.recovery {
+                    // Still the TUN fault of this episode: logged when it was raised.
+                    self.faults.raise(FaultKind::TunGone, name, &msg);
+                    r.next = crate::clock::now() + r.delay;
+                    r.delay = (r.delay * 2).min(RECREATE_MAX);
+                    tracing::debug!(link = name, error = %msg, retry_in_ms = r.delay.as_millis() as u64,
+                        "recreating the link failed");
+                } else if entry.error.as_deref() != Some(&msg) {
                     tracing::error!(link = name, error = %msg, "link cannot start; retrying every 10 s");
                 }
                 entry.error = Some(msg.clone());
@@ -353,12 +526,22 @@ impl Drop for Tunnels {
     }
 }
 
-async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyhow::Result<Running> {
-    let tun = tun::TunDevice::create(&link.interface)
-        .with_context(|| format!("creating TUN interface {}", link.interface))?;
-    let ifindex = netlink
-        .configure(&link.interface, u32::from(link.mtu), &link.addresses)
-        .await?;
+/// Where a worker says that it ended on its own, and under which id.
+struct Ended {
+    tx: tokio_mpsc::UnboundedSender<(String, u64)>,
+    id: u64,
+}
+
+/// Set up a link and spawn its worker, which tells `ended` if it ends on its own.
+async fn start(
+    netlink: &Netlink,
+    link: &Link,
+    counters: Arc<Counters>,
+    faults: Faults,
+    ended: Ended,
+) -> anyhow::Result<Running> {
+    // The underlay first: a link retried while its address is missing then makes no TUN
+    // device only to delete it again.
     let device = if link.listen.ip().is_unspecified() {
         None
     } else {
@@ -375,28 +558,43 @@ async fn start(netlink: &Netlink, link: &Link, counters: Arc<Counters>) -> anyho
     };
     let udp = udp::UdpSocket::bind(link.listen, device.as_deref())
         .with_context(|| format!("binding UDP {}", link.listen))?;
+    let tun = tun::TunDevice::create(&link.interface)
+        .with_context(|| format!("creating TUN interface {}", link.interface))?;
+    let ifindex = netlink
+        .configure(&link.interface, u32::from(link.mtu), &link.addresses)
+        .await?;
     // A hostname endpoint arrives later from the resolver (LinkCmd::SetEndpoint).
     let endpoint = match link.peer_endpoint {
         Endpoint::Addr(addr) => Some(addr),
         Endpoint::Host { .. } => None,
     };
-    let worker = Worker::new(
+    let parts = Parts {
+        link: link.name.clone(),
         tun,
         udp,
-        &keys_of(link),
-        link.allowed_ips.clone(),
+        allowed: link.allowed_ips.clone(),
         endpoint,
-        link.mtu,
+        mtu: link.mtu,
         counters,
-    );
+        faults,
+    };
+    let worker = Worker::new(parts, &keys_of(link));
     let (commands, rx) = mpsc::channel();
     let waker = Arc::new(Waker::new().context("creating an eventfd")?);
     let thread_waker = waker.clone();
+    let (name, id) = (link.name.clone(), ended.id);
     let thread = std::thread::Builder::new()
         .name(format!("link-{}", link.name))
-        .spawn(move || worker.run(rx, thread_waker))
+        .spawn(move || {
+            let exit = worker.run(rx, thread_waker);
+            if !matches!(exit, Exit::Stopped) {
+                let _ = ended.tx.send((name, ended.id));
+            }
+            exit
+        })
         .context("spawning the link thread")?;
     Ok(Running {
+        id,
         ifindex,
         commands,
         waker,
@@ -437,11 +635,28 @@ fn send(running: &Running, cmd: Command) {
 async fn stop(running: Option<Running>) {
     if let Some(running) = running {
         send(&running, Command::Stop);
-        // The worker answers within one poll wake-up; dropping its TUN fd removes the interface.
-        // The join blocks, so it waits on the blocking pool, not on the runtime's thread.
-        let joined = tokio::task::spawn_blocking(move || running.thread.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
+        join(running).await;
+    }
+}
+
+/// Wait for a worker's thread to end: how it ended, `None` if it panicked.
+async fn join(running: Running) -> Option<Exit> {
+    // The worker answers within one poll wake-up; dropping its TUN fd removes the interface.
+    // The join blocks, so it waits on the blocking pool, not on the runtime's thread.
+    let joined = tokio::task::spawn_blocking(move || running.thread.join()).await;
+    match joined {
+        Ok(Ok(exit)) => Some(exit),
+        _ => {
             tracing::error!("a link worker panicked");
+            None
         }
+    }
+}
+
+/// Sleep until `at`; forever if there is nothing to wait for (the select! guard skips it).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

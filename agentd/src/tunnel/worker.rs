@@ -11,6 +11,13 @@
 //! keepalives and rekeying, and stamps "session established". An expired `Tunn` (90 s without an
 //! answered handshake) never retries on its own; the worker restarts its handshake every
 //! [`EXPIRED_RETRY`] so that an idle backup link comes back when its path does.
+//!
+//! **Faults.** A TUN device deleted behind agentd's back leaves its fd readable forever with
+//! `EBADFD` (poll says `POLLERR`): the worker would spin. The first such error on the TUN
+//! (`EBADFD`, `EIO`, `ENODEV`, `ENXIO`, or an error or hang-up from poll) raises
+//! [`FaultKind::TunGone`] and ends the worker with [`Exit::TunGone`]; the links adapter, told at
+//! once through the `ended` channel, recreates the link. Underlay send errors are tracked by
+//! [`Underlay`], once per episode.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +36,8 @@ use isthmus_offload::{Coalescer, VnetHdr, SLOT_LEN};
 use super::counters::{Counters, DropReason};
 use super::tun::TunDevice;
 use super::udp::{RecvBatch, UdpSocket, GSO_MAX_BYTES, GSO_MAX_SEGMENTS};
+use super::underlay::Underlay;
+use crate::faults::{FaultKind, Faults};
 
 /// boringtun's clock tick; its timers have 1 s granularity at best, 100 ms keeps handshake
 /// stamps within 0.1 s of the truth.
@@ -75,9 +84,26 @@ pub enum Command {
     SetAllowedIps(Vec<IpNetwork>),
 }
 
+/// Why a worker ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// Asked to ([`Command::Stop`]), or the daemon's side of the channel is gone.
+    Stopped,
+    /// The TUN device failed for good (deleted behind agentd's back): recreate the link.
+    TunGone(io::Error),
+}
+
+/// Errors of a TUN fd whose device is gone; anything else is one packet's trouble.
+fn tun_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD | libc::EIO | libc::ENODEV | libc::ENXIO)
+    )
+}
+
 pub struct Worker {
     tun: TunDevice,
-    udp: UdpSocket,
+    udp: Underlay,
     tunn: Tunn,
     allowed: Vec<IpNetwork>,
     endpoint: Option<SocketAddr>,
@@ -87,6 +113,10 @@ pub struct Worker {
     last_expired_retry: Instant,
     /// boringtun's "time since last handshake" at the last check, to notice new handshakes.
     last_handshake_age: Option<Duration>,
+    /// The first fatal TUN error, set on the packet path and acted on once per wake-up.
+    tun_failed: Option<io::Error>,
+    faults: Faults,
+    link: String,
 }
 
 /// A wake-up handle: an eventfd the worker polls.
@@ -130,20 +160,34 @@ pub fn new_tunn(keys: &Keys) -> Tunn {
     )
 }
 
+/// What a worker is made of besides its keys: the link's devices and settings.
+pub struct Parts {
+    pub link: String,
+    pub tun: TunDevice,
+    pub udp: UdpSocket,
+    pub allowed: Vec<IpNetwork>,
+    pub endpoint: Option<SocketAddr>,
+    pub mtu: u16,
+    pub counters: Arc<Counters>,
+    pub faults: Faults,
+}
+
 impl Worker {
-    pub fn new(
-        tun: TunDevice,
-        udp: UdpSocket,
-        keys: &Keys,
-        allowed: Vec<IpNetwork>,
-        endpoint: Option<SocketAddr>,
-        mtu: u16,
-        counters: Arc<Counters>,
-    ) -> Worker {
+    pub fn new(parts: Parts, keys: &Keys) -> Worker {
+        let Parts {
+            link,
+            tun,
+            udp,
+            allowed,
+            endpoint,
+            mtu,
+            counters,
+            faults,
+        } = parts;
         counters.set_endpoint(endpoint);
         Worker {
             tun,
-            udp,
+            udp: Underlay::new(udp, faults.clone(), &link),
             tunn: new_tunn(keys),
             allowed,
             endpoint,
@@ -151,11 +195,15 @@ impl Worker {
             counters,
             last_expired_retry: crate::clock::now(),
             last_handshake_age: None,
+            tun_failed: None,
+            faults,
+            link,
         }
     }
 
-    /// Run until [`Command::Stop`] or the daemon's side of the channel is gone.
-    pub fn run(mut self, commands: Receiver<Command>, waker: Arc<Waker>) {
+    /// Run until [`Command::Stop`], the daemon's side of the channel is gone, or the TUN
+    /// device is.
+    pub fn run(mut self, commands: Receiver<Command>, waker: Arc<Waker>) -> Exit {
         let mut bufs = Buffers::new();
         self.initiate(&mut bufs.scratch);
         let mut next_tick = crate::clock::now() + TICK;
@@ -165,7 +213,7 @@ impl Worker {
             let wait = next_tick.saturating_duration_since(now);
             let mut fds = [
                 pollfd(self.tun.as_fd().as_raw_fd()),
-                pollfd(self.udp.as_fd().as_raw_fd()),
+                pollfd(self.udp.socket().as_fd().as_raw_fd()),
                 pollfd(waker.0.as_raw_fd()),
             ];
             // SAFETY: fds is a live array of 3 pollfds.
@@ -179,7 +227,9 @@ impl Worker {
                 waker.drain();
                 loop {
                     match commands.try_recv() {
-                        Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return,
+                        Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
+                            return Exit::Stopped
+                        }
                         Ok(cmd) => self.handle(cmd, &mut bufs.scratch),
                         Err(TryRecvError::Empty) => break,
                     }
@@ -188,8 +238,25 @@ impl Worker {
             if fds[1].revents != 0 {
                 self.decrypt_from_network(&mut bufs);
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // A read says why (EBADFD for a deleted device).
+                if let Err(e) = self.tun.read(&mut bufs.tun_read) {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.tun_failed.get_or_insert(e);
+                    }
+                }
+                if self.tun_failed.is_none() {
+                    self.tun_failed = Some(io::Error::other(format!(
+                        "poll reports {:#x} on the TUN device",
+                        fds[0].revents
+                    )));
+                }
+            } else if fds[0].revents != 0 {
                 self.encrypt_from_tun(&mut bufs);
+            }
+            if let Some(e) = self.tun_failed.take() {
+                self.faults.raise(FaultKind::TunGone, &self.link, &e);
+                return Exit::TunGone(e);
             }
             if crate::clock::now() >= next_tick {
                 self.tick(&mut bufs.scratch);
@@ -271,7 +338,11 @@ impl Worker {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::debug!(error = %e, "TUN read failed");
+                    if tun_gone(&e) {
+                        self.tun_failed.get_or_insert(e);
+                    } else {
+                        tracing::debug!(error = %e, "TUN read failed");
+                    }
                     break;
                 }
             };
@@ -309,7 +380,7 @@ impl Worker {
     /// UDP → decrypt → TUN.
     fn decrypt_from_network(&mut self, bufs: &mut Buffers) {
         for _ in 0..UDP_BATCHES_PER_WAKE {
-            let filled = match self.udp.recv_batch(&mut bufs.rx) {
+            let filled = match self.udp.socket().recv_batch(&mut bufs.rx) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -329,12 +400,14 @@ impl Worker {
                 }
                 for datagram in buf.chunks(segment) {
                     if bufs.to_tun.is_full() {
-                        bufs.to_tun.flush(&self.tun, &self.counters);
+                        bufs.to_tun
+                            .flush(&self.tun, &self.counters, &mut self.tun_failed);
                     }
                     self.decapsulate(datagram, from, &mut bufs.to_tun, &mut bufs.scratch);
                 }
             }
-            bufs.to_tun.flush(&self.tun, &self.counters);
+            bufs.to_tun
+                .flush(&self.tun, &self.counters, &mut self.tun_failed);
             if filled < super::udp::RECV_BATCH {
                 break;
             }
@@ -423,7 +496,7 @@ impl Worker {
 /// Encrypt one wire-sized packet into the GSO batch (or send a handshake it triggered).
 fn encapsulate(
     tunn: &mut Tunn,
-    udp: &UdpSocket,
+    udp: &Underlay,
     counters: &Counters,
     allowed: &[IpNetwork],
     endpoint: Option<SocketAddr>,
@@ -477,7 +550,7 @@ fn link_local(dst: IpAddr) -> bool {
     }
 }
 
-fn send_control(udp: &UdpSocket, counters: &Counters, endpoint: Option<SocketAddr>, p: &[u8]) {
+fn send_control(udp: &Underlay, counters: &Counters, endpoint: Option<SocketAddr>, p: &[u8]) {
     let Some(to) = endpoint else {
         counters.count_drop(DropReason::NoEndpoint);
         return;
@@ -538,7 +611,7 @@ impl TxBatch {
     fn make_room(
         &mut self,
         need: usize,
-        udp: &UdpSocket,
+        udp: &Underlay,
         counters: &Counters,
         to: Option<SocketAddr>,
     ) {
@@ -548,7 +621,7 @@ impl TxBatch {
     }
 
     /// Account for `n` bytes just written at `len`.
-    fn push(&mut self, n: usize, udp: &UdpSocket, counters: &Counters, to: Option<SocketAddr>) {
+    fn push(&mut self, n: usize, udp: &Underlay, counters: &Counters, to: Option<SocketAddr>) {
         if self.count > 0 && n > self.segment {
             // Longer than the run: send the run, then start a new one with this datagram.
             let start = self.len;
@@ -565,7 +638,7 @@ impl TxBatch {
         }
     }
 
-    fn flush(&mut self, udp: &UdpSocket, counters: &Counters, to: Option<SocketAddr>) {
+    fn flush(&mut self, udp: &Underlay, counters: &Counters, to: Option<SocketAddr>) {
         if self.count > 0 {
             if let Some(to) = to {
                 if let Err(e) = udp.send_segments(&self.buf[..self.len], self.segment, to) {
@@ -623,7 +696,8 @@ impl ToTun {
         self.lens.push(len);
     }
 
-    fn flush(&mut self, tun: &TunDevice, counters: &Counters) {
+    /// Write the packets out; the first error that says the device is gone goes to `failed`.
+    fn flush(&mut self, tun: &TunDevice, counters: &Counters, failed: &mut Option<io::Error>) {
         if self.lens.is_empty() {
             return;
         }
@@ -633,6 +707,9 @@ impl ToTun {
                 if let Err(e) = tun.write(write) {
                     tracing::trace!(error = %e, "TUN write failed");
                     counters.count_drop(DropReason::IoError);
+                    if failed.is_none() && tun_gone(&e) {
+                        *failed = Some(e);
+                    }
                 }
             });
         if result.is_err() {
