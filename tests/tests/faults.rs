@@ -8,7 +8,6 @@
 //! fault lasts. Two gateways with apps behind them; the tests run one at a time (timing).
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,23 +28,9 @@ fn start(tag: &str) -> (TwoClouds, Agentd, Agentd) {
     (clouds, aws, oci)
 }
 
-fn ip_in(ns: &Netns, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns.name()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// agentd's routes in every table, as `ip route show table all proto 73` prints them.
 fn owned_routes(ns: &Netns) -> Vec<String> {
-    ip_in(ns, &["route", "show", "table", "all", "proto", PROTO])
+    ns.ip(&["route", "show", "table", "all", "proto", PROTO])
         .lines()
         .map(|l| l.trim().to_owned())
         .collect()
@@ -53,7 +38,7 @@ fn owned_routes(ns: &Netns) -> Vec<String> {
 
 /// The interfaces of the namespace by name, from `ip -o link`.
 fn interfaces(ns: &Netns) -> Vec<String> {
-    ip_in(ns, &["-o", "link", "show"])
+    ns.ip(&["-o", "link", "show"])
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_owned())
@@ -178,14 +163,15 @@ const SPINNING: f64 = 0.5;
 
 /// The TUN's MTU and addresses, as `ip -o addr` and `ip -o link` show them.
 fn tun_settings(ns: &Netns, dev: &str) -> (String, Vec<String>) {
-    let link = ip_in(ns, &["-o", "link", "show", "dev", dev]);
+    let link = ns.ip(&["-o", "link", "show", "dev", dev]);
     let mtu = link
         .split(" mtu ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_default()
         .to_owned();
-    let addrs = ip_in(ns, &["-o", "-4", "addr", "show", "dev", dev])
+    let addrs = ns
+        .ip(&["-o", "-4", "addr", "show", "dev", dev])
         .lines()
         .filter_map(|l| l.split(" inet ").nth(1))
         .filter_map(|s| s.split_whitespace().next())
@@ -206,7 +192,7 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
 
     // Episode 1: the device deleted; it can be created again at once.
     let deleted = Instant::now();
-    ip_in(ns, &["link", "del", "dev", &ic]);
+    ns.ip(&["link", "del", "dev", &ic]);
     let recreated = wait_for("the TUN device recreated", RECOVERY, || {
         let names = interfaces(ns);
         if names.contains(&ic) {
@@ -243,8 +229,8 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
     // is gone, which a link needs to start): retries are paced, not a busy loop, and silent.
     let dev = clouds.underlay_interfaces(0)[0].clone();
     let underlay = format!("{}/24", PATHS[0].underlay[0]);
-    ip_in(ns, &["addr", "del", &underlay, "dev", &dev]);
-    ip_in(ns, &["link", "del", "dev", &ic]);
+    ns.ip(&["addr", "del", &underlay, "dev", &dev]);
+    ns.ip(&["link", "del", "dev", &ic]);
     std::thread::sleep(Duration::from_millis(500));
     let cpu = cpu_share(&aws, Duration::from_secs(3));
     println!(
@@ -278,7 +264,7 @@ fn a_deleted_tun_device_is_recreated_with_its_routes_and_the_fault_is_logged_and
     );
 
     let restored = Instant::now();
-    ip_in(ns, &["addr", "add", &underlay, "dev", &dev]);
+    ns.ip(&["addr", "add", &underlay, "dev", &dev]);
     wait_for("the TUN device recreated", RECOVERY, || {
         interfaces(ns)
             .contains(&ic)
@@ -338,7 +324,7 @@ fn underlay_fault(tag: &str, what: &str, cut: &[&str], restore: &[&str]) {
     assert_eq!(faults(&clouds, "underlay_send"), (0, 0));
 
     let (cut, restore) = (fill(cut), fill(restore));
-    ip_in(ns, &cut.iter().map(String::as_str).collect::<Vec<_>>());
+    ns.ip(&cut.iter().map(String::as_str).collect::<Vec<_>>());
     let failed_over = wait_for("failover to the internet link", UP, || {
         match clouds.aws.active("remote").as_deref() {
             Some("internet") => Ok(()),
@@ -364,7 +350,7 @@ fn underlay_fault(tag: &str, what: &str, cut: &[&str], restore: &[&str]) {
     );
 
     let restored = Instant::now();
-    ip_in(ns, &restore.iter().map(String::as_str).collect::<Vec<_>>());
+    ns.ip(&restore.iter().map(String::as_str).collect::<Vec<_>>());
     clouds.aws.wait_health("interconnect", "up", RECOVERY);
     let up = restored.elapsed();
     clouds.aws.wait_active("remote", "interconnect", RECOVERY);
@@ -428,7 +414,7 @@ fn a_tun_device_moved_out_of_the_namespace_leaves_no_stale_route_and_is_recreate
     // owned route on it, and every write of that route (on the old index) is refused with
     // ENODEV until the links adapter notices and recreates the device.
     let moved = Instant::now();
-    ip_in(ns, &["link", "set", "dev", &ic, "netns", elsewhere.name()]);
+    ns.ip(&["link", "set", "dev", &ic, "netns", elsewhere.name()]);
     let recreated = wait_for("the TUN device recreated", RECOVERY, || {
         interfaces(ns)
             .contains(&ic)

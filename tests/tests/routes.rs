@@ -12,22 +12,8 @@ const LINKS: [&str; 2] = ["interconnect", "internet"];
 const UP: Duration = Duration::from_secs(15);
 const PROTO: &str = "73";
 
-fn ip_out(ns: &Netns, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns.name()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn owned_routes(ns: &Netns) -> Vec<String> {
-    ip_out(ns, &["route", "show", "proto", PROTO])
+    ns.ip(&["route", "show", "proto", PROTO])
         .lines()
         .map(|l| l.trim().to_owned())
         .collect()
@@ -123,20 +109,17 @@ fn routes_follow_the_config_survive_an_unchanged_reload_and_return_after_deletio
 
     // Someone deletes the tunnel route: it is back within a second (bounded generously).
     let start = Instant::now();
-    ip_out(
-        ns,
-        &[
-            "route",
-            "del",
-            "10.2.0.0/16",
-            "dev",
-            &ic,
-            "metric",
-            "100",
-            "proto",
-            PROTO,
-        ],
-    );
+    ns.ip(&[
+        "route",
+        "del",
+        "10.2.0.0/16",
+        "dev",
+        &ic,
+        "metric",
+        "100",
+        "proto",
+        PROTO,
+    ]);
     loop {
         if owned_routes(ns)
             .iter()
@@ -214,25 +197,22 @@ fn a_foreign_route_to_a_remote_cidr_is_reported_and_left_alone() {
     let clouds = TwoClouds::new("rf").with_apps();
     let ns = &clouds.aws.ns;
     // The administrator's static route, same table, destination and metric as agentd's.
-    ip_out(
-        ns,
-        &[
-            "route",
-            "add",
-            "10.2.0.0/16",
-            "via",
-            PATHS[1].underlay[1],
-            "metric",
-            "100",
-            "proto",
-            "static",
-        ],
-    );
+    ns.ip(&[
+        "route",
+        "add",
+        "10.2.0.0/16",
+        "via",
+        PATHS[1].underlay[1],
+        "metric",
+        "100",
+        "proto",
+        "static",
+    ]);
     let _aws = Agentd::start(&clouds.aws.fx, ns);
     let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     clouds.aws.wait_links_up(&LINKS, UP);
     std::thread::sleep(Duration::from_millis(300));
-    let all = ip_out(ns, &["route", "show", "10.2.0.0/16"]);
+    let all = ns.ip(&["route", "show", "10.2.0.0/16"]);
     let foreign = all
         .lines()
         .find(|l| l.contains(&format!("via {}", PATHS[1].underlay[1])));
@@ -276,8 +256,8 @@ fn a_separate_table_gets_its_policy_rule_and_both_go_when_unused() {
     let ns = &clouds.aws.ns;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let rules = ip_out(ns, &["rule", "show"]);
-        let table = ip_out(ns, &["route", "show", "table", "1000", "proto", PROTO]);
+        let rules = ns.ip(&["rule", "show"]);
+        let table = ns.ip(&["route", "show", "table", "1000", "proto", PROTO]);
         if rules.contains("5273:")
             && rules.contains("lookup 1000")
             && table.contains("unreachable 10.2.0.0/16")
@@ -303,12 +283,11 @@ fn a_separate_table_gets_its_policy_rule_and_both_go_when_unused() {
     clouds.aws.fx.write_config(&toml::to_string(&doc).unwrap());
     assert_eq!(netctl(&clouds.aws.fx.socket(), &["reload"]).code, 0);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!ip_out(ns, &["rule", "show"]).contains("lookup 1000"));
-    assert!(
-        ip_out(ns, &["route", "show", "table", "1000", "proto", PROTO])
-            .trim()
-            .is_empty()
-    );
+    assert!(!ns.ip(&["rule", "show"]).contains("lookup 1000"));
+    assert!(ns
+        .ip(&["route", "show", "table", "1000", "proto", PROTO])
+        .trim()
+        .is_empty());
     assert!(owned_routes(ns)
         .iter()
         .any(|r| r.starts_with("unreachable 10.2.0.0/16")));
@@ -379,31 +358,25 @@ fn ipv6_destinations_route_through_the_tunnel_and_follow_a_failover() {
             format!("{}g{i}", clouds.prefix),
             format!("{}p{i}", clouds.prefix),
         );
-        ip_out(
-            &side.ns,
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{gw}/64"),
-                "dev",
-                &gw_dev,
-                "nodad",
-            ],
-        );
-        ip_out(
-            app,
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{host}/64"),
-                "dev",
-                &app_dev,
-                "nodad",
-            ],
-        );
-        ip_out(app, &["-6", "route", "add", "default", "via", gw]);
+        side.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{gw}/64"),
+            "dev",
+            &gw_dev,
+            "nodad",
+        ]);
+        app.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{host}/64"),
+            "dev",
+            &app_dev,
+            "nodad",
+        ]);
+        app.ip(&["-6", "route", "add", "default", "via", gw]);
         let ok = side
             .ns
             .command("sysctl")
@@ -429,7 +402,7 @@ fn ipv6_destinations_route_through_the_tunnel_and_follow_a_failover() {
         side.fx.write_config(&toml::to_string(&doc).unwrap());
     }
     let (mut aws, _oci) = clouds.start_agents();
-    let routes6 = || ip_out(&clouds.aws.ns, &["-6", "route", "show", "proto", PROTO]);
+    let routes6 = || clouds.aws.ns.ip(&["-6", "route", "show", "proto", PROTO]);
     let tun = |i: usize| clouds.interface(i);
     let ping6 = || {
         clouds
