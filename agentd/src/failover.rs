@@ -10,7 +10,8 @@ use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
 use isthmus_config::{Config, FailoverOn, Link, Profile};
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
-use isthmus_core::pmtu::PmtuReason;
+use isthmus_core::engine::LinkPmtu;
+use isthmus_core::pmtu::{PmtuConfig, PmtuReason};
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;
 use isthmus_core::{
@@ -78,8 +79,11 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             .iter()
             .map(|l| LinkConfig {
                 name: l.name.clone(),
-                // `mtu = "auto"` comes with the data path that carries the probes.
-                pmtu: None,
+                pmtu: l.path_mtu.map(|b| LinkPmtu {
+                    search: PmtuConfig::new(b.min, b.max),
+                    // Probes travel as UDP inside the tunnel, to the peer's inner address.
+                    overhead: if l.peer_address.is_ipv6() { 48 } else { 28 },
+                }),
             })
             .collect(),
         groups: config

@@ -444,6 +444,14 @@ pub struct Link {
     pub egress_price_per_gb: Option<f64>,
 }
 
+impl Link {
+    /// The MTU of the link's TUN device and data path: the configured one, or with
+    /// `mtu = "auto"` the search's ceiling, so that probes of every size cross it.
+    pub fn tun_mtu(&self) -> u16 {
+        self.path_mtu.map_or(self.mtu, |b| b.max)
+    }
+}
+
 /// 32 bytes of key material (WireGuard private or preshared key). Never printed: `Debug` shows
 /// `Secret(<redacted>)` and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]

@@ -48,7 +48,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Running, Report> {
 fn link_restarts(old: &isthmus_config::Link, new: &isthmus_config::Link) -> bool {
     old.interface != new.interface
         || old.listen != new.listen
-        || old.mtu != new.mtu
+        || old.tun_mtu() != new.tun_mtu()
         || old.addresses != new.addresses
 }
 

@@ -74,6 +74,10 @@ impl PeerSockets {
         )?;
         s.bind_device(Some(link.interface.as_bytes()))
             .with_context(|| format!("binding the probe socket to {}", link.interface))?;
+        // Padded path-MTU probes must cross whole or not at all: never fragmented here, and
+        // not held to a path MTU the kernel learnt from ICMP.
+        crate::tunnel::udp::set_pmtud(&s, addr.is_ipv6(), crate::tunnel::udp::Pmtud::Probe)
+            .context("setting the probe socket's path-MTU discovery")?;
         s.bind(&addr.into())
             .with_context(|| format!("binding the probe socket to {addr}"))?;
         let socket = Arc::new(UdpSocket::from_std(s.into())?);

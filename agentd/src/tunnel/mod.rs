@@ -27,7 +27,7 @@ pub mod counters;
 pub mod table;
 mod tun;
 pub mod uapi;
-mod udp;
+pub(crate) mod udp;
 mod underlay;
 mod worker;
 
@@ -150,7 +150,7 @@ fn keys_of(link: &Link) -> Keys {
 fn needs_restart(old: &Link, new: &Link) -> bool {
     old.interface != new.interface
         || old.listen != new.listen
-        || old.mtu != new.mtu
+        || old.tun_mtu() != new.tun_mtu()
         || old.addresses != new.addresses
 }
 
@@ -561,7 +561,7 @@ async fn start(
     let tun = tun::TunDevice::create(&link.interface)
         .with_context(|| format!("creating TUN interface {}", link.interface))?;
     let ifindex = netlink
-        .configure(&link.interface, u32::from(link.mtu), &link.addresses)
+        .configure(&link.interface, u32::from(link.tun_mtu()), &link.addresses)
         .await?;
     // A hostname endpoint arrives later from the resolver (LinkCmd::SetEndpoint).
     let endpoint = match link.peer_endpoint {
@@ -574,7 +574,7 @@ async fn start(
         udp,
         allowed: link.allowed_ips.clone(),
         endpoint,
-        mtu: link.mtu,
+        mtu: link.tun_mtu(),
         counters,
         faults,
     };

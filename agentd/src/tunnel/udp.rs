@@ -146,6 +146,31 @@ fn set_buffer(socket: &Socket, force: libc::c_int, normal: libc::c_int) {
     }
 }
 
+/// How the kernel treats DF and the path MTU for a socket's datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pmtud {
+    /// DF set and the route's learnt MTU ignored: a datagram larger than the device is
+    /// refused (`EMSGSIZE`), never fragmented. For path-MTU probes, whose loss is the answer.
+    Probe,
+}
+
+/// Sets the path-MTU discovery mode of `socket` (`IP_MTU_DISCOVER` or `IPV6_MTU_DISCOVER`).
+pub(crate) fn set_pmtud(socket: &Socket, v6: bool, mode: Pmtud) -> io::Result<()> {
+    let (level, name, value) = match (v6, mode) {
+        (false, Pmtud::Probe) => (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        ),
+        (true, Pmtud::Probe) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        ),
+    };
+    setsockopt_int(socket, level, name, value)
+}
+
 fn setsockopt_int(
     socket: &Socket,
     level: libc::c_int,
