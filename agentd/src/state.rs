@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::faults::{FaultKind, Faults};
+
 /// The file in `[agent].state_dir`.
 pub const FILE: &str = "active.json";
 /// The format's version: a file of another version is ignored (a cold start), never misread.
@@ -176,6 +178,15 @@ impl Saver {
         self.shared.wake.notify_one();
     }
 
+    /// Write the last state again, stamped `at`: after the wall clock stepped, so that the
+    /// file's time is on the clock a restart will compare it with (a file stamped an hour
+    /// ahead would be taken for one written in the future, and a restart would start cold).
+    pub fn refresh(&mut self, at: SystemTime) {
+        if let Some(last) = self.last.take() {
+            self.save(&last, at);
+        }
+    }
+
     /// The state on disk is `route_groups` already (restored at start-up): saving it again is
     /// a no-op.
     pub fn assume(&mut self, route_groups: BTreeMap<String, String>) {
@@ -202,7 +213,7 @@ pub struct Writer {
 
 /// Start the writer thread for `<state_dir>/active.json`: it loads the file first (`now` is
 /// the wall clock, for the file's age).
-pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
+pub fn spawn(state_dir: &Path, now: SystemTime, faults: Faults) -> Writer {
     let shared = Arc::new(Shared::default());
     let (loaded_tx, loaded) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
@@ -212,7 +223,7 @@ pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
         .name("state-file".into())
         .spawn(move || {
             let _ = loaded_tx.send(load(&dir, now));
-            run(&dir, &theirs);
+            run(&dir, &theirs, &faults);
             let _ = done_tx.send(());
         });
     if let Err(e) = spawned {
@@ -228,8 +239,8 @@ pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
 /// How soon a state that could not be written is tried again (unless a newer one comes).
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-fn run(dir: &Path, shared: &Shared) {
-    let mut failing = false;
+fn run(dir: &Path, shared: &Shared, faults: &Faults) {
+    let subject = dir.join(FILE).display().to_string();
     let mut retry: Option<Pending> = None;
     loop {
         let mut slot = shared.slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,16 +269,18 @@ fn run(dir: &Path, shared: &Shared) {
         drop(slot);
         match write(dir, &next) {
             Ok(()) => {
-                if failing {
-                    tracing::info!(path = %dir.join(FILE).display(), "the state file is written again");
-                }
-                failing = false;
+                faults.clear(FaultKind::StateWrite, &subject);
             }
             Err(e) => {
-                if !failing {
-                    tracing::warn!(path = %dir.join(FILE).display(), error = %e, "cannot write the state file; retrying every second (a restart meanwhile starts cold)");
-                }
-                failing = true;
+                // Said once per episode (the retries every second are silent).
+                faults.raise(
+                    FaultKind::StateWrite,
+                    &subject,
+                    &format_args!(
+                        "cannot write the state file, retrying every second (a restart \
+                         meanwhile starts from the last state written): {e}"
+                    ),
+                );
                 retry = Some(next);
             }
         }
@@ -314,7 +327,7 @@ mod tests {
 
     /// Hand `states` to a writer in `dir`, one after the other, and wait until written.
     fn session(dir: &Path, states: &[BTreeMap<String, String>], at: SystemTime) {
-        let w = spawn(dir, at);
+        let w = spawn(dir, at, Faults::detached());
         let mut saver = w.saver;
         for s in states {
             saver.save(s, at);
@@ -347,7 +360,7 @@ mod tests {
     fn an_unchanged_state_is_not_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let w = spawn(dir.path(), t);
+        let w = spawn(dir.path(), t, Faults::detached());
         let mut saver = w.saver;
         let s = groups(&[("remote", "interconnect")]);
         saver.assume(s.clone());
@@ -423,7 +436,8 @@ mod tests {
         let state = dir.path().join("state");
         fs::write(&state, "").unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let w = spawn(&state, t);
+        let faults = Faults::detached();
+        let w = spawn(&state, t, faults.clone());
         assert!(w.loaded.blocking_recv().unwrap().is_err(), "unreadable");
         let mut saver = w.saver;
         saver.save(&groups(&[("remote", "internet")]), t);
@@ -436,6 +450,17 @@ mod tests {
         while !state.join(FILE).exists() {
             assert!(crate::clock::now() < deadline, "never retried");
             std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            faults.count(FaultKind::StateWrite),
+            1,
+            "one fault, not one a retry"
+        );
+        let subject = state.join(FILE).display().to_string();
+        let deadline = crate::clock::now() + RETRY_EVERY;
+        while faults.is_active(FaultKind::StateWrite, &subject) {
+            assert!(crate::clock::now() < deadline, "the fault was not cleared");
+            std::thread::sleep(Duration::from_millis(5));
         }
         drop(saver);
         w.done.blocking_recv().unwrap();

@@ -165,7 +165,7 @@ fn pacing() -> Pacing {
 fn bed(dns: &[(&str, Arc<FakeDns>)], tables: &[(&str, Arc<FakeTable>)]) -> Bed {
     let (cmds, rx) = mpsc::unbounded_channel();
     let (tx, reports) = mpsc::channel(64);
-    tokio::spawn(run(rx, tx));
+    tokio::spawn(run(rx, tx, crate::faults::Faults::detached()));
     let mut b = Backends {
         pacing: pacing(),
         ..Backends::default()

@@ -111,11 +111,19 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         ));
         io.spawn(resolve::run(resolver_rx, inputs_tx.clone()));
         io.spawn(targets(targets_rx, inputs_tx.clone()));
-        io.spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
+        io.spawn(crate::actions::run(
+            actions_rx,
+            inputs_tx.clone(),
+            metrics.faults.clone(),
+        ));
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
-    let writer = events::spawn_writer(&config.agent.state_dir);
-    let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
+    let writer = events::spawn_writer(&config.agent.state_dir, metrics.faults.clone());
+    let state = crate::state::spawn(
+        &config.agent.state_dir,
+        crate::clock::wall(),
+        metrics.faults.clone(),
+    );
     // Both files load on their writers' threads at once: a stuck disk costs one wait, not two.
     let (history, loaded) = tokio::join!(
         tokio::time::timeout(events::HISTORY_WAIT, writer.history),
