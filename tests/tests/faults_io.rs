@@ -428,3 +428,150 @@ fn a_dns_server_that_never_answers_is_one_fault_and_the_record_follows_once_it_i
         p99 * 1e3
     );
 }
+
+/// libfaketime's library, if installed (`tests/install-deps`: package faketime).
+fn libfaketime() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.filter_map(Result::ok)
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// The environment that runs agentd on a wall clock offset by what `rc` holds (`+0`,
+/// `-3600`: seconds), read again on every call; the monotonic clock is left alone.
+fn faked_clock(lib: &Path, rc: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", rc.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ("DONT_FAKE_MONOTONIC", "1".into()),
+    ]
+}
+
+/// The wall clock of a process started with [`faked_clock`], as seen from outside: a `date`
+/// run under the same library and file.
+fn faked_now_ms(env: &[(&str, String)]) -> u64 {
+    let out = std::process::Command::new("date")
+        .arg("+%s%3N")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("date +%s%3N")
+}
+
+#[test]
+fn the_wall_clock_stepped_back_an_hour_and_forward_again_is_one_fault_each_and_nothing_else_moves()
+{
+    let _serial = serial();
+    let Some(lib) = libfaketime() else {
+        eprintln!("skipped: libfaketime is not installed (tests/install-deps test)");
+        return;
+    };
+    let clouds = TwoClouds::new("ck");
+    let side = &clouds.aws;
+    let rc = side.fx.dir().join("faketime.rc");
+    std::fs::write(&rc, "+0\n").unwrap();
+    let env = faked_clock(&lib, &rc);
+    let aws = Agentd::start_with_env(&side.fx, &side.ns, &env);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    for s in [side, &clouds.oci] {
+        s.wait_links_up(&["interconnect", "internet"], LONG);
+        s.wait_active("remote", "interconnect", LONG);
+    }
+    assert!(
+        faked_now_ms(&env).abs_diff(now_ms()) < 60_000,
+        "the faked clock starts on the host's"
+    );
+
+    // An hour back, for agentd alone.
+    std::fs::write(&rc, "-3600\n").unwrap();
+    let stepped = Instant::now();
+    assert!(
+        now_ms() - faked_now_ms(&env) > 3_500_000,
+        "test bed broken: the offset did not take"
+    );
+    let seen = wait_log(&aws, "fault: clock_step", 1, Duration::from_secs(15));
+    let raised = log_lines(&aws, "fault: clock_step");
+    assert!(raised[0].contains("stepped back 3"), "{raised:#?}");
+    let m = metrics(side);
+    assert_eq!(fault_metric(&m, "isthmus_faults_total", "clock_step"), 1.0);
+    println!("step back noticed {seen:.1?} after it");
+
+    // Failover and failback on the stepped clock, with probes and routes as always.
+    let lag_before = metrics(side);
+    let first_id = side.events().last().unwrap()["id"].as_u64().unwrap();
+    let cut = Instant::now();
+    clouds.cut_interconnect(true);
+    side.wait_active("remote", "internet", LONG);
+    let failover = cut.elapsed();
+    assert_one_remote_route(side, &clouds.interface(1));
+    clouds.restore_interconnect();
+    let restore = Instant::now();
+    side.wait_active("remote", "interconnect", LONG);
+    clouds.oci.wait_active("remote", "interconnect", LONG);
+    let failback = restore.elapsed();
+    assert_one_remote_route(side, &clouds.interface(0));
+    let link = side.link("interconnect");
+    assert_eq!(
+        link["state"], "up",
+        "tunnel state on the stepped clock: {link:#}"
+    );
+    let ids: Vec<u64> = side
+        .events()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .filter(|id| *id > first_id)
+        .collect();
+    assert!(
+        ids.len() >= 2 && ids.windows(2).all(|w| w[0] < w[1]),
+        "{ids:?}"
+    );
+
+    // Its events are stamped on its (stepped) clock, in order of their ids.
+    let last = side.events().last().cloned().unwrap();
+    let behind = now_ms() - last["unix_ms"].as_u64().unwrap();
+    assert!(
+        behind > 3_500_000,
+        "event {behind} ms behind the host's clock: {last:#}"
+    );
+    wait_log(
+        &aws,
+        "fault cleared: clock_step",
+        1,
+        Duration::from_secs(15),
+    );
+
+    // Forward again: another fault, said once.
+    std::fs::write(&rc, "+0\n").unwrap();
+    wait_log(&aws, "fault: clock_step", 2, Duration::from_secs(15));
+    wait_log(
+        &aws,
+        "fault cleared: clock_step",
+        2,
+        Duration::from_secs(15),
+    );
+    let raised = log_lines(&aws, "fault: clock_step");
+    assert_eq!(raised.len(), 2, "{raised:#?}");
+    assert!(raised[1].contains("stepped forward 3"), "{raised:#?}");
+    let m = metrics(side);
+    assert_eq!(fault_metric(&m, "isthmus_faults_total", "clock_step"), 2.0);
+    assert_eq!(fault_metric(&m, "isthmus_faults_active", "clock_step"), 0.0);
+    let link = side.link("interconnect");
+    assert_eq!(
+        link["state"], "up",
+        "tunnel state after the step forward: {link:#}"
+    );
+    assert_eq!(side.active("remote").as_deref(), Some("interconnect"));
+    assert_one_remote_route(side, &clouds.interface(0));
+    let p99 = assert_loop_kept_up(side, &lag_before);
+    println!(
+        "stepped {:.1?} ago; on the stepped clock: failover {failover:.1?}, failback \
+         {failback:.1?}; loop lag p99 ≤ {} ms",
+        stepped.elapsed(),
+        p99 * 1e3
+    );
+}

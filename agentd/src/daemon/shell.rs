@@ -28,6 +28,7 @@ use crate::actions::{ActionReport, ActionsCmd, HookReport};
 use crate::control::Command;
 use crate::events::{self, EventLog};
 use crate::failover::{self, Failover, ProbeIn};
+use crate::faults::FaultKind;
 use crate::metrics::Metrics;
 use crate::probe::job::{Job, JobKey};
 use crate::probe::peer::ProbeTransport;
@@ -42,6 +43,8 @@ use crate::view::{Rejected, TargetState, View};
 /// How often failed links are retried, silent hostname endpoints looked up again and probe
 /// sockets re-synced.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+/// The subject of a `clock_step` fault.
+const WALL_CLOCK: &str = "wall_clock";
 /// How long a shutdown waits for each adapter's answer before going on without it.
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 /// Loop lag samples kept for `netctl status` (a sample per timer: about a minute).
@@ -178,6 +181,8 @@ pub struct Shell {
     lag: LagWindow,
     next_maintain: Instant,
     next_watchdog: Option<Instant>,
+    /// The wall clock against the monotonic one, looked at every maintenance tick.
+    wall_watch: crate::clock::WallWatch,
     phase: Phase,
     /// Whether the links adapter finished the start-up apply (READY waits for it).
     links_started: bool,
@@ -233,6 +238,7 @@ impl Shell {
             lag: LagWindow::default(),
             next_maintain: now + MAINTAIN_EVERY,
             next_watchdog: adapters.watchdog.map(|d| now + d),
+            wall_watch: crate::clock::WallWatch::new(SystemTime::now(), crate::clock::monotonic()),
             phase: Phase::Starting,
             links_started: false,
             action_book: ActionBook::default(),
@@ -429,6 +435,28 @@ impl Shell {
         self.sync_transport();
         self.resolve_silent_endpoints();
         self.accumulate_egress();
+        self.watch_wall_clock();
+    }
+
+    /// A step of the wall clock is a `clock_step` fault, said once: nothing decides by the
+    /// wall clock, but what is stamped with it (events, the state file) jumps. The state file
+    /// is written again on the new clock, so that a restart still finds it fresh; the fault
+    /// clears at the next tick that sees the clocks agree.
+    fn watch_wall_clock(&mut self) {
+        let faults = &self.metrics.faults;
+        match self
+            .wall_watch
+            .look(SystemTime::now(), crate::clock::monotonic())
+        {
+            Some(step) => {
+                faults.raise(FaultKind::ClockStep, WALL_CLOCK, &step);
+                crate::clock::rebase_wall();
+                self.adapters.state.refresh(crate::clock::wall());
+            }
+            None => {
+                faults.clear(FaultKind::ClockStep, WALL_CLOCK);
+            }
+        }
     }
 
     /// Ask the resolver again for hostname endpoints of running links without a session (the
