@@ -438,3 +438,32 @@ async fn a_route_table_gets_only_the_routes_that_differ_and_forgotten_targets_st
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert_eq!(*table.applies.lock().unwrap(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reassertion_that_failed_and_then_finds_everything_in_place_says_so() {
+    // Otherwise the loop would show the target failing until its next change.
+    let server = FakeDns::serving(&["10.2.1.10"]);
+    let mut b = bed(&[("corp", server.clone())], &[]);
+    b.apply(vec![(dns("db"), want_dns("corp", "10.2.1.10"))]);
+    assert!(matches!(
+        b.next().await.event,
+        ActionEvent::Done { changed: false, .. }
+    ));
+    server.state.lock().unwrap().hang = true;
+    assert!(matches!(
+        b.next().await.event,
+        ActionEvent::Failed {
+            kind: FailureKind::Unavailable,
+            ..
+        }
+    ));
+    server.state.lock().unwrap().hang = false;
+    match b.next().await.event {
+        ActionEvent::Done {
+            changed: false,
+            reasserted: true,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -79,13 +79,16 @@ pub(super) async fn run(
         let result = attempt(&id, &d, &backends, &mut published, &reports, &provider).await;
         let wait = match result {
             Ok(a) => {
+                // After failures the loop shows the target failing: a success is news then,
+                // even a re-assertion that found everything in place.
+                let recovered = failures > 0;
                 failures = 0;
                 faults.clear(FaultKind::ActionTimeout, &subject);
                 if a.changed {
                     last_write = Some(Instant::now());
                 }
                 // A re-assertion that found everything in place is not news.
-                if !reasserting || a.changed {
+                if !reasserting || a.changed || recovered {
                     let event = ActionEvent::Done {
                         changed: a.changed,
                         from: a.from,
