@@ -19,20 +19,18 @@
 //! Timing-sensitive: one test at a time (`SERIAL`). Recovery times are bounded generously and
 //! printed.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::bind::require_named;
 use isthmus_tests::dns_bed::{
     events_of, record_action, serve_group, wait_event, wait_in_sync, DnsBed, DR, NAMED, PRIMARY,
 };
+use isthmus_tests::fault_checks;
 use isthmus_tests::histogram::buckets;
 use isthmus_tests::topology::{now_ms, Side, TwoClouds};
-use isthmus_tests::{http_get, require_root, Agentd, Netns};
+use isthmus_tests::{http_get, require_root, Agentd, SilentDns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -61,23 +59,13 @@ fn metrics(side: &Side) -> String {
     }
 }
 
-/// The value of `family{kind="<kind>"}` on a metrics page.
 fn fault_metric(text: &str, family: &str, kind: &str) -> f64 {
-    let prefix = format!("{family}{{kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+    fault_checks::fault_series(text, family, kind)
 }
 
 /// Lines of agentd's log that contain `needle`.
 fn log_lines(agentd: &Agentd, needle: &str) -> Vec<String> {
-    agentd
-        .log_text()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
+    fault_checks::lines_with(&agentd.log_text(), &[needle])
 }
 
 /// Wait until agentd's log has at least `n` lines containing `needle`; how long it took.
@@ -285,63 +273,6 @@ fn a_full_state_directory_is_one_fault_and_both_files_are_written_again_once_spa
         "the history survived the restart"
     );
     assert_one_remote_route(side, &clouds.interface(1));
-}
-
-/// A DNS server that takes every query and never answers: UDP datagrams read and dropped, TCP
-/// connections accepted and held open without a byte.
-struct SilentDns {
-    stop: Arc<AtomicBool>,
-    queries: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SilentDns {
-    fn start(ns: &Netns, addr: SocketAddr) -> SilentDns {
-        let (stop, queries) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (stop2, queries2) = (stop.clone(), queries.clone());
-        let (udp, tcp) = ns.run_in(move || {
-            let udp = UdpSocket::bind(addr).expect("silent DNS: UDP bind");
-            let tcp = TcpListener::bind(addr).expect("silent DNS: TCP bind");
-            (udp, tcp)
-        });
-        udp.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        tcp.set_nonblocking(true).unwrap();
-        let thread = std::thread::spawn(move || {
-            let mut held: Vec<TcpStream> = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !stop2.load(Ordering::Relaxed) {
-                if udp.recv_from(&mut buf).is_ok() {
-                    queries2.fetch_add(1, Ordering::Relaxed);
-                }
-                while let Ok((s, _)) = tcp.accept() {
-                    queries2.fetch_add(1, Ordering::Relaxed);
-                    held.push(s);
-                }
-            }
-        });
-        SilentDns {
-            stop,
-            queries,
-            thread: Some(thread),
-        }
-    }
-
-    fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for SilentDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]
