@@ -506,3 +506,96 @@ fn the_wall_clock_stepped_back_an_hour_and_forward_again_is_one_fault_each_and_n
         p99 * 1e3
     );
 }
+
+#[test]
+fn a_restart_on_a_wall_clock_stepped_back_an_hour_reads_its_state_and_its_probes_are_answered() {
+    let _serial = serial();
+    let Some(lib) = libfaketime() else {
+        eprintln!("skipped: libfaketime is not installed (tests/install-deps test)");
+        return;
+    };
+    let clouds = TwoClouds::new("cr");
+    let side = &clouds.aws;
+    let rc = side.fx.dir().join("faketime.rc");
+    std::fs::write(&rc, "+0\n").unwrap();
+    let env = faked_clock(&lib, &rc);
+    let mut aws = Agentd::start_with_env(&side.fx, &side.ns, &env);
+    let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
+    for s in [side, &clouds.oci] {
+        s.wait_links_up(&["interconnect", "internet"], LONG);
+        s.wait_active("remote", "interconnect", LONG);
+    }
+    std::fs::write(&rc, "-3600\n").unwrap();
+    wait_log(&aws, "fault: clock_step", 1, Duration::from_secs(15));
+    // The state file is written again on the stepped clock (it was stamped an hour ahead).
+    let file = state_dir(side).join("active.json");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let saved = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["saved_unix_ms"].as_u64());
+        if saved.is_some_and(|ms| ms.abs_diff(faked_now_ms(&env)) < 60_000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "active.json not rewritten on the new clock: {saved:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A crash now and a restart on the stepped clock.
+    aws.signal(nix::sys::signal::Signal::SIGKILL);
+    aws.wait_exit(Duration::from_secs(5));
+    let restart = Instant::now();
+    let aws = Agentd::start_with_env(&side.fx, &side.ns, &env);
+    // The state file was written again on the new clock: not taken for one from the future.
+    assert!(
+        log_lines(&aws, "not restoring").is_empty(),
+        "a cold start after the step:\n{}",
+        aws.log_text()
+    );
+    // The peer answers the restarted gateway's probes: numbered from the wall clock alone,
+    // they would start an hour below what the peer saw, and be dropped as replays for an hour.
+    // (The tunnel takes a while: the peer refuses the handshakes this side starts, whose
+    // WireGuard timestamps are an hour older than the last it took, until it starts one
+    // itself, 15 s after the old session last answered.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while side.active("remote").as_deref() != Some("interconnect") {
+        assert!(
+            Instant::now() < deadline,
+            "not back on the interconnect 60 s after the restart\naws: {:#}\noci: {:#}",
+            side.link("interconnect"),
+            clouds.oci.link("interconnect")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = restart.elapsed();
+    let restored = side
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e["kind"] == "active_link_changed")
+        .expect("an active_link_changed after the restart");
+    // The kept link was tried first; it is forgotten (a cold start) when it does not answer
+    // while the group settles, as here, where the tunnel waits for the peer's handshake.
+    assert_eq!(
+        log_lines(&aws, "warm restart").len(),
+        1,
+        "{}",
+        aws.log_text()
+    );
+    let behind = now_ms() - restored["unix_ms"].as_u64().unwrap();
+    assert!(
+        behind > 3_500_000,
+        "event {behind} ms behind the host's clock: {restored:#}"
+    );
+    assert_one_remote_route(side, &clouds.interface(0));
+    let replayed = clouds.oci.link("interconnect")["probe_drops"]["replayed"].clone();
+    assert_eq!(
+        replayed, 0,
+        "the peer dropped probes of the restarted gateway as replays"
+    );
+    println!("restarted on a clock an hour back: on the interconnect {back:.1?} after the start");
+}

@@ -139,14 +139,17 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             Vec::new()
         }
     };
-    let loaded = match loaded {
-        Ok(Ok(loaded)) => loaded,
+    let (loaded, seq_floor) = match loaded {
+        Ok(Ok(loaded)) => (loaded.groups, loaded.seq_floor),
         // The writer thread did not start (said when it failed).
-        Ok(Err(_)) => Ok(None),
-        Err(_) => Err(crate::state::Ignored::Slow {
-            path: config.agent.state_dir.join(crate::state::FILE),
-            waited: events::HISTORY_WAIT,
-        }),
+        Ok(Err(_)) => (Ok(None), None),
+        Err(_) => (
+            Err(crate::state::Ignored::Slow {
+                path: config.agent.state_dir.join(crate::state::FILE),
+                waited: events::HISTORY_WAIT,
+            }),
+            None,
+        ),
     };
 
     let path = config.path.clone();
@@ -193,6 +196,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         now,
     );
     shell.restore(loaded);
+    shell.continue_probe_numbers(seq_floor);
     shell
         .run(Receivers {
             probes,

@@ -45,6 +45,11 @@ use crate::view::{Rejected, TargetState, View};
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
 /// The subject of a `clock_step` fault.
 const WALL_CLOCK: &str = "wall_clock";
+/// Probe numbers reserved in the state file ahead of those sent: an hour of probes at the
+/// fastest rate (one per 25 ms on a link), renewed when half is used, so that the file is
+/// written for it at most every half hour. A restart numbers from above the reservation
+/// even when the wall clock stepped back since (the peer drops lower numbers as replays).
+const SEQ_RESERVE: u32 = 40 * 3600;
 /// How long a shutdown waits for each adapter's answer before going on without it.
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 /// Loop lag samples kept for `netctl status` (a sample per timer: about a minute).
@@ -183,6 +188,8 @@ pub struct Shell {
     next_watchdog: Option<Instant>,
     /// The wall clock against the monotonic one, looked at every maintenance tick.
     wall_watch: crate::clock::WallWatch,
+    /// Probe numbers below this are reserved in the state file for this run.
+    seq_reserved: u32,
     phase: Phase,
     /// Whether the links adapter finished the start-up apply (READY waits for it).
     links_started: bool,
@@ -239,6 +246,7 @@ impl Shell {
             next_maintain: now + MAINTAIN_EVERY,
             next_watchdog: adapters.watchdog.map(|d| now + d),
             wall_watch: crate::clock::WallWatch::new(SystemTime::now(), crate::clock::monotonic()),
+            seq_reserved: 0,
             phase: Phase::Starting,
             links_started: false,
             action_book: ActionBook::default(),
@@ -436,6 +444,26 @@ impl Shell {
         self.resolve_silent_endpoints();
         self.accumulate_egress();
         self.watch_wall_clock();
+        let left = self.seq_reserved.wrapping_sub(self.failover.next_seq());
+        if (left as i32) < (SEQ_RESERVE / 2) as i32 {
+            self.reserve_seqs();
+        }
+    }
+
+    /// Start the probe numbers above `floor` (what the last run reserved, if it said) and
+    /// reserve this run's. Call after [`Shell::restore`], before [`Shell::run`].
+    pub fn continue_probe_numbers(&mut self, floor: Option<u32>) {
+        if let Some(floor) = floor {
+            self.failover.start_seqs_above(floor);
+        }
+        self.reserve_seqs();
+    }
+
+    fn reserve_seqs(&mut self) {
+        self.seq_reserved = self.failover.next_seq().wrapping_add(SEQ_RESERVE);
+        self.adapters
+            .state
+            .reserve_seqs(self.seq_reserved, crate::clock::wall());
     }
 
     /// A step of the wall clock is a `clock_step` fault, said once: nothing decides by the

@@ -384,6 +384,7 @@ impl Gateway {
             &config.agent.state_dir,
             crate::clock::wall(),
         ));
+        shell.continue_probe_numbers(crate::state::load_seq_floor(&config.agent.state_dir));
         let task = tokio::spawn(shell.run(Receivers {
             probes,
             inputs,
