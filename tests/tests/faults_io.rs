@@ -407,7 +407,7 @@ fn the_wall_clock_stepped_back_an_hour_and_forward_again_is_one_fault_each_and_n
     let rc = side.fx.dir().join("faketime.rc");
     std::fs::write(&rc, "+0\n").unwrap();
     let env = faked_clock(&lib, &rc);
-    let aws = Agentd::start_with_env(&side.fx, &side.ns, &env);
+    let mut aws = Agentd::start_with_env(&side.fx, &side.ns, &env);
     let _oci = Agentd::start(&clouds.oci.fx, &clouds.oci.ns);
     for s in [side, &clouds.oci] {
         s.wait_links_up(&["interconnect", "internet"], LONG);
@@ -499,6 +499,12 @@ fn the_wall_clock_stepped_back_an_hour_and_forward_again_is_one_fault_each_and_n
     assert_eq!(side.active("remote").as_deref(), Some("interconnect"));
     assert_one_remote_route(side, &clouds.interface(0));
     let p99 = assert_loop_kept_up(side, &lag_before);
+    // A clean stop says what it does once (the metrics server took the end of the loop for
+    // a new listen address and rebound it in a loop until the shutdown came).
+    aws.signal(nix::sys::signal::Signal::SIGTERM);
+    aws.wait_exit(Duration::from_secs(15));
+    let rebinds = log_lines(&aws, "metrics listen address changed");
+    assert!(rebinds.is_empty(), "{} rebinds at the stop", rebinds.len());
     println!(
         "stepped {:.1?} ago; on the stepped clock: failover {failover:.1?}, failback \
          {failback:.1?}; loop lag p99 ≤ {} ms",
