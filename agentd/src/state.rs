@@ -203,9 +203,10 @@ impl Saver {
         self.save(&last, at);
     }
 
-    /// Write the last state again, stamped `at`: after the wall clock stepped, so that the
-    /// file's time is on the clock a restart will compare it with (a file stamped an hour
-    /// ahead would be taken for one written in the future, and a restart would start cold).
+    /// Write the last state again, stamped `at`: now and then while nothing changes, so that
+    /// the file's age says how long ago the state was known true; and after the wall clock
+    /// stepped, so that the file's time is on the clock a restart will compare it with (a
+    /// file stamped an hour ahead would be taken for one written in the future).
     pub fn refresh(&mut self, at: SystemTime) {
         if let Some(last) = self.last.take() {
             self.save(&last, at);

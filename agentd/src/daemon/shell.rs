@@ -50,6 +50,12 @@ const WALL_CLOCK: &str = "wall_clock";
 /// written for it at most every half hour. A restart numbers from above the reservation
 /// even when the wall clock stepped back since (the peer drops lower numbers as replays).
 const SEQ_RESERVE: u32 = 40 * 3600;
+/// The state file is stamped again this often while nothing changes: its age is how long ago
+/// its state was last known true, and a restart restores only one younger than
+/// [`crate::state::RESTORE_WITHIN`] (written only on changes, a gateway steady for ten
+/// minutes restarted cold).
+const STATE_REFRESH_EVERY: Duration =
+    Duration::from_secs(crate::state::RESTORE_WITHIN.as_secs() / 4);
 /// How long a shutdown waits for each adapter's answer before going on without it.
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 /// Loop lag samples kept for `netctl status` (a sample per timer: about a minute).
@@ -190,6 +196,8 @@ pub struct Shell {
     wall_watch: crate::clock::WallWatch,
     /// Probe numbers below this are reserved in the state file for this run.
     seq_reserved: u32,
+    /// When the state file was last stamped again ([`STATE_REFRESH_EVERY`]).
+    state_refreshed: Instant,
     phase: Phase,
     /// Whether the links adapter finished the start-up apply (READY waits for it).
     links_started: bool,
@@ -247,6 +255,7 @@ impl Shell {
             next_watchdog: adapters.watchdog.map(|d| now + d),
             wall_watch: crate::clock::WallWatch::new(SystemTime::now(), crate::clock::monotonic()),
             seq_reserved: 0,
+            state_refreshed: now,
             phase: Phase::Starting,
             links_started: false,
             action_book: ActionBook::default(),
@@ -417,7 +426,7 @@ impl Shell {
         }
         if now >= self.next_maintain {
             self.next_maintain = now + MAINTAIN_EVERY;
-            self.maintain();
+            self.maintain(now);
             if now.saturating_duration_since(self.started_at) >= TABLES_WAIT {
                 let all = self
                     .running
@@ -438,7 +447,7 @@ impl Shell {
     }
 
     /// Every [`MAINTAIN_EVERY`]: retries and lookups that wait on nobody.
-    fn maintain(&mut self) {
+    fn maintain(&mut self, now: Instant) {
         let _ = self.adapters.links.send(LinkCmd::Maintain);
         self.sync_transport();
         self.resolve_silent_endpoints();
@@ -447,6 +456,10 @@ impl Shell {
         let left = self.seq_reserved.wrapping_sub(self.failover.next_seq());
         if (left as i32) < (SEQ_RESERVE / 2) as i32 {
             self.reserve_seqs();
+        }
+        if now.saturating_duration_since(self.state_refreshed) >= STATE_REFRESH_EVERY {
+            self.state_refreshed = now;
+            self.adapters.state.refresh(crate::clock::wall());
         }
     }
 
