@@ -8,6 +8,11 @@
 //! last entries when it grows past twice the bound. A slow disk, a full filesystem or a file that
 //! blocks forever (a FIFO nobody reads) stalls only that thread: the loop's queue to it is bounded,
 //! and what does not fit is counted in [`EventLog::dropped`] and kept in memory.
+//!
+//! A write that fails (a full filesystem, a read-only one) raises a `state_write` fault (logged
+//! and counted once, [`crate::faults`]) and is retried every [`RETRY_EVERY`] while the entries
+//! keep arriving in the writer's own ring. The first write that succeeds rewrites the file from
+//! that ring, so the entries of the episode are on disk again, in order, and clears the fault.
 
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
@@ -18,12 +23,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use isthmus_api::{EventKind, EventRecord};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::faults::{FaultKind, Faults};
+
 /// Entries kept (in memory and, at least, on disk).
 pub const KEEP: usize = 1000;
 /// Entries queued for the writer before the loop starts dropping (and counting) them.
 pub const WRITER_QUEUE: usize = 256;
 /// How long start-up waits for the writer to load the history before going on without it.
 pub const HISTORY_WAIT: Duration = Duration::from_secs(1);
+/// How soon a failed write is tried again when no new entry comes first.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 pub struct EventLog {
     ring: VecDeque<EventRecord>,
@@ -117,7 +126,7 @@ pub struct Writer {
     pub done: oneshot::Receiver<()>,
 }
 
-pub fn spawn_writer(state_dir: &Path) -> Writer {
+pub fn spawn_writer(state_dir: &Path, faults: Faults) -> Writer {
     let (entries, rx) = mpsc::channel(WRITER_QUEUE);
     let (history_tx, history) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
@@ -125,7 +134,7 @@ pub fn spawn_writer(state_dir: &Path) -> Writer {
     let spawned = std::thread::Builder::new()
         .name("event-log".into())
         .spawn(move || {
-            let mut file = LogFile::open(path);
+            let mut file = LogFile::open(path, faults);
             let _ = history_tx.send(file.ring.iter().cloned().collect());
             file.run(rx);
             let _ = done_tx.send(());
@@ -145,13 +154,16 @@ struct LogFile {
     path: PathBuf,
     ring: VecDeque<EventRecord>,
     lines_in_file: usize,
+    /// The last write failed: the file misses entries of the ring, and the next write that
+    /// succeeds rewrites it whole.
     write_failed: bool,
+    faults: Faults,
 }
 
 impl LogFile {
     /// Load the last entries; an unreadable file or bad lines are skipped (the log is a record,
     /// not state agentd depends on).
-    fn open(path: PathBuf) -> LogFile {
+    fn open(path: PathBuf, faults: Faults) -> LogFile {
         let mut ring = VecDeque::new();
         let mut lines = 0;
         if let Ok(text) = fs::read_to_string(&path) {
@@ -170,14 +182,38 @@ impl LogFile {
             ring,
             lines_in_file: lines,
             write_failed: false,
+            faults,
         }
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<EventRecord>) {
-        while let Some(rec) = rx.blocking_recv() {
-            self.ring.push_back(rec);
-            while self.ring.len() > KEEP {
-                self.ring.pop_front();
+        loop {
+            let rec = if self.write_failed {
+                // Retry on a timer as well as on the next entry: the entries of a quiet
+                // gateway reach the disk soon after space is back, not at its next event.
+                match rx.try_recv() {
+                    Ok(rec) => Some(rec),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(RETRY_EVERY);
+                        match rx.try_recv() {
+                            Ok(rec) => Some(rec),
+                            Err(mpsc::error::TryRecvError::Empty) => None,
+                            Err(mpsc::error::TryRecvError::Disconnected) => return self.persist(),
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return self.persist(),
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(rec) => Some(rec),
+                    None => return,
+                }
+            };
+            if let Some(rec) = rec {
+                self.ring.push_back(rec);
+                while self.ring.len() > KEEP {
+                    self.ring.pop_front();
+                }
             }
             self.persist();
         }
@@ -188,14 +224,18 @@ impl LogFile {
             if let Some(dir) = self.path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            if self.lines_in_file >= 2 * KEEP {
+            if self.lines_in_file >= 2 * KEEP || self.write_failed {
                 let mut text = String::new();
                 for r in &self.ring {
                     text += &serde_json::to_string(r).unwrap_or_default();
                     text.push('\n');
                 }
                 let tmp = self.path.with_extension("jsonl.tmp");
-                fs::write(&tmp, text)?;
+                if let Err(e) = fs::write(&tmp, text) {
+                    // A half-written copy on a full disk would only take the space others need.
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
                 fs::rename(&tmp, &self.path)?;
                 self.lines_in_file = self.ring.len();
                 return Ok(());
@@ -209,13 +249,21 @@ impl LogFile {
             self.lines_in_file += 1;
             Ok(())
         })();
+        let subject = self.path.display().to_string();
         match result {
-            Ok(()) => self.write_failed = false,
-            Err(e) if !self.write_failed => {
-                self.write_failed = true;
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot write the event log; keeping events in memory");
+            Ok(()) => {
+                self.write_failed = false;
+                self.faults.clear(FaultKind::StateWrite, &subject);
             }
-            Err(_) => {}
+            Err(e) => {
+                self.write_failed = true;
+                // Said once per episode: the events stay in memory (and in this ring).
+                self.faults.raise(
+                    FaultKind::StateWrite,
+                    &subject,
+                    &format_args!("cannot write the event log, keeping events in memory: {e}"),
+                );
+            }
         }
     }
 }
@@ -247,7 +295,7 @@ mod tests {
 
     /// Start a writer, wait for its history, push `n` entries, close it and wait until written.
     fn session(dir: &Path, n: usize, t: SystemTime) -> Vec<EventRecord> {
-        let w = spawn_writer(dir);
+        let w = spawn_writer(dir, Faults::detached());
         let history = w.history.blocking_recv().unwrap();
         let mut log = EventLog::new(history, w.entries);
         for i in 0..n {
@@ -300,5 +348,51 @@ mod tests {
         }
         assert_eq!(log.dropped(), 10);
         assert_eq!(log.since(0, usize::MAX).len(), WRITER_QUEUE + 10);
+    }
+
+    #[test]
+    fn entries_of_a_failing_episode_reach_the_file_once_it_is_writable_and_the_fault_is_said_once()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        // The state directory is a file for now: every write fails.
+        let state = dir.path().join("state");
+        fs::write(&state, "").unwrap();
+        let faults = Faults::detached();
+        let w = spawn_writer(&state, faults.clone());
+        let history = w.history.blocking_recv().unwrap();
+        let mut log = EventLog::new(history, w.entries);
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..5 {
+            log.push(record(EventKind::HealthChanged, format!("n{i}")), t);
+        }
+        let path = state.join("events.jsonl");
+        let subject = path.display().to_string();
+        let deadline = crate::clock::now() + Duration::from_secs(5);
+        while !faults.is_active(FaultKind::StateWrite, &subject) {
+            assert!(crate::clock::now() < deadline, "no fault raised");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Retries on the timer stay silent.
+        std::thread::sleep(RETRY_EVERY * 2);
+        assert_eq!(faults.count(FaultKind::StateWrite), 1);
+
+        fs::remove_file(&state).unwrap();
+        fs::create_dir(&state).unwrap();
+        // No new entry is needed: the timer retries.
+        let deadline = crate::clock::now() + RETRY_EVERY * 5;
+        while faults.is_active(FaultKind::StateWrite, &subject) {
+            assert!(crate::clock::now() < deadline, "never retried");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log.push(record(EventKind::HealthChanged, "n5"), t);
+        drop(log);
+        w.done.blocking_recv().unwrap();
+        let reasons: Vec<String> = fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().reason)
+            .collect();
+        assert_eq!(reasons, ["n0", "n1", "n2", "n3", "n4", "n5"]);
+        assert_eq!(faults.count(FaultKind::StateWrite), 1);
     }
 }

@@ -423,6 +423,23 @@ impl Failover {
     }
 }
 
+impl Failover {
+    /// Number probes from `floor` on if it is above where the wall clock started them: an
+    /// earlier run reserved the numbers below it ([`crate::state`]), and the wall clock may
+    /// have stepped back since (the peer would drop lower numbers as replays for as long as
+    /// the step). Call before any probe is sent.
+    pub fn start_seqs_above(&mut self, floor: u32) {
+        if isthmus_core::engine::serial_after(floor, self.engine.first_seq()) {
+            self.engine.start_seqs_at(floor);
+        }
+    }
+
+    /// Above every probe number used so far.
+    pub fn next_seq(&self) -> u32 {
+        self.engine.next_seq()
+    }
+}
+
 /// Where a start numbers its probes: hundredths of a second of wall-clock time, modulo 2^32.
 /// Probes go out at most every 25 ms, so the numbers of one run never catch up with the clock,
 /// and a restarted gateway starts above what its peer last saw (the peer drops requests below

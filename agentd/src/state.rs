@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::faults::{FaultKind, Faults};
+
 /// The file in `[agent].state_dir`.
 pub const FILE: &str = "active.json";
 /// The format's version: a file of another version is ignored (a cold start), never misread.
@@ -44,6 +46,10 @@ struct OnDisk {
     saved_unix_ms: u64,
     /// Route group → its active link. A group without one (failing closed) is left out.
     route_groups: BTreeMap<String, String>,
+    /// Probe numbers below this may have been used by the run that wrote the file: the next
+    /// run starts at it at the least ([`load_seq_floor`]). Absent in files of older agentd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    probe_seq_floor: Option<u32>,
 }
 
 /// Why a state file is not restored.
@@ -107,6 +113,14 @@ pub fn load(dir: &Path, now: SystemTime) -> Result<Option<BTreeMap<String, Strin
     Ok(Some(disk.route_groups))
 }
 
+/// The probe number floor kept in `dir`'s file, whatever its age: the one thing of the file that
+/// stays true however long ago, or how far in the future, it was written.
+pub fn load_seq_floor(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join(FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    u32::try_from(v.get("probe_seq_floor")?.as_u64()?).ok()
+}
+
 /// How far in the future a file's time may be before the clock is taken to have gone back:
 /// the wall clock the loop stamps with and the system's may differ by an NTP slew.
 const CLOCK_SLACK_MS: u64 = 5_000;
@@ -127,6 +141,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// A state for the writer, with the wall-clock time it was true at.
 struct Pending {
     route_groups: BTreeMap<String, String>,
+    probe_seq_floor: Option<u32>,
     at: SystemTime,
 }
 
@@ -148,6 +163,8 @@ pub struct Saver {
     shared: Arc<Shared>,
     /// The last state handed over (or loaded), so that an unchanged one costs nothing.
     last: Option<BTreeMap<String, String>>,
+    /// The probe number floor written with every state.
+    seq_floor: Option<u32>,
 }
 
 impl Saver {
@@ -157,6 +174,7 @@ impl Saver {
         Saver {
             shared: Arc::default(),
             last: None,
+            seq_floor: None,
         }
     }
 
@@ -170,10 +188,29 @@ impl Saver {
         let mut slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.next = Some(Pending {
             route_groups: route_groups.clone(),
+            probe_seq_floor: self.seq_floor,
             at,
         });
         drop(slot);
         self.shared.wake.notify_one();
+    }
+
+    /// Keep `floor` as the probe number floor from now on, written at once with the last state
+    /// (or with no active link, before the first).
+    pub fn reserve_seqs(&mut self, floor: u32, at: SystemTime) {
+        self.seq_floor = Some(floor);
+        let last = self.last.take().unwrap_or_default();
+        self.save(&last, at);
+    }
+
+    /// Write the last state again, stamped `at`: now and then while nothing changes, so that
+    /// the file's age says how long ago the state was known true; and after the wall clock
+    /// stepped, so that the file's time is on the clock a restart will compare it with (a
+    /// file stamped an hour ahead would be taken for one written in the future).
+    pub fn refresh(&mut self, at: SystemTime) {
+        if let Some(last) = self.last.take() {
+            self.save(&last, at);
+        }
     }
 
     /// The state on disk is `route_groups` already (restored at start-up): saving it again is
@@ -196,13 +233,21 @@ impl Drop for Saver {
 /// `done` when everything handed over was written (or failed) after the saver was dropped.
 pub struct Writer {
     pub saver: Saver,
-    pub loaded: oneshot::Receiver<Result<Option<BTreeMap<String, String>>, Ignored>>,
+    pub loaded: oneshot::Receiver<Loaded>,
     pub done: oneshot::Receiver<()>,
+}
+
+/// What the file held at start-up.
+pub struct Loaded {
+    /// The route groups' active links, if the file is usable ([`load`]).
+    pub groups: Result<Option<BTreeMap<String, String>>, Ignored>,
+    /// The probe number floor ([`load_seq_floor`]), kept even when the groups are not.
+    pub seq_floor: Option<u32>,
 }
 
 /// Start the writer thread for `<state_dir>/active.json`: it loads the file first (`now` is
 /// the wall clock, for the file's age).
-pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
+pub fn spawn(state_dir: &Path, now: SystemTime, faults: Faults) -> Writer {
     let shared = Arc::new(Shared::default());
     let (loaded_tx, loaded) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
@@ -211,15 +256,22 @@ pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
     let spawned = std::thread::Builder::new()
         .name("state-file".into())
         .spawn(move || {
-            let _ = loaded_tx.send(load(&dir, now));
-            run(&dir, &theirs);
+            let _ = loaded_tx.send(Loaded {
+                groups: load(&dir, now),
+                seq_floor: load_seq_floor(&dir),
+            });
+            run(&dir, &theirs, &faults);
             let _ = done_tx.send(());
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the state file writer; a restart will start cold");
     }
     Writer {
-        saver: Saver { shared, last: None },
+        saver: Saver {
+            shared,
+            last: None,
+            seq_floor: None,
+        },
         loaded,
         done,
     }
@@ -228,8 +280,8 @@ pub fn spawn(state_dir: &Path, now: SystemTime) -> Writer {
 /// How soon a state that could not be written is tried again (unless a newer one comes).
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-fn run(dir: &Path, shared: &Shared) {
-    let mut failing = false;
+fn run(dir: &Path, shared: &Shared, faults: &Faults) {
+    let subject = dir.join(FILE).display().to_string();
     let mut retry: Option<Pending> = None;
     loop {
         let mut slot = shared.slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,16 +310,18 @@ fn run(dir: &Path, shared: &Shared) {
         drop(slot);
         match write(dir, &next) {
             Ok(()) => {
-                if failing {
-                    tracing::info!(path = %dir.join(FILE).display(), "the state file is written again");
-                }
-                failing = false;
+                faults.clear(FaultKind::StateWrite, &subject);
             }
             Err(e) => {
-                if !failing {
-                    tracing::warn!(path = %dir.join(FILE).display(), error = %e, "cannot write the state file; retrying every second (a restart meanwhile starts cold)");
-                }
-                failing = true;
+                // Said once per episode (the retries every second are silent).
+                faults.raise(
+                    FaultKind::StateWrite,
+                    &subject,
+                    &format_args!(
+                        "cannot write the state file, retrying every second (a restart \
+                         meanwhile starts from the last state written): {e}"
+                    ),
+                );
                 retry = Some(next);
             }
         }
@@ -280,6 +334,7 @@ fn write(dir: &Path, state: &Pending) -> std::io::Result<()> {
         version: VERSION,
         saved_unix_ms: unix_ms(state.at),
         route_groups: state.route_groups.clone(),
+        probe_seq_floor: state.probe_seq_floor,
     };
     let mut text = serde_json::to_string_pretty(&disk)?;
     text.push('\n');
@@ -314,7 +369,7 @@ mod tests {
 
     /// Hand `states` to a writer in `dir`, one after the other, and wait until written.
     fn session(dir: &Path, states: &[BTreeMap<String, String>], at: SystemTime) {
-        let w = spawn(dir, at);
+        let w = spawn(dir, at, Faults::detached());
         let mut saver = w.saver;
         for s in states {
             saver.save(s, at);
@@ -347,7 +402,7 @@ mod tests {
     fn an_unchanged_state_is_not_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let w = spawn(dir.path(), t);
+        let w = spawn(dir.path(), t, Faults::detached());
         let mut saver = w.saver;
         let s = groups(&[("remote", "interconnect")]);
         saver.assume(s.clone());
@@ -423,8 +478,12 @@ mod tests {
         let state = dir.path().join("state");
         fs::write(&state, "").unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let w = spawn(&state, t);
-        assert!(w.loaded.blocking_recv().unwrap().is_err(), "unreadable");
+        let faults = Faults::detached();
+        let w = spawn(&state, t, faults.clone());
+        assert!(
+            w.loaded.blocking_recv().unwrap().groups.is_err(),
+            "unreadable"
+        );
         let mut saver = w.saver;
         saver.save(&groups(&[("remote", "internet")]), t);
         std::thread::sleep(Duration::from_millis(200));
@@ -437,11 +496,49 @@ mod tests {
             assert!(crate::clock::now() < deadline, "never retried");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(
+            faults.count(FaultKind::StateWrite),
+            1,
+            "one fault, not one a retry"
+        );
+        let subject = state.join(FILE).display().to_string();
+        let deadline = crate::clock::now() + RETRY_EVERY;
+        while faults.is_active(FaultKind::StateWrite, &subject) {
+            assert!(crate::clock::now() < deadline, "the fault was not cleared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(saver);
         w.done.blocking_recv().unwrap();
         assert_eq!(
             load(&state, t).unwrap(),
             Some(groups(&[("remote", "internet")]))
         );
+    }
+
+    #[test]
+    fn the_probe_number_floor_is_written_and_read_even_from_a_file_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = spawn(dir.path(), t, Faults::detached());
+        let mut saver = w.saver;
+        saver.reserve_seqs(123_456, t);
+        saver.save(&groups(&[("remote", "internet")]), t);
+        drop(saver);
+        w.done.blocking_recv().unwrap();
+        assert_eq!(load_seq_floor(dir.path()), Some(123_456));
+        // Read on a clock an hour back: the file is from the future and not restored, but the
+        // numbers it reserved were used all the same.
+        let back = t - Duration::from_secs(3600);
+        assert!(load(dir.path(), back).is_err());
+        assert_eq!(load_seq_floor(dir.path()), Some(123_456));
+        // A file of an agentd that did not keep one is still restored.
+        let ms = unix_ms(t);
+        fs::write(
+            dir.path().join(FILE),
+            format!("{{\"version\": 1, \"saved_unix_ms\": {ms}, \"route_groups\": {{}}}}"),
+        )
+        .unwrap();
+        assert_eq!(load(dir.path(), t).unwrap(), Some(BTreeMap::new()));
+        assert_eq!(load_seq_floor(dir.path()), None);
     }
 }

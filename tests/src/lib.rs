@@ -9,6 +9,7 @@
 pub mod agentd;
 pub mod bind;
 pub mod dns_bed;
+pub mod fault_checks;
 pub mod fixture;
 pub mod flood;
 pub mod histogram;
@@ -22,6 +23,7 @@ pub mod prometheus;
 pub mod relay;
 pub mod resolver;
 pub mod service;
+pub mod silent;
 pub mod topology;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
@@ -39,6 +41,7 @@ pub use prometheus::{
 pub use relay::Relay;
 pub use resolver::SilentResolver;
 pub use service::TcpService;
+pub use silent::{Gate, SilentDns};
 
 use std::path::PathBuf;
 

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use isthmus_tests::fault_checks::{fault_series, lines_with};
 use isthmus_tests::moto::{self, Moto, Vpc};
 use isthmus_tests::topology::{now_ms, Side, TwoClouds};
-use isthmus_tests::{http_get, netctl, Agentd, Fixture, Netns};
+use isthmus_tests::{http_get, netctl, Agentd, Fixture, Gate, Netns};
 
 /// moto inside the test's namespace, on its loopback (nothing else there uses the port).
 const MOTO: &str = "127.0.0.1:5055";
@@ -333,6 +334,100 @@ fn the_route53_record_follows_the_dns_group_to_the_standby_and_back_after_failba
         .collect();
     assert_eq!(done, [PRIMARY, STANDBY, PRIMARY], "{events:#?}");
     bed.assert_no_secret(&agentd, &[ENV_SECRET]);
+}
+
+/// In front of moto, for the test of an endpoint that never answers.
+const GATE: &str = "127.0.0.1:5056";
+
+#[test]
+fn a_route53_endpoint_that_accepts_and_never_answers_is_one_fault_and_the_record_follows_once_it_answers(
+) {
+    let Some(pyenv) = moto::pyenv(
+        "a_route53_endpoint_that_accepts_and_never_answers_is_one_fault_and_the_record_follows_once_it_answers",
+    ) else {
+        return;
+    };
+    let bed = DnsBed::new(
+        &pyenv,
+        &format!("imds_endpoint = \"{DEAD_IMDS}\""),
+        &[(PRIMARY, &["primary"]), (STANDBY, &["standby"])],
+    );
+    // agentd reaches moto through the gate; each attempt ends at a 2 s deadline.
+    let gate = Gate::start(&bed.ns, GATE.parse().unwrap(), MOTO.parse().unwrap());
+    let text = std::fs::read_to_string(bed.fx.config_path())
+        .unwrap()
+        .replace(
+            &format!("endpoint = \"{ENDPOINT}\""),
+            &format!("endpoint = \"http://{GATE}\""),
+        )
+        .replace("[actions]\n", "[actions]\ntimeout = \"2s\"\n");
+    bed.fx.write_config(&text);
+    let primary = Service::start(&bed.ns, PRIMARY_SERVICE);
+    let _standby = Service::start(&bed.ns, STANDBY_SERVICE);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDISTHMUSENV".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", ENV_SECRET.to_string()),
+    ];
+    let agentd = bed.start(&env);
+    bed.wait_record(PRIMARY, LONG);
+    bed.wait_in_sync(PRIMARY);
+    let scrape = || {
+        let (status, text) = http_get(
+            &bed.ns,
+            METRICS.parse().unwrap(),
+            "/metrics",
+            Duration::from_secs(10),
+        )
+        .expect("scraping /metrics");
+        assert_eq!(status, 200);
+        text
+    };
+    let total = |m: &str| fault_series(m, "isthmus_faults_total", "action_timeout");
+    let before = total(&scrape());
+
+    // Route 53 hangs, and the standby must be published.
+    gate.shut();
+    drop(primary);
+    std::thread::sleep(Duration::from_secs(10));
+    let a = bed.actions();
+    let target = a["actions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["target"] == "orders-db"))
+        .cloned()
+        .unwrap();
+    assert_eq!(target["state"], "failing", "{target:#}");
+    assert!(
+        target["failures"].as_u64().unwrap_or(0) >= 2,
+        "retried: {target:#}"
+    );
+    assert!(gate.held() >= 2, "the silent endpoint was asked");
+    let said = lines_with(&agentd.log_text(), &["fault: action_timeout"]);
+    assert_eq!(said.len(), 1, "said once, not per retry: {said:#?}");
+    assert_eq!(total(&scrape()) - before, 1.0, "counted once");
+    assert_eq!(bed.record(), Some((30, vec![PRIMARY.to_string()])));
+
+    // Route 53 answers again: the standby is published at the next attempt.
+    let opened = Instant::now();
+    gate.open();
+    bed.wait_record(STANDBY, LONG);
+    let recovered = opened.elapsed();
+    bed.wait_in_sync(STANDBY);
+    let log = agentd.log_text();
+    assert_eq!(
+        lines_with(&log, &["fault cleared: action_timeout"]).len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, &["fault: action_timeout"]).len(), 1);
+    assert_eq!(
+        fault_series(&scrape(), "isthmus_faults_active", "action_timeout"),
+        0.0
+    );
+    eprintln!(
+        "Route 53 silent: {} attempts, {} connections held; standby published {recovered:.1?} after it answered again",
+        target["failures"],
+        gate.held()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

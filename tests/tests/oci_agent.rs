@@ -22,9 +22,10 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use isthmus_tests::fault_checks::{fault_series, lines_with};
 use isthmus_tests::oci_stub::{api_key, ApiKey, OciStub};
 use isthmus_tests::topology::{now_ms, Side, TwoClouds, VPCS};
-use isthmus_tests::{netctl, Agentd, TcpService};
+use isthmus_tests::{http_get, netctl, Agentd, Gate, TcpService};
 use serde_json::{json, Value};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -38,6 +39,8 @@ const PRIVATE_IP: &str = "ocid1.privateip.oc1.iad.aaaaaaaaisthmusgateway";
 const DRG: &str = "ocid1.drg.oc1.iad.aaaaaaaaisthmusdrg";
 /// The stub, on the OCI gateway namespace's loopback.
 const STUB: &str = "127.0.0.1:8080";
+/// A gate in front of the stub, for the test of an endpoint that never answers.
+const GATE: &str = "127.0.0.1:8081";
 const ZONE: &str = "oci.test";
 const RECORD: &str = "orders-db.oci.test";
 const GROUP: &str = "orders-db";
@@ -74,6 +77,8 @@ struct Options {
     fallback: &'static str,
     /// The stub knows another key than the one agentd signs with.
     wrong_key: bool,
+    /// agentd reaches the stub through a [`Gate`] (on [`GATE`]) that the test can shut.
+    gate: bool,
 }
 
 /// The test bed. Fields drop in order: agentd, the listeners, the stub and its runtime, then
@@ -81,6 +86,7 @@ struct Options {
 struct Bed {
     _aws_agentd: Agentd,
     oci_agentd: Agentd,
+    gate: Option<Gate>,
     primary: Option<TcpService>,
     _dr: TcpService,
     stub: OciStub,
@@ -139,11 +145,16 @@ fn start(tag: &str, options: Options) -> Bed {
     stub.add_zone(ZONE, None);
     stub.set_rules(TABLE, foreign_rules());
 
-    configure(&clouds.oci, &key, options.fallback);
+    let gate = options
+        .gate
+        .then(|| Gate::start(&clouds.oci.ns, GATE.parse().unwrap(), STUB.parse().unwrap()));
+    let endpoint = if options.gate { GATE } else { STUB };
+    configure(&clouds.oci, &key, options.fallback, endpoint);
     let (aws_agentd, oci_agentd) = clouds.start_agents();
     Bed {
         _aws_agentd: aws_agentd,
         oci_agentd,
+        gate,
         primary: Some(primary),
         _dr: dr,
         stub,
@@ -155,7 +166,7 @@ fn start(tag: &str, options: Options) -> Bed {
 
 /// The OCI gateway's config: `[oci]` pointing at the stub, the route table on group `remote`,
 /// the DNS group with a TCP check per answer, fast action pacing and re-assertion.
-fn configure(side: &Side, key: &ApiKey, fallback: &str) {
+fn configure(side: &Side, key: &ApiKey, fallback: &str, endpoint: &str) {
     side.fx
         .write_key_text("oci_api_key.pem", key.pem.trim_end());
     side.fx.set_probes(
@@ -176,8 +187,8 @@ tenancy = "{TENANCY}"
 user = "{USER}"
 fingerprint = "{fingerprint}"
 key_file = "oci_api_key.pem"
-dns_endpoint = "http://{STUB}"
-iaas_endpoint = "http://{STUB}"
+dns_endpoint = "http://{endpoint}"
+iaas_endpoint = "http://{endpoint}"
 
 [actions]
 min_interval = "0s"
@@ -370,6 +381,7 @@ fn the_oci_dns_record_follows_the_dns_group_and_every_request_is_signed() {
         Options {
             fallback: DRG,
             wrong_key: false,
+            gate: false,
         },
     );
     // (A field, not `bed.oci()`: the test replaces `bed.primary` meanwhile.)
@@ -517,6 +529,7 @@ fn the_vcn_route_rule_goes_to_the_fallback_drg_when_both_links_are_cut_and_back_
         Options {
             fallback: DRG,
             wrong_key: false,
+            gate: false,
         },
     );
     fail_closed_and_back(&bed, Some(DRG));
@@ -537,6 +550,7 @@ fn with_fallback_none_our_route_rule_is_removed_when_both_links_are_cut_and_recr
         Options {
             fallback: "none",
             wrong_key: false,
+            gate: false,
         },
     );
     fail_closed_and_back(&bed, None);
@@ -550,6 +564,7 @@ fn a_writer_racing_agentd_loses_nothing_and_our_rule_is_put_back_at_the_reassert
         Options {
             fallback: DRG,
             wrong_key: false,
+            gate: false,
         },
     );
     let oci = bed.oci();
@@ -643,6 +658,7 @@ fn a_wrong_api_key_is_an_auth_failure_retried_that_changes_nothing_and_shows_no_
         Options {
             fallback: DRG,
             wrong_key: true,
+            gate: false,
         },
     );
     let oci = bed.oci();
@@ -687,4 +703,100 @@ fn a_wrong_api_key_is_an_auth_failure_retried_that_changes_nothing_and_shows_no_
             assert!(!text.contains(secret), "{what} shows key material: {text}");
         }
     }
+}
+
+/// The side's `/metrics` page.
+fn metrics(side: &Side) -> String {
+    match http_get(
+        &side.ns,
+        "127.0.0.1:9477".parse().unwrap(),
+        "/metrics",
+        Duration::from_secs(10),
+    ) {
+        Ok((200, body)) => body,
+        other => panic!("{}: GET /metrics: {other:?}", side.name),
+    }
+}
+
+#[test]
+fn an_oci_api_that_accepts_and_never_answers_is_one_fault_per_target_and_the_table_follows_once_it_answers(
+) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = start(
+        "of",
+        Options {
+            fallback: DRG,
+            wrong_key: false,
+            gate: true,
+        },
+    );
+    let oci = bed.oci();
+    bed.wait_rule_to(Some(PRIVATE_IP), LONG).unwrap();
+    wait_in_sync(oci, TABLE, LONG);
+    wait_in_sync(oci, GROUP, LONG);
+    let gate = bed.gate.as_ref().unwrap();
+    let total = |m: &str| fault_series(m, "isthmus_faults_total", "action_timeout");
+    let before = total(&metrics(oci));
+
+    // The API hangs; then both links are cut: the table must move to the fallback DRG.
+    gate.shut();
+    let cut_at = now_ms();
+    bed.cut(0);
+    bed.cut(1);
+    let started = Instant::now();
+    while oci.active("remote").is_some() {
+        assert!(started.elapsed() < LONG, "the group did not fail closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Attempts end at the 2 s deadline and back off at most 2 s: several in 10 s.
+    std::thread::sleep(Duration::from_secs(10));
+    let a = action(oci, TABLE);
+    assert_eq!(a["state"], "failing", "{a:#}");
+    assert!(a["failures"].as_u64().unwrap_or(0) >= 2, "retried: {a:#}");
+    let failed = events_of(oci, "action_failed", TABLE_TARGET, cut_at);
+    assert!(
+        !failed.is_empty() && failed.iter().all(|e| reason(e).contains("(unavailable)")),
+        "{failed:#?}"
+    );
+    assert!(gate.held() >= 2, "the silent endpoint was asked");
+    assert_eq!(bed.our_rule().unwrap()["networkEntityId"], PRIVATE_IP);
+    let log = bed.oci_agentd.log_text();
+    let said = lines_with(&log, &["fault: action_timeout", TABLE_TARGET]);
+    assert_eq!(said.len(), 1, "said once, not per retry: {said:#?}");
+    let all = lines_with(&log, &["fault: action_timeout"]);
+    assert!(all.len() <= 2, "one per target at most: {all:#?}");
+    let m = metrics(oci);
+    assert_eq!(
+        total(&m) - before,
+        all.len() as f64,
+        "counted once per target"
+    );
+
+    // The API answers again: the pending change goes through at the next attempt.
+    let opened = Instant::now();
+    gate.open();
+    bed.wait_rule_to(Some(DRG), LONG);
+    let recovered = opened.elapsed();
+    wait_in_sync(oci, TABLE, LONG);
+    wait_in_sync(oci, GROUP, LONG);
+    let log = bed.oci_agentd.log_text();
+    assert_eq!(
+        lines_with(&log, &["fault cleared: action_timeout", TABLE_TARGET]).len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        lines_with(&log, &["fault: action_timeout"]).len(),
+        all.len()
+    );
+    assert_eq!(
+        fault_series(&metrics(oci), "isthmus_faults_active", "action_timeout"),
+        0.0
+    );
+    assert_eq!(bed.other_rules(), foreign_rules(), "foreign rules changed");
+    eprintln!(
+        "OCI API silent: {} attempts on the table, {} connections held; fallback rule {recovered:.1?} after it answered again",
+        a["failures"],
+        gate.held()
+    );
 }

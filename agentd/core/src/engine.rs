@@ -471,6 +471,23 @@ impl Engine {
         }
     }
 
+    /// Where [`Engine::start_seqs_at`] started the numbers.
+    pub fn first_seq(&self) -> u32 {
+        self.first_seq
+    }
+
+    /// Above every number sent so far on any link (serial-number order): where a restart
+    /// must start at the least, whatever the wall clock says.
+    pub fn next_seq(&self) -> u32 {
+        self.links
+            .values()
+            .map(LinkHealth::next_seq)
+            .fold(
+                self.first_seq,
+                |a, s| if serial_after(s, a) { s } else { a },
+            )
+    }
+
     /// A warm restart: `active` is each route group's active link before the restart (as the
     /// shell kept it). A group takes its link again as soon as the link is usable, without
     /// waiting for the other links' first verdicts (see `policy`), and leaves it as usual if
@@ -1514,4 +1531,10 @@ impl Engine {
 /// Microseconds from `epoch` to `at`, for `sent_us`.
 fn micros(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Whether `a` comes after `b` in serial-number arithmetic (RFC 1982), as the peer compares
+/// probe numbers.
+pub fn serial_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }

@@ -257,6 +257,11 @@ impl LinkHealth {
         self.next_seq = seq.max(1);
     }
 
+    /// The number the next probe gets.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     pub fn set_parameters(&mut self, timings: Timings, thresholds: Thresholds, damping: Damping) {
         self.timings = timings;
         self.thresholds = thresholds;

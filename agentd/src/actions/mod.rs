@@ -10,7 +10,9 @@
 //! with exponential back-off and jitter; writes to one target are at most one per
 //! `min_interval`; every target is re-read and re-asserted every `reassert_every`. Targets are
 //! independent: a provider that hangs holds only its own tasks, never the loop, the probes, the
-//! routes, or another provider.
+//! routes, or another provider. An endpoint that does not answer (every request has the
+//! `[actions].timeout` deadline) or cannot be reached raises an `action_timeout` fault for the
+//! target, said and counted once until an attempt succeeds ([`crate::faults`]).
 //!
 //! Hooks ([`hooks`]) are commands run on transitions, in order per hook, with retries and a
 //! timeout that kills them.
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::daemon::input::Input;
+use crate::faults::Faults;
 pub use hooks::{HookReport, HookRun};
 
 /// Which cloud a route table is in.
@@ -202,7 +205,11 @@ pub struct ActionReport {
 }
 
 /// The adapter task: owns one worker per target and the hook runners.
-pub async fn run(mut rx: mpsc::UnboundedReceiver<ActionsCmd>, reports: mpsc::Sender<Input>) {
+pub async fn run(
+    mut rx: mpsc::UnboundedReceiver<ActionsCmd>,
+    reports: mpsc::Sender<Input>,
+    faults: Faults,
+) {
     let mut backends = Arc::new(Backends::default());
     let mut workers: BTreeMap<
         TargetId,
@@ -260,6 +267,7 @@ pub async fn run(mut rx: mpsc::UnboundedReceiver<ActionsCmd>, reports: mpsc::Sen
                         wrx,
                         backends.clone(),
                         reports.clone(),
+                        faults.clone(),
                     ));
                     workers.insert(id.clone(), (tx, task));
                 }

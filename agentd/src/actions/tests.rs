@@ -165,7 +165,7 @@ fn pacing() -> Pacing {
 fn bed(dns: &[(&str, Arc<FakeDns>)], tables: &[(&str, Arc<FakeTable>)]) -> Bed {
     let (cmds, rx) = mpsc::unbounded_channel();
     let (tx, reports) = mpsc::channel(64);
-    tokio::spawn(run(rx, tx));
+    tokio::spawn(run(rx, tx, crate::faults::Faults::detached()));
     let mut b = Backends {
         pacing: pacing(),
         ..Backends::default()
@@ -437,4 +437,33 @@ async fn a_route_table_gets_only_the_routes_that_differ_and_forgotten_targets_st
     b.apply(vec![]);
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert_eq!(*table.applies.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reassertion_that_failed_and_then_finds_everything_in_place_says_so() {
+    // Otherwise the loop would show the target failing until its next change.
+    let server = FakeDns::serving(&["10.2.1.10"]);
+    let mut b = bed(&[("corp", server.clone())], &[]);
+    b.apply(vec![(dns("db"), want_dns("corp", "10.2.1.10"))]);
+    assert!(matches!(
+        b.next().await.event,
+        ActionEvent::Done { changed: false, .. }
+    ));
+    server.state.lock().unwrap().hang = true;
+    assert!(matches!(
+        b.next().await.event,
+        ActionEvent::Failed {
+            kind: FailureKind::Unavailable,
+            ..
+        }
+    ));
+    server.state.lock().unwrap().hang = false;
+    match b.next().await.event {
+        ActionEvent::Done {
+            changed: false,
+            reasserted: true,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
 }

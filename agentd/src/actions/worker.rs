@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::{ActionEvent, ActionReport, Backends, Desired, TargetId, Want};
 use crate::daemon::input::Input;
+use crate::faults::{FaultKind, Faults};
 
 /// Conflicts in a row before an attempt counts as failed (and backs off): another writer that
 /// keeps changing the target must not make us spin.
@@ -30,7 +31,9 @@ pub(super) async fn run(
     mut desired: watch::Receiver<Option<Desired>>,
     backends: Arc<Backends>,
     reports: mpsc::Sender<Input>,
+    faults: Faults,
 ) {
+    let subject = id.to_string();
     let pacing = backends.pacing.clone();
     let min_interval = match &id {
         TargetId::Dns(_) => match desired.borrow().as_ref().map(|d| &d.want) {
@@ -76,12 +79,16 @@ pub(super) async fn run(
         let result = attempt(&id, &d, &backends, &mut published, &reports, &provider).await;
         let wait = match result {
             Ok(a) => {
+                // After failures the loop shows the target failing: a success is news then,
+                // even a re-assertion that found everything in place.
+                let recovered = failures > 0;
                 failures = 0;
+                faults.clear(FaultKind::ActionTimeout, &subject);
                 if a.changed {
                     last_write = Some(Instant::now());
                 }
                 // A re-assertion that found everything in place is not news.
-                if !reasserting || a.changed {
+                if !reasserting || a.changed || recovered {
                     let event = ActionEvent::Done {
                         changed: a.changed,
                         from: a.from,
@@ -97,6 +104,15 @@ pub(super) async fn run(
             Err(f) => {
                 failures += 1;
                 let retry_in = backoff(&id, failures, pacing.retry_initial, pacing.retry_max);
+                if f.kind == FailureKind::Unavailable {
+                    // Once per episode; every attempt is still reported (and counted by
+                    // result) as before.
+                    faults.raise(
+                        FaultKind::ActionTimeout,
+                        &subject,
+                        &format_args!("{provider}: {}", f.message),
+                    );
+                }
                 let event = ActionEvent::Failed {
                     kind: f.kind,
                     message: f.message,

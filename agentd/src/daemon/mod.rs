@@ -116,11 +116,19 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         ));
         io.spawn(resolve::run(resolver_rx, inputs_tx.clone()));
         io.spawn(targets(targets_rx, inputs_tx.clone()));
-        io.spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
+        io.spawn(crate::actions::run(
+            actions_rx,
+            inputs_tx.clone(),
+            metrics.faults.clone(),
+        ));
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
-    let writer = events::spawn_writer(&config.agent.state_dir);
-    let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
+    let writer = events::spawn_writer(&config.agent.state_dir, metrics.faults.clone());
+    let state = crate::state::spawn(
+        &config.agent.state_dir,
+        crate::clock::wall(),
+        metrics.faults.clone(),
+    );
     // Both files load on their writers' threads at once: a stuck disk costs one wait, not two.
     let (history, loaded) = tokio::join!(
         tokio::time::timeout(events::HISTORY_WAIT, writer.history),
@@ -136,14 +144,17 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             Vec::new()
         }
     };
-    let loaded = match loaded {
-        Ok(Ok(loaded)) => loaded,
+    let (loaded, seq_floor) = match loaded {
+        Ok(Ok(loaded)) => (loaded.groups, loaded.seq_floor),
         // The writer thread did not start (said when it failed).
-        Ok(Err(_)) => Ok(None),
-        Err(_) => Err(crate::state::Ignored::Slow {
-            path: config.agent.state_dir.join(crate::state::FILE),
-            waited: events::HISTORY_WAIT,
-        }),
+        Ok(Err(_)) => (Ok(None), None),
+        Err(_) => (
+            Err(crate::state::Ignored::Slow {
+                path: config.agent.state_dir.join(crate::state::FILE),
+                waited: events::HISTORY_WAIT,
+            }),
+            None,
+        ),
     };
 
     let path = config.path.clone();
@@ -190,6 +201,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         now,
     );
     shell.restore(loaded);
+    shell.continue_probe_numbers(seq_floor);
     shell
         .run(Receivers {
             probes,

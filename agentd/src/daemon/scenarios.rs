@@ -194,6 +194,42 @@ async fn a_restart_after_a_crash_adopts_the_routes_and_duplicates_none() {
     aws.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_restart_after_a_quarter_hour_without_a_change_is_still_warm() {
+    // The state file is a crash's only memory: it must stay fresh while nothing changes, or a
+    // gateway steady for more than `RESTORE_WITHIN` restarts cold.
+    let (dir, net, [aws, _oci]) = pair("203.0.113.1:51821").await;
+    tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+    let state = dir.path().join("state0");
+    // The writer thread is real: give it real time to write the refreshed state.
+    let mut loaded = None;
+    for _ in 0..500 {
+        if let Ok(Some(l)) = crate::state::load(&state, crate::clock::wall()) {
+            loaded = Some(l);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let loaded = loaded.expect("the state file went stale while nothing changed");
+    assert_eq!(loaded.get("db").map(String::as_str), Some("ic"));
+
+    let kernel = aws.crash();
+    let [a, _] = configs(dir.path(), "203.0.113.1:51821");
+    let aws = Gateway::start(0, a, net.clone(), kernel).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let moves: Vec<_> = aws
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ActiveLinkChanged)
+        .collect();
+    assert!(
+        moves.first().is_some_and(|m| m.reason.contains("restart")),
+        "a warm restart: {moves:#?}"
+    );
+    aws.stop().await;
+}
+
 /// Wait (in real time: the writer is a thread) until `path` exists.
 async fn wait_for_file(path: &std::path::Path) {
     for _ in 0..500 {

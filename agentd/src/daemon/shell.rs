@@ -28,6 +28,7 @@ use crate::actions::{ActionReport, ActionsCmd, HookReport};
 use crate::control::Command;
 use crate::events::{self, EventLog};
 use crate::failover::{self, Failover, ProbeIn};
+use crate::faults::FaultKind;
 use crate::metrics::Metrics;
 use crate::probe::job::{Job, JobKey};
 use crate::probe::peer::ProbeTransport;
@@ -42,6 +43,19 @@ use crate::view::{Rejected, TargetState, View};
 /// How often failed links are retried, silent hostname endpoints looked up again and probe
 /// sockets re-synced.
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(5);
+/// The subject of a `clock_step` fault.
+const WALL_CLOCK: &str = "wall_clock";
+/// Probe numbers reserved in the state file ahead of those sent: an hour of probes at the
+/// fastest rate (one per 25 ms on a link), renewed when half is used, so that the file is
+/// written for it at most every half hour. A restart numbers from above the reservation
+/// even when the wall clock stepped back since (the peer drops lower numbers as replays).
+const SEQ_RESERVE: u32 = 40 * 3600;
+/// The state file is stamped again this often while nothing changes: its age is how long ago
+/// its state was last known true, and a restart restores only one younger than
+/// [`crate::state::RESTORE_WITHIN`] (written only on changes, a gateway steady for ten
+/// minutes restarted cold).
+const STATE_REFRESH_EVERY: Duration =
+    Duration::from_secs(crate::state::RESTORE_WITHIN.as_secs() / 4);
 /// How long a shutdown waits for each adapter's answer before going on without it.
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
 /// Loop lag samples kept for `netctl status` (a sample per timer: about a minute).
@@ -178,6 +192,12 @@ pub struct Shell {
     lag: LagWindow,
     next_maintain: Instant,
     next_watchdog: Option<Instant>,
+    /// The wall clock against the monotonic one, looked at every maintenance tick.
+    wall_watch: crate::clock::WallWatch,
+    /// Probe numbers below this are reserved in the state file for this run.
+    seq_reserved: u32,
+    /// When the state file was last stamped again ([`STATE_REFRESH_EVERY`]).
+    state_refreshed: Instant,
     phase: Phase,
     /// Whether the links adapter finished the start-up apply (READY waits for it).
     links_started: bool,
@@ -233,6 +253,9 @@ impl Shell {
             lag: LagWindow::default(),
             next_maintain: now + MAINTAIN_EVERY,
             next_watchdog: adapters.watchdog.map(|d| now + d),
+            wall_watch: crate::clock::WallWatch::new(SystemTime::now(), crate::clock::monotonic()),
+            seq_reserved: 0,
+            state_refreshed: now,
             phase: Phase::Starting,
             links_started: false,
             action_book: ActionBook::default(),
@@ -403,7 +426,7 @@ impl Shell {
         }
         if now >= self.next_maintain {
             self.next_maintain = now + MAINTAIN_EVERY;
-            self.maintain();
+            self.maintain(now);
             if now.saturating_duration_since(self.started_at) >= TABLES_WAIT {
                 let all = self
                     .running
@@ -424,11 +447,57 @@ impl Shell {
     }
 
     /// Every [`MAINTAIN_EVERY`]: retries and lookups that wait on nobody.
-    fn maintain(&mut self) {
+    fn maintain(&mut self, now: Instant) {
         let _ = self.adapters.links.send(LinkCmd::Maintain);
         self.sync_transport();
         self.resolve_silent_endpoints();
         self.accumulate_egress();
+        self.watch_wall_clock();
+        let left = self.seq_reserved.wrapping_sub(self.failover.next_seq());
+        if (left as i32) < (SEQ_RESERVE / 2) as i32 {
+            self.reserve_seqs();
+        }
+        if now.saturating_duration_since(self.state_refreshed) >= STATE_REFRESH_EVERY {
+            self.state_refreshed = now;
+            self.adapters.state.refresh(crate::clock::wall());
+        }
+    }
+
+    /// Start the probe numbers above `floor` (what the last run reserved, if it said) and
+    /// reserve this run's. Call after [`Shell::restore`], before [`Shell::run`].
+    pub fn continue_probe_numbers(&mut self, floor: Option<u32>) {
+        if let Some(floor) = floor {
+            self.failover.start_seqs_above(floor);
+        }
+        self.reserve_seqs();
+    }
+
+    fn reserve_seqs(&mut self) {
+        self.seq_reserved = self.failover.next_seq().wrapping_add(SEQ_RESERVE);
+        self.adapters
+            .state
+            .reserve_seqs(self.seq_reserved, crate::clock::wall());
+    }
+
+    /// A step of the wall clock is a `clock_step` fault, said once: nothing decides by the
+    /// wall clock, but what is stamped with it (events, the state file) jumps. The state file
+    /// is written again on the new clock, so that a restart still finds it fresh; the fault
+    /// clears at the next tick that sees the clocks agree.
+    fn watch_wall_clock(&mut self) {
+        let faults = &self.metrics.faults;
+        match self
+            .wall_watch
+            .look(SystemTime::now(), crate::clock::monotonic())
+        {
+            Some(step) => {
+                faults.raise(FaultKind::ClockStep, WALL_CLOCK, &step);
+                crate::clock::rebase_wall();
+                self.adapters.state.refresh(crate::clock::wall());
+            }
+            None => {
+                faults.clear(FaultKind::ClockStep, WALL_CLOCK);
+            }
+        }
     }
 
     /// Ask the resolver again for hostname endpoints of running links without a session (the

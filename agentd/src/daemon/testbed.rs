@@ -292,6 +292,7 @@ impl Gateway {
         let mut adapters_tasks = vec![tokio::spawn(crate::actions::run(
             actions_rx,
             inputs_tx.clone(),
+            crate::faults::Faults::detached(),
         ))];
         let endpoints = Arc::new(Mutex::new(Vec::new()));
         adapters_tasks.push(tokio::spawn(fake_links(
@@ -358,7 +359,12 @@ impl Gateway {
                 let _ = ready_tx.send(true);
             }),
             watchdog: None,
-            state: crate::state::spawn(&config.agent.state_dir, crate::clock::wall()).saver,
+            state: crate::state::spawn(
+                &config.agent.state_dir,
+                crate::clock::wall(),
+                crate::faults::Faults::detached(),
+            )
+            .saver,
         };
         // An event log writer that never takes anything: a disk that blocks forever.
         let (writer, stuck) = mpsc::channel(crate::events::WRITER_QUEUE);
@@ -378,6 +384,7 @@ impl Gateway {
             &config.agent.state_dir,
             crate::clock::wall(),
         ));
+        shell.continue_probe_numbers(crate::state::load_seq_floor(&config.agent.state_dir));
         let task = tokio::spawn(shell.run(Receivers {
             probes,
             inputs,

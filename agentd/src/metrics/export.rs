@@ -140,7 +140,6 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         "isthmus_link_egress_cost_total",
         "Estimated egress cost of what the link sent, in the currency of egress_price_per_gb.",
     );
-    let wall = state.wall;
     for link in &state.config.links {
         let l = [("link", link.name.as_str())];
         let report = state.engine.get(&link.name);
@@ -176,9 +175,9 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         let Some(c) = state.counters.get(&link.name) else {
             continue;
         };
-        let age = c.last_handshake().map_or(f64::INFINITY, |t| {
-            wall.duration_since(t).unwrap_or_default().as_secs_f64()
-        });
+        let age = c
+            .handshake_age(now)
+            .map_or(f64::INFINITY, |a| a.as_secs_f64());
         handshake.add(&l, age);
         attempts.add(&l, c.handshake_attempts.load(Relaxed) as f64);
         tx_bytes.add(&l, c.tx_bytes.load(Relaxed) as f64);

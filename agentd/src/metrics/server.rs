@@ -68,7 +68,8 @@ pub async fn serve(
                     });
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_BIND) => {}
-                        _ = listen.changed() => break None,
+                        // The sender gone: agentd is stopping.
+                        r = listen.changed() => if r.is_err() { break 'serving } else { break None },
                         _ = shutdown.wait_for(|s| *s) => break 'serving,
                     }
                 }
@@ -84,7 +85,9 @@ pub async fn serve(
         let mut stopping = false;
         let stop = async {
             tokio::select! {
-                _ = listen.changed() => {}
+                // The sender gone (the loop ended): stopping, not a new address. Taken for
+                // one, the server rebound the same address in a loop until shutdown came.
+                r = listen.changed() => stopping = r.is_err(),
                 _ = shutdown.wait_for(|s| *s) => stopping = true,
             }
         };

@@ -83,7 +83,12 @@ pub struct Counters {
     pub handshake_attempts: AtomicU64,
     pub handshake_failures: AtomicU64,
     /// Wall-clock time of the last completed handshake, in ns since the Unix epoch; 0 = never.
+    /// For `wg show` only: ages come from `last_handshake_ms`, which a step of the wall clock
+    /// does not move.
     pub last_handshake_unix_ns: AtomicU64,
+    /// The last completed handshake on the monotonic clock, in ms since [`epoch`] plus 1;
+    /// 0 = never.
+    last_handshake_ms: AtomicU64,
     /// 1 while boringtun has given up (no handshake answered for 90 s).
     pub expired: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -128,6 +133,26 @@ impl Counters {
 
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// A handshake completed `age` before `now` (monotonic), at `wall` on the wall clock.
+    pub fn record_handshake(&self, now: Instant, age: Duration, wall: SystemTime) {
+        let at = now.checked_sub(age).unwrap_or(now);
+        let ms = at.saturating_duration_since(epoch()).as_millis() as u64;
+        self.last_handshake_ms.store(ms + 1, Relaxed);
+        if let Some(at) = wall.checked_sub(age) {
+            let ns = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+            self.last_handshake_unix_ns.store(ns, Relaxed);
+        }
+    }
+
+    /// How long ago the last handshake completed, on the monotonic clock (a wall clock stepped
+    /// back would put it in the future, one stepped forward make it look expired).
+    pub fn handshake_age(&self, now: Instant) -> Option<Duration> {
+        match self.last_handshake_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(now.saturating_duration_since(epoch() + Duration::from_millis(ms - 1))),
+        }
     }
 
     pub fn last_handshake(&self) -> Option<SystemTime> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use isthmus_api::{Health, LinkState, LinkStatus};
 use isthmus_config::Link;
@@ -161,8 +161,7 @@ impl LinkTable {
 }
 
 fn handshake_age(c: &Counters) -> Option<Duration> {
-    c.last_handshake()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
+    c.handshake_age(crate::clock::now())
 }
 
 fn state_of(e: &LinkEntry) -> LinkState {

@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
@@ -313,7 +313,7 @@ impl Worker {
             }
             _ => {}
         }
-        // Record the wall time of a new handshake: its age shrank, or it is the first.
+        // Record the time of a new handshake: its age shrank, or it is the first.
         let (age, ..) = self.tunn.stats();
         if let Some(age) = age {
             let new = match self.last_handshake_age {
@@ -321,10 +321,8 @@ impl Worker {
                 Some(prev) => age < prev,
             };
             if new {
-                if let Some(at) = SystemTime::now().checked_sub(age) {
-                    let ns = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-                    self.counters.last_handshake_unix_ns.store(ns, Relaxed);
-                }
+                self.counters
+                    .record_handshake(crate::clock::now(), age, SystemTime::now());
                 self.counters.expired.store(0, Relaxed);
             }
         }
