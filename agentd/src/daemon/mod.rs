@@ -114,7 +114,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         io.spawn(crate::actions::run(actions_rx, inputs_tx.clone()));
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
-    let writer = events::spawn_writer(&config.agent.state_dir);
+    let writer = events::spawn_writer(&config.agent.state_dir, config.agent.event_log_max_bytes);
     let state = crate::state::spawn(&config.agent.state_dir, crate::clock::wall());
     // Both files load on their writers' threads at once: a stuck disk costs one wait, not two.
     let (history, loaded) = tokio::join!(
