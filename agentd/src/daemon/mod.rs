@@ -65,6 +65,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (policy_tx, policy_rx) = watch::channel(policy);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = crate::metrics::Metrics::new();
+    metrics.watch_runtimes(tokio::runtime::Handle::current(), io.handle.clone());
     let server = io.spawn(control::serve(
         listener,
         Limits::from_config(&control_cfg),
