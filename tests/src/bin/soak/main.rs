@@ -246,9 +246,14 @@ fn main() {
         &last,
     );
     report.print(&samples, &counters);
-    if !died.is_empty() {
+    // Ctrl-C reaches agentd too (one process group): its exit then is no failure.
+    if !died.is_empty() && !interrupted {
         for (i, agentd) in agents.iter().enumerate() {
-            eprintln!("--- agentd log ({}) ---\n{}", i, agentd.log_text());
+            eprintln!(
+                "--- agentd log ({}) ---\n{}",
+                ["aws", "oci"][i],
+                agentd.log_text()
+            );
         }
     }
     drop(agents);
