@@ -4,15 +4,17 @@
 //! Two halves. [`EventLog`] lives in the event loop: it numbers the entries, keeps the last
 //! [`KEEP`] in memory for `netctl events`, and hands each one to the writer without ever waiting.
 //! The writer ([`spawn_writer`]) is the adapter that owns `<state_dir>/events.jsonl`: a thread of
-//! its own that loads the history at start-up and appends every entry, rewriting the file with the
-//! last entries when it grows past twice the bound. A slow disk, a full filesystem or a file that
+//! its own that loads the history at start-up and appends every entry. Past a size cap
+//! (`[agent] event_log_max_bytes`) the file is renamed `events.jsonl.1`, replacing the older one,
+//! and a new one is started: on disk the log stays under twice the cap and keeps far more than
+//! the [`KEEP`] entries in memory; the history is loaded from the ends of both. A slow disk, a full filesystem or a file that
 //! blocks forever (a FIFO nobody reads) stalls only that thread: the loop's queue to it is bounded,
 //! and what does not fit is counted in [`EventLog::dropped`] and kept in memory.
 //!
 //! A write that fails (a full filesystem, a read-only one) raises a `state_write` fault (logged
 //! and counted once, [`crate::faults`]) and is retried every [`RETRY_EVERY`] while the entries
-//! keep arriving in the writer's own ring. The first write that succeeds rewrites the file from
-//! that ring, so the entries of the episode are on disk again, in order, and clears the fault.
+//! wait in the writer's own queue (the last [`KEEP`]). The first write that succeeds appends
+//! them, so the entries of the episode reach the disk, in order, and clears the fault.
 
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
@@ -31,7 +33,7 @@ pub const KEEP: usize = 1000;
 pub const WRITER_QUEUE: usize = 256;
 /// How long start-up waits for the writer to load the history before going on without it.
 pub const HISTORY_WAIT: Duration = Duration::from_secs(1);
-/// How soon a failed write is tried again when no new entry comes first.
+/// How often a failed write is tried again while no new entry comes.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 pub struct EventLog {
@@ -118,24 +120,25 @@ pub fn record(kind: EventKind, reason: impl Into<String>) -> EventRecord {
 }
 
 /// The writer adapter: a thread that loads `<state_dir>/events.jsonl` (the history arrives on
-/// the returned oneshot) and then appends every entry it is sent. `done` fires when the sender
-/// side is gone and everything queued was written (or failed).
+/// the returned oneshot) and then appends every entry it is sent, rotating the file past
+/// `max_bytes`. `done` fires when the sender side is gone and everything queued was written (or
+/// failed).
 pub struct Writer {
     pub entries: mpsc::Sender<EventRecord>,
     pub history: oneshot::Receiver<Vec<EventRecord>>,
     pub done: oneshot::Receiver<()>,
 }
 
-pub fn spawn_writer(state_dir: &Path, faults: Faults) -> Writer {
+pub fn spawn_writer(state_dir: &Path, max_bytes: u64, faults: Faults) -> Writer {
     let (entries, rx) = mpsc::channel(WRITER_QUEUE);
     let (history_tx, history) = oneshot::channel();
     let (done_tx, done) = oneshot::channel();
-    let path = state_dir.join("events.jsonl");
+    let path = state_dir.join(FILE);
     let spawned = std::thread::Builder::new()
         .name("event-log".into())
         .spawn(move || {
-            let mut file = LogFile::open(path, faults);
-            let _ = history_tx.send(file.ring.iter().cloned().collect());
+            let (mut file, history) = LogFile::open(path, max_bytes, faults);
+            let _ = history_tx.send(history);
             file.run(rx);
             let _ = done_tx.send(());
         });
@@ -149,46 +152,61 @@ pub fn spawn_writer(state_dir: &Path, faults: Faults) -> Writer {
     }
 }
 
-/// The file side: what is on disk, for the rewrite.
+/// The event log's file in the state directory; the rotated one is `events.jsonl.1`.
+const FILE: &str = "events.jsonl";
+/// How much of the end of a file the history is loaded from: [`KEEP`] entries of a few hundred
+/// bytes fit, and a file of any size loads well within [`HISTORY_WAIT`].
+const HISTORY_TAIL: u64 = 1 << 20;
+
+/// The file side: where it is, how big it has grown, when to rotate.
 struct LogFile {
     path: PathBuf,
-    ring: VecDeque<EventRecord>,
-    lines_in_file: usize,
-    /// The last write failed: the file misses entries of the ring, and the next write that
-    /// succeeds rewrites it whole.
+    rotated: PathBuf,
+    bytes: u64,
+    max_bytes: u64,
+    /// The file does not end with a newline (agentd died mid-line): the next entry starts a
+    /// line of its own instead of joining the torn one.
+    torn: bool,
+    /// Entries not written yet: the one being written, or those of a failing episode (the
+    /// last [`KEEP`]), appended in order by the first write that succeeds.
+    pending: VecDeque<EventRecord>,
     write_failed: bool,
     faults: Faults,
 }
 
 impl LogFile {
-    /// Load the last entries; an unreadable file or bad lines are skipped (the log is a record,
+    /// Open the log and load its last [`KEEP`] entries (oldest first) from the current file and,
+    /// if it holds fewer, the rotated one. An unreadable file or bad lines are skipped (the log is a record,
     /// not state agentd depends on).
-    fn open(path: PathBuf, faults: Faults) -> LogFile {
-        let mut ring = VecDeque::new();
-        let mut lines = 0;
-        if let Ok(text) = fs::read_to_string(&path) {
-            for line in text.lines() {
-                lines += 1;
-                if let Ok(rec) = serde_json::from_str::<EventRecord>(line) {
-                    ring.push_back(rec);
-                    if ring.len() > KEEP {
-                        ring.pop_front();
-                    }
-                }
-            }
+    fn open(path: PathBuf, max_bytes: u64, faults: Faults) -> (LogFile, Vec<EventRecord>) {
+        let rotated = rotated_path(&path);
+        let mut history = load_tail(&path);
+        if history.len() < KEEP {
+            // Just after a rotation: the rest from the end of the older file.
+            let mut older = load_tail(&rotated);
+            older.append(&mut history);
+            history = older;
         }
-        LogFile {
+        let skip = history.len().saturating_sub(KEEP);
+        history.drain(..skip);
+        let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+        let torn = bytes > 0 && !ends_with_newline(&path);
+        let file = LogFile {
             path,
-            ring,
-            lines_in_file: lines,
+            rotated,
+            bytes,
+            max_bytes,
+            torn,
+            pending: VecDeque::new(),
             write_failed: false,
             faults,
-        }
+        };
+        (file, history)
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<EventRecord>) {
         loop {
-            let rec = if self.write_failed {
+            let next = if self.write_failed {
                 // Retry on a timer as well as on the next entry: the entries of a quiet
                 // gateway reach the disk soon after space is back, not at its next event.
                 match rx.try_recv() {
@@ -198,10 +216,10 @@ impl LogFile {
                         match rx.try_recv() {
                             Ok(rec) => Some(rec),
                             Err(mpsc::error::TryRecvError::Empty) => None,
-                            Err(mpsc::error::TryRecvError::Disconnected) => return self.persist(),
+                            Err(mpsc::error::TryRecvError::Disconnected) => return self.flush(),
                         }
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => return self.persist(),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return self.flush(),
                 }
             } else {
                 match rx.blocking_recv() {
@@ -209,63 +227,112 @@ impl LogFile {
                     None => return,
                 }
             };
-            if let Some(rec) = rec {
-                self.ring.push_back(rec);
-                while self.ring.len() > KEEP {
-                    self.ring.pop_front();
+            if let Some(rec) = next {
+                self.pending.push_back(rec);
+                while self.pending.len() > KEEP {
+                    self.pending.pop_front();
                 }
             }
-            self.persist();
+            self.flush();
         }
     }
 
-    fn persist(&mut self) {
-        let result = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            if self.lines_in_file >= 2 * KEEP || self.write_failed {
-                let mut text = String::new();
-                for r in &self.ring {
-                    text += &serde_json::to_string(r).unwrap_or_default();
-                    text.push('\n');
-                }
-                let tmp = self.path.with_extension("jsonl.tmp");
-                if let Err(e) = fs::write(&tmp, text) {
-                    // A half-written copy on a full disk would only take the space others need.
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
-                }
-                fs::rename(&tmp, &self.path)?;
-                self.lines_in_file = self.ring.len();
-                return Ok(());
-            }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            let last = self.ring.back().map(serde_json::to_string).transpose()?;
-            writeln!(f, "{}", last.unwrap_or_default())?;
-            self.lines_in_file += 1;
-            Ok(())
-        })();
+    /// Writes the pending entries, oldest first, until one fails.
+    fn flush(&mut self) {
         let subject = self.path.display().to_string();
-        match result {
-            Ok(()) => {
-                self.write_failed = false;
-                self.faults.clear(FaultKind::StateWrite, &subject);
-            }
-            Err(e) => {
+        while let Some(rec) = self.pending.front().cloned() {
+            if let Err(e) = self.append(&rec) {
                 self.write_failed = true;
-                // Said once per episode: the events stay in memory (and in this ring).
+                // Said once per episode: the entries stay in memory and in `pending`.
                 self.faults.raise(
                     FaultKind::StateWrite,
                     &subject,
                     &format_args!("cannot write the event log, keeping events in memory: {e}"),
                 );
+                return;
             }
+            self.pending.pop_front();
+        }
+        if self.write_failed {
+            self.write_failed = false;
+            self.faults.clear(FaultKind::StateWrite, &subject);
         }
     }
+
+    fn append(&mut self, rec: &EventRecord) -> std::io::Result<()> {
+        (|| -> std::io::Result<()> {
+            let mut line = if self.torn {
+                "\n".to_owned()
+            } else {
+                String::new()
+            };
+            line += &serde_json::to_string(rec)?;
+            line.push('\n');
+            if self.bytes > 0 && self.bytes + line.len() as u64 > self.max_bytes {
+                // One rename: a reader sees the whole old file under one name or the other.
+                fs::rename(&self.path, &self.rotated)?;
+                self.bytes = 0;
+                if self.torn {
+                    line.remove(0);
+                }
+                tracing::debug!(path = %self.rotated.display(), "event log rotated");
+            }
+            if let Some(dir) = self.path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(line.as_bytes())?;
+            self.bytes += line.len() as u64;
+            self.torn = false;
+            Ok(())
+        })()
+    }
+}
+
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut last = [0u8; 1];
+    fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-1))?;
+            f.read_exact(&mut last)
+        })
+        .is_ok_and(|()| last[0] == b'\n')
+}
+
+/// `events.jsonl` → `events.jsonl.1`.
+fn rotated_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// The entries in the last [`HISTORY_TAIL`] bytes of `path` (none if it cannot be read); a line
+/// cut by the start of the tail is skipped.
+fn load_tail(path: &Path) -> Vec<EventRecord> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut f) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(HISTORY_TAIL);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err()
+        || f.take(HISTORY_TAIL).read_to_end(&mut bytes).is_err()
+    {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    if start > 0 {
+        lines.next();
+    }
+    lines
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// A wall-clock time as `2026-11-26T15:14:18.123Z`.
@@ -293,9 +360,10 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
-    /// Start a writer, wait for its history, push `n` entries, close it and wait until written.
-    fn session(dir: &Path, n: usize, t: SystemTime) -> Vec<EventRecord> {
-        let w = spawn_writer(dir, Faults::detached());
+    /// Start a writer (rotating past `max_bytes`), wait for its history, push `n` entries,
+    /// close it and wait until written.
+    fn session(dir: &Path, max_bytes: u64, n: usize, t: SystemTime) -> Vec<EventRecord> {
+        let w = spawn_writer(dir, max_bytes, Faults::detached());
         let history = w.history.blocking_recv().unwrap();
         let mut log = EventLog::new(history, w.entries);
         for i in 0..n {
@@ -312,21 +380,26 @@ mod tests {
         all
     }
 
+    fn on_disk(path: &Path) -> Vec<EventRecord> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn events_survive_a_restart_and_stay_bounded() {
+    fn events_survive_a_restart_and_ids_keep_increasing() {
         let dir = tempfile::tempdir().unwrap();
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let first = session(dir.path(), 2 * KEEP + 10, t);
+        let first = session(dir.path(), 8 << 20, 2 * KEEP + 10, t);
         assert_eq!(first.len(), KEEP);
         let last = first.last().unwrap().clone();
         assert_eq!(last.reason, format!("n{}", 2 * KEEP + 9));
+        assert_eq!(on_disk(&dir.path().join(FILE)).len(), 2 * KEEP + 10);
+        assert!(!dir.path().join("events.jsonl.1").exists());
 
-        let lines = fs::read_to_string(dir.path().join("events.jsonl"))
-            .unwrap()
-            .lines()
-            .count();
-        assert!(lines <= 2 * KEEP, "{lines} lines on disk");
-        let again = session(dir.path(), 1, t);
+        let again = session(dir.path(), 8 << 20, 1, t);
         assert_eq!(again.len(), KEEP);
         assert_eq!(again[KEEP - 2], last);
         assert_eq!(
@@ -334,6 +407,64 @@ mod tests {
             last.id + 1,
             "ids keep increasing across restarts"
         );
+    }
+
+    #[test]
+    fn past_its_cap_the_file_is_rotated_and_the_history_spans_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (current, rotated) = (dir.path().join(FILE), dir.path().join("events.jsonl.1"));
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // An entry is about 150 bytes: 64 KiB holds a few hundred, so 3000 rotate many times.
+        let cap = 64 << 10;
+        let written = session(dir.path(), cap, 3 * KEEP, t);
+        for path in [&current, &rotated] {
+            let len = fs::metadata(path).unwrap().len();
+            assert!(len <= cap, "{} is {len} bytes", path.display());
+        }
+        // Nothing is lost at a rotation: the two files hold the newest entries, in order.
+        let mut kept = on_disk(&rotated);
+        kept.extend(on_disk(&current));
+        let ids: Vec<u64> = kept.iter().map(|r| r.id).collect();
+        let newest = 3 * KEEP as u64;
+        let expected: Vec<u64> = (newest + 1 - ids.len() as u64..=newest).collect();
+        assert_eq!(ids, expected);
+        assert!(
+            kept.len() < KEEP,
+            "the cap was meant to rotate: {} kept",
+            kept.len()
+        );
+
+        // The history at the next start takes what both files hold: the older file first.
+        let again = session(dir.path(), cap, 0, t);
+        assert_eq!(again, kept);
+        assert_eq!(again.last(), written.last());
+
+        // With a bigger cap the history is the newest KEEP entries, from the current file and
+        // the older one (read only as far as needed).
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 256 << 10;
+        let written = session(dir.path(), cap, 3 * KEEP, t);
+        assert!(dir.path().join("events.jsonl.1").exists());
+        assert!(on_disk(&dir.path().join(FILE)).len() < KEEP);
+        let again = session(dir.path(), cap, 0, t);
+        assert_eq!(again, written);
+    }
+
+    #[test]
+    fn a_torn_or_foreign_line_is_skipped_at_load_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let written = session(dir.path(), 8 << 20, 3, t);
+        let path = dir.path().join(FILE);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.insert_str(0, "not json\n");
+        text.push_str("{\"id\": 9, \"torn");
+        fs::write(&path, text).unwrap();
+        let again = session(dir.path(), 8 << 20, 1, t);
+        assert_eq!(again[..3], written[..]);
+        // The entry after the torn line is a line of its own: the next start has it.
+        let third = session(dir.path(), 8 << 20, 0, t);
+        assert_eq!(third, again);
     }
 
     #[test]
@@ -358,7 +489,7 @@ mod tests {
         let state = dir.path().join("state");
         fs::write(&state, "").unwrap();
         let faults = Faults::detached();
-        let w = spawn_writer(&state, faults.clone());
+        let w = spawn_writer(&state, 8 << 20, faults.clone());
         let history = w.history.blocking_recv().unwrap();
         let mut log = EventLog::new(history, w.entries);
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);

@@ -18,6 +18,11 @@ use ipnetwork::IpNetwork;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/isthmus";
 /// Where the WireGuard UAPI sockets go, so the standard `wg` tool finds them.
 pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
+/// The event log's file is rotated past 8 MiB: tens of thousands of entries, far more than the
+/// 1000 agentd keeps, while a log of a flapping link for weeks stays within 16 MiB.
+pub const DEFAULT_EVENT_LOG_MAX_BYTES: u64 = 8 << 20;
+/// 4 KiB (a few entries: tests of the rotation) to 1 GiB.
+pub const EVENT_LOG_MAX_BYTES_RANGE: std::ops::RangeInclusive<i64> = 4096..=(1 << 30);
 /// The control socket; `netctl` looks here unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/isthmus/agentd.sock";
 /// Owner and group may connect; others may not (connect() needs write permission).
@@ -172,6 +177,9 @@ pub struct Agent {
     pub log_level: LogLevel,
     pub state_dir: PathBuf,
     pub uapi_dir: PathBuf,
+    /// `event_log_max_bytes`: past this size `<state_dir>/events.jsonl` is rotated to
+    /// `events.jsonl.1`, so the log takes at most twice this on disk.
+    pub event_log_max_bytes: u64,
 }
 
 impl Agent {
@@ -182,6 +190,7 @@ impl Agent {
             log_level: LogLevel::Info,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             uapi_dir: PathBuf::from(DEFAULT_UAPI_DIR),
+            event_log_max_bytes: DEFAULT_EVENT_LOG_MAX_BYTES,
         }
     }
 }

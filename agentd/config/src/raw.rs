@@ -30,6 +30,7 @@ pub(crate) struct RawAgent {
     pub log_level: Text,
     pub state_dir: Text,
     pub uapi_dir: Text,
+    pub event_log_max_bytes: Int,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +370,11 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("agent", "log_level", r#"log_level = "info""#),
     ("agent", "state_dir", r#"state_dir = "/var/lib/isthmus""#),
     ("agent", "uapi_dir", r#"uapi_dir = "/var/run/wireguard""#),
+    (
+        "agent",
+        "event_log_max_bytes",
+        "event_log_max_bytes = 8388608",
+    ),
     (
         "control",
         "socket",

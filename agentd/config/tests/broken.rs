@@ -429,6 +429,13 @@ addresses = ["10.255.0.0/31"]
         column: 17,
     },
     Case {
+        name: "event_log_max_bytes too small",
+        toml: concat!(agent!(), "event_log_max_bytes = 100\n"),
+        message: "[agent]: event_log_max_bytes 100 is out of range 4096..=1073741824",
+        line: 3,
+        column: 23,
+    },
+    Case {
         name: "probe_port 0",
         toml: concat!(agent!(), "[health]\nprobe_port = 0\n"),
         message: "[health]: probe_port 0 is out of range 1..=65535",

@@ -65,6 +65,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (policy_tx, policy_rx) = watch::channel(policy);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = crate::metrics::Metrics::new();
+    metrics.watch_runtimes(tokio::runtime::Handle::current(), io.handle.clone());
     let server = io.spawn(control::serve(
         listener,
         Limits::from_config(&control_cfg),
@@ -123,7 +124,11 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         ));
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
     }
-    let writer = events::spawn_writer(&config.agent.state_dir, metrics.faults.clone());
+    let writer = events::spawn_writer(
+        &config.agent.state_dir,
+        config.agent.event_log_max_bytes,
+        metrics.faults.clone(),
+    );
     let state = crate::state::spawn(
         &config.agent.state_dir,
         crate::clock::wall(),

@@ -245,6 +245,11 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     );
     setting(
         true,
+        "agent.event_log_max_bytes",
+        old.agent.event_log_max_bytes != new.agent.event_log_max_bytes,
+    );
+    setting(
+        true,
         "control.socket",
         old.control.socket != new.control.socket,
     );

@@ -18,6 +18,7 @@
 
 mod export;
 mod family;
+mod runtime;
 pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -267,6 +268,15 @@ impl Metrics {
             started: crate::clock::now(),
             egress: BTreeMap::new(),
             seen: Seen::default(),
+        }
+    }
+
+    /// Export the tasks alive on the two runtimes (`isthmus_runtime_alive_tasks`), once they
+    /// run.
+    pub fn watch_runtimes(&self, event_loop: tokio::runtime::Handle, io: tokio::runtime::Handle) {
+        let runtimes = runtime::Runtimes::new(event_loop, io);
+        if let Err(e) = self.registry.register(Box::new(runtimes)) {
+            tracing::warn!(error = %e, "cannot export the runtimes' task counts");
         }
     }
 

@@ -37,11 +37,20 @@ pub(super) fn agent(entry: Option<&Entry<RawAgent>>, sink: &mut Sink) -> Option<
     let uapi_dir = f
         .parsed(&r.uapi_dir, "uapi_dir", absolute_path)
         .or(PathBuf::from(DEFAULT_UAPI_DIR));
+    let event_log_max_bytes = f
+        .int(
+            &r.event_log_max_bytes,
+            "event_log_max_bytes",
+            EVENT_LOG_MAX_BYTES_RANGE,
+        )
+        .map(|n| n as u64)
+        .or(DEFAULT_EVENT_LOG_MAX_BYTES);
     Some(Agent {
         name: name?,
         log_level: log_level?,
         state_dir: state_dir?,
         uapi_dir: uapi_dir?,
+        event_log_max_bytes: event_log_max_bytes?,
     })
 }
 
