@@ -157,7 +157,7 @@ impl OciRouteTable {
     }
 }
 
-fn rules(what: &str, resp: &HttpResponse) -> ActionResult<Vec<Value>> {
+pub(crate) fn rules(what: &str, resp: &HttpResponse) -> ActionResult<Vec<Value>> {
     rules_of(resp).ok_or_else(|| {
         Failure::new(
             FailureKind::Rejected,
@@ -208,7 +208,7 @@ fn canonical_cidr(s: &str) -> String {
 }
 
 /// Our destinations' targets in `rules`.
-fn our_routes(rules: &[Value], destinations: &[String]) -> TableRoutes {
+pub(crate) fn our_routes(rules: &[Value], destinations: &[String]) -> TableRoutes {
     destinations
         .iter()
         .map(|d| {
