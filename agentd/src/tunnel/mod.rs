@@ -19,7 +19,7 @@ pub mod table;
 mod tun;
 pub mod uapi;
 mod udp;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
