@@ -257,8 +257,113 @@ fn dns() {
     }
 }
 
+/// Requests as `wg` writes them, and what it never would.
+fn uapi() {
+    let set = "set=1\nprivate_key=e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a\nlisten_port=51820\npublic_key=b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33\nendpoint=[abcd:23::33%2]:51820\nallowed_ip=192.168.4.4/32\n\n";
+    for (name, req) in [
+        ("get", "get=1\n\n"),
+        ("get-twice", "get=1\n\nget=1\n\n"),
+        ("set", set),
+        ("set-then-get", &format!("{set}get=1\n\n")),
+        ("unknown", "version=1\n\n"),
+        ("get-without-blank", "get=1\nget=1\n"),
+    ] {
+        write("uapi", name, req.as_bytes());
+    }
+}
+
+/// Chunks for the receive path (`isthmus_agentd::fuzzing::wireguard`): `[mode, len, bytes]`,
+/// mode 0 sealed by the peer, else raw.
+fn wireguard() {
+    let chunk = |mode: u8, bytes: &[u8]| {
+        let mut c = vec![mode];
+        c.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        c.extend_from_slice(bytes);
+        c
+    };
+    // Wire-sized segments of one flow from an allowed source, as the peer's split made them.
+    let mut read = super_packet(false, 4000, 1000);
+    read[VnetHdr::LEN + 12..VnetHdr::LEN + 16].copy_from_slice(&[10, 2, 0, 1]);
+    let hdr = VnetHdr::parse(&read).expect("a header");
+    let mut segments = Vec::new();
+    isthmus_offload::split(&hdr, &mut read[VnetHdr::LEN..], |s| {
+        segments.push(s.to_vec())
+    })
+    .expect("a valid super-packet");
+    let train: Vec<u8> = segments.iter().flat_map(|s| chunk(0, s)).collect();
+    write("wireguard", "tcp-train", &train);
+    // A packet from a source the peer may not use (10.1.0.1), then a keepalive.
+    let mut foreign = segments[0].clone();
+    foreign[12..16].copy_from_slice(&[10, 1, 0, 1]);
+    let mut mixed = chunk(0, &foreign);
+    mixed.extend(chunk(0, &[]));
+    mixed.extend(chunk(0, &segments[1]));
+    write("wireguard", "foreign-source", &mixed);
+    // Raw datagrams of each message type, as a scanner sends them.
+    let mut raw = Vec::new();
+    for (kind, len) in [(1u8, 148usize), (2, 92), (3, 64), (4, 48), (4, 2000)] {
+        let mut d = vec![0u8; len];
+        d[0] = kind;
+        raw.extend(chunk(1, &d));
+    }
+    write("wireguard", "raw-messages", &raw);
+}
+
+/// Requests as netctl sends them (first byte: 0 root, 1 a user without access).
+fn control() {
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: agentd\r\nx-isthmus-client: netctl/0.1.0\r\n\r\n")
+    };
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: agentd\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let seeds = [
+        ("status", 0, get("/v1/status")),
+        ("status-denied", 1, get("/v1/status")),
+        ("links", 0, get("/v1/links")),
+        ("routes", 0, get("/v1/routes")),
+        ("events", 0, get("/v1/events?since=0&limit=10")),
+        ("probes", 0, get("/v1/probes")),
+        ("actions", 0, get("/v1/actions")),
+        ("version", 0, get("/v1/version")),
+        ("drill-get", 0, get("/v1/drill")),
+        ("reload", 0, post("/v1/reload", "")),
+        (
+            "failover",
+            0,
+            post(
+                "/v1/groups/oci-vcn/failover",
+                r#"{"to": "internet", "reason": "maintenance"}"#,
+            ),
+        ),
+        ("failback", 0, post("/v1/groups/oci-vcn/failback", "")),
+        ("drain", 0, post("/v1/links/interconnect/drain", "")),
+        ("undrain", 0, post("/v1/links/interconnect/undrain", "")),
+        (
+            "drill-start",
+            0,
+            post(
+                "/v1/drill",
+                r#"{"group": "oci-vcn", "hold_ms": 1000, "rto_target_ms": 500, "reason": "test"}"#,
+            ),
+        ),
+        ("drill-abort", 0, post("/v1/drill/abort", "")),
+    ];
+    for (name, who, req) in seeds {
+        let mut data = vec![who];
+        data.extend_from_slice(req.as_bytes());
+        write("control", name, &data);
+    }
+}
+
 fn main() {
+    control();
     probes();
+    uapi();
+    wireguard();
     offload();
     configs();
     aws();

@@ -11,14 +11,18 @@
 //!   interesting, and every crash it found, without an instrumented build.
 //!
 //! No target touches the world: the config target reads its key files from memory
-//! ([`isthmus_config::FileReader`]), the others are pure already.
+//! ([`isthmus_config::FileReader`]); agentd's targets run its code over in-memory streams and
+//! buffers (`isthmus_agentd::fuzzing`); the others are pure already.
 
 pub mod aws;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod oci;
 pub mod offload;
 pub mod probe;
+pub mod uapi;
+pub mod wireguard;
 
 /// A target: any bytes in; a panic is a bug.
 pub type Target = fn(&[u8]);
@@ -28,8 +32,11 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("aws", aws::run),
     ("config", config::run),
+    ("control", control::run),
     ("dns", dns::run),
     ("oci", oci::run),
     ("offload", offload::run),
     ("probe", probe::run),
+    ("uapi", uapi::run),
+    ("wireguard", wireguard::run),
 ];
