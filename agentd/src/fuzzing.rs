@@ -91,6 +91,11 @@ pub fn uapi(data: &[u8]) {
 struct Pair {
     peer: Tunn,
     link: Tunn,
+    /// Buffers reused across inputs (empty between them), as the worker's are: allocating
+    /// the 8 MiB arena per input was most of the cost.
+    to_tun: ToTun,
+    scratch: Vec<u8>,
+    sealed: Vec<u8>,
 }
 
 impl Pair {
@@ -121,7 +126,13 @@ impl Pair {
             let keepalive = keepalive.to_vec();
             let _ = link.decapsulate(None, &keepalive, &mut b);
         }
-        Pair { peer, link }
+        Pair {
+            peer,
+            link,
+            to_tun: ToTun::new(),
+            scratch: vec![0u8; 65535 + 256],
+            sealed: vec![0u8; 65535 + 256],
+        }
     }
 }
 
@@ -151,20 +162,27 @@ fn receive_all(data: &[u8]) -> usize {
         "fd00:2::/64".parse().expect("a network"),
     ];
     let counters = Counters::default();
-    let mut to_tun = ToTun::new();
     let mut kept: Vec<Vec<u8>> = Vec::new();
-    let mut scratch = vec![0u8; 65535 + 256];
-    let mut sealed = vec![0u8; 65535 + 256];
     let mut flushed = 0;
+    let mut again = Vec::new();
     PAIR.with(|pair| {
         let pair = &mut *pair.borrow_mut();
+        let Pair {
+            peer,
+            link,
+            to_tun,
+            scratch,
+            sealed,
+        } = pair;
+        // Empty after every input, unless the last one panicked half-way (in the replay test).
+        to_tun.flush_to(&counters, |_| {});
         let mut rest = data;
         while let [mode, hi, lo, tail @ ..] = rest {
             let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
             let (bytes, next) = tail.split_at(len);
             rest = next;
             let datagram = if *mode == 0 {
-                match pair.peer.encapsulate(bytes, &mut sealed) {
+                match peer.encapsulate(bytes, sealed) {
                     TunnResult::WriteToNetwork(d) => d,
                     _ => continue,
                 }
@@ -178,14 +196,14 @@ fn receive_all(data: &[u8]) -> usize {
             }
             let slot = to_tun.next_slot();
             let received = worker::receive(
-                &mut pair.link,
+                link,
                 &allowed,
                 MAX_DATA,
                 &counters,
                 datagram,
                 FROM,
                 slot,
-                &mut scratch,
+                scratch,
                 |_| {},
             );
             if let Received::Packet(len) = received {
@@ -198,18 +216,16 @@ fn receive_all(data: &[u8]) -> usize {
                 to_tun.commit(len);
             }
         }
+        to_tun.flush_to(&counters, |write| {
+            let hdr = VnetHdr::parse(write).expect("a TUN write starts with its header");
+            let mut packet = write[VnetHdr::LEN..].to_vec();
+            split(&hdr, &mut packet, |s| again.push(s.to_vec())).expect("a TUN write splits");
+        });
     });
-    let mut total = flushed;
-    let mut again = Vec::new();
-    to_tun.flush_to(&counters, |write| {
-        let hdr = VnetHdr::parse(write).expect("a TUN write starts with its header");
-        let mut packet = write[VnetHdr::LEN..].to_vec();
-        split(&hdr, &mut packet, |s| again.push(s.to_vec())).expect("a TUN write splits");
-    });
+    let total = flushed + kept.len();
     // Coalescing changes only lengths, sequence numbers and checksums of what it merges, which
     // split restores; everything else is written as it came.
     assert!(again == kept, "split(coalesce(kept)) == kept");
-    total += kept.len();
     total
 }
 
@@ -512,7 +528,11 @@ fn control_status(data: &[u8]) -> Option<u16> {
         return None; // hyper closed a connection it could not parse a request from
     }
     let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 "), "an HTTP response: {text:?}");
+    // hyper answers a request in the version it came in.
+    assert!(
+        text.starts_with("HTTP/1.1 ") || text.starts_with("HTTP/1.0 "),
+        "an HTTP response: {text:?}"
+    );
     let status: u16 = text[9..12].parse().expect("a status code");
     if who % 2 == 1 {
         assert!(!(200..300).contains(&status), "no access, yet {status}");
