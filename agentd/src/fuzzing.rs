@@ -276,6 +276,10 @@ mod tests {
         assert_eq!(receive_all(&two), 2);
         // The same bytes, not sealed: garbage to boringtun.
         assert_eq!(receive_all(&chunk(1, &udp_from([10, 2, 0, 1]))), 0);
+        // An IPv4 header that states a total length of 0: boringtun hands over a stub.
+        let mut stub = udp_from([10, 2, 0, 1]);
+        stub[2..4].copy_from_slice(&[0, 0]);
+        assert_eq!(receive_all(&chunk(0, &stub)), 0);
     }
 
     #[test]

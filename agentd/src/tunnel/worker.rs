@@ -458,8 +458,16 @@ pub(crate) fn receive(
     }
 }
 
-/// A decrypted packet from `src` is kept only if `src` is one of the peer's allowed IPs.
+/// A decrypted packet from `src` is kept only if it holds at least its IP header and `src` is
+/// one of the peer's allowed IPs. boringtun cuts a packet to the length its header states, so
+/// a peer that states less than the header (an IPv4 total length of 0) would hand the TUN a
+/// stub that the kernel refuses, counted as received and as an I/O error (found by fuzzing).
 fn accept(allowed: &[IpNetwork], counters: &Counters, src: IpAddr, len: usize) -> Received {
+    let header = if src.is_ipv4() { 20 } else { 40 };
+    if len < header {
+        counters.count_drop(DropReason::Malformed);
+        return Received::Nothing;
+    }
     if !allowed.iter().any(|net| net.contains(src)) {
         counters.count_drop(DropReason::NotAllowed);
         return Received::Nothing;
