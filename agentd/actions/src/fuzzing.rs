@@ -99,8 +99,15 @@ pub fn oci_answer(data: &[u8]) {
         dests.len(),
         "one entry per destination asked about"
     );
+    // A rule to one of ours without a target (OCI requires one on every rule) reads as no
+    // route, and a plan for no route deletes it: the one case where the two may differ.
+    let targetless = rules.iter().any(|r| {
+        r.get("networkEntityId")
+            .and_then(serde_json::Value::as_str)
+            .is_none()
+    });
     assert!(
-        oci::route_table::plan(&rules, &seen).is_none(),
+        targetless || oci::route_table::plan(&rules, &seen).is_none(),
         "a table that holds what was read needs no write"
     );
     let desired: TableRoutes = dests
