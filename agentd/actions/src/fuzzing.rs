@@ -99,15 +99,18 @@ pub fn oci_answer(data: &[u8]) {
         dests.len(),
         "one entry per destination asked about"
     );
-    // A rule to one of ours without a target (OCI requires one on every rule) reads as no
-    // route, and a plan for no route deletes it: the one case where the two may differ.
-    let targetless = rules.iter().any(|r| {
+    // OCI holds each destination at most once and every rule with a target: only in such a
+    // table does a read and a plan agree (a rule without a target reads as no route and a
+    // plan for no route deletes it; a second rule to one destination is dropped by a plan).
+    let mut destinations_seen = BTreeSet::new();
+    let impossible = !rules.iter().all(|r| {
         r.get("networkEntityId")
             .and_then(serde_json::Value::as_str)
-            .is_none()
+            .is_some()
+            && oci::route_table::cidr_destination(r).is_none_or(|d| destinations_seen.insert(d))
     });
     assert!(
-        targetless || oci::route_table::plan(&rules, &seen).is_none(),
+        impossible || oci::route_table::plan(&rules, &seen).is_none(),
         "a table that holds what was read needs no write"
     );
     let desired: TableRoutes = dests

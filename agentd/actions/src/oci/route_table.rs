@@ -173,7 +173,7 @@ fn rules_of(resp: &HttpResponse) -> Option<Vec<Value>> {
 
 /// The destination of a rule that routes a CIDR block (`destination`, or the deprecated
 /// `cidrBlock` of old rules), canonical; `None` for rules to a service or without one.
-fn cidr_destination(rule: &Value) -> Option<String> {
+pub(crate) fn cidr_destination(rule: &Value) -> Option<String> {
     let kind = rule.get("destinationType").and_then(Value::as_str);
     if kind.is_some_and(|k| k != "CIDR_BLOCK") {
         return None;
