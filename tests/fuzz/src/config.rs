@@ -6,8 +6,7 @@
 //! Without it, a key file holds a valid key of the kind its name suggests. A name containing
 //! `missing` is not found, one containing `open` is readable by others.
 //!
-//! Invariants: the same text gives the same answer twice; no message (errors and warnings)
-//! contains a character run of the fixed secrets.
+//! Invariant: no message (errors and warnings) contains a character run of the fixed secrets.
 
 use std::io;
 use std::path::Path;
@@ -68,24 +67,16 @@ pub fn run(data: &[u8]) {
         return;
     };
     let files = Memory { content };
-    let load = || {
-        isthmus_config::parse_str_with(
-            text,
-            Path::new("/fuzz/agentd.toml"),
-            &LoadOptions::default(),
-            &files,
-        )
-    };
-    let first = load();
-    let messages = match &first {
+    let loaded = isthmus_config::parse_str_with(
+        text,
+        Path::new("/fuzz/agentd.toml"),
+        &LoadOptions::default(),
+        &files,
+    );
+    let messages = match &loaded {
         Ok(loaded) => loaded.warnings.iter().map(|w| format!("{w}\n")).collect(),
         Err(report) => report.to_string(),
     };
-    match (&first, &load()) {
-        (Ok(a), Ok(b)) => assert!(a == b, "the same config loads the same twice"),
-        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-        _ => panic!("the same config is valid once and invalid once"),
-    }
     // The text may hold a secret itself (config errors mask it); only the key files' fixed
     // secrets, which the text does not contain, must never come back.
     for secret in [PRIVATE_KEY, PRESHARED_KEY, TSIG_SECRET] {
