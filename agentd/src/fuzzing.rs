@@ -228,10 +228,13 @@ fn receive_all(data: &[u8]) -> usize {
     // split restores; everything else is written as it came. Writes come in the order of their
     // first packet, so a flow's order is kept, not the order across flows.
     // Like Linux GRO, merging does not compare urgent pointers, which mean nothing without the
-    // URG flag (a URG segment is never merged): a stray one is not kept.
+    // URG flag (a URG segment is never merged): a stray one is not kept. Nor the IPv4 IDs of
+    // packets that may not be fragmented (DF, RFC 6864): split numbers them from the head's.
     let by_flow = |mut packets: Vec<Vec<u8>>| {
         packets.sort_by_key(|p| flow(p));
-        packets.iter_mut().for_each(|p| without_urgent_pointer(p));
+        packets
+            .iter_mut()
+            .for_each(|p| without_meaningless_fields(p));
         packets
     };
     let (a, k) = (by_flow(again), by_flow(kept));
@@ -253,13 +256,18 @@ fn flow(packet: &[u8]) -> Vec<u8> {
     key
 }
 
-/// Zeroes the urgent pointer and the checksum it is part of of a TCP packet without URG.
-fn without_urgent_pointer(packet: &mut [u8]) {
+/// Zeroes what carries no meaning and the checksums over it: the urgent pointer of a TCP
+/// packet without URG, the ID of an IPv4 packet with DF.
+fn without_meaningless_fields(packet: &mut [u8]) {
     let l4 = match packet.first().map(|b| b >> 4) {
         Some(4) if packet.get(9) == Some(&6) => usize::from(packet[0] & 0x0f) * 4,
         Some(6) if packet.get(6) == Some(&6) => 40,
         _ => return,
     };
+    if packet[0] >> 4 == 4 && packet.get(6).is_some_and(|f| f & 0x40 != 0) {
+        packet[4..6].fill(0);
+        packet[10..12].fill(0);
+    }
     if let Some(tcp) = packet.get_mut(l4..l4 + 20) {
         if tcp[13] & 0x20 == 0 {
             tcp[16..20].fill(0);
