@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
 use isthmus_config::{Config, FailoverOn, Link, Profile};
+use isthmus_core::engine::LinkPmtu;
 use isthmus_core::engine::{Event, SwitchReason};
 use isthmus_core::health::{Damping, Thresholds};
-use isthmus_core::engine::LinkPmtu;
 use isthmus_core::pmtu::{PmtuConfig, PmtuReason};
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;

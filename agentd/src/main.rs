@@ -1,28 +1,7 @@
 //! agentd: arguments, logging, config load, runtime and exit codes. Nothing else lives here;
-//! the daemon itself is [`daemon::run`].
+//! the daemon itself is [`daemon::run`], in the library (`lib.rs`).
 
-mod accept;
-mod actions;
-mod clock;
-mod control;
-mod daemon;
-mod drill;
-mod events;
-mod failover;
-mod faults;
-mod host;
-mod logging;
-mod metrics;
-mod netlink;
-mod notify;
-mod probe;
-mod resolve;
-mod routes;
-mod sockfile;
-mod state;
-mod status;
-mod tunnel;
-mod view;
+use isthmus_agentd::{daemon, logging};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -168,9 +168,9 @@ pub struct Saver {
 }
 
 impl Saver {
-    /// A saver whose states nobody takes: a writer stuck on its disk.
-    #[cfg(test)]
-    fn detached() -> Saver {
+    /// A saver whose states nobody takes: a writer stuck on its disk (tests, and the control
+    /// fuzz target, which must write no file).
+    pub(crate) fn detached() -> Saver {
         Saver {
             shared: Arc::default(),
             last: None,

@@ -14,6 +14,8 @@
 
 pub mod aws;
 pub mod command;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod oci;
 pub mod rfc2136;

@@ -341,6 +341,22 @@ impl Rfc2136 {
         seen: Option<&RRset>,
         new: &RRset,
     ) -> ActionResult<()> {
+        let (message, verifier) = self.signed_update(rec, seen, new)?;
+        let bytes = message
+            .to_vec()
+            .map_err(|e| Failure::new(FailureKind::Rejected, format!("encoding: {e}")))?;
+        let reply = self.exchange(message, bytes).await?;
+        self.update_reply(rec, &reply, verifier)
+    }
+
+    /// The UPDATE that replaces `seen` by `new`, signed when there is a key, and the verifier
+    /// of its reply's signature.
+    pub(crate) fn signed_update(
+        &self,
+        rec: &RecordRef,
+        seen: Option<&RRset>,
+        new: &RRset,
+    ) -> ActionResult<(Message, Option<hickory_proto::rr::TSigVerifier>)> {
         let mut message = self.update_message(rec, seen, new)?;
         let verifier = match &self.signer {
             Some(signer) => message
@@ -348,13 +364,19 @@ impl Rfc2136 {
                 .map_err(|e| Failure::new(FailureKind::Rejected, format!("signing: {e}")))?,
             None => None,
         };
-        let bytes = message
-            .to_vec()
-            .map_err(|e| Failure::new(FailureKind::Rejected, format!("encoding: {e}")))?;
-        let reply = self.exchange(message, bytes).await?;
-        let parsed = Message::from_vec(&reply)
+        Ok((message, verifier))
+    }
+
+    /// The raw reply to an UPDATE of `rec`, parsed and mapped to success or a typed failure.
+    pub(crate) fn update_reply(
+        &self,
+        rec: &RecordRef,
+        reply: &[u8],
+        verifier: Option<hickory_proto::rr::TSigVerifier>,
+    ) -> ActionResult<()> {
+        let parsed = Message::from_vec(reply)
             .map_err(|e| self.unavailable(format!("a reply that does not parse: {e}")))?;
-        self.check_update_reply(rec, &parsed, &reply, verifier)
+        self.check_update_reply(rec, &parsed, reply, verifier)
     }
 
     /// Map the reply to an UPDATE to success or a typed failure.
@@ -453,7 +475,17 @@ impl Rfc2136 {
             .to_vec()
             .map_err(|e| Failure::new(FailureKind::Rejected, format!("encoding: {e}")))?;
         let reply = self.exchange(message, bytes).await?;
-        let reply = Message::from_vec(&reply)
+        self.read_reply(&name, rtype, &reply)
+    }
+
+    /// The set of `name` and `rtype` in the raw reply to a query; `None`: there is none.
+    pub(crate) fn read_reply(
+        &self,
+        name: &Name,
+        rtype: HickoryType,
+        reply: &[u8],
+    ) -> ActionResult<Option<RRset>> {
+        let reply = Message::from_vec(reply)
             .map_err(|e| self.unavailable(format!("a reply that does not parse: {e}")))?;
         match reply.metadata.response_code {
             ResponseCode::NoError => {}
@@ -469,7 +501,7 @@ impl Rfc2136 {
         let mut ttl = None::<u32>;
         let mut values = Vec::new();
         for record in &reply.answers {
-            if record.record_type() != rtype || record.name != name {
+            if record.record_type() != rtype || record.name != *name {
                 continue; // a CNAME on the way, or the target's records
             }
             let value = match &record.data {

@@ -9,10 +9,10 @@
 //! Messages name the file (and a place in it), never its content: not even a character of a
 //! rejected key may reach a log or the control socket.
 
-use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::files::FileReader;
 
 use crate::model::{decode_key, OciKey, Secret};
 use crate::tsig::{self, FileKey};
@@ -65,9 +65,10 @@ impl KeyKind {
 }
 
 /// Resolves and reads key files for one config.
-pub(crate) struct KeyFiles {
+pub(crate) struct KeyFiles<'r> {
     config_dir: PathBuf,
     credentials_dir: Option<PathBuf>,
+    reader: &'r dyn FileReader,
 }
 
 /// A key file that passed every check, and what it holds.
@@ -76,8 +77,12 @@ pub(crate) struct KeyFile<K> {
     pub key: K,
 }
 
-impl KeyFiles {
-    pub(crate) fn new(config_path: &Path, credentials_dir: Option<&Path>) -> Self {
+impl<'r> KeyFiles<'r> {
+    pub(crate) fn new(
+        config_path: &Path,
+        credentials_dir: Option<&Path>,
+        reader: &'r dyn FileReader,
+    ) -> Self {
         let config_dir = match config_path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
@@ -85,6 +90,7 @@ impl KeyFiles {
         KeyFiles {
             config_dir,
             credentials_dir: credentials_dir.map(Path::to_path_buf),
+            reader,
         }
     }
 
@@ -174,7 +180,7 @@ impl KeyFiles {
         }
         let (path, credential) = self.resolve(written);
         let p = path.display();
-        let meta = match fs::metadata(&path) {
+        let meta = match self.reader.metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let hint = if credential {
@@ -190,13 +196,13 @@ impl KeyFiles {
             }
             Err(e) => return Err(unreadable(what, &path, &e)),
         };
-        if !meta.is_file() {
+        if !meta.is_file {
             return Err(Invalid::new(
                 format!("{p} is not a regular file"),
                 "point the key at the file that holds the key itself",
             ));
         }
-        let mode = meta.permissions().mode() & 0o777;
+        let mode = meta.mode & 0o777;
         // systemd's credentials directory is private to the service whatever the file modes
         // inside (systemd >= 256 shows 0440 with an ACL), so only files elsewhere are checked.
         if !credential && mode & 0o077 != 0 {
@@ -205,8 +211,11 @@ impl KeyFiles {
                 format!("chmod 600 {p}"),
             ));
         }
-        let bytes =
-            zeroize::Zeroizing::new(fs::read(&path).map_err(|e| unreadable(what, &path, &e))?);
+        let bytes = zeroize::Zeroizing::new(
+            self.reader
+                .read(&path)
+                .map_err(|e| unreadable(what, &path, &e))?,
+        );
         Ok((path, bytes))
     }
 }

@@ -15,6 +15,7 @@
 mod diagnostic;
 mod duration;
 mod fields;
+mod files;
 mod keys;
 mod model;
 mod parse;
@@ -32,6 +33,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{omitted_note, Diagnostic, Report, Severity, MAX_LISTED};
+pub use files::{Disk, FileMeta, FileReader};
 
 /// A duration as the config writes it (`500ms`, `30s`, `2m`, `1h`), for command lines that take
 /// the same spelling (`netctl drill --hold 2m`); the error says what is wrong and how to write it.
@@ -195,6 +197,16 @@ fn unreadable(path: &Path, what: String, hint: &str) -> Report {
 /// Parses and validates `text`. `path` names the file in diagnostics and is the base for
 /// relative key paths.
 pub fn parse_str(text: &str, path: &Path, opts: &LoadOptions) -> Result<Loaded, Report> {
+    parse_str_with(text, path, opts, &Disk)
+}
+
+/// [`parse_str`] with key files looked at and read through `files` instead of the disk.
+pub fn parse_str_with(
+    text: &str,
+    path: &Path,
+    opts: &LoadOptions,
+    files: &dyn FileReader,
+) -> Result<Loaded, Report> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(too_large(path, &format!("is {}", bytes(text.len() as u64))));
     }
@@ -219,7 +231,7 @@ pub fn parse_str(text: &str, path: &Path, opts: &LoadOptions) -> Result<Loaded, 
     }
     let mut sink = Sink::new(&source);
     let raw = parse::parse(&mut sink);
-    let keys = keys::KeyFiles::new(path, opts.credentials_dir.as_deref());
+    let keys = keys::KeyFiles::new(path, opts.credentials_dir.as_deref(), files);
     let config = validate::build(&raw, path, &keys, &mut sink);
     if config.is_none() && sink.error_count() == 0 {
         // Every path that builds no config reports why; this keeps the promise if one forgets.

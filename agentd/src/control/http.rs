@@ -38,6 +38,10 @@ pub struct Context {
     pub request_timeout: Duration,
     /// `isthmus_control_requests_total{endpoint, status}`.
     pub requests: prometheus::IntCounterVec,
+    /// Serve a request whose client shut its side down after sending it. Off for the socket
+    /// (an end of stream ends the connection, as before); on for the control fuzz target,
+    /// which sends each request and its end at once.
+    pub half_close: bool,
 }
 
 /// The endpoints of API v1, with the names they carry.
@@ -216,6 +220,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = ctx.head_timeout;
+    let half_close = ctx.half_close;
     let service = hyper::service::service_fn(move |req| {
         on_head();
         let ctx = ctx.clone();
@@ -228,6 +233,7 @@ where
         .max_buf_size(MAX_HEADER_BYTES)
         // One request per connection: an idle client cannot hold a slot past the timeout.
         .keep_alive(false)
+        .half_close(half_close)
         .serve_connection(TokioIo::new(io), service);
     conn.await
 }

@@ -21,7 +21,7 @@
 
 pub mod admission;
 mod gate;
-mod http;
+pub(crate) mod http;
 pub mod peer;
 pub mod socket;
 mod stall;
@@ -231,6 +231,7 @@ pub async fn serve(
         head_timeout: limits.head_timeout,
         request_timeout: limits.request_timeout,
         requests,
+        half_close: false,
     });
     let refused = Refused::new(&refused);
     let gate = Gate::new(limits.admission());

@@ -29,7 +29,7 @@ mod tun;
 pub mod uapi;
 pub(crate) mod udp;
 mod underlay;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -45,7 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 use socket2::{Domain, SockAddr, Socket, Type};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -404,13 +406,34 @@ async fn serve_connection(
     limits: Limits,
     iface: String,
 ) {
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
+    let (reader, writer) = stream.into_split();
+    serve_stream(
+        BufReader::new(reader),
+        writer,
+        &*snapshot,
+        limits.idle,
+        &iface,
+    )
+    .await;
+}
+
+/// The requests of one client from `reader`, each answered on `writer`, until the client
+/// closes, errs or is silent for `idle` (the protocol, apart from the socket).
+pub(crate) async fn serve_stream<R, W>(
+    mut reader: R,
+    mut writer: W,
+    snapshot: &(dyn Fn() -> Snapshot + Send + Sync),
+    idle: Duration,
+    iface: &str,
+) where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     loop {
-        let (answer, next) = match read_line(&mut reader, &mut buf, limits.idle).await {
+        let (answer, next) = match read_line(&mut reader, &mut buf, idle).await {
             Ok(()) => match buf.as_slice() {
-                b"get=1\n" => match read_line(&mut reader, &mut buf, limits.idle).await {
+                b"get=1\n" => match read_line(&mut reader, &mut buf, idle).await {
                     Ok(()) if buf == b"\n" => {
                         tracing::trace!(link = %iface, "UAPI get");
                         (render_get(&snapshot()), Next::Continue)
@@ -418,7 +441,7 @@ async fn serve_connection(
                     Ok(()) | Err(LineError::TooLong) => (errno_answer(libc::EINVAL), Next::Close),
                     Err(_) => return,
                 },
-                b"set=1\n" => match drain_set(&mut reader, &mut buf, limits.idle).await {
+                b"set=1\n" => match drain_set(&mut reader, &mut buf, idle).await {
                     Ok(()) => {
                         tracing::info!(link = %iface, "refused a UAPI set (`wg set`): agentd's config file is the source of truth");
                         (errno_answer(libc::EOPNOTSUPP), Next::Continue)
@@ -438,7 +461,7 @@ async fn serve_connection(
             Err(LineError::Closed | LineError::Dropped) => return,
         };
         // A client that does not read its answer must not hold the slot either.
-        let written = tokio::time::timeout(limits.idle, writer.write_all(answer.as_bytes())).await;
+        let written = tokio::time::timeout(idle, writer.write_all(answer.as_bytes())).await;
         if !matches!(written, Ok(Ok(()))) {
             return;
         }

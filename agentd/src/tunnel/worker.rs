@@ -419,67 +419,33 @@ impl Worker {
         to_tun: &mut ToTun,
         scratch: &mut [u8],
     ) {
-        let kind = datagram.first().copied().unwrap_or(0);
-        // Larger than the peer may send over this MTU: refuse before spending a decryption.
-        if kind == MSG_DATA && datagram.len() > self.max_data {
-            self.counters.count_drop(DropReason::TooBig);
-            return;
-        }
         let slot = to_tun.next_slot();
-        let result = self.tunn.decapsulate(Some(from.ip()), datagram, slot);
-        match result {
-            TunnResult::WriteToNetwork(p) => {
-                // A handshake response (or the keepalive that completes our own handshake)
-                // proves the datagram came from our peer: follow its address. A cookie reply
-                // does not: boringtun sends it under load for any initiation with a valid MAC1,
-                // which anyone who knows our public key can forge.
-                if p.first() != Some(&MSG_COOKIE_REPLY) {
-                    self.roam(from);
+        let (udp, counters) = (&self.udp, &self.counters);
+        let received = receive(
+            &mut self.tunn,
+            &self.allowed,
+            self.max_data,
+            counters,
+            datagram,
+            from,
+            slot,
+            scratch,
+            |p| {
+                if udp.send_to(p, from).is_err() {
+                    counters.count_drop(DropReason::IoError);
                 }
-                if self.udp.send_to(p, from).is_err() {
-                    self.counters.count_drop(DropReason::IoError);
-                }
-                // Packets queued while the handshake ran go out now.
-                while let TunnResult::WriteToNetwork(p) = self.tunn.decapsulate(None, &[], scratch)
-                {
-                    if self.udp.send_to(p, from).is_err() {
-                        self.counters.count_drop(DropReason::IoError);
-                    }
-                }
-            }
-            TunnResult::WriteToTunnelV4(p, src) => {
-                let len = p.len();
-                self.accept(IpAddr::V4(src), len, from, to_tun);
-            }
-            TunnResult::WriteToTunnelV6(p, src) => {
-                let len = p.len();
-                self.accept(IpAddr::V6(src), len, from, to_tun);
-            }
-            TunnResult::Done => {
-                // A keepalive (or a cookie): authenticated too.
-                if kind == MSG_DATA {
-                    self.roam(from);
-                }
-            }
-            TunnResult::Err(e) => {
-                if (1..=3).contains(&kind) {
-                    self.counters.handshake_failures.fetch_add(1, Relaxed);
-                }
-                self.counters.count_drop(drop_reason(&e));
-                tracing::trace!(error = ?e, %from, "datagram dropped");
+            },
+        );
+        match received {
+            Received::Nothing => {}
+            Received::FromPeer => self.roam(from),
+            Received::Packet(len) => {
+                self.roam(from);
+                self.counters.rx_packets.fetch_add(1, Relaxed);
+                self.counters.rx_bytes.fetch_add(len as u64, Relaxed);
+                to_tun.commit(len);
             }
         }
-    }
-
-    fn accept(&mut self, src: IpAddr, len: usize, from: SocketAddr, to_tun: &mut ToTun) {
-        if !self.allowed.iter().any(|net| net.contains(src)) {
-            self.counters.count_drop(DropReason::NotAllowed);
-            return;
-        }
-        self.roam(from);
-        self.counters.rx_packets.fetch_add(1, Relaxed);
-        self.counters.rx_bytes.fetch_add(len as u64, Relaxed);
-        to_tun.commit(len);
     }
 
     fn roam(&mut self, from: SocketAddr) {
@@ -489,6 +455,95 @@ impl Worker {
             self.counters.set_endpoint(Some(from));
         }
     }
+}
+
+/// What a datagram from the network turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Dropped (and counted), or a cookie reply: nothing more to do.
+    Nothing,
+    /// Authenticated as the peer's, without a packet for the TUN (a handshake message or a
+    /// keepalive): the peer's address may be followed.
+    FromPeer,
+    /// A packet from an allowed source, decrypted into the first `len` bytes of the slot.
+    Packet(usize),
+}
+
+/// One datagram from `from`, decrypted into `slot` (sans-IO: answers to a handshake go to
+/// `send`, in order; drops are counted in `counters`). The caller follows the peer's address and
+/// keeps the packet as the result says.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn receive(
+    tunn: &mut Tunn,
+    allowed: &[IpNetwork],
+    max_data: usize,
+    counters: &Counters,
+    datagram: &[u8],
+    from: SocketAddr,
+    slot: &mut [u8],
+    scratch: &mut [u8],
+    mut send: impl FnMut(&[u8]),
+) -> Received {
+    let kind = datagram.first().copied().unwrap_or(0);
+    // Larger than the peer may send over this MTU: refuse before spending a decryption.
+    if kind == MSG_DATA && datagram.len() > max_data {
+        counters.count_drop(DropReason::TooBig);
+        return Received::Nothing;
+    }
+    match tunn.decapsulate(Some(from.ip()), datagram, slot) {
+        TunnResult::WriteToNetwork(p) => {
+            // A handshake response (or the keepalive that completes our own handshake)
+            // proves the datagram came from our peer: follow its address. A cookie reply
+            // does not: boringtun sends it under load for any initiation with a valid MAC1,
+            // which anyone who knows our public key can forge.
+            let from_peer = p.first() != Some(&MSG_COOKIE_REPLY);
+            send(p);
+            // Packets queued while the handshake ran go out now.
+            while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], scratch) {
+                send(p);
+            }
+            if from_peer {
+                Received::FromPeer
+            } else {
+                Received::Nothing
+            }
+        }
+        TunnResult::WriteToTunnelV4(p, src) => accept(allowed, counters, IpAddr::V4(src), p.len()),
+        TunnResult::WriteToTunnelV6(p, src) => accept(allowed, counters, IpAddr::V6(src), p.len()),
+        TunnResult::Done => {
+            // A keepalive (or a cookie): authenticated too.
+            if kind == MSG_DATA {
+                Received::FromPeer
+            } else {
+                Received::Nothing
+            }
+        }
+        TunnResult::Err(e) => {
+            if (1..=3).contains(&kind) {
+                counters.handshake_failures.fetch_add(1, Relaxed);
+            }
+            counters.count_drop(drop_reason(&e));
+            tracing::trace!(error = ?e, %from, "datagram dropped");
+            Received::Nothing
+        }
+    }
+}
+
+/// A decrypted packet from `src` is kept only if it holds at least its IP header and `src` is
+/// one of the peer's allowed IPs. boringtun cuts a packet to the length its header states, so
+/// a peer that states less than the header (an IPv4 total length of 0) would hand the TUN a
+/// stub that the kernel refuses, counted as received and as an I/O error (found by fuzzing).
+fn accept(allowed: &[IpNetwork], counters: &Counters, src: IpAddr, len: usize) -> Received {
+    let header = if src.is_ipv4() { 20 } else { 40 };
+    if len < header {
+        counters.count_drop(DropReason::Malformed);
+        return Received::Nothing;
+    }
+    if !allowed.iter().any(|net| net.contains(src)) {
+        counters.count_drop(DropReason::NotAllowed);
+        return Received::Nothing;
+    }
+    Received::Packet(len)
 }
 
 /// Encrypt one wire-sized packet into the GSO batch (or send a handshake it triggered).
@@ -661,7 +716,7 @@ impl TxBatch {
 /// Each packet gets a slot big enough to grow into a 64 KiB super-packet (the coalescer appends
 /// following segments to the first of a flow in place). The arena is allocated zeroed, so the
 /// kernel maps pages only as packets touch them: RSS grows with the traffic, not the arena.
-struct ToTun {
+pub(crate) struct ToTun {
     arena: Vec<u8>,
     lens: Vec<usize>,
     coalescer: Coalescer,
@@ -671,7 +726,7 @@ struct ToTun {
 const TO_TUN_SLOTS: usize = 128;
 
 impl ToTun {
-    fn new() -> ToTun {
+    pub(crate) fn new() -> ToTun {
         ToTun {
             arena: vec![0; TO_TUN_SLOTS * SLOT_LEN],
             lens: Vec::with_capacity(TO_TUN_SLOTS),
@@ -679,37 +734,40 @@ impl ToTun {
         }
     }
 
-    fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.lens.len() == TO_TUN_SLOTS
     }
 
     /// Where the next packet is decrypted to (after the header room).
-    fn next_slot(&mut self) -> &mut [u8] {
+    pub(crate) fn next_slot(&mut self) -> &mut [u8] {
         let start = self.lens.len() * SLOT_LEN + VnetHdr::LEN;
         &mut self.arena[start..start + SLOT_LEN - VnetHdr::LEN]
     }
 
     /// Keep the packet just decrypted into the next slot.
-    fn commit(&mut self, len: usize) {
+    pub(crate) fn commit(&mut self, len: usize) {
         self.lens.push(len);
     }
 
     /// Write the packets out; the first error that says the device is gone goes to `failed`.
     fn flush(&mut self, tun: &TunDevice, counters: &Counters, failed: &mut Option<io::Error>) {
+        self.flush_to(counters, |write| {
+            if let Err(e) = tun.write(write) {
+                tracing::trace!(error = %e, "TUN write failed");
+                counters.count_drop(DropReason::IoError);
+                if failed.is_none() && tun_gone(&e) {
+                    *failed = Some(e);
+                }
+            }
+        });
+    }
+
+    /// Coalesce the packets kept so far and hand each TUN write (header and packet) to `write`.
+    pub(crate) fn flush_to(&mut self, counters: &Counters, write: impl FnMut(&[u8])) {
         if self.lens.is_empty() {
             return;
         }
-        let result = self
-            .coalescer
-            .coalesce(&mut self.arena, &self.lens, |write| {
-                if let Err(e) = tun.write(write) {
-                    tracing::trace!(error = %e, "TUN write failed");
-                    counters.count_drop(DropReason::IoError);
-                    if failed.is_none() && tun_gone(&e) {
-                        *failed = Some(e);
-                    }
-                }
-            });
+        let result = self.coalescer.coalesce(&mut self.arena, &self.lens, write);
         if result.is_err() {
             counters.count_drop(DropReason::Offload);
         }

@@ -126,52 +126,7 @@ impl Ec2RouteTable {
         if r.status != 200 {
             return Err(failure(&what, &ApiError::from_response(&r), None));
         }
-        let root = xml::parse(&r.text()).map_err(|e| {
-            Failure::new(FailureKind::Unavailable, format!("{what}: bad answer: {e}"))
-        })?;
-        let table = root
-            .child("routeTableSet")
-            .into_iter()
-            .flat_map(|s| s.children("item"))
-            .find(|t| t.child_text("routeTableId") == Some(self.table.as_str()))
-            .ok_or_else(|| {
-                Failure::new(
-                    FailureKind::Rejected,
-                    format!("{what}: the answer has no such table"),
-                )
-            })?;
-        let mut routes: TableRoutes = destinations
-            .iter()
-            .map(|d| (canonical_cidr(d), None))
-            .collect();
-        for route in table
-            .child("routeSet")
-            .into_iter()
-            .flat_map(|s| s.children("item"))
-        {
-            let Some(dest) = route
-                .child_text("destinationCidrBlock")
-                .or_else(|| route.child_text("destinationIpv6CidrBlock"))
-            else {
-                continue; // a prefix-list route: never ours
-            };
-            let dest = canonical_cidr(dest);
-            let Some(slot) = routes.get_mut(&dest) else {
-                continue;
-            };
-            let target = TARGET_FIELDS
-                .iter()
-                .find_map(|f| route.child_text(f).filter(|v| !v.is_empty()));
-            if route.child_text("state") == Some("blackhole") {
-                tracing::warn!(table = %self.table, destination = %dest, target = target.unwrap_or(""),
-                    "route is a blackhole: its target is stopped or gone");
-            }
-            *slot = target.map(str::to_string);
-        }
-        Ok(TableSeen {
-            routes,
-            version: None,
-        })
+        described_routes(&self.table, &what, destinations, &r.text())
     }
 
     async fn apply_table(&self, seen: &TableSeen, desired: &TableRoutes) -> ActionResult<()> {
@@ -213,6 +168,61 @@ impl Ec2RouteTable {
         }
         Ok(())
     }
+}
+
+/// Our `destinations` and their targets in a DescribeRouteTables answer (`text`) for `table_id`:
+/// every destination is a key, with `None` where the table has no route for it.
+pub(crate) fn described_routes(
+    table_id: &str,
+    what: &str,
+    destinations: &[String],
+    text: &str,
+) -> ActionResult<TableSeen> {
+    let root = xml::parse(text)
+        .map_err(|e| Failure::new(FailureKind::Unavailable, format!("{what}: bad answer: {e}")))?;
+    let table = root
+        .child("routeTableSet")
+        .into_iter()
+        .flat_map(|s| s.children("item"))
+        .find(|t| t.child_text("routeTableId") == Some(table_id))
+        .ok_or_else(|| {
+            Failure::new(
+                FailureKind::Rejected,
+                format!("{what}: the answer has no such table"),
+            )
+        })?;
+    let mut routes: TableRoutes = destinations
+        .iter()
+        .map(|d| (canonical_cidr(d), None))
+        .collect();
+    for route in table
+        .child("routeSet")
+        .into_iter()
+        .flat_map(|s| s.children("item"))
+    {
+        let Some(dest) = route
+            .child_text("destinationCidrBlock")
+            .or_else(|| route.child_text("destinationIpv6CidrBlock"))
+        else {
+            continue; // a prefix-list route: never ours
+        };
+        let dest = canonical_cidr(dest);
+        let Some(slot) = routes.get_mut(&dest) else {
+            continue;
+        };
+        let target = TARGET_FIELDS
+            .iter()
+            .find_map(|f| route.child_text(f).filter(|v| !v.is_empty()));
+        if route.child_text("state") == Some("blackhole") {
+            tracing::warn!(table = %table_id, destination = %dest, target = target.unwrap_or(""),
+                    "route is a blackhole: its target is stopped or gone");
+        }
+        *slot = target.map(str::to_string);
+    }
+    Ok(TableSeen {
+        routes,
+        version: None,
+    })
 }
 
 /// The request parameter that names a target of this kind.

@@ -8,10 +8,10 @@
 //! [`FailureKind::Conflict`] there).
 
 pub mod credentials;
-mod ec2;
-mod route53;
+pub(crate) mod ec2;
+pub(crate) mod route53;
 mod sign;
-mod xml;
+pub(crate) mod xml;
 
 pub use credentials::{CredentialChain, CredentialSettings, CredentialSource, Credentials};
 pub use ec2::{Ec2RouteTable, Ec2RouteTableSettings};

@@ -163,44 +163,9 @@ impl Route53 {
         if r.status != 200 {
             return Err(failure(&what, &ApiError::from_response(&r), None));
         }
-        let root = xml::parse(&r.text()).map_err(|e| {
-            Failure::new(FailureKind::Unavailable, format!("{what}: bad answer: {e}"))
-        })?;
-        let Some(set) = root
-            .child("ResourceRecordSets")
-            .and_then(|s| s.child("ResourceRecordSet"))
-        else {
+        let Some((rrset, raw)) = listed_set(&what, rec, &r.text())? else {
             return Ok(None);
         };
-        // The API lists from (name, type) on: the first set may be the next one.
-        let name = set.child_text("Name").unwrap_or_default();
-        let rtype = set.child_text("Type").unwrap_or_default();
-        if !same_name(name, &rec.name) || rtype != rec.rtype.as_str() {
-            return Ok(None);
-        }
-        if set.child("AliasTarget").is_some() || set.child("SetIdentifier").is_some() {
-            return Err(Failure::new(
-                FailureKind::Rejected,
-                format!("{what}: an alias or routing-policy record set: not managed by isthmus"),
-            ));
-        }
-        let ttl = set
-            .child_text("TTL")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
-        let raw: Vec<String> = set
-            .child("ResourceRecords")
-            .map(|rr| {
-                rr.children("ResourceRecord")
-                    .filter_map(|r| r.child_text("Value"))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rrset = RRset::new(
-            ttl,
-            raw.iter().map(|v| canonical_value(rec.rtype, v)).collect(),
-        );
         self.served
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -302,6 +267,53 @@ impl Route53 {
             }
         }
     }
+}
+
+/// The set of `rec` in a ListResourceRecordSets answer (`text`): canonical, and its values as
+/// served (the delete of a later change must name them as they are). `None`: no such set.
+pub(crate) fn listed_set(
+    what: &str,
+    rec: &RecordRef,
+    text: &str,
+) -> ActionResult<Option<(RRset, Vec<String>)>> {
+    let root = xml::parse(text)
+        .map_err(|e| Failure::new(FailureKind::Unavailable, format!("{what}: bad answer: {e}")))?;
+    let Some(set) = root
+        .child("ResourceRecordSets")
+        .and_then(|s| s.child("ResourceRecordSet"))
+    else {
+        return Ok(None);
+    };
+    // The API lists from (name, type) on: the first set may be the next one.
+    let name = set.child_text("Name").unwrap_or_default();
+    let rtype = set.child_text("Type").unwrap_or_default();
+    if !same_name(name, &rec.name) || rtype != rec.rtype.as_str() {
+        return Ok(None);
+    }
+    if set.child("AliasTarget").is_some() || set.child("SetIdentifier").is_some() {
+        return Err(Failure::new(
+            FailureKind::Rejected,
+            format!("{what}: an alias or routing-policy record set: not managed by isthmus"),
+        ));
+    }
+    let ttl = set
+        .child_text("TTL")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let raw: Vec<String> = set
+        .child("ResourceRecords")
+        .map(|rr| {
+            rr.children("ResourceRecord")
+                .filter_map(|r| r.child_text("Value"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let rrset = RRset::new(
+        ttl,
+        raw.iter().map(|v| canonical_value(rec.rtype, v)).collect(),
+    );
+    Ok(Some((rrset, raw)))
 }
 
 /// The errors that mean "the zone no longer holds what we read" (or already holds the set we

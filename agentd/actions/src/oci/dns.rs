@@ -57,13 +57,13 @@ struct Read {
 }
 
 #[derive(Deserialize)]
-struct Records {
+pub(crate) struct Records {
     #[serde(default)]
-    items: Vec<Record>,
+    pub(crate) items: Vec<Record>,
 }
 
 #[derive(Deserialize)]
-struct Record {
+pub(crate) struct Record {
     rtype: String,
     rdata: String,
     ttl: u32,
@@ -257,7 +257,7 @@ impl OciDns {
     }
 }
 
-fn parse(what: &str, resp: &HttpResponse) -> ActionResult<Records> {
+pub(crate) fn parse(what: &str, resp: &HttpResponse) -> ActionResult<Records> {
     serde_json::from_slice(&resp.body).map_err(|e| {
         Failure::new(
             FailureKind::Rejected,
@@ -267,7 +267,7 @@ fn parse(what: &str, resp: &HttpResponse) -> ActionResult<Records> {
 }
 
 /// The records of `rtype` as a set in canonical text; `None` when there are none.
-fn to_rrset(rtype: RecordType, records: &[Record]) -> Option<RRset> {
+pub(crate) fn to_rrset(rtype: RecordType, records: &[Record]) -> Option<RRset> {
     let mine: Vec<&Record> = records
         .iter()
         .filter(|r| r.rtype.eq_ignore_ascii_case(rtype.as_str()))

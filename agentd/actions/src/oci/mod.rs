@@ -10,8 +10,8 @@
 //! There is no Rust crate for this that fits (body signing, PKCS#1 keys, no `rsa` crate with
 //! its timing advisory): the signer is ~100 lines on `ring`.
 
-mod dns;
-mod route_table;
+pub(crate) mod dns;
+pub(crate) mod route_table;
 pub mod signer;
 
 use std::sync::Arc;
@@ -85,7 +85,7 @@ impl Client {
 /// What an OCI error answer means for the caller. OCI's body is
 /// `{"code": "...", "message": "..."}`; both go into the message, with `opc-request-id`,
 /// which Oracle support asks for.
-fn failure(what: &str, resp: &HttpResponse) -> Failure {
+pub(crate) fn failure(what: &str, resp: &HttpResponse) -> Failure {
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
     let code = body
         .get("code")

@@ -157,7 +157,7 @@ impl OciRouteTable {
     }
 }
 
-fn rules(what: &str, resp: &HttpResponse) -> ActionResult<Vec<Value>> {
+pub(crate) fn rules(what: &str, resp: &HttpResponse) -> ActionResult<Vec<Value>> {
     rules_of(resp).ok_or_else(|| {
         Failure::new(
             FailureKind::Rejected,
@@ -173,7 +173,7 @@ fn rules_of(resp: &HttpResponse) -> Option<Vec<Value>> {
 
 /// The destination of a rule that routes a CIDR block (`destination`, or the deprecated
 /// `cidrBlock` of old rules), canonical; `None` for rules to a service or without one.
-fn cidr_destination(rule: &Value) -> Option<String> {
+pub(crate) fn cidr_destination(rule: &Value) -> Option<String> {
     let kind = rule.get("destinationType").and_then(Value::as_str);
     if kind.is_some_and(|k| k != "CIDR_BLOCK") {
         return None;
@@ -208,7 +208,7 @@ fn canonical_cidr(s: &str) -> String {
 }
 
 /// Our destinations' targets in `rules`.
-fn our_routes(rules: &[Value], destinations: &[String]) -> TableRoutes {
+pub(crate) fn our_routes(rules: &[Value], destinations: &[String]) -> TableRoutes {
     destinations
         .iter()
         .map(|d| {
