@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use isthmus_api::{EventKind, EventRecord, Figures as ApiFigures};
 use isthmus_config::{Config, FailoverOn, Link, Profile};
-use isthmus_core::engine::LinkPmtu;
 use isthmus_core::engine::{Event, SwitchReason};
+use isthmus_core::engine::{LinkPmtu, PathMtuReport};
 use isthmus_core::health::{Damping, Thresholds};
-use isthmus_core::pmtu::{PmtuConfig, PmtuReason};
+use isthmus_core::pmtu::{PmtuConfig, PmtuReason, PmtuState};
 use isthmus_core::policy::GroupPolicy;
 pub use isthmus_core::Transmit;
 use isthmus_core::{
@@ -148,6 +148,8 @@ pub struct LinkView {
     pub figures: Figures,
     pub drained: bool,
     pub probe_drops: BTreeMap<String, u64>,
+    /// The path-MTU search, with `mtu = "auto"`.
+    pub path_mtu: Option<PathMtuReport>,
 }
 
 /// A route group's pin, for status.
@@ -389,6 +391,17 @@ impl Failover {
         self.engine.set_drill(group);
     }
 
+    /// Tell the peers, in every probe, this gateway's role in its pair (`None`: not one of a
+    /// pair).
+    pub fn set_ha(&mut self, ha: Option<isthmus_core::HaAnnounce>) {
+        self.engine.set_ha(ha);
+    }
+
+    /// What the gateway at the other end of `link` says of its role in its pair.
+    pub fn peer_ha(&self, link: &str) -> Option<isthmus_core::HaAnnounce> {
+        self.engine.peer_ha(link)
+    }
+
     /// The group the peer says it is drilling.
     pub fn peer_drill(&self) -> Option<String> {
         self.engine.peer_drill().map(str::to_owned)
@@ -419,7 +432,24 @@ impl Failover {
             figures: r.figures,
             drained,
             probe_drops,
+            path_mtu: self.engine.path_mtu(link),
         })
+    }
+
+    /// The sizes `link`'s worker holds packets to, towards the peer and from it: the configured
+    /// MTU both ways, or with `mtu = "auto"` what the search measured (the floor until a probe
+    /// is confirmed, and while the peer does not answer).
+    pub fn path_limits(&self, link: &Link) -> (u16, u16) {
+        let Some(bounds) = link.path_mtu else {
+            return (link.mtu, link.mtu);
+        };
+        match self.engine.path_mtu(&link.name) {
+            Some(r) => (
+                r.tx,
+                r.rx.unwrap_or(bounds.min).clamp(bounds.min, bounds.max),
+            ),
+            None => (bounds.min, bounds.min),
+        }
     }
 }
 
@@ -462,6 +492,24 @@ pub fn api_health(h: Health) -> isthmus_api::Health {
         Health::Suppressed => isthmus_api::Health::Suppressed,
         Health::Unknown => isthmus_api::Health::Unknown,
     }
+}
+
+/// The search's part of a link's path-MTU status (the rest comes from its counters).
+pub fn fill_path_mtu(s: &mut isthmus_api::PathMtuStatus, r: &PathMtuReport) {
+    s.state = match r.state {
+        PmtuState::Searching => "searching",
+        PmtuState::Complete => "complete",
+        PmtuState::Unsupported => "unsupported",
+    }
+    .to_owned();
+    s.tx = r.tx;
+    s.tx_confirmed = r.tx_confirmed;
+    s.rx = r.rx;
+    s.peer_answers = r.peer_answers;
+    s.probes_sent = r.counts.probes_sent;
+    s.probes_confirmed = r.counts.probes_confirmed;
+    s.probes_lost = r.counts.probes_lost;
+    s.black_holes = r.counts.black_holes;
 }
 
 pub fn api_figures(f: &Figures) -> ApiFigures {

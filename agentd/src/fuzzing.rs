@@ -454,6 +454,7 @@ impl Control {
             resolver: mpsc::unbounded_channel().0,
             targets: mpsc::unbounded_channel().0,
             drill: mpsc::unbounded_channel().0,
+            ha: mpsc::unbounded_channel().0,
             transport: Box::new(NoTransport),
             loader: std::sync::Arc::new(|| Err(isthmus_config::Report::new(Vec::new()))),
             on_config: Box::new(|_, _| {}),

@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
+mod ha;
 mod host;
 pub mod logging;
 mod metrics;

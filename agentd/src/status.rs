@@ -51,6 +51,7 @@ pub fn build(v: &View, caller_access: Access) -> Status {
                 seconds: ago(f.since),
             })
             .collect(),
+        ha: v.ha.clone(),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct View {
     /// A drill running here, and the group the peer drills.
     pub drill: Option<isthmus_api::DrillBrief>,
     pub peer_drill: Option<String>,
+    /// The HA pair, with `[ha]`.
+    pub ha: Option<isthmus_api::HaStatus>,
     /// When the snapshot was taken, on the loop's clock and the wall clock.
     pub now: Instant,
     pub wall: SystemTime,

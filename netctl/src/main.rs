@@ -63,15 +63,24 @@ enum Cmd {
         /// The route group.
         group: String,
     },
-    /// Move every route group off a link for maintenance (it stays the last resort).
+    /// Move every route group off a link for maintenance (it stays the last resort), or with
+    /// --gateway hand this gateway's HA role to the other of its pair.
     Drain {
         /// The link.
-        link: String,
+        #[arg(required_unless_present = "gateway", conflicts_with = "gateway")]
+        link: Option<String>,
+        /// Drain this whole gateway of its HA pair instead of a link.
+        #[arg(long)]
+        gateway: bool,
     },
-    /// End a drain.
+    /// End a drain (of a link, or with --gateway of this gateway).
     Undrain {
         /// The link.
-        link: String,
+        #[arg(required_unless_present = "gateway", conflicts_with = "gateway")]
+        link: Option<String>,
+        /// End the drain of this gateway.
+        #[arg(long)]
+        gateway: bool,
     },
     /// Target checks behind the tunnels ([[probe]]): state, last result, counts.
     Probes,
@@ -237,12 +246,22 @@ async fn run(args: &Args, client: &Client) -> Exit {
             let path = format!("{}{group}/failback", paths::GROUPS);
             show(client.post(&path).await, json, views::group)
         }
-        Cmd::Drain { link } | Cmd::Undrain { link } => {
-            let action = if matches!(args.command, Cmd::Drain { .. }) {
-                "drain"
-            } else {
-                "undrain"
-            };
+        Cmd::Drain { link, gateway } | Cmd::Undrain { link, gateway } => {
+            let on = matches!(args.command, Cmd::Drain { .. });
+            if *gateway {
+                let path = if on {
+                    paths::HA_DRAIN
+                } else {
+                    paths::HA_UNDRAIN
+                };
+                return show(
+                    client.post(path).await,
+                    json,
+                    |h: &isthmus_api::HaStatus| views::pair(h),
+                );
+            }
+            let action = if on { "drain" } else { "undrain" };
+            let link = link.as_deref().unwrap_or_default();
             let path = format!("{}{link}/{action}", paths::LINK_ACTIONS);
             show(
                 client.post(&path).await,

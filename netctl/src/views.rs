@@ -84,6 +84,9 @@ pub fn status(s: &Status) -> String {
     if let Some(g) = &s.peer_drill {
         let _ = writeln!(out, "peer     the peer gateway is running a drill of {g}");
     }
+    if let Some(h) = &s.ha {
+        out.push_str(&pair(h));
+    }
     if a.event_log_dropped > 0 {
         let _ = writeln!(
             out,
@@ -143,6 +146,66 @@ pub fn status(s: &Status) -> String {
             out,
             "fault    {} {} for {} s, recovering: {}",
             f.kind, f.subject, f.seconds, f.error
+        );
+    }
+    out
+}
+
+/// The HA pair: this gateway's role, who holds it, the lease, the other member.
+pub fn pair(h: &isthmus_api::HaStatus) -> String {
+    let mut out = String::new();
+    let holder = match (&h.holder, h.revision) {
+        (Some(m), Some(r)) => format!("held by {m} (revision {r})"),
+        _ => "held by nobody".to_string(),
+    };
+    let role = match h.role.as_str() {
+        "active" => "ACTIVE".to_string(),
+        "unsure" => "UNSURE (lease running out: not writing, not announcing)".to_string(),
+        other => other.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "pair     {} as {}: {role}; role {holder}; lease {:.1} s left; {}, priority {}",
+        h.pair,
+        h.member,
+        h.lease_left_ms as f64 / 1000.0,
+        if h.drained {
+            "drained"
+        } else if h.ready {
+            "ready"
+        } else {
+            "NOT READY (a route group has no link)"
+        },
+        h.priority,
+    );
+    match &h.other {
+        Some(o) => {
+            let _ = writeln!(
+                out,
+                "pair     other member {}: {}, priority {}{}",
+                o.name,
+                if o.drained {
+                    "drained"
+                } else if o.ready {
+                    "ready"
+                } else {
+                    "not ready"
+                },
+                o.priority,
+                if o.preempt { ", preempts" } else { "" },
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "pair     other member: not heard (down, or not started)"
+            );
+        }
+    }
+    if let Some(e) = &h.store_error {
+        let _ = writeln!(
+            out,
+            "!        lease store unreachable: {e} (nobody takes over; the active keeps forwarding)"
         );
     }
     out
@@ -460,6 +523,7 @@ pub fn links(links: &[LinkStatus]) -> String {
         "TX",
         "RX",
         "HS TRIES/FAILS",
+        "PATH MTU tx/rx",
         "DROPS",
     ]);
     for l in links {
@@ -494,6 +558,7 @@ pub fn links(links: &[LinkStatus]) -> String {
             format!("{} ({} pkts)", bytes(l.tx_bytes), l.tx_packets),
             format!("{} ({} pkts)", bytes(l.rx_bytes), l.rx_packets),
             format!("{}/{}", l.handshake_attempts, l.handshake_failures),
+            path_mtu(&l.path_mtu),
             if drops.is_empty() {
                 "-".into()
             } else {
@@ -507,7 +572,70 @@ pub fn links(links: &[LinkStatus]) -> String {
             let _ = writeln!(out, "! link {} failed: {e}", l.name);
         }
     }
+    for l in links {
+        if let Some(line) = path_mtu_detail(&l.name, &l.path_mtu) {
+            out += &line;
+        }
+    }
+    for l in links {
+        if let Some(ha) = &l.peer_ha {
+            let note = if ha.starts_with("active") {
+                "routed to"
+            } else {
+                "used only as a last resort while its pair has a better member"
+            };
+            let _ = writeln!(out, "  {}: the peer is {ha} of its HA pair: {note}", l.name);
+        }
+    }
     out
+}
+
+/// The sizes a link holds packets to: `1420 fixed`, or the measured `tx/rx` with the search's
+/// state when it is not complete (`?` for a direction not reported yet).
+fn path_mtu(m: &isthmus_api::PathMtuStatus) -> String {
+    if m.state == "fixed" || m.state.is_empty() {
+        return format!("{} fixed", m.tx);
+    }
+    let rx = m.rx.map_or("?".to_owned(), |v| v.to_string());
+    let tx = if m.tx_confirmed {
+        m.tx.to_string()
+    } else {
+        format!("{}?", m.tx)
+    };
+    match m.state.as_str() {
+        "complete" => format!("{tx}/{rx}"),
+        other => format!("{tx}/{rx} {other}"),
+    }
+}
+
+/// A line under the table for a link that searches its path MTU or has rewritten packets.
+fn path_mtu_detail(name: &str, m: &isthmus_api::PathMtuStatus) -> Option<String> {
+    let rewrote = m.mss_clamped + m.resegmented + m.too_big_sent > 0;
+    let data = format!(
+        "mss clamped {}, resegmented {}, too-big sent {}",
+        m.mss_clamped, m.resegmented, m.too_big_sent
+    );
+    match (m.floor, m.ceiling) {
+        (Some(floor), Some(ceiling)) => {
+            let why = match m.state.as_str() {
+                "unsupported" => " (the peer does not answer path-MTU probes: the floor is used)",
+                "searching" => " (searching)",
+                _ => "",
+            };
+            Some(format!(
+                "mtu {name}: auto {floor}..{ceiling}, tx {}{}, rx {}{why}; probes {} sent, {} confirmed, {} lost; black holes {}; {data}\n",
+                m.tx,
+                if m.tx_confirmed { " confirmed" } else { " assumed" },
+                m.rx.map_or("not reported".to_owned(), |v| v.to_string()),
+                m.probes_sent,
+                m.probes_confirmed,
+                m.probes_lost,
+                m.black_holes,
+            ))
+        }
+        _ if rewrote => Some(format!("mtu {name}: fixed {}; {data}\n", m.tx)),
+        _ => None,
+    }
 }
 
 /// Agreed health, with the two views when they differ and a drain mark.

@@ -12,9 +12,11 @@ pub mod dns_bed;
 pub mod fault_checks;
 pub mod fixture;
 pub mod flood;
+pub mod ha_bed;
 pub mod histogram;
 pub mod monitoring;
 pub mod moto;
+pub mod mtu_bed;
 pub mod netns;
 pub mod notify;
 pub mod oci_stub;
@@ -25,6 +27,7 @@ pub mod resolver;
 pub mod service;
 pub mod silent;
 pub mod topology;
+pub mod transfer;
 
 pub use agentd::{netctl, netctl_as, Agentd, Identity, Output};
 pub use bind::{Bind, ZoneRecord};
@@ -66,6 +69,17 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: nix::unistd::Pid) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// End-to-end tests need root for namespaces and TUN devices; say so instead of failing oddly.

@@ -122,3 +122,14 @@ pub fn family_of<'a>(name: &'a str, types: &BTreeMap<String, String>) -> &'a str
     }
     name
 }
+
+/// The families of a gateway of an HA pair (`[ha]`), present from its first scrape and absent
+/// on a gateway alone.
+pub const HA_FAMILIES: &[&str] = &[
+    "isthmus_ha_role",
+    "isthmus_ha_lease_remaining_seconds",
+    "isthmus_ha_store_up",
+    "isthmus_ha_ready",
+    "isthmus_ha_takeovers_total",
+    "isthmus_ha_last_takeover_seconds",
+];

@@ -241,31 +241,15 @@ impl Moto {
         path: &str,
         form: &str,
     ) -> std::io::Result<(u16, String)> {
-        let mut s = connect(self.netns.as_deref(), self.addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
-             X-Amz-Date: 20260101T000000Z\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, \
-             SignedHeaders=host;x-amz-date, Signature=00\r\n\
-             Content-Length: {}\r\n\r\n{form}",
+        call_at(
+            self.netns.as_deref(),
             self.addr,
-            form.len()
-        )?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:.80}")))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {head:.80}")))?;
-        Ok((status, body.to_string()))
+            service,
+            region,
+            method,
+            path,
+            form,
+        )
     }
 
     /// The namespace it runs in, if not the test's own.
@@ -318,6 +302,42 @@ fn in_netns(netns: Option<&str>, program: PathBuf) -> Command {
             cmd
         }
     }
+}
+
+/// [`Moto::call`] on a moto at `addr` in `netns`, for threads that do not own the [`Moto`].
+pub fn call_at(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    service: &str,
+    region: &str,
+    method: &str,
+    path: &str,
+    form: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = connect(netns, addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
+         X-Amz-Date: 20260101T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=00\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        form.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:.80}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {head:.80}")))?;
+    Ok((status, body.to_string()))
 }
 
 /// A TCP connection to `addr`, from inside network namespace `netns` if given (the socket is

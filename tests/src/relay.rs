@@ -1,5 +1,7 @@
 //! A userspace UDP relay that delays and drops datagrams: the test bed's stand-in for netem,
-//! which these machines do not have.
+//! which these machines do not have. It can also drop every datagram above a size, silently:
+//! a path that shrank with ICMP filtered ([`Relay::set_max_datagram`]). An nftables length
+//! rule cannot do that here: it sees a GSO send as one packet of up to 64 KiB.
 //!
 //! A relay has two legs, each a UDP socket facing one end: whatever arrives on leg A's socket is
 //! sent from leg B's socket to B's peer, and the other way round. Each gateway therefore talks
@@ -77,6 +79,8 @@ struct Shared {
     loss_bits: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
+    /// Datagrams larger than this are dropped; 0: no limit.
+    max_datagram: AtomicU64,
 }
 
 impl Shared {
@@ -127,6 +131,15 @@ impl Relay {
         self.shared
             .loss_bits
             .store(loss_percent.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Each direction: drop every datagram of more than `bytes` UDP payload from now on, as a
+    /// path whose MTU shrank and whose ICMP is filtered does (`None`: no limit). Counted as
+    /// dropped.
+    pub fn set_max_datagram(&self, bytes: Option<usize>) {
+        self.shared
+            .max_datagram
+            .store(bytes.map_or(0, |b| b.max(1) as u64), Ordering::Relaxed);
     }
 
     /// Datagrams forwarded and dropped so far, both directions together.
@@ -205,6 +218,11 @@ async fn direction(
                 continue;
             };
             let (one_way, loss) = shared.settings();
+            let max = shared.max_datagram.load(Ordering::Relaxed);
+            if max != 0 && n as u64 > max {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if loss > 0.0 && rng.f64() * 100.0 < loss {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -19,14 +19,13 @@
 //! the clear-text path that agentd's fail-closed routes must keep remote CIDRs off. Interface names are unique per test (they may end up in the shared
 //! `/var/run/wireguard`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::{bin, netctl, Fixture, Netns};
+use crate::{netctl, Fixture, Netns};
 
 /// A WireGuard key pair, base64 as `wg` writes it.
 #[derive(Clone)]
@@ -558,32 +557,6 @@ pub fn switch_at(events: &[serde_json::Value], since_ms: u64, to: &str) -> Optio
 /// Send `bytes` from `from` to `to_addr` (inside `to`) over TCP and return both ends' reports
 /// (`<bytes> <hash>`), which must be equal.
 pub fn transfer(from: &Netns, to: &Netns, to_addr: SocketAddr, bytes: u64) -> (String, String) {
-    let mut server = to
-        .command(bin("xfer"))
-        .args(["serve", &to_addr.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("xfer serve");
-    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    assert_eq!(
-        lines.next().and_then(Result::ok).as_deref(),
-        Some("listening")
-    );
-    let client = from
-        .command(bin("xfer"))
-        .args(["send", &to_addr.to_string(), &bytes.to_string(), "7"])
-        .output()
-        .expect("xfer send");
-    let received = lines.next().and_then(Result::ok).unwrap_or_default();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        client.status.success(),
-        "xfer send: {}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    (
-        String::from_utf8_lossy(&client.stdout).trim().to_owned(),
-        received,
-    )
+    let r = crate::transfer::Xfer::start(from, to, to_addr, bytes, None).finish();
+    (r.sent, r.received)
 }

@@ -119,7 +119,9 @@ fn run(tag: &str, wg_go_initiates: bool) {
             "dev",
             &iface,
         ],
-        vec!["link", "set", &iface, "mtu", "1420", "up"],
+        // wireguard-go's host is a jumbo one: its TCP announces an MSS of 8960, which agentd's
+        // fixed 1420-byte link must clamp (wireguard-go does not).
+        vec!["link", "set", &iface, "mtu", "9000", "up"],
     ] {
         let ok = Command::new("ip")
             .args(["-n", clouds.oci.ns.name()])
@@ -170,13 +172,23 @@ fn run(tag: &str, wg_go_initiates: bool) {
     let stamp: u64 = dump.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(stamp > 0, "wireguard-go saw no handshake: {dump}");
 
+    // On failure, what both ends saw: agentd's link (drops, handshakes) and wireguard-go's peer.
+    let seen = || {
+        format!(
+            "agentd: {:#}\nwireguard-go: {}",
+            clouds.aws.link(path.link),
+            wg_go.wg(&["show", &iface])
+        )
+    };
     assert!(
         clouds.aws.ping(path.inner[1], 3),
-        "ping agentd -> wireguard-go"
+        "ping agentd -> wireguard-go\n{}",
+        seen()
     );
     assert!(
         clouds.oci.ping(path.inner[0], 3),
-        "ping wireguard-go -> agentd"
+        "ping wireguard-go -> agentd\n{}",
+        seen()
     );
     let to_oci = format!("{}:5101", path.inner[1]).parse().unwrap();
     let (sent, received) = transfer(&clouds.aws.ns, &clouds.oci.ns, to_oci, 20 << 20);
@@ -184,6 +196,13 @@ fn run(tag: &str, wg_go_initiates: bool) {
     let to_aws = format!("{}:5102", path.inner[0]).parse().unwrap();
     let (sent, received) = transfer(&clouds.oci.ns, &clouds.aws.ns, to_aws, 20 << 20);
     assert_eq!(sent, received, "wireguard-go -> agentd transfer");
+
+    // The peer answers no path-MTU probe: the link keeps its configured MTU, and the SYN-ACK
+    // and the SYN from wireguard-go's side were clamped to it.
+    let mtu = clouds.aws.link(path.link)["path_mtu"].clone();
+    assert_eq!(mtu["state"], "fixed", "{mtu:#}");
+    assert_eq!(mtu["tx"], 1420, "{mtu:#}");
+    assert!(mtu["mss_clamped"].as_u64() >= Some(2), "{mtu:#}");
 }
 
 #[test]

@@ -39,6 +39,9 @@ const MAY_BE_EMPTY: &[&str] = &[
     "Action failures by kind",
     // Only route groups with `checks` have service checks per link.
     "Service checks per link",
+    // Only gateways with `[ha]` are of a pair.
+    "HA role",
+    "HA takeovers",
 ];
 
 /// The standard process collector's names (`process_*` in docs/metrics.md).

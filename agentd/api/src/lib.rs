@@ -53,6 +53,11 @@ pub mod paths {
     pub const DRILL: &str = "/v1/drill";
     /// `POST`: stop the running drill and fail back; answers its report.
     pub const DRILL_ABORT: &str = "/v1/drill/abort";
+    /// `POST`: drain this gateway of its HA pair (it hands the role over and does not take it
+    /// while drained); answers [`crate::HaStatus`] (`not_found` without `[ha]`).
+    pub const HA_DRAIN: &str = "/v1/ha/drain";
+    /// `POST`: end the gateway's drain.
+    pub const HA_UNDRAIN: &str = "/v1/ha/undrain";
 }
 
 /// What a client may do, decided by agentd from the peer credentials of the connection.
@@ -191,6 +196,58 @@ pub struct Status {
     /// Faults agentd is recovering from by itself right now (docs/reliability.md#faults).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultStatus>,
+    /// This gateway's pair, with `[ha]` (docs/ha.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// One gateway of a cloud's pair: its role, the lease and the other member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaStatus {
+    pub pair: String,
+    /// This gateway's name in the pair (`[agent].name`).
+    pub member: String,
+    /// `active` (holds the role with a valid lease: writes route tables and announces itself),
+    /// `unsure` (holds it but its lease is running out: forwards, neither writes nor announces),
+    /// `standby`.
+    pub role: String,
+    /// Who holds the role as the store last said, and its revision (a fencing token that only
+    /// grows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Lease validity left here, in milliseconds (0: no lease).
+    pub lease_left_ms: u64,
+    /// Whether this gateway can carry the traffic (every route group has a link) and is not
+    /// drained: it may hold or take the role.
+    pub ready: bool,
+    pub drained: bool,
+    pub priority: u8,
+    /// The store: `null` when it answered last, else the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// The other member, as it last published itself (absent: nothing published, or its lease
+    /// expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<HaMember>,
+    /// Times this gateway became active since it started.
+    #[serde(default)]
+    pub takeovers: u64,
+    /// The last time it did: milliseconds from the role becoming free (the holder's key gone,
+    /// as the store's watch said) to this gateway holding it; absent when it won a role that
+    /// was free from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_takeover_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaMember {
+    pub name: String,
+    pub priority: u8,
+    pub ready: bool,
+    pub drained: bool,
+    pub preempt: bool,
 }
 
 /// One active fault: a TUN device lost, an underlay gone, route writes refused, ….
@@ -363,6 +420,12 @@ pub enum EventKind {
     /// A link's path MTU towards the peer changed (`link`, `from`, `to` in bytes of inner
     /// packet; `reason`: confirmed by the search, a black hole, or the config).
     PathMtu,
+    /// This gateway's role in its pair changed (`from`, `to`: active, unsure, standby;
+    /// `reason`: why, with the holder's revision).
+    HaRole,
+    /// The pair's lease store stopped or started answering (`to`: unreachable or reachable;
+    /// `reason`: the error).
+    HaStore,
     /// A kind this netctl does not know (written by a newer agentd).
     #[serde(other)]
     Unknown,
@@ -370,7 +433,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind agentd writes.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Started,
         EventKind::Stopped,
         EventKind::HealthChanged,
@@ -393,6 +456,8 @@ impl EventKind {
         EventKind::Drill,
         EventKind::PeerDrill,
         EventKind::PathMtu,
+        EventKind::HaRole,
+        EventKind::HaStore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -419,6 +484,8 @@ impl EventKind {
             EventKind::Drill => "drill",
             EventKind::PeerDrill => "peer_drill",
             EventKind::PathMtu => "path_mtu",
+            EventKind::HaRole => "ha_role",
+            EventKind::HaStore => "ha_store",
             EventKind::Unknown => "unknown",
         }
     }
@@ -496,6 +563,10 @@ pub struct LinkStatus {
     /// The probe protocol version the peer speaks (absent until it has been heard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_protocol: Option<u8>,
+    /// The peer is one gateway of an HA pair: its role as its probes say (`active`, `unsure`,
+    /// `standby`) and the revision it knows. A link to a standby is used only as a last resort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ha: Option<String>,
     /// Drained by an operator (here or at the peer).
     #[serde(default)]
     pub drained: bool,
@@ -505,6 +576,57 @@ pub struct LinkStatus {
     /// Probe datagrams dropped by reason (malformed, version, forged, replayed).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub probe_drops: std::collections::BTreeMap<String, u64>,
+    /// The sizes the link holds packets to, and the path-MTU search (`mtu = "auto"`).
+    #[serde(default)]
+    pub path_mtu: PathMtuStatus,
+}
+
+/// What a link's packets are held to, in inner IP packet bytes (what the TUN carries; the
+/// underlay datagram adds 60 bytes over IPv4, 80 over IPv6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathMtuStatus {
+    /// `fixed` (a configured MTU), `searching`, `complete` or `unsupported` (the peer does not
+    /// answer path-MTU probes: the floor is used).
+    pub state: String,
+    /// The TUN device's MTU: the configured MTU, or the ceiling with `auto`.
+    pub tun: u16,
+    /// The largest packet sent towards the peer in one piece, and what TCP SYNs from the peer
+    /// are clamped to.
+    pub tx: u16,
+    /// Whether `tx` was measured (a probe of that size was confirmed) rather than assumed.
+    pub tx_confirmed: bool,
+    /// The peer's measured path towards this side (what TCP SYNs to the peer are clamped to);
+    /// absent while the peer has not reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx: Option<u16>,
+    /// The search's bounds (`mtu_min`, `mtu_max`), with `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<u16>,
+    /// The peer says it answers path-MTU probes.
+    #[serde(default)]
+    pub peer_answers: bool,
+    /// Path-MTU probes sent, confirmed and lost, and black holes seen (probes of the path MTU
+    /// itself lost while the link answered).
+    #[serde(default)]
+    pub probes_sent: u64,
+    #[serde(default)]
+    pub probes_confirmed: u64,
+    #[serde(default)]
+    pub probes_lost: u64,
+    #[serde(default)]
+    pub black_holes: u64,
+    /// TCP SYNs whose MSS option was lowered (both directions).
+    #[serde(default)]
+    pub mss_clamped: u64,
+    /// Packets larger than `tx` cut to fit it (TCP re-segmented, IPv4 without DF fragmented).
+    #[serde(default)]
+    pub resegmented: u64,
+    /// ICMP "fragmentation needed" / "packet too big" answers sent for packets larger than
+    /// `tx`.
+    #[serde(default)]
+    pub too_big_sent: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

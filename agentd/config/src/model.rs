@@ -142,6 +142,8 @@ pub struct Config {
     pub oci: Option<Oci>,
     /// `[[hook]]`s, in file order.
     pub hooks: Vec<Hook>,
+    /// `[ha]`, when this gateway is one of a cloud's pair.
+    pub ha: Option<Ha>,
 }
 
 impl Config {
@@ -720,6 +722,36 @@ pub struct Aws {
     /// Instance metadata service override.
     pub imds_endpoint: Option<String>,
 }
+
+/// `[ha]`: this gateway is one of a pair in its cloud, and the pair elects which one is active
+/// on a lease in etcd (reached over the VPC, never through the tunnels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha {
+    /// The pair's name, the same on both gateways: its keys live under `/isthmus/ha/<pair>/`.
+    pub pair: String,
+    /// `http://host:port` of each etcd member of this cloud's cluster.
+    pub etcd: Vec<String>,
+    /// Lower is preferred, as for links.
+    pub priority: u8,
+    /// Take the role back from a gateway of worse priority once ready for `preempt_delay`.
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// The lease's TTL (etcd grants whole seconds, at least 1.5 × its election timeout).
+    pub lease_ttl: Duration,
+    /// Below this much lease left, the active stops writing route tables and announcing itself.
+    pub margin: Duration,
+    /// The longest a cloud route-table write may take while active.
+    pub write_deadline: Duration,
+    /// The deadline of every etcd request.
+    pub request_timeout: Duration,
+}
+
+pub const DEFAULT_HA_PRIORITY: u8 = 100;
+pub const DEFAULT_HA_PREEMPT_DELAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_HA_LEASE_TTL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HA_MARGIN: Duration = Duration::from_millis(500);
+pub const DEFAULT_HA_WRITE_DEADLINE: Duration = Duration::from_millis(500);
+pub const DEFAULT_HA_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// `[oci]`: the API signing identity, for oci providers and `oci_route_tables`.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,7 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::raw::{
-    self, RawActions, RawAgent, RawAws, RawControl, RawDamping, RawDnsGroup, RawDnsProvider,
+    self, RawActions, RawAgent, RawAws, RawControl, RawDamping, RawDnsGroup, RawDnsProvider, RawHa,
     RawHealth, RawHook, RawLink, RawMetrics, RawOci, RawProbe, RawRouteGroup, RawRoutes,
 };
 use crate::source::{Sink, Span};
@@ -53,6 +53,7 @@ pub(crate) struct RawConfig {
     pub actions: Option<Entry<RawActions>>,
     pub aws: Option<Entry<RawAws>>,
     pub oci: Option<Entry<RawOci>>,
+    pub ha: Option<Entry<RawHa>>,
     pub hooks: Vec<Entry<RawHook>>,
 }
 
@@ -70,6 +71,7 @@ const SECTIONS: &[&str] = &[
     "actions",
     "aws",
     "oci",
+    "ha",
     "hook",
 ];
 
@@ -110,11 +112,12 @@ pub(crate) fn parse(sink: &mut Sink) -> RawConfig {
             "actions" => raw.actions = section(sink, "actions", &key, value),
             "aws" => raw.aws = section(sink, "aws", &key, value),
             "oci" => raw.oci = section(sink, "oci", &key, value),
+            "ha" => raw.ha = section(sink, "ha", &key, value),
             "hook" => raw.hooks = list(sink, "hook", &key, value),
             other => {
                 let listed = "[agent], [control], [metrics], [routes], [health], [[link]], \
                               [[probe]], [[route_group]], [[dns_provider]], [[dns_group]], \
-                              [actions], [aws], [oci], [[hook]]";
+                              [actions], [aws], [oci], [ha], [[hook]]";
                 let owners = raw::tables_with_key(other);
                 let hint = match closest(other, SECTIONS) {
                     Some(near) => format!("did you mean `{near}`? sections: {listed}"),

@@ -200,6 +200,20 @@ pub(crate) struct RawAws {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawHa {
+    pub pair: Text,
+    pub etcd: Texts,
+    pub priority: Int,
+    pub preempt: Bool,
+    pub preempt_delay: Dur,
+    pub lease_ttl: Dur,
+    pub margin: Dur,
+    pub write_deadline: Dur,
+    pub request_timeout: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawOci {
     pub region: Text,
     pub tenancy: Text,
@@ -585,6 +599,19 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "iaas_endpoint",
         r#"iaas_endpoint = "https://iaas.us-ashburn-1.oraclecloud.com""#,
     ),
+    ("ha", "pair", r#"pair = "aws-prod""#),
+    (
+        "ha",
+        "etcd",
+        r#"etcd = ["http://10.0.1.10:2379", "http://10.0.2.10:2379", "http://10.0.3.10:2379"]"#,
+    ),
+    ("ha", "priority", "priority = 10"),
+    ("ha", "preempt", "preempt = true"),
+    ("ha", "preempt_delay", r#"preempt_delay = "30s""#),
+    ("ha", "lease_ttl", r#"lease_ttl = "2s""#),
+    ("ha", "margin", r#"margin = "500ms""#),
+    ("ha", "write_deadline", r#"write_deadline = "500ms""#),
+    ("ha", "request_timeout", r#"request_timeout = "500ms""#),
     ("hook", "name", r#"name = "page-oncall""#),
     (
         "hook",

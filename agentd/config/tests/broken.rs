@@ -138,6 +138,63 @@ macro_rules! hook {
 
 const CASES: &[Case] = &[
     Case {
+        name: "ha without etcd",
+        toml: concat!(agent!(), "[ha]\npair = \"aws-prod\"\n"),
+        message: "[ha]: missing required key `etcd`",
+        line: 3,
+        column: 1,
+    },
+    Case {
+        name: "ha etcd over https",
+        toml: concat!(
+            agent!(),
+            "[ha]\npair = \"p\"\netcd = [\"https://10.0.1.10:2379\"]\n"
+        ),
+        message: "TLS to etcd is not supported yet",
+        line: 5,
+        column: 9,
+    },
+    Case {
+        name: "ha etcd member twice",
+        toml: concat!(
+            agent!(),
+            "[ha]\npair = \"p\"\netcd = [\"http://10.0.1.10:2379\", \"http://10.0.1.10:2379\"]\n"
+        ),
+        message: "is listed twice",
+        line: 5,
+        column: 34,
+    },
+    Case {
+        name: "ha lease in fractions of a second",
+        toml: concat!(
+            agent!(),
+            "[ha]\npair = \"p\"\netcd = [\"http://10.0.1.10:2379\"]\nlease_ttl = \"2500ms\"\n"
+        ),
+        message: "lease_ttl 2500ms is not a whole number of seconds",
+        line: 6,
+        column: 13,
+    },
+    Case {
+        name: "ha margin and write deadline leave no lease",
+        toml: concat!(
+            agent!(),
+            "[ha]\npair = \"p\"\netcd = [\"http://10.0.1.10:2379\"]\nmargin = \"800ms\"\n"
+        ),
+        message: "margin 800ms plus write_deadline 500ms is more than half of lease_ttl 2s",
+        line: 6,
+        column: 10,
+    },
+    Case {
+        name: "ha request timeout as long as the keepalive interval",
+        toml: concat!(
+            agent!(),
+            "[ha]\npair = \"p\"\netcd = [\"http://10.0.1.10:2379\"]\nrequest_timeout = \"1s\"\n"
+        ),
+        message: "request_timeout 1s is not shorter than a third of lease_ttl 2s",
+        line: 6,
+        column: 19,
+    },
+    Case {
         name: "syntax error",
         toml: concat!(agent!(), "log_level = = \"info\"\n"),
         message: "invalid TOML: extra `=`",
@@ -1308,23 +1365,27 @@ fn an_unreadable_file_is_one_diagnostic_without_a_line() {
 }
 
 #[test]
-fn mtu_is_a_number_and_auto_is_refused_until_the_data_path_carries_probes() {
+fn mtu_is_a_number_or_auto_with_bounds() {
     let (dir, _) = common::key_dir();
     let path = dir.path().join("agentd.toml");
     let link = |extra: &str| {
         let toml = format!("{}{}{extra}", agent!(), link_ic!());
         parse_str(&toml, &path, &LoadOptions::default())
-            .map(|c| (c.config.links[0].mtu, c.config.links[0].path_mtu))
+            .map(|c| {
+                let l = &c.config.links[0];
+                (l.mtu, l.path_mtu.map(|b| (b.min, b.max)), l.tun_mtu())
+            })
             .map_err(|r| r.render())
     };
-    assert_eq!(link(""), Ok((1420, None)));
-    assert_eq!(link("mtu = 9000\n"), Ok((9000, None)));
-    for auto in [
-        "mtu = \"auto\"\n",
-        "mtu = \"auto\"\nmtu_min = 1380\nmtu_max = 1420\n",
-    ] {
-        let err = link(auto).expect_err("refused");
-        assert!(err.contains("mtu = \"auto\" is not available"), "{err}");
-        assert!(err.contains("agentd.toml:12:7"), "{err}");
-    }
+    assert_eq!(link(""), Ok((1420, None, 1420)));
+    assert_eq!(link("mtu = 9000\n"), Ok((9000, None, 9000)));
+    // Auto: the TUN runs at the ceiling; the floor is what is used until a probe confirms more.
+    assert_eq!(
+        link("mtu = \"auto\"\n"),
+        Ok((1280, Some((1280, 8920)), 8920))
+    );
+    assert_eq!(
+        link("mtu = \"auto\"\nmtu_min = 1380\nmtu_max = 1420\n"),
+        Ok((1380, Some((1380, 1420)), 1420))
+    );
 }

@@ -40,7 +40,7 @@ use crate::notice::Notices;
 use crate::pmtu::{PmtuConfig, PmtuCounts, PmtuReason, PmtuSearch, PmtuState};
 use crate::policy::{Candidate, Choice, GroupPolicy, GroupState, Why};
 use crate::profile::Timings;
-use crate::wire::{self, AnswerPin, Authenticator, Kind, Packet, ProbeDrop, Tail};
+use crate::wire::{self, AnswerPin, Authenticator, HaAnnounce, Kind, Packet, ProbeDrop, Tail};
 
 /// A datagram to send to the peer on a link's probe socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,6 +415,11 @@ pub struct Engine {
     reported_peer_drill: Option<String>,
     /// The peer's answer pins, per link.
     peer_answer_pins: Notices<Vec<AnswerPin>>,
+    /// This side's role in its HA pair, said in every version-2 probe.
+    ha: Option<HaAnnounce>,
+    /// What the gateway at the other end of each link says of its HA role (links of one group
+    /// may go to the two gateways of a remote pair).
+    peer_ha: BTreeMap<String, HaAnnounce>,
 }
 
 /// FNV-1a over the groups' ordered link names: equal configs give equal fingerprints.
@@ -454,6 +459,8 @@ impl Engine {
             drill: None,
             peer_drill: Notices::default(),
             reported_peer_drill: None,
+            ha: None,
+            peer_ha: BTreeMap::new(),
             peer_answer_pins: Notices::default(),
         };
         e.update_config(config, now);
@@ -526,6 +533,7 @@ impl Engine {
         self.peer_checks.retain(|n, _| names.contains(n.as_str()));
         self.peer_drill.retain_links(|n| names.contains(n));
         self.peer_answer_pins.retain_links(|n| names.contains(n));
+        self.peer_ha.retain(|n, _| names.contains(n.as_str()));
         for l in &config.links {
             self.wires.entry(l.name.clone()).or_default();
             self.update_mtu(l, now);
@@ -674,6 +682,7 @@ impl Engine {
                 .get(link)
                 .filter(|m| m.search.confirmed())
                 .map(|m| m.search.mtu()),
+            ha: self.ha,
             ..Tail::default()
         }
     }
@@ -694,6 +703,7 @@ impl Engine {
                 w.new_key = true;
                 self.peer_drill.forget(link);
                 self.peer_answer_pins.forget(link);
+                self.peer_ha.remove(link);
             }
             w.key = key;
         }
@@ -841,6 +851,14 @@ impl Engine {
             self.peer_drill.handle(link, p.tail.drill.clone(), at);
             self.peer_answer_pins
                 .handle(link, p.tail.answer_pins.clone(), at);
+            match p.tail.ha {
+                Some(ha) => {
+                    self.peer_ha.insert(link.to_owned(), ha);
+                }
+                None => {
+                    self.peer_ha.remove(link);
+                }
+            }
         }
         self.check_ranking(link, p.view, at);
         self.decide(at);
@@ -1038,6 +1056,35 @@ impl Engine {
         self.drill = drill;
     }
 
+    /// Say (or stop saying) in every version-2 probe this side's role in its HA pair, so that
+    /// the remote gateways route to the active one.
+    pub fn set_ha(&mut self, ha: Option<HaAnnounce>) {
+        self.ha = ha;
+    }
+
+    /// What the gateway at the other end of `link` last said of its HA role.
+    pub fn peer_ha(&self, link: &str) -> Option<HaAnnounce> {
+        self.peer_ha.get(link).copied()
+    }
+
+    /// Whether `link` of a group goes to a gateway of a remote pair that is not the one to
+    /// route to: the best announcement among the group's links wins (active over unsure over
+    /// standby, then the larger revision: a former active that has not noticed yet loses), and
+    /// a link whose peer announces less ranks as a last resort, like a drained one. With nobody
+    /// active, the links stay with the unsure one (fail static); links to gateways that are not
+    /// of a pair are never affected.
+    fn to_standby(&self, links: &[String], link: &str) -> bool {
+        let Some(ha) = self.peer_ha.get(link) else {
+            return false;
+        };
+        let best = links
+            .iter()
+            .filter_map(|n| self.peer_ha.get(n))
+            .map(|o| (o.role.rank(), o.revision))
+            .max();
+        best.is_some_and(|b| (ha.role.rank(), ha.revision) < b)
+    }
+
     /// The group a failover drill on the peer moves, as fresh probes of its say.
     pub fn peer_drill(&self) -> Option<&str> {
         self.reported_peer_drill.as_deref()
@@ -1101,6 +1148,19 @@ impl Engine {
         let links = &self.links;
         self.peer_checks
             .retain(|n, _| links.get(n).is_some_and(|l| l.undamped().carries()));
+        let standby: BTreeMap<String, BTreeSet<String>> = self
+            .groups
+            .iter()
+            .map(|(g, (policy, _))| {
+                let links = policy
+                    .links
+                    .iter()
+                    .filter(|n| self.to_standby(&policy.links, n))
+                    .cloned()
+                    .collect();
+                (g.clone(), links)
+            })
+            .collect();
         for (gname, (policy, state)) in self.groups.iter_mut() {
             let own_checks = self.checks.get(gname);
             let candidates: Vec<Candidate> = policy
@@ -1116,7 +1176,8 @@ impl Engine {
                             health: l.effective_undamped(),
                             damped: l.damped(),
                             drained: self.drains.contains(n)
-                                || l.peer().is_some_and(|p| p.draining),
+                                || l.peer().is_some_and(|p| p.draining)
+                                || standby.get(gname).is_some_and(|s| s.contains(n)),
                             checks_failing,
                         },
                         None => Candidate {
@@ -1353,8 +1414,16 @@ impl Engine {
     pub fn path_mtu(&self, link: &str) -> Option<PathMtuReport> {
         let m = self.mtus.get(link)?;
         let w = self.wires.get(link);
+        // A peer heard from that does not answer path-MTU probes (agentd 0.1.0, or a v2 peer
+        // without them) is never probed: say so rather than "searching" for ever.
+        let answers = w.is_some_and(|w| w.peer_pmtu && w.peer_version >= wire::V2);
+        let heard = w.is_some_and(|w| w.peer_version != 0);
         Some(PathMtuReport {
-            state: m.search.state(),
+            state: if heard && !answers {
+                PmtuState::Unsupported
+            } else {
+                m.search.state()
+            },
             tx: m.search.mtu(),
             tx_confirmed: m.search.confirmed(),
             rx: w.and_then(|w| w.peer_path_mtu),

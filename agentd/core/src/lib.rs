@@ -40,4 +40,4 @@ pub use engine::{
 };
 pub use health::{Figures, Health, View};
 pub use profile::Timings;
-pub use wire::{AnswerPin, Authenticator, ProbeDrop};
+pub use wire::{AnnouncedRole, AnswerPin, Authenticator, HaAnnounce, ProbeDrop};

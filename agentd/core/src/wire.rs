@@ -66,7 +66,9 @@ pub mod tlv {
     /// A failover drill of the sender's is in progress: byte 0 the length n of the drilled
     /// group's name (at most 64), then its n bytes of UTF-8.
     pub const DRILL: u8 = 0x04;
-    /// Reserved: the sender's HA role and the revision of its lease.
+    /// The sender is one gateway of an HA pair: byte 0 its role (1 standby, 2 active, 3 unsure:
+    /// it holds the role as far as it knows but cannot renew its lease), then
+    /// the revision of the role's holder key (8 bytes big-endian; 0 when nobody holds it).
     pub const HA_ROLE: u8 = 0x05;
     /// The largest inner packet (bytes, 2 bytes big-endian) the sender's path-MTU search
     /// confirmed towards the receiver: the receiver's path MTU in the other direction.
@@ -175,8 +177,42 @@ pub struct Tail {
     /// The sender's answer pins ([`tlv::ANSWER_PINS`]); empty: none (no TLV is sent).
     /// Sending: pins past the 64th, and answers from index 32 on, are left out.
     pub answer_pins: Vec<AnswerPin>,
+    /// The sender's role in its HA pair ([`tlv::HA_ROLE`]); `None`: it is not one of a pair.
+    pub ha: Option<HaAnnounce>,
     /// Other TLVs, in order (unknown ones on receipt).
     pub other: Vec<Tlv>,
+}
+
+/// What a gateway of an HA pair says of itself in every probe: the remote gateways route to
+/// the active one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaAnnounce {
+    pub role: AnnouncedRole,
+    /// The revision of the role's holder key as the sender knows it (a fencing token that only
+    /// grows: of two gateways announcing active, the larger revision is the current one).
+    pub revision: i64,
+}
+
+/// A role as the probes carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnouncedRole {
+    Standby = 1,
+    Active = 2,
+    /// Holds the role as far as it knows, but its lease may be running out (the store does not
+    /// answer): it neither writes nor claims to be active, and keeps forwarding. The remote
+    /// gateways stay with it while nobody is active (fail static).
+    Unsure = 3,
+}
+
+impl AnnouncedRole {
+    /// Which gateway of a pair the remote side routes to: active, else unsure, else standby.
+    pub fn rank(self) -> u8 {
+        match self {
+            AnnouncedRole::Active => 2,
+            AnnouncedRole::Unsure => 1,
+            AnnouncedRole::Standby => 0,
+        }
+    }
 }
 
 /// One probe, decoded or to encode.
@@ -235,6 +271,12 @@ pub fn encode(auth: &dyn Authenticator, p: &Packet) -> Vec<u8> {
         }
         if let Some(group) = &p.tail.drill {
             put(&mut b, tlv::DRILL, &encode_drill(group));
+        }
+        if let Some(ha) = &p.tail.ha {
+            let mut v = [0u8; 9];
+            v[0] = ha.role as u8;
+            v[1..].copy_from_slice(&ha.revision.to_be_bytes());
+            put(&mut b, tlv::HA_ROLE, &v);
         }
         if !p.tail.answer_pins.is_empty() {
             put(
@@ -345,6 +387,7 @@ fn parse_tail(mut rest: &[u8], datagram: usize) -> Result<Tail, ProbeDrop> {
             },
             tlv::SERVICE_CHECKS => tail.checks = Some(decode_checks(value)?),
             tlv::DRILL => tail.drill = Some(decode_drill(value)?),
+            tlv::HA_ROLE => tail.ha = Some(decode_ha(value)?),
             tlv::ANSWER_PINS => tail.answer_pins = decode_answer_pins(value)?,
             _ => tail.other.push(Tlv {
                 code,
@@ -435,6 +478,28 @@ fn decode_drill(v: &[u8]) -> Result<String, ProbeDrop> {
     }
     let name = rest.get(..n).ok_or(ProbeDrop::Malformed)?;
     String::from_utf8(name.to_vec()).map_err(|_| ProbeDrop::Malformed)
+}
+
+/// A [`tlv::HA_ROLE`] value: shorter than 9 bytes or a role other than 1, 2, 3 is malformed;
+/// bytes after the revision are ignored (room to grow).
+fn decode_ha(v: &[u8]) -> Result<HaAnnounce, ProbeDrop> {
+    let [role, ref rest @ ..] = *v else {
+        return Err(ProbeDrop::Malformed);
+    };
+    let revision: [u8; 8] = rest
+        .get(..8)
+        .and_then(|r| r.try_into().ok())
+        .ok_or(ProbeDrop::Malformed)?;
+    let role = match role {
+        1 => AnnouncedRole::Standby,
+        2 => AnnouncedRole::Active,
+        3 => AnnouncedRole::Unsure,
+        _ => return Err(ProbeDrop::Malformed),
+    };
+    Ok(HaAnnounce {
+        role,
+        revision: i64::from_be_bytes(revision),
+    })
 }
 
 /// The value of a [`tlv::ANSWER_PINS`] TLV; what the format cannot carry is left out.

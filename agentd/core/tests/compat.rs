@@ -502,6 +502,7 @@ fn an_agentd_0_1_0_peer_gets_no_path_mtu_probe_and_the_configured_mtu_stays() {
     for link in LINKS {
         let r = m.new.path_mtu(link).expect("a search");
         assert!(!r.peer_answers && !r.tx_confirmed, "{r:?}");
+        assert_eq!(r.state, isthmus_core::pmtu::PmtuState::Unsupported, "{r:?}");
         assert_eq!(r.counts.probes_sent, 0);
         assert_eq!(r.tx, 1280);
         assert_eq!(m.new.health(link), Some(Health::Up));

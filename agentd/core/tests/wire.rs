@@ -9,7 +9,9 @@ mod common;
 use std::time::Instant;
 
 use common::{config, ms, TestAuth, KEY, LINKS};
-use isthmus_core::wire::{self, tlv, CheckState, Kind, Packet, PeerChecks, Tail, Tlv};
+use isthmus_core::wire::{
+    self, tlv, AnnouncedRole, CheckState, HaAnnounce, Kind, Packet, PeerChecks, Tail, Tlv,
+};
 use isthmus_core::{
     dns_group_id, AnswerPin, DnsGroupConfig, Engine, Health, ProbeDrop, Received, Timings, View,
 };
@@ -100,6 +102,10 @@ fn every_flipped_bit_of_a_v2_packet_is_rejected() {
             group: 7,
             answer: 0,
         }],
+        ha: Some(HaAnnounce {
+            role: AnnouncedRole::Unsure,
+            revision: 42,
+        }),
         other: vec![Tlv {
             code: 0x42,
             value: vec![1, 2, 3],
@@ -136,9 +142,9 @@ fn unknown_tlvs_are_skipped_and_known_ones_still_read() {
         2,
         0xAA,
         0xBB, // unknown
-        tlv::HA_ROLE,
+        0x43,
         0,
-        0, // reserved, not read yet
+        0, // unknown, empty
         tlv::CONFIRMS_SIZE,
         0,
         3,
@@ -152,7 +158,7 @@ fn unknown_tlvs_are_skipped_and_known_ones_still_read() {
     let p = wire::decode(&KEY, &raw_v2(&KEY, 1, &tail)).expect("accepted");
     assert_eq!(p.tail.confirms_size, Some(9000));
     let codes: Vec<u8> = p.tail.other.iter().map(|t| t.code).collect();
-    assert_eq!(codes, [0x42, tlv::HA_ROLE, 0x90]);
+    assert_eq!(codes, [0x42, 0x43, 0x90]);
     assert_eq!(p.view, view());
 
     // A TLV that overruns the tail, or a known one too short, is malformed.
@@ -524,6 +530,44 @@ fn the_drill_and_answer_pins_round_trip_in_v2_with_the_documented_layouts() {
         wire::decode(&KEY, &empty).map(|p| p.tail),
         Ok(Tail::default())
     );
+}
+
+#[test]
+fn the_ha_role_round_trips_in_v2_with_the_documented_layout_and_a_bad_one_drops_the_packet() {
+    let mut p = packet(wire::V2, Kind::Request);
+    p.tail.ha = Some(HaAnnounce {
+        role: AnnouncedRole::Active,
+        revision: 0x0102_0304_0506_0708,
+    });
+    let bytes = wire::encode(&KEY, &p);
+    let ha = tlv_bytes(tlv::HA_ROLE, &[2, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        &bytes[wire::HEADER_LEN..bytes.len() - wire::TAG_LEN],
+        &ha[..]
+    );
+    assert_eq!(wire::decode(&KEY, &bytes), Ok(p));
+    // Standby, and bytes after the revision ignored (room to grow).
+    let grown = tlv_bytes(tlv::HA_ROLE, &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0xEE]);
+    let p = wire::decode(&KEY, &raw_v2(&KEY, 1, &grown)).expect("accepted");
+    assert_eq!(
+        p.tail.ha,
+        Some(HaAnnounce {
+            role: AnnouncedRole::Standby,
+            revision: 9
+        })
+    );
+    for bad in [
+        tlv_bytes(tlv::HA_ROLE, &[]),
+        tlv_bytes(tlv::HA_ROLE, &[2, 0, 0, 0]),
+        tlv_bytes(tlv::HA_ROLE, &[0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        tlv_bytes(tlv::HA_ROLE, &[4, 0, 0, 0, 0, 0, 0, 0, 1]),
+    ] {
+        assert_eq!(
+            wire::decode(&KEY, &raw_v2(&KEY, 1, &bad)),
+            Err(ProbeDrop::Malformed),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! Send times are read from tokio's clock, agentd's one clock.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
@@ -11,6 +11,9 @@ use etcd_client::{
 };
 
 use crate::{Change, Holder, MemberJson, MemberState, Snapshot, StoreConfig, StoreError};
+
+/// etcd's default `--grpc-keepalive-min-time`.
+const ETCD_MIN_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct EtcdStore {
     config: StoreConfig,
@@ -20,27 +23,48 @@ pub struct EtcdStore {
 
 struct Lease {
     id: i64,
-    keeper: LeaseKeeper,
-    answers: LeaseKeepAliveStream,
+    /// The keepalive stream; `None` after a reconnect (the next keepalive opens one).
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 }
 
 impl EtcdStore {
     /// Connects (lazily: the first request finds out whether the store is there).
     pub async fn connect(config: StoreConfig) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(config.request_timeout)
-            .with_timeout(config.request_timeout)
-            .with_keep_alive(config.request_timeout, config.request_timeout);
-        let client = deadline(
-            &config,
-            Client::connect(config.endpoints.clone(), Some(options)),
-        )
-        .await?;
+        let client = Self::client(&config).await?;
         Ok(EtcdStore {
             config,
             client,
             lease: None,
         })
+    }
+
+    /// A new client (new connections), keeping the lease: after requests failed, the old
+    /// connection may be half dead (packets dropped on the way, nothing reset), and waiting for
+    /// it to recover can take longer than the lease lives.
+    pub async fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.client = Self::client(&self.config).await?;
+        if let Some(l) = self.lease.as_mut() {
+            l.stream = None;
+        }
+        Ok(())
+    }
+
+    async fn client(config: &StoreConfig) -> Result<Client, StoreError> {
+        // HTTP/2 pings no more often than etcd allows (`--grpc-keepalive-min-time`, 5 s by
+        // default: a client that pings more often is sent away with "too many pings", which
+        // breaks every stream). No channel-wide timeout: it would cut the watch and keepalive
+        // streams; every request has its own deadline ([`deadline`]).
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.request_timeout)
+            .with_keep_alive(
+                ETCD_MIN_PING_INTERVAL,
+                config.request_timeout.max(Duration::from_secs(1)),
+            );
+        deadline(
+            config,
+            Client::connect(config.endpoints.clone(), Some(options)),
+        )
+        .await
     }
 
     fn holder_key(&self) -> String {
@@ -65,8 +89,7 @@ impl EtcdStore {
             deadline(&self.config, self.client.lease_keep_alive(granted.id())).await?;
         self.lease = Some(Lease {
             id: granted.id(),
-            keeper,
-            answers,
+            stream: Some((keeper, answers)),
         });
         Ok(sent)
     }
@@ -77,9 +100,12 @@ impl EtcdStore {
         let timeout = self.config.request_timeout;
         let lease = self.lease.as_mut().ok_or(StoreError::LeaseLost)?;
         let sent = tokio::time::Instant::now().into_std();
+        let Some((keeper, answers)) = lease.stream.as_mut() else {
+            return self.renew_anew(sent).await;
+        };
         let answer = tokio::time::timeout(timeout, async {
-            lease.keeper.keep_alive().await?;
-            lease.answers.message().await
+            keeper.keep_alive().await?;
+            answers.message().await
         })
         .await;
         match answer {
@@ -112,8 +138,7 @@ impl EtcdStore {
         .await?;
         self.lease = Some(Lease {
             id,
-            keeper,
-            answers,
+            stream: Some((keeper, answers)),
         });
         match renewed {
             Some(a) if a.ttl() > 0 => Ok(sent),
@@ -170,6 +195,23 @@ impl EtcdStore {
             .and_then([TxnOp::delete(key, None)]);
         deadline(&self.config, self.client.txn(txn)).await?;
         Ok(())
+    }
+
+    /// Deletes a holder key with our name on a lease that is not ours: what a previous life of
+    /// this gateway held (it crashed with the role). A restarted gateway never resumes its role,
+    /// and freeing it at once lets the pair elect without waiting for that lease to expire.
+    /// Returns whether a key was deleted.
+    pub async fn clear_stale_hold(&mut self) -> Result<bool, StoreError> {
+        let lease = self.lease.as_ref().ok_or(StoreError::LeaseLost)?.id;
+        let key = self.holder_key();
+        let txn = Txn::new()
+            .when([
+                Compare::value(key.clone(), CompareOp::Equal, self.config.member.clone()),
+                Compare::lease(key.clone(), CompareOp::NotEqual, lease),
+            ])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = deadline(&self.config, self.client.txn(txn)).await?;
+        Ok(resp.succeeded())
     }
 
     /// Publishes this member's state, on its lease.
@@ -312,7 +354,13 @@ fn holder_of(kv: &etcd_client::KeyValue) -> Result<Holder, StoreError> {
 }
 
 fn unreachable(e: etcd_client::Error) -> StoreError {
-    StoreError::Unreachable(e.to_string())
+    let text = e.to_string();
+    // A put or a transaction on a lease that expired (while we were cut off): etcd answers
+    // NotFound "etcdserver: requested lease not found". The store is there; our lease is not.
+    if text.contains("requested lease not found") {
+        return StoreError::LeaseLost;
+    }
+    StoreError::Unreachable(text)
 }
 
 /// `f` within the request deadline.

@@ -11,6 +11,8 @@
 //! - `members/<name>`: each member's published [`MemberState`] (JSON), on its own lease.
 
 mod etcd;
+#[doc(hidden)]
+pub mod testing;
 
 use std::time::Duration;
 

@@ -6,64 +6,14 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use isthmus_ha::testing::Etcd;
 use isthmus_ha::{Change, EtcdStore, MemberState, StoreConfig, StoreError};
-
-/// One etcd member on loopback ports, with its data in a temporary directory; killed (by
-/// PID) and removed on drop.
-struct Etcd {
-    child: Child,
-    client_url: String,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("a data dir");
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            // Tight timings, as on a VPC: leases of 1 s are allowed.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (tests/install-deps installs etcd-server)");
-        Etcd {
-            child,
-            client_url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(etcd: &Etcd, member: &str) -> StoreConfig {
     StoreConfig {
-        endpoints: vec![etcd.client_url.clone()],
+        endpoints: vec![etcd.client_url().to_owned()],
         prefix: "/isthmus/test/".into(),
         member: member.into(),
         lease_ttl: Duration::from_secs(2),
@@ -136,11 +86,44 @@ async fn the_role_goes_with_its_holders_lease_and_revisions_only_grow() {
     }
     let (second, _) = taken.expect("b took the role after a's lease expired");
     assert!(second > first, "{second} after {first}");
+    // a's writes on its expired lease say so (not "unreachable": the store answered).
+    match a.publish(&state(1, true)).await {
+        Err(StoreError::LeaseLost) => {}
+        other => panic!("a's publish should find its lease lost: {other:?}"),
+    }
+    b.resign().await.expect("b resigns");
+    match a.campaign().await {
+        Err(StoreError::LeaseLost) => {}
+        other => panic!("a's campaign should find its lease lost: {other:?}"),
+    }
     // a's keepalive now finds its lease gone.
     match a.keep_alive().await {
         Err(StoreError::LeaseLost) => {}
         other => panic!("a's lease should be lost: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_clears_what_its_previous_life_held_and_nothing_else() {
+    let etcd = Etcd::start();
+    let mut old = store(&etcd, "aws-gw-a").await;
+    old.campaign().await.expect("answer").expect("won");
+    // The same gateway after a crash: a new store, a new lease, the old one still alive.
+    let mut new = store(&etcd, "aws-gw-a").await;
+    let mut b = store(&etcd, "aws-gw-b").await;
+    assert!(
+        !b.clear_stale_hold().await.expect("answer"),
+        "not b's to clear"
+    );
+    assert!(new.clear_stale_hold().await.expect("answer"));
+    assert_eq!(b.read().await.expect("read").holder, None);
+    // Its own current hold is never stale.
+    new.campaign().await.expect("answer").expect("won");
+    assert!(!new.clear_stale_hold().await.expect("answer"));
+    assert_eq!(
+        b.read().await.expect("read").holder.map(|h| h.member),
+        Some("aws-gw-a".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

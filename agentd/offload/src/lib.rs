@@ -58,6 +58,7 @@
 mod checksum;
 mod coalesce;
 mod error;
+mod fit;
 mod icmp;
 mod mss;
 mod packet;
@@ -67,6 +68,7 @@ mod vnet;
 pub use checksum::internet_checksum;
 pub use coalesce::{Coalescer, Stats, SLOT_LEN};
 pub use error::OffloadError;
+pub use fit::{fit_tcp, fragment_v4};
 pub use icmp::{packet_too_big, IcmpRate, NoAnswer};
 pub use mss::{clamp_mss, mss_for_mtu, Checksum, Clamp, MIN_CLAMPED_MSS};
 pub use split::split;

@@ -33,7 +33,7 @@ pub(crate) const TCP_ACK_FLAG: u8 = 0x10;
 pub(crate) const TCP_CWR: u8 = 0x80;
 
 /// IPv4 "more fragments" flag and fragment offset, in the 16 bits at [`V4_FLAGS`].
-const V4_MF_AND_OFFSET: u16 = 0x3fff;
+pub(crate) const V4_MF_AND_OFFSET: u16 = 0x3fff;
 /// IPv4 "don't fragment" flag, in the byte at [`V4_FLAGS`].
 pub(crate) const V4_DF: u8 = 0x40;
 

@@ -71,6 +71,12 @@ pub fn build(config: &Config) -> Arc<Backends> {
             }
         }
     }
+    // A gateway of a pair writes route tables within its write deadline: a write the old
+    // active abandoned lands before the new one's first (docs/ha.md).
+    let table_timeout = config
+        .ha
+        .as_ref()
+        .map_or(a.timeout, |h| a.timeout.min(h.write_deadline));
     for g in &config.route_groups {
         for t in &g.aws_route_tables {
             let Some(aws) = &config.aws else { continue };
@@ -80,7 +86,7 @@ pub fn build(config: &Config) -> Arc<Backends> {
                     region: aws.region.clone(),
                     endpoint: aws.ec2_endpoint.clone(),
                     chain: chain.clone(),
-                    timeout: a.timeout,
+                    timeout: table_timeout,
                 }));
             b.tables.insert((Cloud::Aws, t.id.clone()), table);
         }
@@ -92,7 +98,7 @@ pub fn build(config: &Config) -> Arc<Backends> {
                     endpoint: oci.iaas_endpoint.clone(),
                     region: oci.region.clone(),
                     auth: auth.clone(),
-                    timeout: a.timeout,
+                    timeout: table_timeout,
                 })
                 .map_err(|f| f.message),
                 Some(Err(e)) => Err(e.clone()),

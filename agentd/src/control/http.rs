@@ -61,6 +61,8 @@ enum Endpoint {
     DrillGet,
     DrillStart,
     DrillAbort,
+    /// Drain (`true`) or undrain this gateway of its HA pair.
+    HaDrain(bool),
 }
 
 /// One row of the API: method, path pattern (`{name}` is one path segment), who may call it,
@@ -76,7 +78,7 @@ struct Route {
 /// The API, in one place: adding an endpoint is a row here, a variant of [`Endpoint`] and its
 /// arm in [`dispatch`] (and, if the loop must act, a [`Command`] and its handler in
 /// `daemon/commands.rs`).
-static ROUTES: [Route; 15] = [
+static ROUTES: [Route; 17] = [
     row(Method::GET, paths::STATUS, Access::Read, |_| {
         Endpoint::Status
     }),
@@ -107,6 +109,12 @@ static ROUTES: [Route; 15] = [
     }),
     row(Method::POST, paths::DRILL_ABORT, Access::Write, |_| {
         Endpoint::DrillAbort
+    }),
+    row(Method::POST, paths::HA_DRAIN, Access::Write, |_| {
+        Endpoint::HaDrain(true)
+    }),
+    row(Method::POST, paths::HA_UNDRAIN, Access::Write, |_| {
+        Endpoint::HaDrain(false)
     }),
     row(
         Method::POST,
@@ -372,6 +380,10 @@ async fn dispatch(
         Endpoint::DrillAbort => {
             let report = ask(ctx, |reply| Command::DrillAbort { reply }).await??;
             Ok(json_response(StatusCode::OK, &report))
+        }
+        Endpoint::HaDrain(on) => {
+            let status = ask(ctx, |reply| Command::DrainGateway { on, reply }).await??;
+            Ok(json_response(StatusCode::OK, &status))
         }
     }
 }

@@ -93,6 +93,11 @@ pub enum Command {
     DrillAbort {
         reply: oneshot::Sender<Result<isthmus_api::DrillReport, ErrorBody>>,
     },
+    /// Drain (`on`) or undrain this gateway of its HA pair.
+    DrainGateway {
+        on: bool,
+        reply: oneshot::Sender<Result<isthmus_api::HaStatus, ErrorBody>>,
+    },
 }
 
 /// Who may do what; replaced on reload.

@@ -49,6 +49,9 @@ pub fn handle(shell: &mut Shell, command: Command, now: Instant) {
         Command::DrillGet { reply } => {
             let _ = reply.send(super::drill::get(shell));
         }
+        Command::DrainGateway { on, reply } => {
+            let _ = reply.send(shell.drain_gateway(on, now));
+        }
         Command::DrillAbort { reply } => {
             let _ = reply.send(super::drill::abort(shell, now));
         }

@@ -36,6 +36,8 @@ pub enum Input {
     DryRun(DryRunReport),
     /// The drill's probe stream measured.
     Drill(StreamReport),
+    /// The HA pair's lease store answered (or failed to).
+    Ha(crate::ha::HaReport),
     /// The config file was read and checked off the loop (a reload).
     ConfigLoaded {
         result: Result<Running, Report>,

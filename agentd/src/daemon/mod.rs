@@ -11,13 +11,14 @@
 pub mod actions;
 pub mod commands;
 pub mod drill;
+mod ha;
 pub mod input;
 pub mod reload;
 #[cfg(test)]
 mod scenarios;
 pub mod shell;
 #[cfg(test)]
-mod testbed;
+pub(crate) mod testbed;
 
 use std::sync::Arc;
 
@@ -95,6 +96,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
     let (targets_tx, targets_rx) = mpsc::unbounded_channel();
     let (actions_tx, actions_rx) = mpsc::unbounded_channel();
     let (drill_tx, drill_rx) = mpsc::unbounded_channel();
+    let (ha_tx, ha_rx) = mpsc::unbounded_channel();
     {
         let _io = io.enter();
         let netlink = netlink::Netlink::connect()?;
@@ -123,6 +125,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
             metrics.faults.clone(),
         ));
         io.spawn(crate::drill::stream::run(drill_rx, inputs_tx.clone()));
+        io.spawn(crate::ha::run(ha_rx, inputs_tx.clone()));
     }
     let writer = events::spawn_writer(
         &config.agent.state_dir,
@@ -174,6 +177,7 @@ pub async fn run(running: Running, opts: LoadOptions, log: LogControl) -> anyhow
         targets: targets_tx,
         drill: drill_tx,
         transport: Box::new(PeerSockets::new(probe_tx)),
+        ha: ha_tx,
         loader: Arc::new(move || reload::load(&path, &opts)),
         on_config: Box::new(move |old, new| {
             let (co, cn) = (&old.control, &new.control);

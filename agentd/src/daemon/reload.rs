@@ -149,6 +149,7 @@ impl Shell {
         self.targets.retain(|k, _| keys.contains(k));
         self.adapters.send_targets(jobs);
         self.metrics.follow_config(&config);
+        self.configure_ha(now);
         self.configure_actions();
         self.feed_dns_groups(now);
 

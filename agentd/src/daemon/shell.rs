@@ -89,6 +89,8 @@ pub struct Adapters {
     /// The drill's probe stream.
     pub drill: mpsc::UnboundedSender<crate::drill::StreamCmd>,
     pub transport: Box<dyn ProbeTransport>,
+    /// The HA pair's lease store (`crate::ha`).
+    pub ha: mpsc::UnboundedSender<crate::ha::HaCmd>,
     pub loader: Loader,
     pub on_config: OnConfig,
     /// Whether the metrics listener listens (shown in status).
@@ -211,6 +213,11 @@ pub struct Shell {
     pub(super) adapters: Adapters,
     /// For adapters started from the loop (config loads on the blocking pool).
     pub(super) inputs: mpsc::Sender<Input>,
+    /// This gateway's pair (`[ha]`), the settings it runs with, and whether the last desired
+    /// actions were sent with writes allowed.
+    pub(super) pair: Option<super::ha::Pair>,
+    pub(super) ha_settings: Option<isthmus_config::Ha>,
+    pub(super) ha_wrote: bool,
 }
 
 /// The channels the loop serves.
@@ -265,6 +272,9 @@ impl Shell {
             running,
             adapters,
             inputs,
+            pair: None,
+            ha_settings: None,
+            ha_wrote: true,
         }
     }
 
@@ -361,6 +371,7 @@ impl Shell {
         self.adapters.send_targets(crate::probe::job::jobs(&config));
         // The fail-closed routes go in at once, before any link runs.
         self.reconcile_routes();
+        self.configure_ha(crate::clock::now());
         self.configure_actions();
         self.feed_dns_groups(crate::clock::now());
     }
@@ -377,12 +388,19 @@ impl Shell {
     /// Send the desired state of every action target if it changed.
     pub(super) fn reconcile_actions(&mut self, now: Instant) {
         let config = &self.running.config;
-        let wants = super::actions::desired(
+        let mut wants = super::actions::desired(
             config,
             |g| self.failover.answer(g),
             &self.active_links(),
             &self.decided_groups,
         );
+        // A gateway of a pair writes only while it is active with a valid lease: a standby's
+        // (or an unsure active's) targets are left to the other gateway, and a write in flight
+        // is abandoned (the adapter stops the target's task).
+        self.ha_wrote = self.ha_may_write(now);
+        if !self.ha_wrote {
+            wants.clear();
+        }
         if let Some(desired) = self.action_book.follow(wants, now) {
             let _ = self.adapters.actions.send(ActionsCmd::Apply(desired));
         }
@@ -400,6 +418,9 @@ impl Shell {
         }
         if self.drill.as_ref().is_some_and(|x| !x.is_over()) {
             d = d.min(self.drill_tick);
+        }
+        if let Some(h) = self.ha_deadline() {
+            d = d.min(h);
         }
         match self.phase {
             Phase::Releasing { until } | Phase::StoppingLinks { until } => d = d.min(until),
@@ -440,6 +461,7 @@ impl Shell {
         }
         self.failover.handle_timeout(now);
         self.after_engine(now);
+        self.drive_ha(now);
         if now >= self.drill_tick {
             self.drill_tick = now + super::drill::TICK;
             super::drill::tick(self, now);
@@ -549,6 +571,7 @@ impl Shell {
             Input::Hook(report) => self.on_hook(&report),
             Input::DryRun(report) => super::drill::on_dry_run(self, report),
             Input::Drill(report) => super::drill::on_stream(self, report),
+            Input::Ha(report) => self.on_ha(report, now),
         }
     }
 
@@ -827,6 +850,18 @@ impl Shell {
         if moved || decided {
             self.reconcile_actions(now);
         }
+        self.push_path_limits();
+    }
+
+    /// Tell each link's worker the path MTU it holds packets to (two relaxed stores per link:
+    /// cheap enough to do after every engine input).
+    fn push_path_limits(&self) {
+        for link in &self.running.config.links {
+            if let Some(c) = self.links.counters(&link.name) {
+                let (tx, rx) = self.failover.path_limits(link);
+                c.limits.set(tx, rx);
+            }
+        }
     }
 
     /// Each route group's active link, as the failover engine chose it (none: fail closed).
@@ -953,6 +988,8 @@ impl Shell {
         }
         crate::notify::stopping();
         self.push_event(events::record(EventKind::Stopped, "agentd stopped"));
+        // A clean stop hands the HA role over at once rather than when the lease expires.
+        self.resign_ha();
         self.phase = Phase::Releasing {
             until: now + SHUTDOWN_STEP,
         };
@@ -996,11 +1033,22 @@ impl Shell {
                 l.own_health = failover::api_health(v.own);
                 l.peer_health = v.peer.map(|p| failover::api_health(p.health));
                 l.peer_protocol = (v.peer_version > 0).then_some(v.peer_version);
+                l.peer_ha = self.failover.peer_ha(&l.name).map(|h| {
+                    let role = match h.role {
+                        isthmus_core::AnnouncedRole::Active => "active",
+                        isthmus_core::AnnouncedRole::Unsure => "unsure",
+                        isthmus_core::AnnouncedRole::Standby => "standby",
+                    };
+                    format!("{role} (revision {})", h.revision)
+                });
                 l.drained = v.drained;
                 if v.figures.samples > 0 {
                     l.figures = Some(failover::api_figures(&v.figures));
                 }
                 l.probe_drops = v.probe_drops.clone();
+                if let Some(m) = &v.path_mtu {
+                    failover::fill_path_mtu(&mut l.path_mtu, m);
+                }
                 engine.insert(l.name.clone(), v);
             }
         }
@@ -1028,6 +1076,7 @@ impl Shell {
                 .filter(|d| !d.is_over())
                 .map(|d| d.brief(now)),
             peer_drill: self.failover.peer_drill(),
+            ha: self.ha_status(now),
             now,
             wall: SystemTime::now(),
             config: config.clone(),

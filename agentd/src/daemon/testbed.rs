@@ -340,6 +340,8 @@ impl Gateway {
             targets: targets_tx,
             // No probe stream in the test bed: drills are tested end to end.
             drill: tokio::sync::mpsc::unbounded_channel().0,
+            // No lease store: the test bed's gateways are alone (HA is tested end to end).
+            ha: tokio::sync::mpsc::unbounded_channel().0,
             transport: Box::new(FakeTransport {
                 side,
                 net,

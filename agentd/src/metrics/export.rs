@@ -32,12 +32,69 @@ pub fn render(state: &State) -> String {
     families.extend(routes(state));
     families.extend(targets(metrics, state));
     families.extend(actions(state));
+    families.extend(ha(state));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = String::with_capacity(64 * 1024);
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+/// The HA pair, with `[ha]`: every family present from the first scrape.
+fn ha(state: &State) -> Vec<MetricFamily> {
+    let Some(h) = &state.ha else {
+        return Vec::new();
+    };
+    let pair = h.pair.as_str();
+    let mut role = Family::gauge(
+        "isthmus_ha_role",
+        "1 for this gateway's role in its HA pair (active, unsure: the lease is running out, standby), 0 for the others.",
+    );
+    for r in ["active", "unsure", "standby"] {
+        role.add(
+            &[("pair", pair), ("role", r)],
+            f64::from(u8::from(h.role == r)),
+        );
+    }
+    let mut lease = Family::gauge(
+        "isthmus_ha_lease_remaining_seconds",
+        "Lease validity left as this gateway counts it (from the send time of its last acknowledged keepalive).",
+    );
+    lease.add(&[("pair", pair)], h.lease_left_ms as f64 / 1000.0);
+    let mut store = Family::gauge(
+        "isthmus_ha_store_up",
+        "1 while the pair's lease store (etcd) answers, 0 while it does not: nobody takes over then.",
+    );
+    store.add(
+        &[("pair", pair)],
+        f64::from(u8::from(h.store_error.is_none())),
+    );
+    let mut ready = Family::gauge(
+        "isthmus_ha_ready",
+        "1 while this gateway may hold the role: every route group has a link and it is not drained.",
+    );
+    ready.add(
+        &[("pair", pair)],
+        f64::from(u8::from(h.ready && !h.drained)),
+    );
+    let mut takeovers = Family::counter(
+        "isthmus_ha_takeovers_total",
+        "Times this gateway became active.",
+    );
+    takeovers.add(&[("pair", pair)], h.takeovers as f64);
+    let mut last = Family::gauge(
+        "isthmus_ha_last_takeover_seconds",
+        "The last takeover's duration: from the role becoming free to this gateway holding it (0 before any).",
+    );
+    last.add(
+        &[("pair", pair)],
+        h.last_takeover_ms.unwrap_or(0) as f64 / 1000.0,
+    );
+    [role, lease, store, ready, takeovers, last]
+        .into_iter()
+        .filter_map(Family::build)
+        .collect()
 }
 
 fn agent(state: &State) -> Vec<MetricFamily> {
@@ -140,9 +197,51 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         "isthmus_link_egress_cost_total",
         "Estimated egress cost of what the link sent, in the currency of egress_price_per_gb.",
     );
+    let mut path_mtu = Family::gauge(
+        "isthmus_link_path_mtu_bytes",
+        "Largest inner IP packet the link carries in one piece, by direction: measured with mtu = \"auto\" (the floor until confirmed), configured otherwise.",
+    );
+    let mut pmtu_probes = Family::counter(
+        "isthmus_link_path_mtu_probes_total",
+        "Path-MTU probes sent, confirmed and lost (links with mtu = \"auto\").",
+    );
+    let mut black_holes = Family::counter(
+        "isthmus_link_path_mtu_black_holes_total",
+        "Times probes of the path MTU itself were lost while the link answered: the path shrank and the link fell back to its floor.",
+    );
+    let mut clamped = Family::counter(
+        "isthmus_link_mss_clamped_total",
+        "TCP SYNs whose MSS option was lowered to fit the link's path, both directions.",
+    );
+    let mut resegmented = Family::counter(
+        "isthmus_link_resegmented_packets_total",
+        "TCP packets larger than the link's path cut into segments that fit (connections opened over a larger path).",
+    );
+    let mut too_big = Family::counter(
+        "isthmus_link_icmp_too_big_sent_total",
+        "ICMP fragmentation-needed / packet-too-big answers sent for packets larger than the link's path.",
+    );
     for link in &state.config.links {
         let l = [("link", link.name.as_str())];
         let report = state.engine.get(&link.name);
+        if link.path_mtu.is_some() {
+            let counts = report
+                .and_then(|r| r.path_mtu)
+                .map(|m| m.counts)
+                .unwrap_or_default();
+            for (result, n) in [
+                ("sent", counts.probes_sent),
+                ("confirmed", counts.probes_confirmed),
+                ("lost", counts.probes_lost),
+            ] {
+                pmtu_probes.add(&[("link", &link.name), ("result", result)], n as f64);
+            }
+        }
+        // Every link, so that the alert and the dashboard see the first one (a fixed MTU has none).
+        let holes = report
+            .and_then(|r| r.path_mtu)
+            .map_or(0, |m| m.counts.black_holes);
+        black_holes.add(&l, holes as f64);
         let h = report.map_or(Health::Unknown, |r| r.health);
         up.add(&l, f64::from(u8::from(h.carries())));
         for s in HEALTHS {
@@ -175,6 +274,18 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         let Some(c) = state.counters.get(&link.name) else {
             continue;
         };
+        for (direction, v) in [
+            ("tx", c.limits.tx_or(link.tun_mtu())),
+            ("rx", c.limits.rx_or(link.tun_mtu())),
+        ] {
+            path_mtu.add(
+                &[("link", &link.name), ("direction", direction)],
+                f64::from(v),
+            );
+        }
+        clamped.add(&l, c.mss_clamped.load(Relaxed) as f64);
+        resegmented.add(&l, c.resegmented.load(Relaxed) as f64);
+        too_big.add(&l, c.ptb_sent.load(Relaxed) as f64);
         let age = c
             .handshake_age(now)
             .map_or(f64::INFINITY, |a| a.as_secs_f64());
@@ -207,6 +318,12 @@ fn links(metrics: &Metrics, state: &State, now: Instant) -> Vec<MetricFamily> {
         drops,
         probe_drops,
         cost,
+        path_mtu,
+        pmtu_probes,
+        black_holes,
+        clamped,
+        resegmented,
+        too_big,
     ]
     .into_iter()
     .filter_map(Family::build)

@@ -14,7 +14,7 @@
 //! full resync runs every [`RESYNC_EVERY`] in case an event was missed.
 //!
 //! **Fail closed.** Every destination of a route group gets two routes in its table:
-//! - `DEST dev <tunnel> metric M mtu <group min>`: the active link's tunnel;
+//! - `DEST dev <tunnel> metric M mtu <group max>`: the active link's tunnel;
 //! - `unreachable DEST metric 4294967040`: the last resort, owned by agentd but not bound to
 //!   any interface.
 //!
@@ -24,9 +24,14 @@
 //! clear text. A clean stop removes the tunnel routes but keeps the unreachable ones (and the
 //! policy rules); `ip route flush proto <protocol>` removes them for good.
 //!
-//! **MTU.** The tunnel route carries the smallest MTU of the group's links, so that a flow
-//! established over a jumbo interconnect survives a failover to a 1420-byte internet tunnel:
-//! TCP learns the path MTU from the route, no MSS clamping needed.
+//! **MTU.** The tunnel route carries the largest MTU of the group's links (the configured one, or
+//! the ceiling with `mtu = "auto"`), whichever link is active: the kernel hands the tunnel every
+//! packet that some link of the group can carry, and never drops (with an ICMP error that
+//! security groups filter) a packet of a connection opened over a larger link after a failover.
+//! Each link's worker holds packets to its own path instead: it clamps the MSS of TCP SYNs,
+//! cuts larger TCP packets into segments that fit and answers other packets with ICMP "too
+//! big" (docs/mtu.md). The kernel passes a packet larger than the TUN device's MTU to it when
+//! the route allows it.
 //!
 //! **A refused write** (the kernel answers `ENODEV` for a route on a TUN device that vanished
 //! before the loop heard of it, or any other error) is [`FaultKind::RouteWrite`]: raised by the
@@ -136,8 +141,8 @@ pub fn desired(
             .links
             .iter()
             .filter_map(|name| config.link(name))
-            .map(|l| u32::from(l.mtu))
-            .min();
+            .map(|l| u32::from(l.tun_mtu()))
+            .max();
         let link = active.get(&g.name);
         let index = link.and_then(|l| ifindex(l));
         for dst in &g.destinations {
@@ -753,5 +758,36 @@ mod tests {
         routes.sort_by_key(|r| r.metric);
         assert_eq!(routes, wanted(8).kernel_routes());
         assert_eq!(faults.count(FaultKind::RouteWrite), 1);
+    }
+
+    /// The tunnel route carries the largest MTU of the group's links whichever is active, so a
+    /// failover to the smaller link never makes the kernel drop packets of open connections.
+    #[test]
+    fn the_tunnel_route_carries_the_largest_mtu_of_the_group_whichever_link_is_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let [config, _] = crate::daemon::testbed::configs(dir.path(), "203.0.113.1:51821");
+        let mut config = (*config).clone();
+        let mtus = |config: &Config, active: &str| {
+            let active = BTreeMap::from([("db".to_owned(), active.to_owned())]);
+            desired(config, &active, |_| Some(7))
+                .routes
+                .iter()
+                .filter(|w| w.link.is_some())
+                .map(|w| w.route.mtu)
+                .collect::<Vec<_>>()
+        };
+        // Both fixed at 1420.
+        assert_eq!(mtus(&config, "ic"), [Some(1420)]);
+        // A fixed jumbo interconnect and a 1420-byte internet link.
+        config.links[0].mtu = 8920;
+        assert_eq!(mtus(&config, "ic"), [Some(8920)]);
+        assert_eq!(mtus(&config, "inet"), [Some(8920)]);
+        // Auto: the ceiling, not the floor the search starts from.
+        config.links[0].mtu = 1280;
+        config.links[0].path_mtu = Some(isthmus_config::PathMtuBounds {
+            min: 1280,
+            max: 8420,
+        });
+        assert_eq!(mtus(&config, "inet"), [Some(8420)]);
     }
 }

@@ -2,7 +2,7 @@
 //! metrics. Plain relaxed atomics: the packet path never takes a lock to count.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +97,54 @@ pub struct Counters {
     heartbeat_ms: AtomicU64,
     /// The peer's current underlay address (roaming updates it; rare).
     pub endpoint: Mutex<Option<SocketAddr>>,
+    /// The path MTU the worker holds this link's packets to, set by the event loop (see
+    /// [`PathLimits`]).
+    pub limits: PathLimits,
+    /// TCP SYNs whose MSS option was lowered, in either direction.
+    pub mss_clamped: AtomicU64,
+    /// Packets from the TUN larger than the path towards the peer, cut to fit it: TCP
+    /// re-segmented (a connection opened over a larger path, after a failover or a shrink),
+    /// IPv4 without DF fragmented.
+    pub resegmented: AtomicU64,
+    /// ICMP "fragmentation needed" / "packet too big" messages written back to the TUN for
+    /// packets that did not fit the path.
+    pub ptb_sent: AtomicU64,
+}
+
+/// The largest inner packets (IP header included) a link carries in each direction, as the
+/// event loop last told the worker: the measured path MTU with `mtu = "auto"`, the configured
+/// MTU otherwise. 0 means not told yet: the worker uses the link's TUN MTU.
+///
+/// - `tx` (towards the peer): TCP SYNs *from* the peer are clamped to it (they announce what
+///   this side may send), and packets from the TUN are held to it.
+/// - `rx` (from the peer): TCP SYNs *to* the peer are clamped to it.
+#[derive(Default)]
+pub struct PathLimits {
+    tx: AtomicU16,
+    rx: AtomicU16,
+}
+
+impl PathLimits {
+    pub fn set(&self, tx: u16, rx: u16) {
+        self.tx.store(tx, Relaxed);
+        self.rx.store(rx, Relaxed);
+    }
+
+    /// `tx`, or `default` if not told yet.
+    pub fn tx_or(&self, default: u16) -> u16 {
+        match self.tx.load(Relaxed) {
+            0 => default,
+            v => v,
+        }
+    }
+
+    /// `rx`, or `default` if not told yet.
+    pub fn rx_or(&self, default: u16) -> u16 {
+        match self.rx.load(Relaxed) {
+            0 => default,
+            v => v,
+        }
+    }
 }
 
 /// A process-wide monotonic origin for heartbeats.

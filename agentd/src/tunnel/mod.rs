@@ -558,6 +558,12 @@ async fn start(
     };
     let udp = udp::UdpSocket::bind(link.listen, device.as_deref())
         .with_context(|| format!("binding UDP {}", link.listen))?;
+    if link.path_mtu.is_some() {
+        // Measured paths: every datagram with DF, never fragmented, never held to what ICMP
+        // taught the kernel (probes and data alike; docs/mtu.md).
+        udp.probe_path_mtu()
+            .with_context(|| format!("setting path-MTU discovery on UDP {}", link.listen))?;
+    }
     let tun = tun::TunDevice::create(&link.interface)
         .with_context(|| format!("creating TUN interface {}", link.interface))?;
     let ifindex = netlink
@@ -575,6 +581,7 @@ async fn start(
         allowed: link.allowed_ips.clone(),
         endpoint,
         mtu: link.tun_mtu(),
+        peer_inner: Some(link.peer_address),
         counters,
         faults,
     };

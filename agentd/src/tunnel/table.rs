@@ -205,8 +205,22 @@ fn link_status(name: &str, e: &LinkEntry) -> LinkStatus {
         own_health: Health::Unknown,
         peer_health: None,
         peer_protocol: None,
+        peer_ha: None,
         drained: false,
         figures: None,
         probe_drops: Default::default(),
+        // The search's part is filled in from the failover engine.
+        path_mtu: isthmus_api::PathMtuStatus {
+            state: "fixed".to_owned(),
+            tun: e.config.tun_mtu(),
+            tx: c.limits.tx_or(e.config.tun_mtu()),
+            rx: Some(c.limits.rx_or(e.config.tun_mtu())),
+            floor: e.config.path_mtu.map(|b| b.min),
+            ceiling: e.config.path_mtu.map(|b| b.max),
+            mss_clamped: load(&c.mss_clamped),
+            resegmented: load(&c.resegmented),
+            too_big_sent: load(&c.ptb_sent),
+            ..Default::default()
+        },
     }
 }

@@ -65,6 +65,17 @@ impl UdpSocket {
         })
     }
 
+    /// Datagrams with DF set, refused (`EMSGSIZE`) rather than fragmented when larger than the
+    /// device, and not held to a path MTU learnt from ICMP ([`Pmtud::Probe`]).
+    pub fn probe_path_mtu(&self) -> io::Result<()> {
+        let v6 = self
+            .socket
+            .local_addr()?
+            .as_socket()
+            .is_some_and(|a| a.is_ipv6());
+        set_pmtud(&self.socket, v6, Pmtud::Probe)
+    }
+
     #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket

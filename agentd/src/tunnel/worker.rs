@@ -31,7 +31,10 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnetwork::IpNetwork;
-use isthmus_offload::{Coalescer, VnetHdr, SLOT_LEN};
+use isthmus_offload::{
+    clamp_mss, Checksum, Clamp, Coalescer, IcmpRate, VnetHdr, SLOT_LEN,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+};
 
 use super::counters::{Counters, DropReason};
 use super::tun::TunDevice;
@@ -54,6 +57,11 @@ const UDP_BATCHES_PER_WAKE: usize = 2;
 const DATA_OVERHEAD: usize = 32;
 const MSG_DATA: u8 = 4;
 const MSG_COOKIE_REPLY: u8 = 3;
+/// ICMP "too big" answers per link: 10 a second, bursts of 20 (a router's pace; Linux's
+/// `icmp_ratelimit` is 1 per second per destination with a burst of 50).
+const ICMP_PER_SECOND: u32 = 10;
+const ICMP_BURST: u32 = 20;
+const IPPROTO_UDP: u8 = 17;
 
 /// Keys and settings a `Tunn` is built from; changing any of them re-handshakes.
 #[derive(Clone, PartialEq, Eq)]
@@ -107,8 +115,16 @@ pub struct Worker {
     tunn: Tunn,
     allowed: Vec<IpNetwork>,
     endpoint: Option<SocketAddr>,
-    /// Largest data message the link accepts: the tunnel MTU plus WireGuard's overhead.
+    /// Largest data message the link accepts: the tunnel MTU, rounded up to the 16 bytes that
+    /// WireGuard pads to (a peer whose MTU is larger pads a full-size packet beyond ours:
+    /// wireguard-go at 9000 sends a 1420-byte packet as 1424), plus WireGuard's overhead.
     max_data: usize,
+    /// The TUN device's MTU: what packets are held to until the event loop tells the path MTU.
+    mtu: u16,
+    /// The peer's inner address: UDP to it (path-MTU probes padded to the size under test) is
+    /// never held to the path MTU; the underlay decides whether it crosses.
+    peer_inner: Option<IpAddr>,
+    icmp_rate: IcmpRate,
     counters: Arc<Counters>,
     last_expired_retry: Instant,
     /// boringtun's "time since last handshake" at the last check, to notice new handshakes.
@@ -117,6 +133,8 @@ pub struct Worker {
     tun_failed: Option<io::Error>,
     faults: Faults,
     link: String,
+    /// Since when boringtun holds packets we sent without a session ([`flush_queued`]).
+    queued_since: Option<Instant>,
 }
 
 /// A wake-up handle: an eventfd the worker polls.
@@ -168,6 +186,8 @@ pub struct Parts {
     pub allowed: Vec<IpNetwork>,
     pub endpoint: Option<SocketAddr>,
     pub mtu: u16,
+    /// The peer's address inside the tunnel (probes go to it).
+    pub peer_inner: Option<IpAddr>,
     pub counters: Arc<Counters>,
     pub faults: Faults,
 }
@@ -181,6 +201,7 @@ impl Worker {
             allowed,
             endpoint,
             mtu,
+            peer_inner,
             counters,
             faults,
         } = parts;
@@ -191,9 +212,13 @@ impl Worker {
             tunn: new_tunn(keys),
             allowed,
             endpoint,
-            max_data: usize::from(mtu) + DATA_OVERHEAD,
+            max_data: usize::from(mtu).next_multiple_of(16) + DATA_OVERHEAD,
+            mtu,
+            peer_inner,
+            icmp_rate: IcmpRate::new(ICMP_PER_SECOND, ICMP_BURST),
             counters,
             last_expired_retry: crate::clock::now(),
+            queued_since: None,
             last_handshake_age: None,
             tun_failed: None,
             faults,
@@ -349,27 +374,66 @@ impl Worker {
                 continue;
             }
             let (hdr, packet) = bufs.tun_read[..n].split_at_mut(VnetHdr::LEN);
-            let hdr = match VnetHdr::parse(hdr) {
+            let mut hdr = match VnetHdr::parse(hdr) {
                 Ok(hdr) => hdr,
                 Err(_) => {
                     self.counters.count_drop(DropReason::Offload);
                     continue;
                 }
             };
-            let tx = &mut bufs.tx;
+            let (tx_mtu, rx_mtu) = (
+                self.counters.limits.tx_or(self.mtu),
+                self.counters.limits.rx_or(self.mtu),
+            );
+            // A SYN towards the peer announces what this side's host receives: what the
+            // peer's direction carries. A partial checksum is completed by the split below.
+            if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE {
+                let csum = if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                    Checksum::Partial
+                } else {
+                    Checksum::Complete
+                };
+                self.clamp(packet, rx_mtu, csum);
+            }
+            if isthmus_offload::fit_tcp(&mut hdr, packet, tx_mtu) {
+                self.counters.resegmented.fetch_add(1, Relaxed);
+            }
+            let (tx, fragments, answer) = (&mut bufs.tx, &mut bufs.fragments, &mut bufs.icmp);
+            let mut queued = false;
             let result = isthmus_offload::split(&hdr, packet, |segment| {
-                encapsulate(
-                    &mut self.tunn,
-                    &self.udp,
-                    &self.counters,
-                    &self.allowed,
-                    self.endpoint,
-                    tx,
-                    segment,
-                )
+                let mut send = |packet: &mut [u8]| {
+                    queued |= encapsulate(
+                        &mut self.tunn,
+                        &self.udp,
+                        &self.counters,
+                        &self.allowed,
+                        self.endpoint,
+                        tx,
+                        packet,
+                    );
+                };
+                if segment.len() <= usize::from(tx_mtu) || to_peer_udp(segment, self.peer_inner) {
+                    send(segment);
+                } else if isthmus_offload::fragment_v4(segment, tx_mtu, fragments, &mut send)
+                    .is_some()
+                {
+                    self.counters.resegmented.fetch_add(1, Relaxed);
+                } else {
+                    answer_too_big(
+                        &self.tun,
+                        &self.counters,
+                        &mut self.icmp_rate,
+                        answer,
+                        segment,
+                        tx_mtu,
+                    );
+                }
             });
             if result.is_err() {
                 self.counters.count_drop(DropReason::Offload);
+            }
+            if queued && self.queued_since.is_none() {
+                self.queued_since = Some(crate::clock::now());
             }
         }
         bufs.tx.flush(&self.udp, &self.counters, self.endpoint);
@@ -436,15 +500,43 @@ impl Worker {
                 }
             },
         );
+        if datagram.first() == Some(&MSG_DATA) && received != Received::Nothing {
+            let udp = &self.udp;
+            let stale = flush_queued(
+                &mut self.tunn,
+                &mut self.queued_since,
+                crate::clock::now(),
+                scratch,
+                |p| {
+                    if udp.send_to(p, from).is_err() {
+                        counters.count_drop(DropReason::IoError);
+                    }
+                },
+            );
+            if stale > 0 {
+                tracing::debug!(link = %self.link, dropped = stale, "stale packets queued without a session dropped");
+            }
+        }
         match received {
             Received::Nothing => {}
             Received::FromPeer => self.roam(from),
             Received::Packet(len) => {
                 self.roam(from);
+                // A SYN from the peer announces what its host receives: what this direction
+                // carries.
+                let tx_mtu = self.counters.limits.tx_or(self.mtu);
+                self.clamp(&mut to_tun.next_slot()[..len], tx_mtu, Checksum::Complete);
                 self.counters.rx_packets.fetch_add(1, Relaxed);
                 self.counters.rx_bytes.fetch_add(len as u64, Relaxed);
                 to_tun.commit(len);
             }
+        }
+    }
+
+    /// Lowers the MSS option of a TCP SYN to what a path of `mtu` carries.
+    fn clamp(&self, packet: &mut [u8], mtu: u16, csum: Checksum) {
+        if let Clamp::Clamped { .. } = clamp_mss(packet, mtu, csum) {
+            self.counters.mss_clamped.fetch_add(1, Relaxed);
         }
     }
 
@@ -490,7 +582,7 @@ pub(crate) fn receive(
         counters.count_drop(DropReason::TooBig);
         return Received::Nothing;
     }
-    match tunn.decapsulate(Some(from.ip()), datagram, slot) {
+    let received = match tunn.decapsulate(Some(from.ip()), datagram, slot) {
         TunnResult::WriteToNetwork(p) => {
             // A handshake response (or the keepalive that completes our own handshake)
             // proves the datagram came from our peer: follow its address. A cookie reply
@@ -526,7 +618,41 @@ pub(crate) fn receive(
             tracing::trace!(error = ?e, %from, "datagram dropped");
             Received::Nothing
         }
+    };
+    received
+}
+
+/// How long boringtun may hold what we sent without a session and still send it once one is
+/// current: a packet older than that (queued through an outage: boringtun keeps the first 256)
+/// is stale, and a peer would count stale probes as replays.
+pub(crate) const QUEUE_FRESH: Duration = Duration::from_secs(1);
+
+/// After a data message made a session current: what boringtun queued while there was none.
+/// As responder, our session becomes current only with the initiator's first data message
+/// (usually its keepalive), and boringtun flushes its queue only on an empty decapsulate, which
+/// nothing else triggers: what we sent in that window would wait for the next handshake. It
+/// goes to `send` if the queue began at most [`QUEUE_FRESH`] before `now` (`queued_since`),
+/// else it is dropped (counted in `dropped`).
+pub(crate) fn flush_queued(
+    tunn: &mut Tunn,
+    queued_since: &mut Option<Instant>,
+    now: Instant,
+    scratch: &mut [u8],
+    mut send: impl FnMut(&[u8]),
+) -> usize {
+    let Some(since) = queued_since.take() else {
+        return 0;
+    };
+    let fresh = now.saturating_duration_since(since) <= QUEUE_FRESH;
+    let mut dropped = 0;
+    while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], scratch) {
+        if fresh {
+            send(p);
+        } else {
+            dropped += 1;
+        }
     }
+    dropped
 }
 
 /// A decrypted packet from `src` is kept only if it holds at least its IP header and `src` is
@@ -555,10 +681,10 @@ fn encapsulate(
     endpoint: Option<SocketAddr>,
     tx: &mut TxBatch,
     packet: &mut [u8],
-) {
+) -> bool {
     let Some(dst) = Tunn::dst_address(packet) else {
         counters.count_drop(DropReason::Malformed);
-        return;
+        return false;
     };
     if !allowed.iter().any(|net| net.contains(dst)) {
         counters.count_drop(if link_local(dst) {
@@ -566,16 +692,16 @@ fn encapsulate(
         } else {
             DropReason::NoRoute
         });
-        return;
+        return false;
     }
     if endpoint.is_none() {
         counters.count_drop(DropReason::NoEndpoint);
-        return;
+        return false;
     }
     let need = packet.len() + DATA_OVERHEAD;
     if need > GSO_MAX_BYTES {
         counters.count_drop(DropReason::TooBig);
-        return;
+        return false;
     }
     tx.make_room(need, udp, counters, endpoint);
     let off = tx.len;
@@ -585,13 +711,71 @@ fn encapsulate(
             counters.tx_packets.fetch_add(1, Relaxed);
             counters.tx_bytes.fetch_add(packet.len() as u64, Relaxed);
             tx.push(n, udp, counters, endpoint);
+            false
         }
         TunnResult::WriteToNetwork(p) => {
             // No session yet: boringtun queued the packet and asks for a handshake.
             send_control(udp, counters, endpoint, p);
+            true
         }
-        TunnResult::Err(e) => counters.count_drop(drop_reason(&e)),
-        _ => {}
+        TunnResult::Err(e) => {
+            counters.count_drop(drop_reason(&e));
+            false
+        }
+        // Queued while a handshake is in progress.
+        _ => true,
+    }
+}
+
+/// Whether `packet` is UDP to the peer's inner address (a path-MTU probe).
+fn to_peer_udp(packet: &[u8], peer: Option<IpAddr>) -> bool {
+    let proto = match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(9),
+        Some(6) => packet.get(6),
+        _ => None,
+    };
+    proto == Some(&IPPROTO_UDP) && peer.is_some() && Tunn::dst_address(packet) == peer
+}
+
+/// A packet larger than the path that may not be cut: dropped, and answered with ICMP
+/// "fragmentation needed" / "packet too big" naming the path MTU, written to the TUN (paced by
+/// `rate`). The answer comes from the packet's destination, an address the kernel routes into
+/// this tunnel: one from the gateway's own address would arrive on the TUN as a martian.
+fn answer_too_big(
+    tun: &TunDevice,
+    counters: &Counters,
+    rate: &mut IcmpRate,
+    buf: &mut [u8],
+    packet: &[u8],
+    mtu: u16,
+) {
+    counters.count_drop(DropReason::TooBig);
+    let Some(from) = Tunn::dst_address(packet) else {
+        return;
+    };
+    let (hdr, out) = buf.split_at_mut(VnetHdr::LEN);
+    let Ok(n) = isthmus_offload::packet_too_big(packet, mtu, from, out) else {
+        return;
+    };
+    if !rate.allow(crate::clock::now()) {
+        return;
+    }
+    hdr.copy_from_slice(&VnetHdr::NONE.to_bytes());
+    match tun.write(&buf[..VnetHdr::LEN + n]) {
+        Ok(_) => {
+            counters.ptb_sent.fetch_add(1, Relaxed);
+        }
+        Err(e) => tracing::trace!(error = %e, "writing an ICMP too-big answer to the TUN failed"),
+    }
+}
+
+/// A send error's drop reason: a datagram larger than the gateway's own interface (an auto
+/// link's socket never fragments) is a packet too big, not an I/O fault.
+fn send_drop_reason(e: &io::Error) -> DropReason {
+    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        DropReason::TooBig
+    } else {
+        DropReason::IoError
     }
 }
 
@@ -613,7 +797,7 @@ fn send_control(udp: &Underlay, counters: &Counters, endpoint: Option<SocketAddr
     }
     if let Err(e) = udp.send_to(p, to) {
         tracing::debug!(error = %e, %to, "sending a handshake or keepalive failed");
-        counters.count_drop(DropReason::IoError);
+        counters.count_drop(send_drop_reason(&e));
     }
 }
 
@@ -696,7 +880,7 @@ impl TxBatch {
             if let Some(to) = to {
                 if let Err(e) = udp.send_segments(&self.buf[..self.len], self.segment, to) {
                     tracing::debug!(error = %e, "sending datagrams failed");
-                    counters.count_drop(DropReason::IoError);
+                    counters.count_drop(send_drop_reason(&e));
                 }
             }
         }
@@ -782,6 +966,10 @@ struct Buffers {
     rx: RecvBatch,
     to_tun: ToTun,
     scratch: Vec<u8>,
+    /// IPv4 fragments of a packet larger than the path, one at a time.
+    fragments: Vec<u8>,
+    /// An ICMP answer behind its vnet header (IPv6's is at most 1280 bytes).
+    icmp: Vec<u8>,
 }
 
 impl Buffers {
@@ -792,6 +980,149 @@ impl Buffers {
             rx: RecvBatch::default(),
             to_tun: ToTun::new(),
             scratch: vec![0; 65535 + 256],
+            fragments: vec![0; 65535],
+            icmp: vec![0; VnetHdr::LEN + 1280],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(proto: u8, dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 1500];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[10, 255, 0, 0]);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn only_udp_to_the_peers_inner_address_passes_unfitted() {
+        let peer = Some(IpAddr::from([10, 255, 0, 1]));
+        assert!(to_peer_udp(&v4(IPPROTO_UDP, [10, 255, 0, 1]), peer));
+        assert!(
+            !to_peer_udp(&v4(6, [10, 255, 0, 1]), peer),
+            "TCP is re-segmented"
+        );
+        assert!(!to_peer_udp(&v4(IPPROTO_UDP, [10, 2, 0, 10]), peer));
+        assert!(!to_peer_udp(&v4(IPPROTO_UDP, [10, 255, 0, 1]), None));
+        assert!(!to_peer_udp(&[], peer));
+        let mut v6 = vec![0u8; 1500];
+        v6[0] = 0x60;
+        v6[6] = IPPROTO_UDP;
+        v6[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let peer6 = Some("fd00::1".parse().unwrap());
+        assert!(to_peer_udp(&v6, peer6));
+    }
+
+    /// A packet the responder sends between its handshake response and the initiator's first
+    /// data message is queued by boringtun; the keepalive that confirms the session sends it,
+    /// unless the queue is stale (it began more than [`QUEUE_FRESH`] ago: dropped instead).
+    #[test]
+    fn what_the_responder_sent_before_the_session_was_confirmed_goes_out_with_the_keepalive() {
+        for stale in [false, true] {
+            responder_queue(stale);
+        }
+    }
+
+    fn responder_queue(stale: bool) {
+        let key = |k: [u8; 32]| PublicKey::from(&StaticSecret::from(k)).to_bytes();
+        let keys = |private: [u8; 32], peer: [u8; 32]| Keys {
+            private,
+            peer_public: key(peer),
+            preshared: None,
+            keepalive: None,
+        };
+        let (a, b) = ([0x11; 32], [0x22; 32]);
+        let mut initiator = new_tunn(&keys(a, b));
+        let mut responder = new_tunn(&keys(b, a));
+        let (mut x, mut y, mut scratch) = (vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048]);
+        let allowed: Vec<IpNetwork> = vec!["10.255.0.0/24".parse().unwrap()];
+        let counters = Counters::default();
+        let from: SocketAddr = "192.0.2.2:51820".parse().unwrap();
+
+        let TunnResult::WriteToNetwork(init) = initiator.format_handshake_initiation(&mut x, false)
+        else {
+            panic!("a handshake initiation");
+        };
+        let init = init.to_vec();
+        let mut sent = Vec::new();
+        let got = receive(
+            &mut responder,
+            &allowed,
+            1452,
+            &counters,
+            &init,
+            from,
+            &mut y,
+            &mut scratch,
+            |p| sent.push(p.to_vec()),
+        );
+        assert_eq!(got, Received::FromPeer);
+        assert_eq!(sent.len(), 1, "the handshake response");
+        // The responder's echo request, before the session is confirmed: queued.
+        let mut ping = v4(1, [10, 255, 0, 1]);
+        ping[2..4].copy_from_slice(&84u16.to_be_bytes());
+        ping.truncate(84);
+        ping[12..16].copy_from_slice(&[10, 255, 0, 0]);
+        assert!(matches!(
+            responder.encapsulate(&ping, &mut y),
+            TunnResult::WriteToNetwork(p) if p[0] != MSG_DATA
+        ));
+        let TunnResult::WriteToNetwork(keepalive) = initiator.decapsulate(None, &sent[0], &mut x)
+        else {
+            panic!("the initiator's keepalive");
+        };
+        let keepalive = keepalive.to_vec();
+        sent.clear();
+        let got = receive(
+            &mut responder,
+            &allowed,
+            1452,
+            &counters,
+            &keepalive,
+            from,
+            &mut y,
+            &mut scratch,
+            |p| sent.push(p.to_vec()),
+        );
+        assert_eq!(got, Received::FromPeer);
+        assert!(
+            sent.is_empty(),
+            "receive itself sends nothing for a keepalive"
+        );
+        let now = crate::clock::now();
+        let mut since = Some(if stale {
+            now - QUEUE_FRESH - Duration::from_millis(1)
+        } else {
+            now
+        });
+        let dropped = flush_queued(&mut responder, &mut since, now, &mut scratch, |p| {
+            sent.push(p.to_vec())
+        });
+        assert_eq!(since, None);
+        if stale {
+            assert_eq!((dropped, sent.len()), (1, 0), "a stale queue is dropped");
+            return;
+        }
+        assert_eq!(dropped, 0);
+        let data: Vec<_> = sent.iter().filter(|p| p[0] == MSG_DATA).collect();
+        assert_eq!(data.len(), 1, "the queued echo request went out: {sent:?}");
+        match initiator.decapsulate(None, data[0], &mut x) {
+            TunnResult::WriteToTunnelV4(p, _) => assert_eq!(p, &ping[..]),
+            _ => panic!("the initiator decrypts the echo request"),
+        }
+    }
+
+    #[test]
+    fn a_datagram_larger_than_the_interface_is_too_big_not_an_io_error() {
+        let e = io::Error::from_raw_os_error(libc::EMSGSIZE);
+        assert_eq!(send_drop_reason(&e), DropReason::TooBig);
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(send_drop_reason(&e), DropReason::IoError);
     }
 }

@@ -60,6 +60,10 @@ fn probes() {
                 group: 42,
                 answer: 1,
             }],
+            ha: Some(isthmus_core::HaAnnounce {
+                role: isthmus_core::AnnouncedRole::Active,
+                revision: 12,
+            }),
             other: vec![Tlv {
                 code: 0x42,
                 value: b"future".to_vec(),

@@ -28,7 +28,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::histogram::buckets;
-use isthmus_tests::{http_get_gzip, http_get_response, Agentd, Fixture, Netns, Prometheus};
+use isthmus_tests::{
+    cpu_seconds, http_get_gzip, http_get_response, Agentd, Fixture, Netns, Prometheus,
+};
 
 const METRICS: &str = "127.0.0.1:9477";
 
@@ -134,17 +136,6 @@ fn rss_kib(pid: nix::unistd::Pid) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: nix::unistd::Pid) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// agentd with the example AWS config and `targets` target checks, in a fresh namespace.

@@ -1,7 +1,10 @@
 //! A test peer for data through tunnels, run inside a namespace with `ip netns exec`:
 //!
-//! - `xfer serve ADDR`: accept one TCP connection, read to EOF, print `<bytes> <hash>`.
-//! - `xfer send ADDR BYTES SEED`: send BYTES pseudo-random bytes, print `<bytes> <hash>`.
+//! - `xfer serve ADDR`: accept one TCP connection, read to EOF, print `<bytes> <hash>`; on
+//!   stderr `gap_ms <N>`, the longest wait between two reads that brought data (a stall).
+//! - `xfer send ADDR BYTES SEED [RATE]`: send BYTES pseudo-random bytes (at RATE bytes a
+//!   second if given), print `<bytes> <hash>`; on stderr `mss <first> <last>`, the connection's
+//!   MSS (`TCP_MAXSEG`) after the handshake and at the end.
 //! - `xfer fuzz ADDR COUNT SEED [PEER_PUBLIC_KEY_BASE64]`: send COUNT hostile UDP datagrams to
 //!   ADDR: random bytes of random sizes, WireGuard-typed garbage, truncated and oversized
 //!   datagrams, and (given the peer's public key) real handshake initiations from an unknown key,
@@ -55,35 +58,82 @@ fn serve(addr: SocketAddr) -> std::io::Result<()> {
     let (mut stream, _) = listener.accept()?;
     let mut buf = vec![0u8; 256 * 1024];
     let (mut total, mut hash) = (0u64, Fnv::new());
+    let (mut last, mut gap) = (None::<std::time::Instant>, std::time::Duration::ZERO);
     loop {
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        let now = std::time::Instant::now();
+        if let Some(last) = last {
+            gap = gap.max(now - last);
+        }
+        last = Some(now);
         hash.update(&buf[..n]);
         total += n as u64;
     }
+    eprintln!("gap_ms {}", gap.as_millis());
     println!("{total} {:016x}", hash.0);
     Ok(())
 }
 
-fn send(addr: SocketAddr, bytes: u64, seed: u64) -> std::io::Result<()> {
+fn send(addr: SocketAddr, bytes: u64, seed: u64, rate: Option<u64>) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr)?;
+    let first = mss(&stream);
     let mut rng = Rng(seed | 1);
-    let mut buf = vec![0u8; 256 * 1024];
+    // Paced sends go in 64 KiB pieces, so the pace holds within a few milliseconds.
+    let mut buf = vec![
+        0u8;
+        if rate.is_some() {
+            64 * 1024
+        } else {
+            256 * 1024
+        }
+    ];
     let (mut left, mut hash) = (bytes, Fnv::new());
+    let start = std::time::Instant::now();
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         rng.fill(&mut buf[..n]);
         stream.write_all(&buf[..n])?;
         hash.update(&buf[..n]);
         left -= n as u64;
+        if let Some(rate) = rate {
+            let due = std::time::Duration::from_secs_f64((bytes - left) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
+    let last = mss(&stream);
     stream.shutdown(std::net::Shutdown::Write)?;
     // Wait for the receiver to close, so that everything was read before we report.
     let _ = stream.read(&mut [0u8; 1]);
+    eprintln!("mss {first} {last}");
     println!("{bytes} {:016x}", hash.0);
     Ok(())
+}
+
+/// The connection's current MSS (`TCP_MAXSEG`), 0 if the kernel does not say.
+fn mss(stream: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: passes a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        v
+    } else {
+        0
+    }
 }
 
 fn fuzz(addr: SocketAddr, count: u64, seed: u64, peer: Option<[u8; 32]>) -> std::io::Result<()> {
@@ -199,7 +249,8 @@ fn main() -> ExitCode {
         (Some("send"), Some(addr)) => {
             let bytes = parse(3).and_then(|b| b.parse().ok()).unwrap_or(1 << 20);
             let seed = parse(4).and_then(|s| s.parse().ok()).unwrap_or(1);
-            send(addr, bytes, seed)
+            let rate = parse(5).and_then(|r| r.parse().ok());
+            send(addr, bytes, seed, rate)
         }
         (Some("fuzz"), Some(addr)) => {
             use base64::Engine as _;

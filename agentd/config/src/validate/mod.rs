@@ -9,6 +9,7 @@
 mod actions;
 mod cloud;
 mod dns;
+mod ha;
 mod routing;
 mod sections;
 
@@ -27,6 +28,7 @@ use crate::values::{self, Invalid};
 use actions::{actions, hook};
 use cloud::{aws, oci};
 use dns::{dns_group, dns_provider};
+use ha::ha;
 use routing::{link, probe, route_group};
 use sections::{agent, control, health, metrics, routes};
 
@@ -60,6 +62,7 @@ pub(crate) fn build(
     let aws = aws(raw.aws.as_ref(), sink);
     let oci = oci(raw.oci.as_ref(), keys, sink);
     let hooks: Vec<_> = raw.hooks.iter().map(|e| hook(e, sink)).collect();
+    let ha = ha(raw.ha.as_ref(), sink);
     relations::check(raw, default_table, sink);
     if sink.error_count() > 0 {
         return None;
@@ -80,6 +83,7 @@ pub(crate) fn build(
         aws: aws?,
         oci: oci?,
         hooks: hooks.into_iter().collect::<Option<_>>()?,
+        ha: ha?,
     })
 }
 
@@ -126,10 +130,20 @@ pub(super) fn command(f: &mut Fields, field: &crate::raw::Texts, key: &str) -> G
 }
 
 pub(super) fn name(f: &mut Fields, field: &crate::raw::Text, max: usize) -> Option<String> {
-    let got = f.parsed(field, "name", |s| {
+    name_of(f, field, "name", max)
+}
+
+/// A required object name under `key`.
+pub(super) fn name_of(
+    f: &mut Fields,
+    field: &crate::raw::Text,
+    key: &str,
+    max: usize,
+) -> Option<String> {
+    let got = f.parsed(field, key, |s| {
         values::object_name(s, max).map(|()| s.to_string())
     });
-    f.require(got, "name")
+    f.require(got, key)
 }
 
 pub(super) fn absolute_path(text: &str) -> Result<PathBuf, Invalid> {

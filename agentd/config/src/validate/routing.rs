@@ -640,22 +640,8 @@ fn link_mtu(f: &mut Fields, r: &RawLink) -> (Option<u16>, Option<Option<PathMtuB
         }
         return (None, None);
     }
-    if !PATH_MTU_SEARCH {
-        if let Some(v) = &r.mtu {
-            f.error(
-                v.span(),
-                "mtu = \"auto\" is not available in this version of agentd: its data path does not carry path-MTU probes yet",
-                "set the MTU the path carries, e.g. mtu = 1420 (mtu = 8920 on a 9000-byte interconnect)",
-            );
-        }
-        return (None, None);
-    }
     (Some(min), Some(Some(PathMtuBounds { min, max })))
 }
-
-/// Whether `mtu = "auto"` is accepted: the engine searches, but the data path (a TUN at the
-/// ceiling, probes sent unfragmented, routes and MSS following the result) is not there yet.
-const PATH_MTU_SEARCH: bool = false;
 
 #[cfg(test)]
 mod tests {

@@ -146,6 +146,10 @@ pub struct Net {
     pub answered: [[std::collections::BTreeSet<u32>; 2]; 2],
     /// Called after every processed input, with the net (for invariants).
     pub check: Option<Check>,
+    /// Rewrites what a side sends on a link (side, link, packet), re-sealed with the key: for
+    /// a peer that says something else on each link (e.g. two remote gateways of a pair).
+    #[allow(clippy::type_complexity)]
+    pub rewrite: Option<Box<dyn FnMut(usize, &str, &mut wire::Packet)>>,
     /// Every datagram sent: (time since t0, side, version, kind).
     pub traffic: Vec<(Duration, usize, u8, Kind)>,
     /// Each side's config, to start it again after a crash.
@@ -183,6 +187,7 @@ impl Net {
             sent: Default::default(),
             answered: Default::default(),
             check: None,
+            rewrite: None,
             traffic: Vec::new(),
         }
     }
@@ -203,7 +208,13 @@ impl Net {
         LINKS.iter().position(|l| *l == name).expect("known link")
     }
 
-    fn send(&mut self, from: usize, link: usize, bytes: Vec<u8>) {
+    fn send(&mut self, from: usize, link: usize, mut bytes: Vec<u8>) {
+        if let Some(rewrite) = self.rewrite.as_mut() {
+            if let Ok(mut p) = wire::decode(&KEY, &bytes) {
+                rewrite(from, LINKS[link], &mut p);
+                bytes = wire::encode(&KEY, &p);
+            }
+        }
         let dir = from; // 0: A→B, 1: B→A
         let c = self.cond[link][dir];
         if c.cut || (c.loss > 0.0 && self.random() < c.loss) {
