@@ -326,7 +326,7 @@ mod tests {
                 }
                 role_tx.send_replace(ha.role(now));
                 let wake = ha
-                    .poll_timeout()
+                    .poll_timeout(now)
                     .unwrap_or(now + Duration::from_millis(100))
                     .max(now + Duration::from_millis(1));
                 let report = tokio::select! {

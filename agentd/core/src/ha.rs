@@ -232,6 +232,11 @@ impl Ha {
         if was_ours && !self.holds() {
             self.won_at = None;
         }
+        // A campaign whose answer was lost (its request timed out after the store applied it)
+        // is learned here: the win counts from now, so the first write still waits.
+        if !was_ours && self.holds() && self.won_at.is_none() {
+            self.won_at = Some(now);
+        }
         if !self.holds() {
             self.resigning = false;
         }
@@ -304,8 +309,10 @@ impl Ha {
         None
     }
 
-    /// When to call [`Self::poll_action`] again (without any other input).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When to call [`Self::poll_action`] again (without any other input): the earliest
+    /// moment after `now` something is due (what was due by `now` was done by the call at
+    /// `now`; an instant in the past would wake the caller at once, again and again).
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let keepalive = self.valid_until.map(|_| self.next_keepalive);
         let preempt = self
             .better_since
@@ -324,6 +331,7 @@ impl Ha {
         [keepalive, preempt, yield_end, unsure, first_write]
             .into_iter()
             .flatten()
+            .filter(|t| *t > now)
             .min()
     }
 

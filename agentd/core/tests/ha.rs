@@ -64,6 +64,9 @@ struct Sim {
     next_write: [Instant; 2],
     /// (time since t0, member) at each change of the announced holder.
     active_log: Vec<(Duration, Option<usize>)>,
+    /// Per member: the answer to its campaign is lost (the shell's request timed out after
+    /// the store applied it), so it learns the outcome from the watch alone.
+    lose_campaign_answer: [bool; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +105,7 @@ impl Sim {
             writes: [0; 2],
             next_write: [t0; 2],
             active_log: Vec::new(),
+            lose_campaign_answer: [false; 2],
         };
         for m in 0..2 {
             sim.ha[m].set_ready(true);
@@ -214,6 +218,11 @@ impl Sim {
         }
         let now = self.now;
         let ha = &mut self.ha[m];
+        if matches!(a, Answer::Campaign(_)) && self.lose_campaign_answer[m] {
+            // The shell's request timed out: the store seemed unreachable for a moment.
+            ha.on_store_reachable(false);
+            return;
+        }
         ha.on_store_reachable(true);
         match a {
             Answer::Granted(sent) => ha.on_lease_granted(sent),
@@ -251,6 +260,14 @@ impl Sim {
                         .push_back((self.now + self.delay, (m, a, self.now)));
                 }
             }
+            // The shell calls again when asked to, never for an instant already past.
+            let wake = self.ha[m].poll_timeout(self.now);
+            assert!(
+                wake.is_none_or(|t| t > self.now),
+                "{:?}: {} asks to be woken in the past",
+                self.at(),
+                NAMES[m]
+            );
             // The shell writes the route table every 100 ms while it may.
             if self.now >= self.next_write[m] {
                 if let Some(deadline) = self.ha[m].may_write(self.now) {
@@ -435,4 +452,17 @@ fn a_drained_active_hands_over_and_a_drained_standby_never_campaigns() {
     sim.run_for(ms(3000));
     // Both drained: nobody holds the role (the operator asked for it).
     assert_eq!(sim.active(), None);
+}
+
+#[test]
+fn a_win_learned_from_the_watch_alone_still_writes_after_its_wait() {
+    let mut sim = Sim::new([0, 1]);
+    sim.lose_campaign_answer = [true, true];
+    sim.run_for(ms(3000));
+    let m = sim.active().expect("a member holds the role");
+    assert!(
+        sim.writes[m] > 0,
+        "{} holds the role and never wrote",
+        NAMES[m]
+    );
 }

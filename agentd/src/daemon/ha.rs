@@ -277,7 +277,8 @@ impl Shell {
 
     /// When the pair needs a look without any input.
     pub(super) fn ha_deadline(&self) -> Option<Instant> {
-        self.pair.as_ref().and_then(|p| p.ha.poll_timeout())
+        let now = crate::clock::now();
+        self.pair.as_ref().and_then(|p| p.ha.poll_timeout(now))
     }
 
     pub(super) fn ha_status(&self, now: Instant) -> Option<HaStatus> {
