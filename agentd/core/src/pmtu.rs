@@ -156,6 +156,8 @@ pub struct PmtuSearch {
     link_up: bool,
     /// Whether the peer ever confirmed a probe.
     ever_confirmed: bool,
+    /// Retries of the floor since the search said unsupported (their interval doubles).
+    unsupported_tries: u32,
     changes: Vec<PmtuChange>,
     counts: PmtuCounts,
 }
@@ -177,6 +179,7 @@ impl PmtuSearch {
             raise_at: None,
             link_up: false,
             ever_confirmed: false,
+            unsupported_tries: 0,
             changes: Vec::new(),
             counts: PmtuCounts::default(),
             config,
@@ -394,6 +397,7 @@ impl PmtuSearch {
                 if !self.ever_confirmed && floor_lost {
                     self.state = PmtuState::Unsupported;
                     self.losses.clear();
+                    self.unsupported_tries = 0;
                     self.next_probe = now + self.unsupported_retry();
                     return;
                 }
@@ -427,6 +431,7 @@ impl PmtuSearch {
             }
             PmtuState::Unsupported => {
                 self.losses.clear();
+                self.unsupported_tries = self.unsupported_tries.saturating_add(1);
                 self.next_probe = now + self.unsupported_retry();
             }
         }
@@ -444,8 +449,13 @@ impl PmtuSearch {
         }
     }
 
+    /// The floor is tried again after 1 s, then twice as long each time up to a minute (or
+    /// the raise interval): a peer only ever probed because it says it answers (the shell
+    /// sends nothing to one that does not) may have lost the first rounds to its own start,
+    /// and a floor probe is cheap.
     fn unsupported_retry(&self) -> Duration {
-        self.config.raise_interval.min(Duration::from_secs(60))
+        let cap = self.config.raise_interval.min(Duration::from_secs(60));
+        Duration::from_secs(1u64 << self.unsupported_tries.min(6)).min(cap)
     }
 
     fn complete(&mut self, now: Instant) {
@@ -770,14 +780,16 @@ mod tests {
         assert_eq!(s.state(), PmtuState::Unsupported);
         assert_eq!(s.mtu(), 1280);
         assert!(changes(&mut s).is_empty());
-        // It gave up after the search reached the floor, and then probes rarely.
+        // It gave up after the search reached the floor, and then probes the floor again
+        // after 1 s, 2 s, 4 s… up to once a minute.
         let before = sizes.len();
         let sizes = run(&mut s, &mut path, &mut now, Duration::from_secs(30));
         assert!(
-            sizes.len() <= 3,
-            "{} probes after giving up ({before} before)",
-            sizes.len()
+            sizes.len() <= 3 && sizes.iter().all(|&x| x == 1280),
+            "{sizes:?} after giving up ({before} before)"
         );
+        let sizes = run(&mut s, &mut path, &mut now, Duration::from_secs(120));
+        assert!(sizes.len() <= 3, "{sizes:?} in two minutes at the slowest");
         // A peer upgraded in place is found again.
         path.mtu = 8920;
         run(&mut s, &mut path, &mut now, Duration::from_secs(70));
@@ -811,5 +823,38 @@ mod tests {
         assert_eq!(s.mtu(), 1420);
         assert_eq!(changes(&mut s)[0].2, PmtuReason::Config);
         assert_eq!(s.state(), PmtuState::Complete);
+    }
+
+    /// The first rounds lost (the peer still starting), then every probe answered: the
+    /// search, which gave up, finds the path within seconds, not a minute later.
+    #[test]
+    fn a_peer_that_answers_only_after_the_first_rounds_is_found_within_seconds() {
+        let t0 = Instant::now();
+        let mut s = PmtuSearch::new(PmtuConfig::new(1280, 8920), t0);
+        s.set_link_up(true, t0);
+        let mut now = t0;
+        let answers_from = t0 + Duration::from_secs(1);
+        let mut pending: Vec<(Instant, u16)> = Vec::new();
+        while now < t0 + Duration::from_secs(10) && s.state() != PmtuState::Complete {
+            s.on_link_alive(now);
+            while let Some(size) = s.poll_probe(now) {
+                if now >= answers_from && size <= 1500 {
+                    pending.push((now + Duration::from_millis(5), size));
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _)| *t <= now);
+            pending = later;
+            for (_, size) in due {
+                s.on_confirmed(size, now);
+            }
+            now += Duration::from_millis(5);
+        }
+        assert_eq!(s.state(), PmtuState::Complete, "{:?}", s.counts());
+        assert!(s.mtu() > 1400 && s.mtu() <= 1500, "{}", s.mtu());
+        assert!(
+            now < t0 + Duration::from_secs(5),
+            "found after {:?}",
+            now - t0
+        );
     }
 }
