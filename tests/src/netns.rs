@@ -54,6 +54,18 @@ impl Netns {
         }
     }
 
+    /// Turn on IPv4 forwarding here (a router or gateway namespace).
+    pub fn forward_ipv4(&self) {
+        run(&[
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+    }
+
     /// Run `f` on a thread of its own inside the namespace (`setns` moves only the calling
     /// thread), for sockets that a test opens itself. Panics in `f` reach the caller.
     pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -191,13 +191,7 @@ impl TwoClouds {
                 "via",
                 other,
             ]);
-            let ok = side
-                .ns
-                .command("sysctl")
-                .args(["-qw", "net.ipv4.ip_forward=1"])
-                .status()
-                .expect("sysctl");
-            assert!(ok.success());
+            side.ns.forward_ipv4();
             apps.push(app);
         }
         let oci_app = apps.pop().expect("two apps");

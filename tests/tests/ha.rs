@@ -1,17 +1,14 @@
-//! High availability end to end (docs/ha.md): a pair of AWS gateways on a three-member etcd,
-//! moto's EC2 route table and a fabric whose routes follow it, one OCI gateway with a link to
-//! each. The app's traffic to the database really goes where the route table points
-//! ([`HaBed`]).
+//! High availability end to end (docs/ha.md): a pair of gateways in each cloud, three etcd
+//! members, moto's EC2 route table and the OCI stub's VCN table, and a fabric in each cloud
+//! whose routes follow its table. The app's traffic to the database really goes where the
+//! route tables point ([`HaBed`]).
 
 use std::time::{Duration, Instant};
 
-use isthmus_tests::ha_bed::{HaBed, DB, NAMES};
+use isthmus_tests::ha_bed::{Aws, Cloud, HaBed, Oci, DB, LONG};
 use isthmus_tests::moto;
 use isthmus_tests::topology::now_ms;
 use isthmus_tests::{http_get, netctl, Pinger};
-
-/// Generous: 2 shared cores, three agentd, three etcd, moto.
-const LONG: Duration = Duration::from_secs(60);
 
 fn revision(p: &serde_json::Value) -> i64 {
     p["revision"]
@@ -19,103 +16,122 @@ fn revision(p: &serde_json::Value) -> i64 {
         .unwrap_or_else(|| panic!("no revision: {p:#}"))
 }
 
-/// Both gateways up, a active with the table and the OCI side's traffic on it.
-fn started(
-    bed: &HaBed,
-) -> (
-    isthmus_tests::Agentd,
-    isthmus_tests::Agentd,
-    isthmus_tests::Agentd,
-) {
-    let oci = bed.start_oci();
-    // a first: whoever is ready first takes a free role (no preempt here).
-    let a = bed.start(0);
-    let pa = bed.wait_role(0, "active", LONG);
-    assert_eq!(pa["holder"], NAMES[0], "{pa:#}");
-    let b = bed.start(1);
-    let deadline = Instant::now() + LONG;
-    loop {
-        let pb = bed.pair(1);
-        if pb["role"] == "standby" && pb["holder"] == NAMES[0] && pb["other"]["ready"] == true {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b does not see a as holder: {pb:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bed.wait_table(0, LONG);
-    bed.oci.wait_active("aws-vpc", "to-a", LONG);
-    let ping = |n| {
-        bed.app
-            .command("ping")
-            .args(["-c", n, "-i", "0.2", "-W", "2", "-q", DB])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(ping("3"), "app -> db through the active gateway");
-    (oci, a, b)
+/// Both pairs up with gateway a active, and the app reaching the database.
+fn started(bed: &HaBed) -> [[isthmus_tests::Agentd; 2]; 2] {
+    let gws = bed.start_pairs();
+    assert!(ping(bed, 3), "app -> db through the active gateways");
+    gws
 }
 
-#[test]
-fn the_standby_takes_over_when_the_active_dies_and_the_table_and_the_remote_side_follow() {
-    let Some(pyenv) = moto::pyenv(
-        "the_standby_takes_over_when_the_active_dies_and_the_table_and_the_remote_side_follow",
-    ) else {
+/// `count` pings from the app to the database, 200 ms apart; true if every one came back.
+fn ping(bed: &HaBed, count: u32) -> bool {
+    bed.app
+        .command("ping")
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "2", "-q", DB])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The active of cloud `c`'s pair is killed (`kill -9` and its links down): the standby
+/// takes over with a larger revision, its table follows, the other cloud's gateways route to it
+/// and the app's traffic comes back; the other pair does not move.
+fn the_standby_takes_over(c: Cloud, tag: &str, name: &str) {
+    let Some(pyenv) = moto::pyenv(name) else {
         return;
     };
-    let bed = HaBed::new("hk", &pyenv);
-    let (_oci, a, _b) = started(&bed);
-    let first = revision(&bed.pair(0));
+    let bed = HaBed::new(tag, &pyenv);
+    let gws = started(&bed);
+    let first = revision(&bed.pair(c, 0));
     // Every HA family is there on a standby's scrape, before anything happened to it.
-    let m = metrics(&bed, 1);
+    let m = metrics(&bed, c, 1);
     for family in isthmus_tests::monitoring::HA_FAMILIES {
         assert!(
             m.contains(&format!("# TYPE {family} ")),
             "{family} missing:\n{m}"
         );
     }
+    let pair = c.pair();
     assert!(
-        m.contains("isthmus_ha_role{pair=\"aws\",role=\"standby\"} 1"),
+        m.contains(&format!(
+            "isthmus_ha_role{{pair=\"{pair}\",role=\"standby\"}} 1"
+        )),
         "{m}"
     );
+    let writes_before = bed.stub.log().len();
 
     let ping = Pinger::start(&bed.app, DB, 3000);
     std::thread::sleep(Duration::from_secs(2));
     let killed = now_ms();
-    a.signal(nix::sys::signal::Signal::SIGKILL);
-    bed.power_off(0);
-    let pb = bed.wait_role(1, "active", LONG);
+    gws[c.n()][0].signal(nix::sys::signal::Signal::SIGKILL);
+    bed.power_off(c, 0);
+    let pb = bed.wait_role(c, 1, "active", LONG);
     assert!(revision(&pb) > first, "the revision grows: {pb:#}");
-    bed.wait_table(1, LONG);
-    bed.oci.wait_active("aws-vpc", "to-b", LONG);
+    bed.wait_table(c, 1, LONG);
+    bed.wait_followed(c, 1, &[0, 1], LONG);
     let report = ping.stop();
     let resumed = report
         .first_reply_after(killed + 1)
         .expect("the app's traffic resumed through b");
     let gap = report.longest_gap_after(killed);
     eprintln!(
-        "takeover: traffic back {} ms after the kill, longest gap {gap:?}",
+        "takeover in {pair}: traffic back {} ms after the kill, longest gap {gap:?}",
         resumed - killed
     );
     // A correctness bound only (the benchmark measures): lease 2 s, margin and write 1 s.
     assert!(gap < Duration::from_secs(20), "{gap:?}");
-    let m = metrics(&bed, 1);
+    let m = metrics(&bed, c, 1);
     assert!(
-        m.contains("isthmus_ha_takeovers_total{pair=\"aws\"} 1"),
+        m.contains(&format!("isthmus_ha_takeovers_total{{pair=\"{pair}\"}} 1")),
         "{m}"
     );
     assert!(
-        m.contains("isthmus_ha_role{pair=\"aws\",role=\"active\"} 1"),
+        m.contains(&format!(
+            "isthmus_ha_role{{pair=\"{pair}\",role=\"active\"}} 1"
+        )),
         "{m}"
+    );
+    let o = c.other();
+    assert_eq!(bed.pair(o, 0)["role"], "active", "the other pair stays");
+    assert_eq!(bed.table_targets(o), [Some(bed.target_of(o, 0))]);
+    if c == Oci {
+        // b rewrote the VCN table on the etag it read (the stub refuses a write without
+        // `if-match`, a stale one and a bad signature): no request refused.
+        let log = bed.stub.log().split_off(writes_before);
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("PUT") && l.ends_with("200")),
+            "{log:#?}"
+        );
+        assert!(
+            !log.iter()
+                .any(|l| ["401", "412", "428"].iter().any(|s| l.ends_with(s))),
+            "{log:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_aws_standby_takes_over_when_the_active_dies_and_the_table_and_the_oci_side_follow() {
+    the_standby_takes_over(
+        Aws,
+        "hk",
+        "the_aws_standby_takes_over_when_the_active_dies_and_the_table_and_the_oci_side_follow",
     );
 }
 
-/// AWS gateway `i`'s `/metrics`.
-fn metrics(bed: &HaBed, i: usize) -> String {
+#[test]
+fn the_oci_standby_takes_over_when_the_active_dies_and_the_table_and_the_aws_side_follow() {
+    the_standby_takes_over(
+        Oci,
+        "ho",
+        "the_oci_standby_takes_over_when_the_active_dies_and_the_table_and_the_aws_side_follow",
+    );
+}
+
+/// Gateway `i` of `c`'s `/metrics`.
+fn metrics(bed: &HaBed, c: Cloud, i: usize) -> String {
     let (status, text) = http_get(
-        &bed.aws[i].ns,
+        &bed.gw(c, i).ns,
         "127.0.0.1:9477".parse().unwrap(),
         "/metrics",
         Duration::from_secs(10),
@@ -133,16 +149,16 @@ fn a_drained_gateway_hands_over_without_loss_and_takes_nothing_back() {
         return;
     };
     let bed = HaBed::new("hr", &pyenv);
-    let (_oci, _a, _b) = started(&bed);
+    let _gws = started(&bed);
     let ping = Pinger::start(&bed.app, DB, 1000);
     std::thread::sleep(Duration::from_secs(1));
-    let out = netctl(&bed.aws[0].fx.socket(), &["drain", "--gateway"]);
+    let out = netctl(&bed.gw(Aws, 0).fx.socket(), &["drain", "--gateway"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("drained"), "{}", out.stdout);
-    bed.wait_role(1, "active", LONG);
-    bed.wait_table(1, LONG);
-    bed.oci.wait_active("aws-vpc", "to-b", LONG);
-    let pa = bed.wait_role(0, "standby", LONG);
+    bed.wait_role(Aws, 1, "active", LONG);
+    bed.wait_table(Aws, 1, LONG);
+    bed.wait_followed(Aws, 1, &[0, 1], LONG);
+    let pa = bed.wait_role(Aws, 0, "standby", LONG);
     assert_eq!(pa["drained"], true, "{pa:#}");
     let report = ping.finish();
     assert_eq!(
@@ -151,12 +167,12 @@ fn a_drained_gateway_hands_over_without_loss_and_takes_nothing_back() {
         "a planned handover loses nothing: {report:?}"
     );
     // Undrained, a (better priority, no preempt) stays standby: no flap.
-    let out = netctl(&bed.aws[0].fx.socket(), &["undrain", "--gateway"]);
+    let out = netctl(&bed.gw(Aws, 0).fx.socket(), &["undrain", "--gateway"]);
     assert_eq!(out.code, 0, "{out:?}");
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(bed.pair(0)["role"], "standby");
-    assert_eq!(bed.pair(1)["role"], "active");
-    assert!(metrics(&bed, 0).contains("isthmus_ha_ready{pair=\"aws\"} 1"));
+    assert_eq!(bed.pair(Aws, 0)["role"], "standby");
+    assert_eq!(bed.pair(Aws, 1)["role"], "active");
+    assert!(metrics(&bed, Aws, 0).contains("isthmus_ha_ready{pair=\"aws\"} 1"));
 }
 
 #[test]
@@ -167,41 +183,68 @@ fn the_old_active_comes_back_as_standby_and_preempts_only_after_its_delay() {
         return;
     };
     let bed = HaBed::new("hb", &pyenv);
-    bed.aws[0].fx.set("ha", "preempt", true.into());
-    bed.aws[0].fx.set("ha", "preempt_delay", "4s".into());
-    let (_oci, a, _b) = started(&bed);
+    bed.gw(Aws, 0).fx.set("ha", "preempt", true.into());
+    bed.gw(Aws, 0).fx.set("ha", "preempt_delay", "4s".into());
+    let [[a, _b], _oci] = started(&bed);
     drop(a);
-    bed.wait_role(1, "active", LONG);
-    bed.wait_table(1, LONG);
+    bed.wait_role(Aws, 1, "active", LONG);
+    bed.wait_table(Aws, 1, LONG);
     // a restarts: standby (it never resumes its role), then takes it back after its delay.
     let back = Instant::now();
-    let _a = bed.start(0);
-    let p = bed.wait_role(0, "standby", LONG);
-    assert_eq!(p["holder"], NAMES[1], "{p:#}");
-    bed.wait_role(0, "active", LONG);
+    let _a = bed.start(Aws, 0);
+    let p = bed.wait_role(Aws, 0, "standby", LONG);
+    assert_eq!(p["holder"], Aws.name(1), "{p:#}");
+    bed.wait_role(Aws, 0, "active", LONG);
     let took = back.elapsed();
     assert!(
         took >= Duration::from_secs(4),
         "preempted after {took:?}, before its delay"
     );
-    bed.wait_table(0, LONG);
-    bed.oci.wait_active("aws-vpc", "to-a", LONG);
-    assert_eq!(bed.pair(1)["role"], "standby");
+    bed.wait_table(Aws, 0, LONG);
+    bed.wait_followed(Aws, 0, &[0, 1], LONG);
+    assert_eq!(bed.pair(Aws, 1)["role"], "standby");
 }
 
 #[test]
-fn an_active_that_loses_its_links_gives_the_role_up() {
-    let Some(pyenv) = moto::pyenv("an_active_that_loses_its_links_gives_the_role_up") else {
+fn an_active_that_loses_both_its_links_gives_the_role_up() {
+    let Some(pyenv) = moto::pyenv("an_active_that_loses_both_its_links_gives_the_role_up") else {
         return;
     };
     let bed = HaBed::new("hl", &pyenv);
-    let (_oci, _a, _b) = started(&bed);
-    bed.cut_underlay(0);
-    bed.wait_role(1, "active", LONG);
-    let pa = bed.wait_role(0, "standby", LONG);
+    let _gws = started(&bed);
+    bed.cut_underlay(Aws, 0);
+    bed.wait_role(Aws, 1, "active", LONG);
+    let pa = bed.wait_role(Aws, 0, "standby", LONG);
     assert_eq!(pa["ready"], false, "{pa:#}");
-    bed.wait_table(1, LONG);
-    bed.oci.wait_active("aws-vpc", "to-b", LONG);
+    bed.wait_table(Aws, 1, LONG);
+    bed.wait_followed(Aws, 1, &[0, 1], LONG);
+    assert!(ping(&bed, 3), "app -> db through b");
+}
+
+/// Per direction, the packets of the app and the database that AWS gateways a and b forwarded,
+/// sampled in turn (b read before a): once b has forwarded one, a forwards none (what a still
+/// counted at that sample came before b's).
+fn one_carrier_at_a_time(samples: &[[(u64, u64); 2]]) {
+    for (dir, name) in [(0, "app -> db"), (1, "db -> app")] {
+        let get = |s: &[(u64, u64); 2], i: usize| if dir == 0 { s[i].0 } else { s[i].1 };
+        let b0 = get(&samples[0], 1);
+        let t = samples
+            .iter()
+            .position(|s| get(s, 1) > b0)
+            .unwrap_or_else(|| panic!("{name}: b never carried any: {samples:?}"));
+        assert!(
+            get(&samples[t], 0) > get(&samples[0], 0),
+            "{name}: a carried none before b: {samples:?}"
+        );
+        let a_then = get(&samples[t], 0);
+        for (k, s) in samples.iter().enumerate().skip(t + 1) {
+            assert_eq!(
+                get(s, 0),
+                a_then,
+                "{name}: a forwarded again at sample {k}, after b had begun at {t}: {samples:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -212,14 +255,22 @@ fn an_active_cut_off_from_etcd_steps_down_before_the_standby_takes_over() {
         return;
     };
     let bed = HaBed::new("he", &pyenv);
-    let (_oci, _a, _b) = started(&bed);
-    bed.cut_etcd(0);
-    // Never two actives: sampled every 20 ms until b has taken over and the table and the
-    // remote side followed.
+    let _gws = started(&bed);
+    bed.count_forwarded();
+    let ping = Pinger::start(&bed.app, DB, 6000);
+    std::thread::sleep(Duration::from_secs(1));
+    let sample = || {
+        let b = bed.forwarded(1);
+        [bed.forwarded(0), b]
+    };
+    let mut samples = vec![sample()];
+    bed.cut_etcd(Aws, 0);
+    // Never two actives: sampled until b has taken over.
     let deadline = Instant::now() + LONG;
     let mut a_left_at = None;
     loop {
-        let (pa, pb) = (bed.pair(0), bed.pair(1));
+        let (pa, pb) = (bed.pair(Aws, 0), bed.pair(Aws, 1));
+        samples.push(sample());
         assert!(
             !(pa["role"] == "active" && pb["role"] == "active"),
             "two actives: {pa:#} {pb:#}"
@@ -237,72 +288,98 @@ fn an_active_cut_off_from_etcd_steps_down_before_the_standby_takes_over() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pa = bed.pair(0);
+    let pa = bed.pair(Aws, 0);
     assert_eq!(
         pa["role"], "unsure",
         "a holds on as far as it knows: {pa:#}"
     );
     assert!(pa["store_error"].is_string(), "{pa:#}");
-    bed.wait_table(1, LONG);
-    // Both links are up: the OCI side moves because b announces itself active.
-    bed.oci.wait_active("aws-vpc", "to-b", LONG);
+    // The traffic follows: the table (b's first write waits out the margin and the deadline)
+    // and the OCI side (both links are up: it moves because b announces itself active).
+    let deadline = Instant::now() + LONG;
+    let b = bed.target_of(Aws, 1);
+    let followed = |bed: &HaBed| {
+        bed.table_target(Aws).as_deref() == Some(b.as_str())
+            && (0..2).all(|k| bed.active_link(Oci, k).as_deref() == Some(Aws.link_to(1)))
+    };
+    while !followed(&bed) {
+        samples.push(sample());
+        assert!(
+            Instant::now() < deadline,
+            "the table or the OCI side did not follow b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_secs(2) {
+        samples.push(sample());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = ping.stop();
+    one_carrier_at_a_time(&samples);
+    eprintln!(
+        "etcd cut: {} samples, ping lost {} of {}",
+        samples.len(),
+        report.lost(),
+        report.sent
+    );
     // The table never went back to a.
-    let history = bed.table_history.lock().unwrap().clone();
-    // (The fabric may have looked before a's first write.)
-    let targets: Vec<_> = history
-        .iter()
-        .map(|(_, t)| t.clone())
-        .skip_while(Option::is_none)
-        .collect();
     assert_eq!(
-        targets,
-        [Some(bed.enis[0].clone()), Some(bed.enis[1].clone())],
-        "{history:?}"
+        bed.table_targets(Aws),
+        [Some(bed.target_of(Aws, 0)), Some(b.clone())]
     );
     // a back in touch: standby, b keeps the role.
-    bed.uncut_etcd(0);
-    bed.wait_role(0, "standby", LONG);
-    assert_eq!(bed.pair(1)["role"], "active");
+    bed.uncut_etcd(Aws, 0);
+    bed.wait_role(Aws, 0, "standby", LONG);
+    assert_eq!(bed.pair(Aws, 1)["role"], "active");
 }
 
 #[test]
-fn with_etcd_down_nothing_moves_and_both_say_so() {
-    let Some(pyenv) = moto::pyenv("with_etcd_down_nothing_moves_and_both_say_so") else {
+fn with_etcd_down_nothing_moves_and_every_gateway_says_so() {
+    let Some(pyenv) = moto::pyenv("with_etcd_down_nothing_moves_and_every_gateway_says_so") else {
         return;
     };
     let bed = HaBed::new("hd", &pyenv);
-    let (_oci, _a, _b) = started(&bed);
+    let _gws = started(&bed);
     bed.pause_etcd(true);
-    // a's lease runs out here: it stops writing and announcing, keeps forwarding.
-    bed.wait_role(0, "unsure", LONG);
-    std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        bed.pair(1)["role"],
-        "standby",
-        "nobody takes over without the store"
-    );
-    for i in 0..2 {
-        let p = bed.pair(i);
-        assert!(p["store_error"].is_string(), "{p:#}");
-        let events = bed.aws[i].events();
-        assert!(
-            events
-                .iter()
-                .any(|e| e["kind"] == "ha_store" && e["to"] == "unreachable"),
-            "{events:#?}"
-        );
+    // Each a's lease runs out: it stops writing and announcing, keeps forwarding.
+    for c in [Aws, Oci] {
+        bed.wait_role(c, 0, "unsure", LONG);
     }
-    assert_eq!(bed.table_target().as_deref(), Some(bed.enis[0].as_str()));
-    assert_eq!(bed.oci_active().as_deref(), Some("to-a"), "fail static");
-    let ok = bed
-        .app
-        .command("ping")
-        .args(["-c", "3", "-i", "0.2", "-W", "2", "-q", DB])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "traffic still flows through a");
+    std::thread::sleep(Duration::from_secs(5));
+    for c in [Aws, Oci] {
+        assert_eq!(
+            bed.pair(c, 1)["role"],
+            "standby",
+            "nobody takes over without the store"
+        );
+        for i in 0..2 {
+            let p = bed.pair(c, i);
+            assert!(p["store_error"].is_string(), "{p:#}");
+            let events = bed.gw(c, i).events();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["kind"] == "ha_store" && e["to"] == "unreachable"),
+                "{events:#?}"
+            );
+        }
+        // Fail static: the table and the other cloud's gateways stay on a.
+        assert_eq!(bed.table_targets(c), [Some(bed.target_of(c, 0))]);
+        for k in 0..2 {
+            let o = c.other();
+            assert_eq!(
+                bed.active_link(o, k).as_deref(),
+                Some(c.link_to(0)),
+                "fail static"
+            );
+        }
+    }
+    assert!(ping(&bed, 3), "traffic still flows through the a gateways");
     bed.pause_etcd(false);
-    bed.wait_role(0, "active", LONG);
-    assert_eq!(bed.pair(1)["role"], "standby");
-    assert_eq!(bed.table_target().as_deref(), Some(bed.enis[0].as_str()));
+    for c in [Aws, Oci] {
+        bed.wait_role(c, 0, "active", LONG);
+        assert_eq!(bed.pair(c, 1)["role"], "standby");
+        assert_eq!(bed.table_targets(c), [Some(bed.target_of(c, 0))]);
+    }
 }

@@ -1,6 +1,7 @@
 //! HA takeover benchmark (not part of the test suite), on the bed of `isthmus_tests::ha_bed`:
-//! two AWS gateways on a three-member etcd (50 ms heartbeat, 500 ms election, as on a VPC),
-//! moto's route table, a fabric that follows it, one OCI gateway. The lease: `LEASE_MS`
+//! a pair of gateways in each cloud on a three-member etcd (50 ms heartbeat, 500 ms election,
+//! as on a VPC), moto's route table and the OCI stub's, a fabric in each cloud that follows
+//! its table. The AWS pair's lease: `LEASE_MS`
 //! (default 1000, the shortest etcd grants with that election timeout), margin and write
 //! deadline a quarter of it each.
 //!
@@ -22,12 +23,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use isthmus_tests::ha_bed::{HaBed, DB, NAMES};
+use isthmus_tests::ha_bed::{Aws, HaBed, DB, LONG};
 use isthmus_tests::topology::now_ms;
 use isthmus_tests::transfer::Xfer;
 use isthmus_tests::{moto, Agentd, Pinger};
-
-const LONG: Duration = Duration::from_secs(60);
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -48,8 +47,8 @@ fn main() {
     // The lease's timings (LEASE_MS: the TTL in whole seconds; the margin and the write
     // deadline a quarter of it each, the request timeout just under a third).
     let ttl = knob("LEASE_MS", 1000);
-    for side in &bed.aws {
-        let fx = &side.fx;
+    for i in 0..2 {
+        let fx = &bed.gw(Aws, i).fx;
         fx.set("ha", "lease_ttl", format!("{}s", ttl / 1000).into());
         fx.set("ha", "margin", format!("{}ms", ttl / 4).into());
         fx.set("ha", "write_deadline", format!("{}ms", ttl / 4).into());
@@ -60,13 +59,8 @@ fn main() {
         ttl,
         ttl / 4
     );
-    let _oci = bed.start_oci();
-    let mut gws: [Option<Agentd>; 2] = [Some(bed.start(0)), None];
-    bed.wait_role(0, "active", LONG);
-    gws[1] = Some(bed.start(1));
-    bed.wait_role(1, "standby", LONG);
-    bed.wait_table(0, LONG);
-    bed.oci.wait_active("aws-vpc", "to-a", LONG);
+    let [[a, b], _oci] = bed.start_pairs();
+    let mut gws: [Option<Agentd>; 2] = [Some(a), Some(b)];
 
     let mut gaps = Vec::new();
     let mut tables = Vec::new();
@@ -76,8 +70,8 @@ fn main() {
         let standby = 1 - active;
         // Wait until the standby is ready to take over (its link up and published).
         let deadline = Instant::now() + LONG;
-        while bed.pair(active)["other"]["ready"] != true {
-            assert!(Instant::now() < deadline, "{} not ready", NAMES[standby]);
+        while bed.pair(Aws, active)["other"]["ready"] != true {
+            assert!(Instant::now() < deadline, "{} not ready", Aws.name(standby));
             std::thread::sleep(Duration::from_millis(100));
         }
         let ping = Pinger::start(&bed.app, DB, 2500);
@@ -90,10 +84,10 @@ fn main() {
             g.signal(nix::sys::signal::Signal::SIGKILL);
             let _ = g.wait_exit(Duration::from_secs(5));
         }
-        bed.power_off(active);
-        bed.wait_table(standby, LONG);
+        bed.power_off(Aws, active);
+        bed.wait_table(Aws, standby, LONG);
         let table = t0.elapsed();
-        bed.oci.wait_active("aws-vpc", OCI_LINK[standby], LONG);
+        bed.wait_followed(Aws, standby, &[0, 1], LONG);
         std::thread::sleep(Duration::from_secs(2));
         let report = ping.stop();
         let gap = report.longest_gap_after(killed);
@@ -103,7 +97,7 @@ fn main() {
         println!(
             "trial {:2}: killed {}, ping gap {:5} ms, table at {:5} ms, TCP {}",
             trial + 1,
-            NAMES[active],
+            Aws.name(active),
             gap.as_millis(),
             table.as_millis(),
             if ok {
@@ -115,9 +109,9 @@ fn main() {
         gaps.push(gap.as_secs_f64());
         tables.push(table.as_secs_f64());
         // The killed gateway comes back as standby.
-        bed.power_on(active);
-        gws[active] = Some(bed.start(active));
-        bed.wait_role(active, "standby", LONG);
+        bed.power_on(Aws, active);
+        gws[active] = Some(bed.start(Aws, active));
+        bed.wait_role(Aws, active, "standby", LONG);
         active = standby;
     }
     gaps.sort_by(f64::total_cmp);
@@ -133,5 +127,3 @@ fn main() {
         "anchors: keepalived ≈ 3.5 s + the API call, Tailscale subnet routers ≈ 15 s, headscale ≈ 70 s"
     );
 }
-
-const OCI_LINK: [&str; 2] = ["to-a", "to-b"];
